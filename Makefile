@@ -1,0 +1,52 @@
+# The README's two commands: `make run` (the whole pipeline) and `make test`.
+# Both create .venv, install the lock file and the project, and make sure the
+# data can be had offline before they start.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+# Jobs call `fashion-mlp`, `snakemake` and `dvc` from the virtualenv.
+export PATH := $(BIN):$(PATH)
+
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist
+
+.PHONY: run test install data ui lock clean help
+
+help:
+	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
+	@echo "make test     install, then run the test suite (what CI runs)"
+	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
+	@echo "make lock     regenerate requirements.lock from pyproject.toml"
+
+run: install data
+	snakemake --cores all
+
+test: install data
+	python -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Offline fallback: Debian's dataset-fashion-mnist, where apt-get can run as root.
+# Elsewhere the download stage fetches from the official mirrors.
+data:
+	@if [ ! -d $(DEBIAN_DATA) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's dataset-fashion-mnist (offline copy of the data)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+ui: install
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+lock: install
+	pip-compile --quiet --extra test --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock pyproject.toml
+
+clean:
+	rm -rf .snakemake logs benchmarks

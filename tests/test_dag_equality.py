@@ -1,0 +1,94 @@
+"""The Snakefile and dvc.yaml are one pipeline: same stages, commands, deps, outs and params."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run
+from fashion_mlp.config import cli_flags
+
+LOG_REDIRECT = re.compile(r"\s*>\s*\S+\s+2>&1\s*$")
+
+
+def normalize(cmd: str) -> str:
+    return " ".join(LOG_REDIRECT.sub("", cmd).split())
+
+
+def snakemake_jobs(repo: Path) -> dict[frozenset, dict]:
+    """Every job of a forced dry run (`snakemake -n -p`), keyed by its set of output files."""
+    out = run(["snakemake", "--dry-run", "--printshellcmds", "--forceall", "--cores", "1"], repo).stdout
+    jobs = {}
+    for block in re.split(r"^(?:local)?rule ", out, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
+        command = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        if "output" not in fields:
+            continue  # the `all` target
+        outs = frozenset(fields["output"].split(", "))
+        jobs[outs] = {
+            "rule": rule,
+            "cmd": normalize(command.group(1)),
+            "deps": set(fields["input"].split(", ")) if "input" in fields else set(),
+        }
+    return jobs
+
+
+def dvc_stages(repo: Path) -> dict[frozenset, dict]:
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(repo)) as dvc_repo:
+        for stage in dvc_repo.index.stages:
+            params = {}
+            for dep in stage.deps:
+                if hasattr(dep, "params"):  # a ParamsDependency: the keys it tracks
+                    params.update({key: None for key in dep.params})
+            outs = frozenset(str(Path(o.fs_path).relative_to(repo)) for o in stage.outs)
+            stages[outs] = {
+                "name": stage.addressing,
+                "cmd": normalize(stage.cmd),
+                "deps": {str(Path(d.fs_path).relative_to(repo)) for d in stage.deps if not hasattr(d, "params")},
+                "params": sorted(params),
+            }
+    return stages
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return snakemake_jobs(REPO), dvc_stages(REPO)
+
+
+def test_same_stages_and_outputs(engines):
+    snake, dvc = engines
+    assert set(snake) == set(dvc), "the engines produce different sets of outputs"
+    names = {dvc[outs]["name"]: snake[outs]["rule"] for outs in dvc}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    expected = {"download": "download", "prepare": "prepare", "report": "report"}
+    for model in params["train"]:
+        expected[f"train@{model}"] = "train"
+        expected[f"evaluate@{model}"] = "evaluate"
+    assert names == expected
+
+
+def test_same_commands_and_deps(engines):
+    snake, dvc = engines
+    for outs, stage in dvc.items():
+        assert snake[outs]["cmd"] == stage["cmd"], stage["name"]
+        assert snake[outs]["deps"] == stage["deps"], stage["name"]
+
+
+def test_declared_params_are_the_ones_on_the_command_line(engines):
+    """Every params.yaml value a DVC stage tracks reaches its command, so both engines rerun on it."""
+    _, dvc = engines
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for stage in dvc.values():
+        for dotted in stage["params"]:
+            value = params
+            for key in dotted.split("."):
+                value = value[key]
+            flag = cli_flags(value) if isinstance(value, dict) else f"--{dotted.split('.')[-1]} {value}"
+            assert flag in stage["cmd"], f"{stage['name']}: {dotted} does not reach the command"

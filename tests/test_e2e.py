@@ -1,0 +1,123 @@
+"""End to end on real Fashion-MNIST (a 3000-image subset, 2 epochs), under both engines.
+
+Each test works in its own copy of the repository, as a user's clone would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import edit_params, run
+from fashion_mlp.data import CLASS_NAMES, RAW_FILES
+from fashion_mlp.io import sha256_file
+
+pytestmark = pytest.mark.e2e
+MODELS = ("baseline", "regularized")
+
+
+def mlflow_runs(repo: Path) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fashion-mnist-mlp")
+    assert experiment is not None, "the experiment was not created in <repo>/mlflow.db"
+    assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def assert_outputs(repo: Path) -> None:
+    for name in RAW_FILES:
+        assert (repo / "data/raw" / name).is_file()
+    assert not list((repo / "data/raw").glob(".*")), "a temporary file was left in data/raw"
+    stats = json.loads((repo / "reports/data_stats.json").read_text())
+    assert stats["counts"] == {"train": 2700, "val": 300, "test": 1000}
+    for model in MODELS:
+        assert (repo / f"models/{model}.keras").is_file()
+        history = (repo / f"reports/history/{model}.csv").read_text().splitlines()
+        assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds"
+        assert len(history) == 1 + 2
+        metrics = json.loads((repo / f"reports/metrics/{model}.json").read_text())
+        assert metrics["model"] == model and metrics["n_test"] == 1000
+        assert 0.5 < metrics["accuracy"] <= 1 and metrics["loss"] > 0 and 0 < metrics["macro_f1"] <= 1
+        assert set(metrics["per_class"]) == set(CLASS_NAMES)
+        assert metrics["epochs_run"] == 2
+        for kind in ("confusion", "curves", "predictions"):
+            assert (repo / f"reports/figures/{model}_{kind}.png").read_bytes()[:4] == b"\x89PNG"
+        predictions = (repo / f"reports/predictions/{model}.csv").read_text().splitlines()
+        assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 1000
+    summary = (repo / "reports/summary.md").read_text()
+    for needle in ("| baseline |", "| regularized |", "0.8833", "0.8700", "0.8660", "0.8710",
+                   "figures/baseline_confusion.png", "figures/model_comparison.png"):
+        assert needle in summary
+
+
+def assert_mlflow(repo: Path, engine: str) -> None:
+    client, runs = mlflow_runs(repo)
+    by_model = {r.data.tags["model"]: r for r in runs}
+    assert sorted(by_model) == sorted(MODELS) and len(runs) == 2, "one run per model, train and evaluate together"
+    data_sha = sha256_file(repo / "data/prepared/train.npz")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for model, r in by_model.items():
+        assert r.info.status == "FINISHED"
+        spec = params["train"][model]
+        assert r.data.params["learning_rate"] == str(spec["learning_rate"])
+        assert r.data.params["hidden"] == str(spec["hidden"])
+        assert r.data.params["epochs"] == "2" and r.data.params["seed"] == str(params["seed"])
+        history = client.get_metric_history(r.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2], "per-epoch metrics with step = epoch"
+        metrics = json.loads((repo / f"reports/metrics/{model}.json").read_text())
+        assert r.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+        assert r.data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
+        tags = r.data.tags
+        assert tags["engine"] == engine and tags["stage"] == "train,evaluate"
+        assert tags["data_sha256"] == data_sha
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"])
+        assert tags["model_sha256"] == sha256_file(repo / f"models/{model}.keras")
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
+        assert f"figures/{model}_confusion.png" in artifacts
+        logged = client.search_logged_models([r.info.experiment_id])
+        assert any(m.source_run_id == r.info.run_id for m in logged), "the model is logged to its run"
+
+
+def test_snakemake_end_to_end(smoke_repo: Path) -> None:
+    run(["snakemake", "--cores", "2"], smoke_repo)
+    assert_outputs(smoke_repo)
+    assert_mlflow(smoke_repo, engine="snakemake")
+    # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
+    status = run(["dvc", "status", "--json"], smoke_repo)
+    assert json.loads(status.stdout) == {}, status.stdout
+    again = run(["snakemake", "--cores", "2", "--dry-run"], smoke_repo)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    # A params.yaml edit reaches Snakemake through the rules' params: only that model reruns.
+    edit_params(smoke_repo, {"train.regularized.dropout": [0.0, 0.4]})
+    plan = run(["snakemake", "--cores", "2", "--dry-run", "--quiet", "rules"], smoke_repo).stdout
+    planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, flags=re.M))
+    assert planned == {"train": "1", "evaluate": "1", "report": "1", "all": "1", "total": "4"}, plan
+
+
+def test_dvc_repro_reruns_only_what_changed(smoke_repo: Path) -> None:
+    run(["dvc", "repro"], smoke_repo)
+    assert_outputs(smoke_repo)
+    assert_mlflow(smoke_repo, engine="dvc")
+    metrics = run(["dvc", "metrics", "show", "--json"], smoke_repo)
+    assert "accuracy" in metrics.stdout
+    baseline = (smoke_repo / "models/baseline.keras").read_bytes()
+    regularized = (smoke_repo / "models/regularized.keras").read_bytes()
+
+    edit_params(smoke_repo, {"train.regularized.dropout": [0.0, 0.4]})
+    diff = run(["dvc", "params", "diff", "--json"], smoke_repo)
+    assert "train.regularized.dropout" in diff.stdout and "baseline" not in diff.stdout
+    status = json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout)
+    assert set(status) == {"train@regularized"}, status
+
+    rerun = run(["dvc", "repro"], smoke_repo)
+    ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
+    assert ran == {"train@regularized", "evaluate@regularized", "report"}, rerun.stdout
+    assert (smoke_repo / "models/baseline.keras").read_bytes() == baseline
+    assert (smoke_repo / "models/regularized.keras").read_bytes() != regularized
+    assert json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout) == {}

@@ -1,0 +1,3 @@
+from fashion_mlp.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""`fashion-mlp <command> [flags]`: one command per pipeline stage.
+
+Only the chosen command's module is imported, so `fashion-mlp --help` and
+argument errors come back at once and TensorFlow loads only for the stages
+that need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from fashion_mlp import PipelineError
+
+COMMANDS = {
+    "download": ("fashion_mlp.download", "fetch and verify the four Fashion-MNIST archives"),
+    "prepare": ("fashion_mlp.prepare", "parse, scale once, split train/val; keep test apart"),
+    "train": ("fashion_mlp.train", "train one MLP from its params block"),
+    "evaluate": ("fashion_mlp.evaluate", "test-set metrics and figures for one model"),
+    "report": ("fashion_mlp.report", "reports/summary.md comparing every model"),
+    "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: fashion-mlp <command> [flags]   (fashion-mlp <command> --help for its flags)", "",
+             "commands:"]
+    lines += [f"  {name:<14} {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    if argv[0] not in COMMANDS:
+        sys.exit(f"fashion-mlp: unknown command {argv[0]!r}\n\n{usage()}")
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        module.main(argv[1:])
+    except PipelineError as exc:
+        # Expected failures (bad params, bad data, no mirror): a message, not a traceback.
+        sys.exit(f"fashion-mlp {argv[0]}: error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Loading and validating params.yaml, and turning a section into CLI flags.
+
+Light on purpose: the Snakefile imports this module while it is parsed, so it
+must not pull in TensorFlow, MLflow or pandas.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from fashion_mlp import PipelineError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCHEMA_PATH = PACKAGE_DIR.parent / "schemas" / "params.schema.yaml"
+ROOT_MARKERS = ("params.yaml", "dvc.yaml", "Snakefile")
+
+
+class ParamsError(PipelineError, ValueError):
+    """params.yaml (or a stage's flags) broke the schema; the message names every bad key."""
+
+
+def project_root() -> Path:
+    """The repository root, wherever the current directory is.
+
+    Order: FASHION_MLP_ROOT (exported by the Snakefile), DVC_ROOT (set by DVC for
+    stage commands), the nearest parent of the current directory holding the
+    project's markers, then the checkout this package lives in.
+    """
+    for var in ("FASHION_MLP_ROOT", "DVC_ROOT"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).resolve()
+    candidates = [Path.cwd().resolve(), *Path.cwd().resolve().parents, *PACKAGE_DIR.parents]
+    for directory in candidates:
+        if all((directory / marker).exists() for marker in ROOT_MARKERS):
+            return directory
+    raise PipelineError(
+        "cannot find the project root (a directory holding params.yaml, dvc.yaml and "
+        "Snakefile); run from inside the repository or set FASHION_MLP_ROOT"
+    )
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    """Read params.yaml and validate it; raise ParamsError naming every bad key."""
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            params = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    validate(params, source=str(path))
+    return params
+
+
+def validate(params: Any, source: str = "params.yaml") -> None:
+    schema = load_schema()
+    problems = _schema_problems(params, schema, root=schema)
+    if not problems and isinstance(params, dict):
+        for model, spec in (params.get("train") or {}).items():
+            problems += _layer_list_problems(f"train.{model}", spec)
+    if problems:
+        raise ParamsError(_join(source, problems))
+
+
+def validate_section(section: str, values: dict, source: str = "command line") -> None:
+    """Check one stage's values against its part of the schema.
+
+    `section` is a top-level key ("data", "prepare", "evaluate", "mlflow") or
+    "train" for one model's block. Used by the CLI so DVC runs get the same
+    checks the Snakefile applies to the whole file.
+    """
+    schema = load_schema()
+    if section == "train":
+        sub = {"$ref": "#/$defs/model"}
+    else:
+        sub = schema["properties"][section]
+    problems = _schema_problems(values, sub, root=schema, prefix=section)
+    if not problems and section == "train":
+        problems = _layer_list_problems(section, values)
+    if problems:
+        raise ParamsError(_join(source, problems))
+
+
+def cli_flags(section: dict) -> str:
+    """Render a params section as `--key value` flags, exactly as DVC does for `${section}`.
+
+    DVC's dict unpacking: a list becomes `--key a b`, true becomes a bare
+    `--key`, false is left out, null becomes `None`. The Snakefile uses this so
+    both engines run the same command line (tests/test_dag_equality.py checks).
+    """
+    parts = []
+    for key, value in section.items():
+        if value is True:
+            parts.append(f"--{key}")
+        elif value is False:
+            continue
+        elif isinstance(value, list):
+            parts.append(f"--{key} " + " ".join(str(v) for v in value))
+        else:
+            parts.append(f"--{key} {value}")
+    return " ".join(parts)
+
+
+def per_layer(value: Any, n_layers: int, name: str) -> list:
+    """Broadcast a scalar to every hidden layer, or check a per-layer list's length."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return list(value) * n_layers
+        if len(value) != n_layers:
+            raise ParamsError(
+                f"{name} has {len(value)} values but hidden has {n_layers} layers; "
+                "give one value, or one per hidden layer"
+            )
+        return list(value)
+    return [value] * n_layers
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept whole (MLflow logs them as text)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+# --- error messages -------------------------------------------------------------------
+
+
+def _join(source: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _layer_list_problems(name: str, spec: dict) -> list[str]:
+    problems = []
+    n_layers = len(spec["hidden"])
+    for key in ("dropout", "l2", "batchnorm"):
+        try:
+            per_layer(spec[key], n_layers, f"{name}.{key}")
+        except ParamsError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") -> list[str]:
+    import jsonschema
+    from referencing import Registry, Resource
+
+    # Validate `instance` against `schema` with the root's $defs resolvable.
+    wrapped = {"$ref": "urn:params#/$defs/__target__"}
+    root_with_target = dict(root, **{"$defs": dict(root.get("$defs", {}), __target__=schema)})
+    registry = Registry().with_resource(
+        "urn:params", Resource.from_contents(root_with_target, default_specification=_draft())
+    )
+    validator = jsonschema.Draft202012Validator(wrapped, registry=registry)
+    problems = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        problems.append(_describe_error(error, prefix, root_with_target))
+    return problems
+
+
+def _draft():
+    from referencing.jsonschema import DRAFT202012
+
+    return DRAFT202012
+
+
+def _key(prefix: str, path: Iterable) -> str:
+    parts = [prefix] if prefix else []
+    for item in path:
+        parts.append(f"[{item}]" if isinstance(item, int) else str(item))
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def _describe_error(error, prefix: str, root: dict) -> str:
+    key = _key(prefix, error.absolute_path)
+    schema = error.schema
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            where = f"{key}.{name}" if key != "(top level)" else str(name)
+            hint = f"unknown key '{where}'"
+            if close:
+                hint += f" (did you mean '{close[0]}'?)"
+            hints.append(hint)
+        return "; ".join(hints) + f"; allowed keys here: {', '.join(allowed)}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        where = f"{key}.{missing}" if key != "(top level)" else missing
+        sub = schema.get("properties", {}).get(missing, {})
+        return f"missing key '{where}' (expected {_allowed(sub, root)})"
+    if error.validator == "propertyNames":
+        return f"bad model name '{error.instance}' under '{key}': use lower-case letters, digits and _"
+    if error.validator in ("minItems", "maxItems") and isinstance(error.instance, list):
+        return f"'{key}' has {len(error.instance)} items; expected {_allowed(schema, root)}"
+    if error.validator == "minProperties":
+        return f"'{key}' is empty; it needs at least one entry"
+    return f"'{key}' = {error.instance!r} is not allowed; expected {_allowed(schema, root)}"
+
+
+def _allowed(schema: dict, root: dict) -> str:
+    """A short English description of what a (sub)schema accepts."""
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].split("#/", 1)[1].split("/"):
+            target = target[part]
+        return _allowed(target, root)
+    if "oneOf" in schema:
+        return " or ".join(_allowed(s, root) for s in schema["oneOf"])
+    if "enum" in schema:
+        return "one of " + ", ".join(str(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "null":
+        return "null"
+    if kind == "boolean":
+        return "true or false"
+    if kind == "string":
+        return "a non-empty string" if schema.get("minLength") else "a string"
+    if kind == "array":
+        items = _allowed(schema.get("items", {}), root)
+        size = ""
+        if "minItems" in schema and "maxItems" in schema:
+            size = f" of {schema['minItems']} to {schema['maxItems']} items"
+        elif "minItems" in schema:
+            size = f" of at least {schema['minItems']} item(s)"
+        return f"a list{size}, each {items}"
+    if kind == "object":
+        return "a mapping with keys " + ", ".join(sorted(schema.get("properties", {})))
+    if kind in ("integer", "number"):
+        noun = "an integer" if kind == "integer" else "a number"
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        if low is None and high is None:
+            return noun
+        left = "(" if "exclusiveMinimum" in schema else "["
+        right = ")" if "exclusiveMaximum" in schema else "]"
+        if high is None:
+            return f"{noun} {'>' if left == '(' else '>='} {low}"
+        if low is None:
+            return f"{noun} {'<' if right == ')' else '<='} {high}"
+        return f"{noun} in {left}{low}, {high}{right}"
+    return "a valid value"

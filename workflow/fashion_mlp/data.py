@@ -1,0 +1,128 @@
+"""Fashion-MNIST's files and formats: the IDX parser, the pinned checksums and npz I/O."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp import PipelineError
+from fashion_mlp.io import atomic_output
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (28, 28)
+
+# The four canonical files and the SHA-256 of their *decompressed* bytes.
+# Mirrors recompress the archives (Debian did), so the .gz bytes differ between
+# them while the IDX payload is the same.
+RAW_FILES = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
+}
+IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+
+
+class DataError(PipelineError):
+    """A data file is missing, corrupt or inconsistent; the message names the file."""
+
+
+def gunzip(path: str | os.PathLike) -> bytes:
+    """Decompress a .gz file, turning gzip's low-level errors into a DataError naming it."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: not a valid gzip file or truncated ({exc})") from None
+
+
+def sha256_gunzipped(path: str | os.PathLike) -> str:
+    return hashlib.sha256(gunzip(path)).hexdigest()
+
+
+def parse_idx(raw: bytes, expected_magic: int, name: str) -> np.ndarray:
+    """Parse IDX bytes (big-endian header, then unsigned bytes) after checking magic and size."""
+    if len(raw) < 4:
+        raise DataError(f"{name}: {len(raw)} bytes is too short for an IDX header")
+    (magic,) = struct.unpack(">I", raw[:4])
+    if magic != expected_magic:
+        raise DataError(f"{name}: bad IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{name}: truncated IDX header ({len(raw)} bytes, need {header})")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise DataError(
+            f"{name}: IDX header says shape {shape} ({expected} bytes) but the file has {len(raw)} bytes"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_split(
+    raw_dir: str | os.PathLike, split: str, expected_count: int | None = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split's images (N, 28, 28) and labels (N,) as uint8 and check they agree.
+
+    `expected_count` defaults to the canonical size of the split; None skips that check.
+    """
+    images_name, labels_name, canonical_count = SPLIT_FILES[split]
+    if expected_count == -1:
+        expected_count = canonical_count
+    images_path = Path(raw_dir) / images_name
+    labels_path = Path(raw_dir) / labels_name
+    images = parse_idx(gunzip(images_path), IMAGES_MAGIC, str(images_path))
+    labels = parse_idx(gunzip(labels_path), LABELS_MAGIC, str(labels_path))
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{images_path}: images are {images.shape[1:]}, expected {IMAGE_SHAPE}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+        )
+    if expected_count is not None and len(images) != expected_count:
+        raise DataError(f"{images_path}: {len(images)} images, expected {expected_count} for the {split} split")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        bad = int(labels.max())
+        raise DataError(f"{labels_path}: label {bad} is outside 0-{NUM_CLASSES - 1}")
+    return images, labels
+
+
+def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays to an uncompressed .npz atomically (fast to load, no pickles)."""
+    with atomic_output(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load every array of an .npz; pickled objects are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; run the prepare stage first") from None

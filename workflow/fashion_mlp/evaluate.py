@@ -1,0 +1,234 @@
+"""Stage `evaluate`: score one trained model on the held-out test set and draw its figures.
+
+The only stage that reads `test.npz`. Writes the metrics JSON (scikit-learn's
+classification report plus loss), a predictions CSV for DVC's confusion plot,
+and three PNGs; everything is logged into the model's training run in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp.config import validate_section
+from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
+from fashion_mlp.io import atomic_output, write_json
+from fashion_mlp.runtime import default_threads
+
+
+def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, cross-entropy and per-class precision/recall/F1 (scikit-learn), as plain JSON types."""
+    from sklearn.metrics import accuracy_score, classification_report, log_loss
+
+    y_pred = probabilities.argmax(axis=1)
+    labels = list(range(NUM_CLASSES))
+    report = classification_report(y_true, y_pred, labels=labels, target_names=CLASS_NAMES,
+                                   output_dict=True, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "loss": float(log_loss(y_true, probabilities, labels=labels)),
+        "macro_precision": report["macro avg"]["precision"],
+        "macro_recall": report["macro avg"]["recall"],
+        "macro_f1": report["macro avg"]["f1-score"],
+        "weighted_f1": report["weighted avg"]["f1-score"],
+        "n_test": int(len(y_true)),
+        "per_class": {
+            name: {
+                "precision": report[name]["precision"],
+                "recall": report[name]["recall"],
+                "f1": report[name]["f1-score"],
+                "support": int(report[name]["support"]),
+            }
+            for name in CLASS_NAMES
+        },
+    }
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def training_summary(history: list[dict], n_params: int) -> dict:
+    return {
+        "params": int(n_params),
+        "epochs_run": len(history),
+        "train_seconds": round(sum(r["epoch_seconds"] for r in history), 2),
+        "seconds_per_epoch": round(sum(r["epoch_seconds"] for r in history) / max(len(history), 1), 3),
+    }
+
+
+def metric_key(name: str) -> str:
+    """'T-shirt/top' -> 't_shirt_top', for MLflow metric names."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+# --- figures ------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: str) -> None:
+    import seaborn as sns
+    from sklearn.metrics import confusion_matrix
+
+    plt = _pyplot()
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(NUM_CLASSES)))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=True, ax=ax,
+                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
+    ax.set(title=title, xlabel="Predicted class", ylabel="True class")
+    ax.tick_params(axis="x", labelrotation=45)
+    _save(fig, path)
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    plt = _pyplot()
+    epochs = [int(r["epoch"]) for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
+        ax.plot(epochs, [r[metric] for r in history], marker="o", label="training")
+        ax.plot(epochs, [r[f"val_{metric}"] for r in history], marker="o", label="validation")
+        ax.set(xlabel="Epoch", ylabel=label, title=f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_predictions(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: Path,
+                     title: str, n: int, seed: int) -> None:
+    """A grid of n test images (a seeded sample) titled predicted/true; wrong ones in red."""
+    plt = _pyplot()
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
+    cols = int(np.ceil(np.sqrt(len(picks))))
+    rows = int(np.ceil(len(picks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, picks):
+        ok = y_pred[i] == y_true[i]
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=1)
+        label = CLASS_NAMES[y_pred[i]] if ok else f"{CLASS_NAMES[y_pred[i]]}\n(true: {CLASS_NAMES[y_true[i]]})"
+        ax.set_title(label, fontsize=8, color="black" if ok else "red")
+        if not ok:
+            for spine in ax.spines.values():
+                spine.set(visible=True, color="red", linewidth=2)
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{title}: predicted class (wrong ones in red)")
+    _save(fig, path)
+
+
+def write_predictions(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+    """Class names per test image, for DVC's confusion-matrix plot template."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows((CLASS_NAMES[t], CLASS_NAMES[p]) for t, p in zip(y_true, y_pred))
+
+
+# --- stage --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-mlp evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--grid_images", type=int, required=True, help="evaluate.grid_images")
+    parser.add_argument("--seed", type=int, required=True, help="seed (picks the grid's images)")
+    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
+    parser.add_argument("--model", required=True, help="model name")
+    parser.add_argument("--model_path", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True, help="history CSV from train")
+    parser.add_argument("--data", type=Path, required=True, help="test.npz from prepare")
+    parser.add_argument("--metrics_out", type=Path, required=True)
+    parser.add_argument("--predictions_out", type=Path, required=True)
+    parser.add_argument("--confusion_png", type=Path, required=True)
+    parser.add_argument("--curves_png", type=Path, required=True)
+    parser.add_argument("--grid_png", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default as in train)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    validate_section("evaluate", {"grid_images": args.grid_images})
+
+    from fashion_mlp.runtime import configure_tensorflow
+
+    configure_tensorflow(args.threads or default_threads(), args.seed)
+    import keras
+
+    from fashion_mlp.data import load_arrays
+
+    test = load_arrays(args.data)
+    model = keras.saving.load_model(args.model_path, safe_mode=True)
+    probabilities = model.predict(test["x_test"], batch_size=1024, verbose=0)
+    y_true, y_pred = test["y_test"], probabilities.argmax(axis=1)
+    history = read_history(args.history)
+
+    metrics = {"model": args.model, **compute_metrics(y_true, probabilities),
+               **training_summary(history, model.count_params())}
+    title = f"{args.model}: test accuracy {metrics['accuracy']:.4f}"
+    write_json(args.metrics_out, metrics)
+    write_predictions(args.predictions_out, y_true, y_pred)
+    plot_confusion(y_true, y_pred, args.confusion_png, f"{args.model}: confusion matrix on the test set")
+    plot_curves(history, args.curves_png, f"{args.model}: training and validation curves")
+    plot_predictions(test["x_test"], y_true, y_pred, args.grid_png, title, args.grid_images, args.seed)
+    run_id = log_to_mlflow(args, metrics)
+    print(f"evaluate: {args.model}: test accuracy {metrics['accuracy']:.4f}, macro F1 "
+          f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; MLflow run {run_id}")
+
+
+def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
+    """Add the test metrics and figures to the run that trained this exact model file."""
+    import mlflow
+
+    from fashion_mlp import tracking
+    from fashion_mlp.io import sha256_file
+
+    experiment_id = tracking.init(args.experiment)
+    model_sha = sha256_file(args.model_path)
+    run = tracking.find_run_by_tag(experiment_id, "model_sha256", model_sha)
+    if run is None:
+        # The model came from elsewhere (dvc pull, another store): record it in a run of its own.
+        print(f"evaluate: no MLflow run trained {args.model_path} (sha256 {model_sha[:12]}); starting one")
+        tags = tracking.base_tags("evaluate", args.data) | {"model": args.model, "model_sha256": model_sha}
+        active = tracking.with_retry(mlflow.start_run, run_name=args.model, tags=tags)
+    else:
+        active = tracking.with_retry(mlflow.start_run, run_id=run.info.run_id)
+    with active:
+        scalars = {f"test_{k}": v for k, v in metrics.items()
+                   if k in ("accuracy", "loss", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")}
+        for name, scores in metrics["per_class"].items():
+            for score in ("precision", "recall", "f1"):
+                scalars[f"test_{score}_{metric_key(name)}"] = scores[score]
+        tracking.with_retry(mlflow.log_metrics, scalars)
+        tracking.with_retry(mlflow.set_tags, {"stage": "train,evaluate", "evaluate_engine": tracking.engine()})
+        for path in (args.metrics_out, args.predictions_out):
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+        for path in (args.confusion_png, args.curves_png, args.grid_png):
+            mlflow.log_artifact(str(path), artifact_path="figures")
+        return active.info.run_id
+
+
+if __name__ == "__main__":
+    main()

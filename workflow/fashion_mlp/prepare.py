@@ -1,0 +1,121 @@
+"""Stage `prepare`: parse the IDX files, scale once to [0, 1] and carve a stratified validation split.
+
+Outputs two files so that the DAG itself keeps the test set away from
+training: `train.npz` (x_train, y_train, x_val, y_val) is all that `train`
+reads, and `test.npz` (x_test, y_test) is read only by `evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp.config import validate_section
+from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, save_arrays
+from fashion_mlp.io import write_json
+
+
+def scale(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1]. The only place in the pipeline that scales."""
+    if images.dtype != np.uint8:
+        raise TypeError(f"expected raw uint8 pixels, got {images.dtype}: were they scaled already?")
+    return images.astype(np.float32) / np.float32(255.0)
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a seeded subset of size n with the class proportions of `labels`, in original order."""
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(labels):
+        return np.arange(len(labels))
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint, stratified, seeded index sets (train, val) covering all of `labels`."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
+    )
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    return {name: int(c) for name, c in zip(CLASS_NAMES, counts)}
+
+
+def prepare(raw_dir: Path, val_fraction: float, limit_train: int | None, limit_test: int | None,
+            seed: int) -> tuple[dict, dict, dict]:
+    """Return (train arrays, test arrays, stats) from the raw IDX files."""
+    x_pool, y_pool = read_split(raw_dir, "train")
+    x_test, y_test = read_split(raw_dir, "test")
+    if limit_train is not None:
+        keep = stratified_indices(y_pool, limit_train, seed)
+        x_pool, y_pool = x_pool[keep], y_pool[keep]
+    if limit_test is not None:
+        keep = stratified_indices(y_test, limit_test, seed)
+        x_test, y_test = x_test[keep], y_test[keep]
+    train_idx, val_idx = split_train_val(y_pool, val_fraction, seed)
+    train = {
+        "x_train": scale(x_pool[train_idx]),
+        "y_train": y_pool[train_idx],
+        "x_val": scale(x_pool[val_idx]),
+        "y_val": y_pool[val_idx],
+    }
+    test = {"x_test": scale(x_test), "y_test": y_test}
+    stats = {
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "limit_train": limit_train,
+        "limit_test": limit_test,
+        "counts": {
+            "train": len(train_idx),
+            "val": len(val_idx),
+            "test": len(y_test),
+        },
+        "per_class": {
+            "train": class_counts(train["y_train"]),
+            "val": class_counts(train["y_val"]),
+            "test": class_counts(y_test),
+        },
+        "raw_sha256": dict(RAW_FILES),
+    }
+    return train, test, stats
+
+
+def optional_int(text: str) -> int | None:
+    """argparse type for `null or N` params; DVC renders null as None."""
+    return None if text in ("None", "null", "") else int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-mlp prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("--val_fraction", type=float, required=True, help="prepare.val_fraction")
+    parser.add_argument("--limit_train", type=optional_int, required=True, help="prepare.limit_train")
+    parser.add_argument("--limit_test", type=optional_int, required=True, help="prepare.limit_test")
+    parser.add_argument("--seed", type=int, required=True, help="seed")
+    parser.add_argument("--raw_dir", type=Path, required=True)
+    parser.add_argument("--train_out", type=Path, required=True, help="npz with x/y_train and x/y_val")
+    parser.add_argument("--test_out", type=Path, required=True, help="npz with x/y_test")
+    parser.add_argument("--stats_out", type=Path, required=True, help="JSON with counts per class and split")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    validate_section("prepare", {"val_fraction": args.val_fraction, "limit_train": args.limit_train,
+                                 "limit_test": args.limit_test})
+    train, test, stats = prepare(args.raw_dir, args.val_fraction, args.limit_train, args.limit_test, args.seed)
+    save_arrays(args.train_out, **train)
+    save_arrays(args.test_out, **test)
+    write_json(args.stats_out, stats)
+    print(f"prepare: {stats['counts']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Stage `train`: fit one MLP from its params.yaml block on the training split, validating on the validation split.
+
+Reads only `train.npz` (the test set is not an input of this stage), writes
+the model and a per-epoch history CSV, and logs params, per-epoch metrics and
+the model to one MLflow run that `evaluate` later completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from fashion_mlp.config import flatten, validate_section
+from fashion_mlp.io import atomic_output, sha256_file
+from fashion_mlp.prepare import optional_int
+from fashion_mlp.runtime import default_threads
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-mlp train", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model name: the key under train: in params.yaml")
+    # train.<model>.* (see params.yaml); per-layer options take one value or one per hidden layer
+    parser.add_argument("--hidden", type=int, nargs="+", required=True)
+    parser.add_argument("--activation", required=True)
+    parser.add_argument("--dropout", type=float, nargs="+", required=True)
+    parser.add_argument("--l2", type=float, nargs="+", required=True)
+    parser.add_argument("--batchnorm", type=parse_bool, nargs="*", default=[False],
+                        help="bare flag: on for every layer; or one true/false per layer")
+    parser.add_argument("--learning_rate", type=float, required=True)
+    parser.add_argument("--lr_schedule", required=True)
+    parser.add_argument("--lr_decay_rate", type=float, required=True)
+    parser.add_argument("--batch_size", type=int, required=True)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--early_stopping_patience", type=optional_int, required=True)
+    parser.add_argument("--steps_per_execution", type=int, required=True)
+    # pipeline-wide
+    parser.add_argument("--seed", type=int, required=True, help="seed")
+    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
+    parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
+    parser.add_argument("--model_out", type=Path, required=True)
+    parser.add_argument("--history_out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores")
+    return parser
+
+
+def model_params(args: argparse.Namespace) -> dict:
+    """The train.<model> block as params.yaml spells it (one-element lists back to scalars)."""
+
+    def unwrap(values: list):
+        return values[0] if len(values) == 1 else values
+
+    return {
+        "hidden": args.hidden,
+        "activation": args.activation,
+        "dropout": unwrap(args.dropout),
+        "l2": unwrap(args.l2),
+        "batchnorm": unwrap(args.batchnorm or [True]),
+        "learning_rate": args.learning_rate,
+        "lr_schedule": args.lr_schedule,
+        "lr_decay_rate": args.lr_decay_rate,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "early_stopping_patience": args.early_stopping_patience,
+        "steps_per_execution": args.steps_per_execution,
+    }
+
+
+def make_history_callback(on_epoch=None):
+    """A Keras callback collecting HISTORY_COLUMNS per epoch; `on_epoch(row)` sees each row."""
+    import keras
+
+    class EpochHistory(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rows: list[dict] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+            # The rate the epoch starts with; a schedule lowers it step by step.
+            self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:5]},
+                   "learning_rate": self._lr, "epoch_seconds": time.perf_counter() - self._start}
+            self.rows.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+
+    return EpochHistory()
+
+
+def fit(model, data: dict, params: dict, callbacks: list):
+    """Compile with the configured schedule and fit; the validation split drives early stopping."""
+    import keras
+
+    from fashion_mlp.models import compile_model, learning_rate_schedule
+
+    steps_per_epoch = -(-len(data["y_train"]) // params["batch_size"])
+    schedule = learning_rate_schedule(params["learning_rate"], params["lr_schedule"], params["lr_decay_rate"],
+                                      steps_per_epoch, params["epochs"])
+    compile_model(model, schedule, params["steps_per_execution"])
+    if params["early_stopping_patience"] is not None:
+        callbacks = [*callbacks, keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=params["early_stopping_patience"], restore_best_weights=True)]
+    return model.fit(
+        data["x_train"], data["y_train"],
+        validation_data=(data["x_val"], data["y_val"]),
+        batch_size=params["batch_size"], epochs=params["epochs"],
+        callbacks=callbacks, verbose=2,
+    )
+
+
+def kept_epoch(rows: list[dict], early_stopping_patience: int | None) -> dict:
+    """The history row whose weights were saved: early stopping restores the lowest val_loss."""
+    if early_stopping_patience is None:
+        return rows[-1]
+    return min(rows, key=lambda r: r["val_loss"])
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    params = model_params(args)
+    validate_section("train", params, source=f"train.{args.model}")
+    threads = args.threads or default_threads()
+
+    from fashion_mlp.runtime import configure_tensorflow
+
+    configure_tensorflow(threads, args.seed)
+
+    import mlflow
+
+    from fashion_mlp import tracking
+    from fashion_mlp.data import load_arrays
+    from fashion_mlp.models import build_mlp
+
+    data = load_arrays(args.data)
+    model = build_mlp(params["hidden"], params["activation"], params["dropout"], params["l2"],
+                      params["batchnorm"], name=args.model)
+    tracking.init(args.experiment)
+    tags = tracking.base_tags("train", args.data) | {"model": args.model}
+    with tracking.with_retry(mlflow.start_run, run_name=args.model, tags=tags) as run:
+        tracking.with_retry(mlflow.log_params, flatten({
+            **params, "model": args.model, "seed": args.seed, "threads": threads,
+            "n_train": len(data["y_train"]), "n_val": len(data["y_val"]), "n_params": model.count_params(),
+        }))
+
+        def log_epoch(row: dict) -> None:
+            metrics = {k: v for k, v in row.items() if k != "epoch"}
+            tracking.with_retry(mlflow.log_metrics, metrics, step=row["epoch"])
+
+        history = make_history_callback(on_epoch=log_epoch)
+        started = time.perf_counter()
+        fit(model, data, params, [history])
+        fit_seconds = time.perf_counter() - started
+
+        with atomic_output(args.model_out) as tmp:
+            model.save(tmp)
+        write_history(args.history_out, history.rows)
+
+        kept = kept_epoch(history.rows, params["early_stopping_patience"])
+        tracking.with_retry(mlflow.log_metrics, {
+            "fit_seconds": fit_seconds, "epochs_run": len(history.rows), "kept_epoch": kept["epoch"],
+            "final_val_loss": kept["val_loss"], "final_val_accuracy": kept["val_accuracy"],
+        })
+        _log_model(model, data["x_val"][:5])
+        mlflow.log_artifact(str(args.history_out), artifact_path="history")
+        # evaluate finds this run again through the saved model's hash.
+        tracking.with_retry(mlflow.set_tag, "model_sha256", sha256_file(args.model_out))
+        print(f"train: {args.model}: {len(history.rows)} epochs in {fit_seconds:.1f} s, "
+              f"kept epoch {kept['epoch']} with val_accuracy {kept['val_accuracy']:.4f}; MLflow run {run.info.run_id}")
+
+
+def _log_model(model, example) -> None:
+    import keras
+    import mlflow
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    keras.config.disable_interactive_logging()  # MLflow's own predict calls draw progress bars
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    # mlflow.tensorflow handles Keras 3 models; mlflow.keras.log_model (3.17) fails
+    # when given an input example because it writes it before creating its folder.
+    mlflow.tensorflow.log_model(
+        model, name="model", signature=signature, input_example=example,
+        # Pinned requirements skip MLflow's slow import-tracing of the model.
+        pip_requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+# Shared set-up: validate params.yaml before any job, and the helpers the rules use.
+import os
+import shutil
+import subprocess
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+# The pipeline's package, importable even without `pip install -e .`.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+from fashion_mlp.config import ParamsError, cli_flags, validate  # noqa: E402
+from fashion_mlp.data import RAW_FILES  # noqa: E402
+
+try:
+    validate(config, source="params.yaml")
+except ParamsError as exc:
+    raise WorkflowError(str(exc)) from None
+
+# Jobs inherit these: the MLflow store resolves against this root whatever a
+# job's working directory, and runs are tagged engine=snakemake.
+os.environ["FASHION_MLP_ROOT"] = workflow.basedir
+os.environ["FASHION_MLP_ENGINE"] = "snakemake"
+
+MODELS = list(config["train"])
+RAW = expand("data/raw/{name}", name=list(RAW_FILES))
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+
+
+def section_flags(*keys):
+    """params.yaml section -> `--key value` flags, rendered exactly as DVC renders ${section}."""
+    node = config
+    for key in keys:
+        node = node[key]
+    return cli_flags(node)
+
+
+def init_tracking():
+    """Create the MLflow store and experiment once, before jobs run in parallel."""
+    shell("fashion-mlp init-tracking --experiment '{config[mlflow][experiment]}'")
+
+
+OUTPUT_DIRS = ("data", "models", "reports")
+
+
+def commit_to_dvc():
+    """Record what Snakemake built in dvc.lock and DVC's cache, so `dvc status` is clean.
+
+    `dvc commit` rewrites the files it caches, which would make them look new to
+    Snakemake's mtime check; their modification times are put back afterwards.
+    """
+    if not os.path.isdir(os.path.join(workflow.basedir, ".dvc")) or shutil.which("dvc") is None:
+        return
+    mtimes = {}
+    for top in OUTPUT_DIRS:
+        for folder, _, files in os.walk(os.path.join(workflow.basedir, top)):
+            for name in files:
+                path = os.path.join(folder, name)
+                mtimes[path] = os.stat(path).st_mtime_ns
+    result = subprocess.run(["dvc", "commit", "--force", "--quiet"], cwd=workflow.basedir,
+                            capture_output=True, text=True)
+    for path, mtime in mtimes.items():
+        if os.path.exists(path):
+            os.utime(path, ns=(mtime, mtime))
+    if result.returncode != 0:
+        logger.warning("dvc commit failed; run `dvc commit -f` by hand:\n" + result.stderr)
