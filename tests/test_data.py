@@ -256,6 +256,22 @@ def test_wrong_image_shape_names_file(tmp_path, rng):
     assert str(images_path) in str(info.value)
 
 
+def test_absurd_header_dimensions_raise_data_error():
+    raw = struct.pack(">4I", IMAGES_MAGIC, 2**32 - 1, 2**32 - 1, 2**32 - 1) + b"x" * 10
+    with pytest.raises(DataError, match="some.gz"):
+        parse_idx(raw, IMAGES_MAGIC, "some.gz")
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "data.py:80 computes the payload size with np.prod (int64), which wraps: a corrupt header "
+    "claiming 2**31 x 2**31 x 4 'images' gives 0 expected bytes, passes the size check and fails "
+    "in reshape with numpy's ValueError instead of a DataError naming the file; use math.prod"))
+def test_overflowing_header_dimensions_raise_data_error():
+    raw = struct.pack(">4I", IMAGES_MAGIC, 2**31, 2**31, 4)  # header only; 2**64 bytes promised
+    with pytest.raises(DataError, match="some.gz"):
+        parse_idx(raw, IMAGES_MAGIC, "some.gz")
+
+
 def test_data_error_is_a_pipeline_error():
     # The CLI turns PipelineError into a one-line message instead of a traceback.
     assert issubclass(DataError, PipelineError)

@@ -85,7 +85,8 @@ def assert_mlflow(repo: Path, engine: str) -> None:
 
 
 def test_snakemake_end_to_end(smoke_repo: Path) -> None:
-    run(["snakemake", "--cores", "2"], smoke_repo)
+    # 4 cores: the two trainings, then the two evaluations, run in parallel on one SQLite store.
+    run(["snakemake", "--cores", "4"], smoke_repo)
     assert_outputs(smoke_repo)
     assert_mlflow(smoke_repo, engine="snakemake")
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
@@ -121,3 +122,15 @@ def test_dvc_repro_reruns_only_what_changed(smoke_repo: Path) -> None:
     assert (smoke_repo / "models/baseline.keras").read_bytes() == baseline
     assert (smoke_repo / "models/regularized.keras").read_bytes() != regularized
     assert json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout) == {}
+
+    run(["dvc", "plots", "show", "--out", "plots_html"], smoke_repo)
+    page = (smoke_repo / "plots_html/index.html").read_text()
+    assert "val_accuracy" in page and "baseline_confusion.png" in page
+
+    # An experiment from the command line, without editing params.yaml.
+    run(["git", "add", "-A"], smoke_repo)
+    run(["git", "commit", "-qm", "regularized dropout 0.4"], smoke_repo)
+    experiment = run(["dvc", "exp", "run", "-S", "train.baseline.epochs=1"], smoke_repo)
+    ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
+    assert ran == {"train@baseline", "evaluate@baseline", "report"}, experiment.stdout
+    assert json.loads((smoke_repo / "reports/metrics/baseline.json").read_text())["epochs_run"] == 1

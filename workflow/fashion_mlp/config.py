@@ -114,6 +114,23 @@ def cli_flags(section: dict) -> str:
     return " ".join(parts)
 
 
+def optional_int(text: str) -> int | None:
+    """argparse type for `null or N` params: DVC and cli_flags render null as None."""
+    return None if text in ("None", "null", "") else int(text)
+
+
+def parse_bool(text: str) -> bool:
+    """argparse type for one boolean of a per-layer list (rendered True/False)."""
+    import argparse
+
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def per_layer(value: Any, n_layers: int, name: str) -> list:
     """Broadcast a scalar to every hidden layer, or check a per-layer list's length."""
     if isinstance(value, (list, tuple)):

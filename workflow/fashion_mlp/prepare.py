@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_mlp.config import validate_section
+from fashion_mlp.config import optional_int, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, save_arrays
 from fashion_mlp.io import write_json
 
@@ -86,11 +86,6 @@ def prepare(raw_dir: Path, val_fraction: float, limit_train: int | None, limit_t
         "raw_sha256": dict(RAW_FILES),
     }
     return train, test, stats
-
-
-def optional_int(text: str) -> int | None:
-    """argparse type for `null or N` params; DVC renders null as None."""
-    return None if text in ("None", "null", "") else int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,9 +81,10 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3)))):
         ax.axhline(accuracy, color="gray", linestyle=style, linewidth=1, label=f"{label}: {accuracy:.4f}")
     low = min(accuracies + [a for _, a in ANCHORS])
+    n_test = metrics[0]["n_test"]
     ax.set(ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)), ylabel="Test accuracy",
-           title="Test accuracy per model (10k test set unless limited)")
-    ax.legend(fontsize=7, loc="lower right")
+           title=f"Test accuracy per model ({n_test:,} test images)")
+    ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -12,21 +12,11 @@ import csv
 import time
 from pathlib import Path
 
-from fashion_mlp.config import flatten, validate_section
+from fashion_mlp.config import flatten, optional_int, parse_bool, validate_section
 from fashion_mlp.io import atomic_output, sha256_file
-from fashion_mlp.prepare import optional_int
 from fashion_mlp.runtime import default_threads
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
