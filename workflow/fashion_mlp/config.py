@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -71,6 +72,7 @@ def validate(params: Any, source: str = "params.yaml") -> None:
     if not problems and isinstance(params, dict):
         for model, spec in (params.get("train") or {}).items():
             problems += _layer_list_problems(f"train.{model}", spec)
+        problems += _split_problems(params["prepare"])
     if problems:
         raise ParamsError(_join(source, problems))
 
@@ -90,6 +92,8 @@ def validate_section(section: str, values: dict, source: str = "command line") -
     problems = _schema_problems(values, sub, root=schema, prefix=section)
     if not problems and section == "train":
         problems = _layer_list_problems(section, values)
+    if not problems and section == "prepare":
+        problems = _split_problems(values)
     if problems:
         raise ParamsError(_join(source, problems))
 
@@ -98,9 +102,12 @@ def cli_flags(section: dict) -> str:
     """Render a params section as `--key value` flags, exactly as DVC does for `${section}`.
 
     DVC's dict unpacking: a list becomes `--key a b`, true becomes a bare
-    `--key`, false is left out, null becomes `None`. The Snakefile uses this so
+    `--key`, false is left out, null becomes `None`, strings are shell-quoted. The Snakefile uses this so
     both engines run the same command line (tests/test_dag_equality.py checks).
     """
+    def text(value) -> str:
+        return shlex.quote(value) if isinstance(value, str) else str(value)
+
     parts = []
     for key, value in section.items():
         if value is True:
@@ -108,9 +115,9 @@ def cli_flags(section: dict) -> str:
         elif value is False:
             continue
         elif isinstance(value, list):
-            parts.append(f"--{key} " + " ".join(str(v) for v in value))
+            parts.append(f"--{key} " + " ".join(text(v) for v in value))
         else:
-            parts.append(f"--{key} {value}")
+            parts.append(f"--{key} {text(value)}")
     return " ".join(parts)
 
 
@@ -166,6 +173,15 @@ def _join(source: str, problems: list[str]) -> str:
     return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
+def _split_problems(prepare: dict) -> list[str]:
+    """A stratified validation split needs at least one image per class."""
+    pool = prepare["limit_train"] or 60_000
+    if pool * prepare["val_fraction"] < 10:
+        return [f"prepare.val_fraction = {prepare['val_fraction']} of {pool} training images leaves "
+                "fewer than 10 validation images, one per class; raise val_fraction or limit_train"]
+    return []
+
+
 def _layer_list_problems(name: str, spec: dict) -> list[str]:
     problems = []
     n_layers = len(spec["hidden"])
@@ -183,15 +199,29 @@ def _schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") 
 
     # Validate `instance` against `schema` with the root's $defs resolvable.
     wrapped = {"$ref": "urn:params#/$defs/__target__"}
+    # Without $schema, jsonschema keeps our validator class (strict integers) across the $ref.
+    schema = {k: v for k, v in schema.items() if k != "$schema"}
     root_with_target = dict(root, **{"$defs": dict(root.get("$defs", {}), __target__=schema)})
+    root_with_target.pop("$schema", None)
     registry = Registry().with_resource(
         "urn:params", Resource.from_contents(root_with_target, default_specification=_draft())
     )
-    validator = jsonschema.Draft202012Validator(wrapped, registry=registry)
+    validator = _validator_class()(wrapped, registry=registry)
     problems = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
         problems.append(_describe_error(error, prefix, root_with_target))
     return problems
+
+
+@lru_cache(maxsize=1)
+def _validator_class():
+    """Draft 2020-12, except that 10.0 is not an integer: the stage CLIs parse integers strictly."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)
 
 
 def _draft():
@@ -227,7 +257,7 @@ def _describe_error(error, prefix: str, root: dict) -> str:
         where = f"{key}.{missing}" if key != "(top level)" else missing
         sub = schema.get("properties", {}).get(missing, {})
         return f"missing key '{where}' (expected {_allowed(sub, root)})"
-    if error.validator == "propertyNames":
+    if error.validator == "pattern" and error.schema_path and "propertyNames" in error.schema_path:
         return f"bad model name '{error.instance}' under '{key}': use lower-case letters, digits and _"
     if error.validator in ("minItems", "maxItems") and isinstance(error.instance, list):
         return f"'{key}' has {len(error.instance)} items; expected {_allowed(schema, root)}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -77,7 +79,7 @@ def parse_idx(raw: bytes, expected_magic: int, name: str) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{name}: truncated IDX header ({len(raw)} bytes, need {header})")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python ints: a corrupt header cannot overflow
     if len(raw) != expected:
         raise DataError(
             f"{name}: IDX header says shape {shape} ({expected} bytes) but the file has {len(raw)} bytes"
@@ -126,3 +128,5 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; run the prepare stage first") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({exc})") from None

@@ -97,7 +97,10 @@ def download_file(filename: str, sha256: str, mirrors: list[str], out_dir: Path,
         try:
             with atomic_output(target) as tmp:
                 fetch(url, tmp, timeout)
-                actual = sha256_gunzipped(tmp)
+                try:
+                    actual = sha256_gunzipped(tmp)
+                except DataError as exc:  # name the URL, not our temporary file
+                    raise DataError(str(exc).replace(f"{tmp}: ", "")) from None
                 if actual != sha256:
                     raise DataError(f"SHA-256 of the decompressed data is {actual}, expected {sha256}")
             return url

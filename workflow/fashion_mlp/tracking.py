@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from fashion_mlp import PipelineError
 from fashion_mlp.config import project_root
 
 T = TypeVar("T")
@@ -32,7 +33,11 @@ def tracking_uri() -> str:
 def artifact_location() -> str | None:
     """<repo>/mlartifacts for the default SQLite store (MLflow would pick ./mlruns of the
     current directory); any other store chooses its own."""
-    if tracking_uri() != default_tracking_uri():
+    try:
+        default = default_tracking_uri()
+    except PipelineError:  # outside a checkout: only a user-chosen store is possible
+        return None
+    if tracking_uri() != default:
         return None
     return (project_root() / "mlartifacts").as_uri()
 
@@ -54,7 +59,7 @@ def git_commit() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError, PipelineError):
         return "unknown"
 
 

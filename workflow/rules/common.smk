@@ -22,6 +22,7 @@ os.environ["FASHION_MLP_ROOT"] = workflow.basedir
 os.environ["FASHION_MLP_ENGINE"] = "snakemake"
 
 MODELS = list(config["train"])
+FIGURE_KINDS = ["confusion", "curves", "predictions"]  # evaluate's PNGs, per model
 RAW = expand("data/raw/{name}", name=list(RAW_FILES))
 
 

@@ -1,8 +1,7 @@
 rule report:
     input:
         metrics=expand("reports/metrics/{model}.json", model=MODELS),
-        figures=expand("reports/figures/{model}_{kind}.png", model=MODELS,
-                       kind=["confusion", "curves", "predictions"]),
+        figures=expand("reports/figures/{model}_{kind}.png", model=MODELS, kind=FIGURE_KINDS),
         stats="reports/data_stats.json",
         code="workflow/fashion_mlp/report.py",
     output:
