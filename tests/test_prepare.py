@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fashion_mlp.config import optional_int
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split
-from fashion_mlp.prepare import class_counts, optional_int, prepare, scale, split_train_val, stratified_indices
+from fashion_mlp.prepare import class_counts, prepare, scale, split_train_val, stratified_indices
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_real_data = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"{DEBIAN_DIR} not installed")

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fashion_mlp.config import parse_bool
 from fashion_mlp.data import save_arrays
-from fashion_mlp.train import HISTORY_COLUMNS, build_parser, kept_epoch, model_params, parse_bool
+from fashion_mlp.train import HISTORY_COLUMNS, build_parser, kept_epoch, model_params
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("fashion-mlp")
