@@ -1,5 +1,6 @@
 # Fashion-MNIST multilayer perceptrons, end to end:
-#   download -> prepare -> train (per model) -> evaluate (per model) -> report
+#   download -> prepare -> train (per model) + tune (Hyperband, retrains `tuned`)
+#            -> evaluate (per model) -> register (champion) -> report
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same
 # commands. Run: snakemake --cores all   (profile: workflow/profiles/default)
 
@@ -20,8 +21,9 @@ rule all:
     input:
         "reports/summary.md",
         "reports/figures/model_comparison.png",
-        expand("models/{model}.keras", model=MODELS),
-        expand("reports/figures/{model}_{kind}.png", model=MODELS, kind=FIGURE_KINDS),
+        "reports/champion.json",
+        expand("models/{model}.keras", model=EVALUATED),
+        expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
 
 
 onstart:

@@ -22,6 +22,11 @@ SMOKE = {
     "prepare.limit_train": 3000,
     "prepare.limit_test": 1000,
     "train.*.epochs": 2,
+    # Hyperband with max_epochs 2 and factor 2: one bracket of at least 2 trials, then a 2-epoch retrain.
+    "tune.max_epochs": 2,
+    "tune.factor": 2,
+    "tune.final_epochs": 2,
+    "tune.space.units": [32, 128, 32],
 }
 
 

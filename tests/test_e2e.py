@@ -17,7 +17,7 @@ from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 
 pytestmark = pytest.mark.e2e
-MODELS = ("baseline", "regularized")
+MODELS = ("baseline", "regularized", "tuned")
 
 
 def mlflow_runs(repo: Path) -> list:
@@ -39,8 +39,9 @@ def assert_outputs(repo: Path) -> None:
     for model in MODELS:
         assert (repo / f"models/{model}.keras").is_file()
         history = (repo / f"reports/history/{model}.csv").read_text().splitlines()
-        assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds"
+        assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds,kept"
         assert len(history) == 1 + 2
+        assert sum(int(line.rsplit(",", 1)[1]) for line in history[1:]) == 1, "exactly one kept epoch"
         metrics = json.loads((repo / f"reports/metrics/{model}.json").read_text())
         assert metrics["model"] == model and metrics["n_test"] == 1000
         assert 0.5 < metrics["accuracy"] <= 1 and metrics["loss"] > 0 and 0 < metrics["macro_f1"] <= 1
@@ -58,15 +59,20 @@ def assert_outputs(repo: Path) -> None:
 
 def assert_mlflow(repo: Path, engine: str) -> None:
     client, runs = mlflow_runs(repo)
-    by_model = {r.data.tags["model"]: r for r in runs}
-    assert sorted(by_model) == sorted(MODELS) and len(runs) == 2, "one run per model, train and evaluate together"
+    model_runs = [r for r in runs if r.data.tags.get("model") in MODELS]
+    by_model = {r.data.tags["model"]: r for r in model_runs}
+    assert sorted(by_model) == sorted(MODELS) and len(model_runs) == 3, "one run per model, train and evaluate together"
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert_tuning_runs(client, runs, by_model["tuned"])
+    assert_champion(client, repo)
     data_sha = sha256_file(repo / "data/prepared/train.npz")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for model, r in by_model.items():
         assert r.info.status == "FINISHED"
-        spec = params["train"][model]
-        assert r.data.params["learning_rate"] == str(spec["learning_rate"])
-        assert r.data.params["hidden"] == str(spec["hidden"])
+        if model in params["train"]:
+            spec = params["train"][model]
+            assert r.data.params["learning_rate"] == str(spec["learning_rate"])
+            assert r.data.params["hidden"] == str(spec["hidden"])
         assert r.data.params["epochs"] == "2" and r.data.params["seed"] == str(params["seed"])
         history = client.get_metric_history(r.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [1, 2], "per-epoch metrics with step = epoch"
@@ -84,10 +90,46 @@ def assert_mlflow(repo: Path, engine: str) -> None:
         assert any(m.source_run_id == r.info.run_id for m in logged), "the model is logged to its run"
 
 
+def assert_tuning_runs(client, runs, tuned_run) -> None:
+    """One parent `tune` run, every Hyperband trial nested under it, the retrain linked to it."""
+    parents = [r for r in runs if r.data.tags.get("stage") == "tune" and r.info.run_name == "tune"]
+    assert len(parents) == 1
+    parent = parents[0]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) >= 2 and len(trials) == int(parent.data.metrics["trials"])
+    for trial in trials:
+        assert {"trial_id", "bracket", "round"} <= set(trial.data.tags)
+        assert {"layers", "units_0", "dropout", "l2", "learning_rate", "batchnorm"} <= set(trial.data.params)
+        assert client.get_metric_history(trial.info.run_id, "val_accuracy"), "per-epoch metrics of the trial"
+    assert tuned_run.data.tags["tune_run_id"] == parent.info.run_id
+
+
+def assert_champion(client, repo: Path) -> None:
+    champion = json.loads((repo / "reports/champion.json").read_text())
+    candidates = {c["model"]: c["val_accuracy"] for c in champion["candidates"]}
+    assert champion["champion"] == max(candidates, key=candidates.get), "chosen by validation accuracy"
+    version = client.get_model_version_by_alias("fashion-mnist-mlp", "champion")
+    assert int(version.version) == champion["version"]
+    assert version.run_id == champion["run_id"]
+
+
+def assert_tuning_outputs(repo: Path) -> None:
+    trials = (repo / "reports/tuning/trials.csv").read_text().splitlines()
+    assert trials[0].startswith("trial_id,status,val_accuracy,epochs,bracket,round,layers,units")
+    assert len(trials) >= 1 + 2
+    best = json.loads((repo / "reports/tuning/best_hparams.json").read_text())
+    assert best["search"]["trials"] == len(trials) - 1
+    assert best["train_block"]["lr_schedule"] == "cosine" and best["train_block"]["epochs"] == 2
+    assert (repo / "reports/figures/tuning_trials.png").read_bytes()[:4] == b"\x89PNG"
+    summary = (repo / "reports/summary.md").read_text()
+    assert "## Hyperparameter search" in summary and "## Champion" in summary
+
+
 def test_snakemake_end_to_end(smoke_repo: Path) -> None:
     # 4 cores: the two trainings, then the two evaluations, run in parallel on one SQLite store.
     run(["snakemake", "--cores", "4"], smoke_repo)
     assert_outputs(smoke_repo)
+    assert_tuning_outputs(smoke_repo)
     assert_mlflow(smoke_repo, engine="snakemake")
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
     status = run(["dvc", "status", "--json"], smoke_repo)
@@ -98,12 +140,14 @@ def test_snakemake_end_to_end(smoke_repo: Path) -> None:
     edit_params(smoke_repo, {"train.regularized.dropout": [0.0, 0.4]})
     plan = run(["snakemake", "--cores", "2", "--dry-run", "--quiet", "rules"], smoke_repo).stdout
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, flags=re.M))
-    assert planned == {"train": "1", "evaluate": "1", "report": "1", "all": "1", "total": "4"}, plan
+    assert planned == {"train": "1", "evaluate": "1", "register": "1", "report": "1", "all": "1",
+                       "total": "5"}, plan
 
 
 def test_dvc_repro_reruns_only_what_changed(smoke_repo: Path) -> None:
     run(["dvc", "repro"], smoke_repo)
     assert_outputs(smoke_repo)
+    assert_tuning_outputs(smoke_repo)
     assert_mlflow(smoke_repo, engine="dvc")
     metrics = run(["dvc", "metrics", "show", "--json"], smoke_repo)
     assert "accuracy" in metrics.stdout
@@ -118,7 +162,7 @@ def test_dvc_repro_reruns_only_what_changed(smoke_repo: Path) -> None:
 
     rerun = run(["dvc", "repro"], smoke_repo)
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
-    assert ran == {"train@regularized", "evaluate@regularized", "report"}, rerun.stdout
+    assert ran == {"train@regularized", "evaluate@regularized", "register", "report"}, rerun.stdout
     assert (smoke_repo / "models/baseline.keras").read_bytes() == baseline
     assert (smoke_repo / "models/regularized.keras").read_bytes() != regularized
     assert json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout) == {}
@@ -132,5 +176,5 @@ def test_dvc_repro_reruns_only_what_changed(smoke_repo: Path) -> None:
     run(["git", "commit", "-qm", "regularized dropout 0.4"], smoke_repo)
     experiment = run(["dvc", "exp", "run", "-S", "train.baseline.epochs=1"], smoke_repo)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
-    assert ran == {"train@baseline", "evaluate@baseline", "report"}, experiment.stdout
+    assert ran == {"train@baseline", "evaluate@baseline", "register", "report"}, experiment.stdout
     assert json.loads((smoke_repo / "reports/metrics/baseline.json").read_text())["epochs_run"] == 1

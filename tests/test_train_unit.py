@@ -151,7 +151,7 @@ def test_train_stage_writes_model_and_history(trained):
     assert model.is_file() and model.read_bytes()[:2] == b"PK"  # .keras is a zip archive
     columns, rows = _history(trained["history_out"])
     assert columns == list(HISTORY_COLUMNS) == [
-        "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
+        "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds", "kept"]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["learning_rate"] for r in rows] == pytest.approx([0.01, 0.005, 0.0025], rel=1e-5)
     assert all(0 <= r["accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1 and r["epoch_seconds"] > 0 for r in rows)

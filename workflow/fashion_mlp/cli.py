@@ -16,7 +16,9 @@ COMMANDS = {
     "download": ("fashion_mlp.download", "fetch and verify the four Fashion-MNIST archives"),
     "prepare": ("fashion_mlp.prepare", "parse, scale once, split train/val; keep test apart"),
     "train": ("fashion_mlp.train", "train one MLP from its params block"),
+    "tune": ("fashion_mlp.tune", "Hyperband search on the validation split, then retrain the best"),
     "evaluate": ("fashion_mlp.evaluate", "test-set metrics and figures for one model"),
+    "register": ("fashion_mlp.register", "register the best model by validation accuracy as champion"),
     "report": ("fashion_mlp.report", "reports/summary.md comparing every model"),
     "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),
 }

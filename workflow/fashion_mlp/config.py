@@ -73,6 +73,9 @@ def validate(params: Any, source: str = "params.yaml") -> None:
         for model, spec in (params.get("train") or {}).items():
             problems += _layer_list_problems(f"train.{model}", spec)
         problems += _split_problems(params["prepare"])
+        problems += _space_problems(params["tune"]["space"])
+        if "tuned" in params["train"]:
+            problems.append("train.tuned: the name 'tuned' is reserved for the model the tune stage retrains")
     if problems:
         raise ParamsError(_join(source, problems))
 
@@ -94,15 +97,18 @@ def validate_section(section: str, values: dict, source: str = "command line") -
         problems = _layer_list_problems(section, values)
     if not problems and section == "prepare":
         problems = _split_problems(values)
+    if not problems and section == "tune":
+        problems = _space_problems(values["space"])
     if problems:
         raise ParamsError(_join(source, problems))
 
 
-def cli_flags(section: dict) -> str:
+def cli_flags(section: dict, _prefix: str = "") -> str:
     """Render a params section as `--key value` flags, exactly as DVC does for `${section}`.
 
     DVC's dict unpacking: a list becomes `--key a b`, true becomes a bare
-    `--key`, false is left out, null becomes `None`, strings are shell-quoted. The Snakefile uses this so
+    `--key`, false is left out, null becomes `None`, strings are shell-quoted
+    and a nested mapping becomes `--outer.inner value`. The Snakefile uses this so
     both engines run the same command line (tests/test_dag_equality.py checks).
     """
     def text(value) -> str:
@@ -110,7 +116,10 @@ def cli_flags(section: dict) -> str:
 
     parts = []
     for key, value in section.items():
-        if value is True:
+        key = f"{_prefix}{key}"
+        if isinstance(value, dict):
+            parts.append(cli_flags(value, _prefix=f"{key}."))
+        elif value is True:
             parts.append(f"--{key}")
         elif value is False:
             continue
@@ -171,6 +180,16 @@ def _join(source: str, problems: list[str]) -> str:
     if len(problems) == 1:
         return f"{source}: {problems[0]}"
     return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _space_problems(space: dict) -> list[str]:
+    """Ranges of tune.space must run from low to high."""
+    problems = []
+    for key in ("layers", "units", "dropout", "learning_rate"):
+        low, high = space[key][0], space[key][1]
+        if low > high:
+            problems.append(f"tune.space.{key}: min {low} is above max {high}")
+    return problems
 
 
 def _split_problems(prepare: dict) -> list[str]:
@@ -283,6 +302,8 @@ def _allowed(schema: dict, root: dict) -> str:
     if kind == "boolean":
         return "true or false"
     if kind == "string":
+        if "pattern" in schema:
+            return f"a string matching {schema['pattern']}"
         return "a non-empty string" if schema.get("minLength") else "a string"
     if kind == "array":
         items = _allowed(schema.get("items", {}), root)

@@ -1,7 +1,7 @@
 """Stage `report`: reports/summary.md, one table of every model against the published anchors.
 
-Reads only the per-model metrics JSONs (and the split counts), so it is fast
-and never touches TensorFlow or MLflow.
+Reads only small JSON files (metrics, split counts, search and champion
+summaries), so it is fast and never touches TensorFlow or MLflow.
 """
 
 from __future__ import annotations
@@ -67,6 +67,41 @@ def figure_links(metrics: list[dict], figures_dir: Path, summary_dir: Path) -> l
     return lines
 
 
+def tuning_section(tuning: dict, figures_dir: Path, summary_dir: Path) -> list[str]:
+    search, best, block = tuning["search"], tuning["best_trial"], tuning["train_block"]
+    figure = Path(os.path.relpath(figures_dir / "tuning_trials.png", summary_dir)).as_posix()
+    hparams = ", ".join(f"{k} = {v}" for k, v in best["hyperparameters"].items())
+    return [
+        "## Hyperparameter search (KerasTuner Hyperband)",
+        "",
+        f"{search['trials']} trials in {search['seconds']:.0f} s (max_epochs {search['max_epochs']}, "
+        f"factor {search['factor']}, {search['hyperband_iterations']} iteration(s)), each scored by "
+        "validation accuracy. Every trial is a nested MLflow run under the `tune` run.",
+        "",
+        f"Best trial {best['trial_id']}: validation accuracy {best['val_accuracy']:.4f} with {hparams}.",
+        f"It was retrained as `tuned` (hidden {block['hidden']}, {block['lr_schedule']} schedule, up to "
+        f"{block['epochs']} epochs, early stopping on the validation split) and kept epoch "
+        f"{tuning['retrain']['kept_epoch']} (validation accuracy {tuning['retrain']['val_accuracy']:.4f}).",
+        "",
+        f"![Validation accuracy of every trial]({figure})",
+        "",
+    ]
+
+
+def champion_section(champion: dict) -> list[str]:
+    lines = [
+        "## Champion",
+        "",
+        f"**{champion['champion']}** is registered as `{champion['registered_model']}@{champion['alias']}` "
+        f"(version {champion['version']}): {champion['reason']}. The test set played no part in the choice.",
+        "",
+        "| Model | Validation accuracy | Test accuracy |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {c['model']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} |" for c in champion["candidates"]]
+    return lines + [""]
+
+
 def plot_comparison(metrics: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -90,7 +125,8 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out: Path) -> str:
+def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out: Path,
+           tuning: dict | None = None, champion: dict | None = None) -> str:
     counts = stats["counts"]
     best = max(metrics, key=lambda m: m["accuracy"])
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
@@ -112,6 +148,8 @@ def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out
         "",
         f"![Test accuracy per model]({chart_link})",
         "",
+        *(tuning_section(tuning, figures_dir, out.parent) if tuning else []),
+        *(champion_section(champion) if champion else []),
         "## Per-class precision / recall / F1 (test set)",
         "",
         *per_class_table(metrics),
@@ -128,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp report", description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=Path, nargs="+", required=True, help="reports/metrics/<model>.json")
     parser.add_argument("--data_stats", type=Path, required=True, help="split counts from prepare")
+    parser.add_argument("--tuning", type=Path, help="best_hparams.json from tune")
+    parser.add_argument("--champion", type=Path, help="champion.json from register")
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument("--chart_out", type=Path, required=True, help="bar chart comparing the models")
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
@@ -138,7 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     metrics = [read_json(path) for path in args.metrics]
     plot_comparison(metrics, args.chart_out)
-    write_text(args.out, render(metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out))
+    tuning = read_json(args.tuning) if args.tuning else None
+    champion = read_json(args.champion) if args.champion else None
+    write_text(args.out, render(metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out,
+                                tuning, champion))
     print(f"report: wrote {args.out} ({len(metrics)} models)")
 
 

@@ -16,7 +16,9 @@ from fashion_mlp.config import flatten, optional_int, parse_bool, validate_secti
 from fashion_mlp.io import atomic_output, sha256_file
 from fashion_mlp.runtime import default_threads
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
+# `kept` is 1 on the epoch whose weights were saved (early stopping restores the best), else 0.
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
+                   "kept")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +88,7 @@ def make_history_callback(on_epoch=None):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:5]},
-                   "learning_rate": self._lr, "epoch_seconds": time.perf_counter() - self._start}
+                   "learning_rate": self._lr, "epoch_seconds": time.perf_counter() - self._start, "kept": 0}
             self.rows.append(row)
             if on_epoch is not None:
                 on_epoch(row)
@@ -139,25 +141,37 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_tensorflow(threads, args.seed)
 
+    from fashion_mlp import tracking
+    from fashion_mlp.data import load_arrays
+
+    data = load_arrays(args.data)
+    tracking.init(args.experiment)
+    train_and_log(args.model, params, data, args.data, args.seed, threads, args.model_out, args.history_out)
+
+
+def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: int, threads: int,
+                  model_out: Path, history_out: Path, tags: dict | None = None) -> dict:
+    """Build, fit and save one model in its own MLflow run; return the kept epoch's history row.
+
+    Expects TensorFlow configured and tracking.init() done. `tune` reuses it for
+    the final retrain of the best hyperparameters.
+    """
     import mlflow
 
     from fashion_mlp import tracking
-    from fashion_mlp.data import load_arrays
     from fashion_mlp.models import build_mlp
 
-    data = load_arrays(args.data)
     model = build_mlp(params["hidden"], params["activation"], params["dropout"], params["l2"],
-                      params["batchnorm"], name=args.model)
-    tracking.init(args.experiment)
-    tags = tracking.base_tags("train", args.data) | {"model": args.model}
-    with tracking.with_retry(mlflow.start_run, run_name=args.model, tags=tags) as run:
+                      params["batchnorm"], name=name)
+    run_tags = tracking.base_tags("train", data_path) | {"model": name} | (tags or {})
+    with tracking.with_retry(mlflow.start_run, run_name=name, tags=run_tags) as run:
         tracking.with_retry(mlflow.log_params, flatten({
-            **params, "model": args.model, "seed": args.seed, "threads": threads,
+            **params, "model": name, "seed": seed, "threads": threads,
             "n_train": len(data["y_train"]), "n_val": len(data["y_val"]), "n_params": model.count_params(),
         }))
 
         def log_epoch(row: dict) -> None:
-            metrics = {k: v for k, v in row.items() if k != "epoch"}
+            metrics = {k: v for k, v in row.items() if k not in ("epoch", "kept")}
             tracking.with_retry(mlflow.log_metrics, metrics, step=row["epoch"])
 
         history = make_history_callback(on_epoch=log_epoch)
@@ -165,21 +179,23 @@ def main(argv: list[str] | None = None) -> None:
         fit(model, data, params, [history])
         fit_seconds = time.perf_counter() - started
 
-        with atomic_output(args.model_out) as tmp:
-            model.save(tmp)
-        write_history(args.history_out, history.rows)
-
         kept = kept_epoch(history.rows, params["early_stopping_patience"])
+        kept["kept"] = 1
+        with atomic_output(model_out) as tmp:
+            model.save(tmp)
+        write_history(history_out, history.rows)
+
         tracking.with_retry(mlflow.log_metrics, {
             "fit_seconds": fit_seconds, "epochs_run": len(history.rows), "kept_epoch": kept["epoch"],
             "final_val_loss": kept["val_loss"], "final_val_accuracy": kept["val_accuracy"],
         })
         _log_model(model, data["x_val"][:5])
-        mlflow.log_artifact(str(args.history_out), artifact_path="history")
+        mlflow.log_artifact(str(history_out), artifact_path="history")
         # evaluate finds this run again through the saved model's hash.
-        tracking.with_retry(mlflow.set_tag, "model_sha256", sha256_file(args.model_out))
-        print(f"train: {args.model}: {len(history.rows)} epochs in {fit_seconds:.1f} s, "
+        tracking.with_retry(mlflow.set_tag, "model_sha256", sha256_file(model_out))
+        print(f"train: {name}: {len(history.rows)} epochs in {fit_seconds:.1f} s, "
               f"kept epoch {kept['epoch']} with val_accuracy {kept['val_accuracy']:.4f}; MLflow run {run.info.run_id}")
+    return kept
 
 
 def _log_model(model, example) -> None:

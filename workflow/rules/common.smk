@@ -21,13 +21,14 @@ except ParamsError as exc:
 os.environ["FASHION_MLP_ROOT"] = workflow.basedir
 os.environ["FASHION_MLP_ENGINE"] = "snakemake"
 
-MODELS = list(config["train"])
+MODELS = list(config["train"])  # trained from their params block by `train`
+EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
 FIGURE_KINDS = ["confusion", "curves", "predictions"]  # evaluate's PNGs, per model
 RAW = expand("data/raw/{name}", name=list(RAW_FILES))
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
+    model="|".join(EVALUATED),
 
 
 def section_flags(*keys):

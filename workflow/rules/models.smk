@@ -1,4 +1,6 @@
 rule train:
+    wildcard_constraints:
+        model="|".join(MODELS),
     input:
         data="data/prepared/train.npz",  # never test.npz: the test set is evaluate's alone
         code=["workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
@@ -20,6 +22,33 @@ rule train:
         "fashion-mlp train --model {wildcards.model} {params.flags} --seed {params.seed}"
         " --experiment {params.experiment} --data {input.data}"
         " --model_out {output.model} --history_out {output.history} > {log} 2>&1"
+
+
+rule tune:
+    input:
+        data="data/prepared/train.npz",  # the search, too, sees only train and validation
+        code=["workflow/fashion_mlp/tune.py", "workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
+    output:
+        trials="reports/tuning/trials.csv",
+        best="reports/tuning/best_hparams.json",
+        figure="reports/figures/tuning_trials.png",
+        model="models/tuned.keras",
+        history="reports/history/tuned.csv",
+    params:
+        flags=section_flags("tune"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
+    log:
+        "logs/tune.log",
+    benchmark:
+        "benchmarks/tune.tsv"
+    threads: 2
+    resources:
+        mem_mb=3000,
+    shell:
+        "fashion-mlp tune {params.flags} --seed {params.seed} --experiment {params.experiment}"
+        " --data {input.data} --work_dir .tuner --trials_out {output.trials} --best_out {output.best}"
+        " --figure_out {output.figure} --model_out {output.model} --history_out {output.history} > {log} 2>&1"
 
 
 rule evaluate:
@@ -51,3 +80,25 @@ rule evaluate:
         " --data {input.data} --metrics_out {output.metrics} --predictions_out {output.predictions}"
         " --confusion_png {output.confusion} --curves_png {output.curves} --grid_png {output.grid}"
         " > {log} 2>&1"
+
+
+rule register:
+    input:
+        metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
+        models=expand("models/{model}.keras", model=EVALUATED),
+        code="workflow/fashion_mlp/register.py",
+    output:
+        "reports/champion.json",
+    params:
+        registered_model=config["mlflow"]["registered_model"],
+        experiment=config["mlflow"]["experiment"],
+    log:
+        "logs/register.log",
+    benchmark:
+        "benchmarks/register.tsv"
+    threads: 1
+    resources:
+        mem_mb=800,
+    shell:
+        "fashion-mlp register --registered_model {params.registered_model} --experiment {params.experiment}"
+        " --metrics {input.metrics} --models_dir models --out {output} > {log} 2>&1"

@@ -1,8 +1,11 @@
 rule report:
     input:
-        metrics=expand("reports/metrics/{model}.json", model=MODELS),
-        figures=expand("reports/figures/{model}_{kind}.png", model=MODELS, kind=FIGURE_KINDS),
+        metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
+        figures=expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
         stats="reports/data_stats.json",
+        best="reports/tuning/best_hparams.json",
+        trials_figure="reports/figures/tuning_trials.png",
+        champion="reports/champion.json",
         code="workflow/fashion_mlp/report.py",
     output:
         summary="reports/summary.md",
@@ -16,4 +19,5 @@ rule report:
         mem_mb=500,
     shell:
         "fashion-mlp report --metrics {input.metrics} --data_stats {input.stats}"
+        " --tuning {input.best} --champion {input.champion}"
         " --figures_dir reports/figures --chart_out {output.chart} --out {output.summary} > {log} 2>&1"

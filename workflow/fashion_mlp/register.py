@@ -1,0 +1,77 @@
+"""Stage `register`: register the model with the best *validation* accuracy as the MLflow champion.
+
+Candidates are compared on the validation split only (the accuracy of the
+epoch whose weights were kept, from each metrics JSON); test accuracy is
+reported, never used to choose. The winner's logged model becomes a new
+version of the registered model, and the alias `champion` points at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fashion_mlp.io import read_json, sha256_file, write_json
+
+ALIAS = "champion"
+
+
+def choose(candidates: dict[str, dict]) -> str:
+    """Name of the candidate with the highest validation accuracy (ties: the first listed)."""
+    return max(candidates, key=lambda name: candidates[name]["val_accuracy"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-mlp register", description=__doc__.splitlines()[0])
+    parser.add_argument("--registered_model", required=True, help="mlflow.registered_model")
+    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
+    parser.add_argument("--metrics", type=Path, nargs="+", required=True, help="reports/metrics/<model>.json")
+    parser.add_argument("--models_dir", type=Path, required=True, help="where <model>.keras files are")
+    parser.add_argument("--out", type=Path, required=True, help="JSON naming the champion and why")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    candidates = {m["model"]: m for m in (read_json(path) for path in args.metrics)}
+    winner = choose(candidates)
+
+    import mlflow
+
+    from fashion_mlp import tracking
+
+    experiment_id = tracking.init(args.experiment)
+    model_path = args.models_dir / f"{winner}.keras"
+    run = tracking.find_run_by_tag(experiment_id, "model_sha256", sha256_file(model_path))
+    if run is None:
+        from fashion_mlp import PipelineError
+
+        raise PipelineError(f"no MLflow run logged {model_path}; rerun its train stage to register it")
+    client = mlflow.MlflowClient()
+    logged = tracking.with_retry(client.search_logged_models, experiment_ids=[experiment_id],
+                                 filter_string=f"source_run_id = '{run.info.run_id}'")
+    if not logged:
+        from fashion_mlp import PipelineError
+
+        raise PipelineError(f"MLflow run {run.info.run_id} ({winner}) has no logged model to register")
+    version = tracking.with_retry(mlflow.register_model, f"models:/{logged[0].model_id}", args.registered_model)
+    tracking.with_retry(client.set_registered_model_alias, args.registered_model, ALIAS, version.version)
+    tracking.with_retry(client.set_model_version_tag, args.registered_model, version.version,
+                        "val_accuracy", str(candidates[winner]["val_accuracy"]))
+    ranking = sorted(candidates.values(), key=lambda m: -m["val_accuracy"])
+    write_json(args.out, {
+        "champion": winner,
+        "registered_model": args.registered_model,
+        "alias": ALIAS,
+        "version": int(version.version),
+        "run_id": run.info.run_id,
+        "reason": f"highest validation accuracy ({candidates[winner]['val_accuracy']:.4f}) among "
+                  + ", ".join(m["model"] for m in ranking),
+        "candidates": [{"model": m["model"], "val_accuracy": m["val_accuracy"], "test_accuracy": m["accuracy"]}
+                       for m in ranking],
+    })
+    print(f"register: {winner} is {args.registered_model}@{ALIAS} (version {version.version})")
+
+
+if __name__ == "__main__":
+    main()
