@@ -1,15 +1,20 @@
 # Fashion-MNIST multilayer perceptrons, end to end:
 #   download -> prepare -> train (per model) + tune (Hyperband, retrains `tuned`)
 #            -> evaluate (per model) -> register (champion) -> report
+#   demos: the tutorial's XOR and activation-function lessons, into the report
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same
 # commands. Run: snakemake --cores all   (profile: workflow/profiles/default)
 
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"  # snakemake --report reports/report.html
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/demos.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -22,6 +27,7 @@ rule all:
         "reports/summary.md",
         "reports/figures/model_comparison.png",
         "reports/champion.json",
+        rules.demos.output,
         expand("models/{model}.keras", model=EVALUATED),
         expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
 

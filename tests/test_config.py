@@ -291,12 +291,13 @@ def test_cli_flags_regularized_style_block():
     block = {"hidden": [256, 128], "activation": "relu", "dropout": [0.0, 0.3], "l2": [0.0, 0.005],
              "batchnorm": [False, True], "learning_rate": 0.001, "lr_schedule": "exponential",
              "lr_decay_rate": 0.9, "batch_size": 32, "epochs": 30, "early_stopping_patience": 3,
+             "early_stopping_monitor": "val_loss",
              "steps_per_execution": 64}
     validate_section("train", block)
     assert cli_flags(block) == (
         "--hidden 256 128 --activation relu --dropout 0.0 0.3 --l2 0.0 0.005 --batchnorm False True "
         "--learning_rate 0.001 --lr_schedule exponential --lr_decay_rate 0.9 --batch_size 32 --epochs 30 "
-        "--early_stopping_patience 3 --steps_per_execution 64")
+        "--early_stopping_patience 3 --early_stopping_monitor val_loss --steps_per_execution 64")
     assert cli_flags({"val_fraction": 0.1, "limit_train": None, "limit_test": 500}) == (
         "--val_fraction 0.1 --limit_train None --limit_test 500")
     assert cli_flags({"batchnorm": True}) == "--batchnorm"

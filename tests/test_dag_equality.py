@@ -68,7 +68,7 @@ def test_same_stages_and_outputs(engines):
     names = {dvc[outs]["name"]: snake[outs]["rule"] for outs in dvc}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     expected = {"download": "download", "prepare": "prepare", "tune": "tune", "evaluate@tuned": "evaluate",
-                "register": "register", "report": "report"}
+                "register": "register", "demos": "demos", "report": "report"}
     for model in params["train"]:
         expected[f"train@{model}"] = "train"
         expected[f"evaluate@{model}"] = "evaluate"

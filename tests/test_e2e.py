@@ -125,15 +125,30 @@ def assert_tuning_outputs(repo: Path) -> None:
     assert "## Hyperparameter search" in summary and "## Champion" in summary
 
 
+def assert_demo_outputs(repo: Path) -> None:
+    xor = json.loads((repo / "reports/demos/xor.json").read_text())
+    assert xor["perceptron_best_accuracy"] == 0.75 and xor["perceptron_accuracy"] <= 0.75
+    assert xor["mlp_accuracy"] == 1.0
+    table = (repo / "reports/demos/activations.csv").read_text()
+    assert table.splitlines()[1].startswith("-5.0,0.00669")  # the tutorial's sigmoid(-5) = 0.0067
+    for name in ("xor_points", "xor_boundaries", "activations"):
+        assert (repo / f"reports/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## XOR and activation functions" in (repo / "reports/summary.md").read_text()
+
+
 def test_snakemake_end_to_end(smoke_repo: Path) -> None:
     # 4 cores: the two trainings, then the two evaluations, run in parallel on one SQLite store.
     run(["snakemake", "--cores", "4"], smoke_repo)
     assert_outputs(smoke_repo)
     assert_tuning_outputs(smoke_repo)
+    assert_demo_outputs(smoke_repo)
     assert_mlflow(smoke_repo, engine="snakemake")
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
     status = run(["dvc", "status", "--json"], smoke_repo)
     assert json.loads(status.stdout) == {}, status.stdout
+    run(["snakemake", "--report", "reports/report.html"], smoke_repo)
+    html = (smoke_repo / "reports/report.html").read_text(errors="replace")
+    assert "tuned_confusion.png" in html and "tuning_trials.png" in html and "model_comparison.png" in html
     again = run(["snakemake", "--cores", "2", "--dry-run"], smoke_repo)
     assert "Nothing to be done" in again.stdout + again.stderr
     # A params.yaml edit reaches Snakemake through the rules' params: only that model reruns.
@@ -148,6 +163,7 @@ def test_dvc_repro_reruns_only_what_changed(smoke_repo: Path) -> None:
     run(["dvc", "repro"], smoke_repo)
     assert_outputs(smoke_repo)
     assert_tuning_outputs(smoke_repo)
+    assert_demo_outputs(smoke_repo)
     assert_mlflow(smoke_repo, engine="dvc")
     metrics = run(["dvc", "metrics", "show", "--json"], smoke_repo)
     assert "accuracy" in metrics.stdout

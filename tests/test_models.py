@@ -169,7 +169,8 @@ def test_exponential_schedule_really_decays_in_a_short_fit(keras, models):
     data = {"x_train": rng.random((64, 28, 28), dtype=np.float32), "y_train": rng.integers(0, 10, 64),
             "x_val": rng.random((16, 28, 28), dtype=np.float32), "y_val": rng.integers(0, 10, 16)}
     params = {"learning_rate": 0.01, "lr_schedule": "exponential", "lr_decay_rate": 0.5, "batch_size": 16,
-              "epochs": 3, "early_stopping_patience": None, "steps_per_execution": 2}
+              "epochs": 3, "early_stopping_patience": None, "early_stopping_monitor": "val_loss",
+              "steps_per_execution": 2}
     model = models.build_mlp([8], "relu", 0.0, 0.0, False)
     history = make_history_callback()
     fit(model, data, params, [history])

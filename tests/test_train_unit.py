@@ -63,7 +63,8 @@ from fashion_mlp.train import fit, make_history_callback
 
 data = load_arrays(data_path)
 params = {"learning_rate": 0.003, "lr_schedule": "exponential", "lr_decay_rate": 0.8, "batch_size": 32,
-          "epochs": 2, "early_stopping_patience": None, "steps_per_execution": 4}
+          "epochs": 2, "early_stopping_patience": None, "early_stopping_monitor": "val_loss",
+          "steps_per_execution": 4}
 arrays = {}
 for run in ("first", "other"):
     if run == "other":
@@ -126,7 +127,7 @@ def trained(tmp_path_factory):
     history_out = tmp / "reports" / "history" / "tiny.csv"
     argv = ["train", "--model", "tiny", "--hidden", "16", "--activation", "relu", "--dropout", "0.1",
             "--l2", "0.0", "--batchnorm", "false", "--learning_rate", "0.01", "--lr_schedule", "exponential",
-            "--lr_decay_rate", "0.5", "--batch_size", "32", "--epochs", "3", "--early_stopping_patience", "None",
+            "--lr_decay_rate", "0.5", "--batch_size", "32", "--epochs", "3", "--early_stopping_patience", "None", "--early_stopping_monitor", "val_loss",
             "--steps_per_execution", "4", "--seed", "3", "--experiment", "unit-test-train", "--data", str(data),
             "--model_out", str(model_out), "--history_out", str(history_out), "--threads", "1"]
     command = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "fashion_mlp"]
@@ -237,7 +238,7 @@ def test_parse_bool_rejects_other_text():
 def _args(*extra: str) -> argparse.Namespace:
     base = ["--model", "m", "--hidden", "256", "128", "--activation", "relu", "--dropout", "0.0", "0.3",
             "--l2", "0.0", "--learning_rate", "0.001", "--lr_schedule", "constant", "--lr_decay_rate", "1.0",
-            "--batch_size", "32", "--epochs", "2", "--early_stopping_patience", "None",
+            "--batch_size", "32", "--epochs", "2", "--early_stopping_patience", "None", "--early_stopping_monitor", "val_loss",
             "--steps_per_execution", "8", "--seed", "1", "--experiment", "e", "--data", "d.npz",
             "--model_out", "m.keras", "--history_out", "h.csv"]
     return build_parser().parse_args(base + list(extra))
@@ -249,6 +250,7 @@ def test_model_params_round_trip_dvc_rendering():
     assert params == {"hidden": [256, 128], "activation": "relu", "dropout": [0.0, 0.3], "l2": 0.0,
                       "batchnorm": [False, True], "learning_rate": 0.001, "lr_schedule": "constant",
                       "lr_decay_rate": 1.0, "batch_size": 32, "epochs": 2, "early_stopping_patience": None,
+                      "early_stopping_monitor": "val_loss",
                       "steps_per_execution": 8}
 
 

@@ -11,6 +11,7 @@ ARGV = [
     "--max_epochs", "10", "--factor", "3", "--hyperband_iterations", "1", "--batch_size", "128",
     "--steps_per_execution", "16", "--final_epochs", "40", "--final_lr_schedule", "cosine",
     "--final_lr_decay_rate", "1.0", "--final_early_stopping_patience", "8",
+    "--final_early_stopping_monitor", "val_accuracy", "--search_limit_train", "20000",
     "--space.layers", "1", "3", "--space.units", "32", "1024", "32", "--space.dropout", "0.0", "0.5", "0.1",
     "--space.l2", "0.0", "1e-05", "--space.learning_rate", "0.0001", "0.01", "--space.batchnorm", "False", "True",
     "--seed", "42", "--experiment", "e", "--data", "d.npz", "--work_dir", ".tuner",
@@ -40,6 +41,7 @@ def test_best_block_is_a_valid_train_block_with_the_retrain_settings():
     validate_section("train", block)
     assert block["hidden"] == [512, 256] and block["batchnorm"] is True
     assert (block["lr_schedule"], block["epochs"], block["early_stopping_patience"]) == ("cosine", 40, 8)
+    assert block["early_stopping_monitor"] == "val_accuracy"
 
 
 def test_tuner_directory_changes_with_the_space_but_not_with_outputs():
@@ -71,3 +73,15 @@ def test_champion_is_the_best_validation_accuracy(scores, winner):
     # Test accuracy is deliberately the reverse order: it must not matter.
     candidates = {m: {"val_accuracy": v, "accuracy": 1 - v} for m, v in scores.items()}
     assert register.choose(candidates) == winner
+
+
+def test_kept_epoch_follows_the_early_stopping_monitor():
+    from fashion_mlp.train import kept_epoch
+
+    rows = [{"epoch": 1, "val_loss": 0.40, "val_accuracy": 0.85},
+            {"epoch": 2, "val_loss": 0.30, "val_accuracy": 0.88},   # lowest val_loss
+            {"epoch": 3, "val_loss": 0.35, "val_accuracy": 0.90},   # highest val_accuracy
+            {"epoch": 4, "val_loss": 0.38, "val_accuracy": 0.89}]
+    assert kept_epoch(rows, None)["epoch"] == 4  # no early stopping: the last weights
+    assert kept_epoch(rows, 2, "val_loss")["epoch"] == 2
+    assert kept_epoch(rows, 2, "val_accuracy")["epoch"] == 3

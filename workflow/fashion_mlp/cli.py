@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": ("fashion_mlp.evaluate", "test-set metrics and figures for one model"),
     "register": ("fashion_mlp.register", "register the best model by validation accuracy as champion"),
     "report": ("fashion_mlp.report", "reports/summary.md comparing every model"),
+    "demos": ("fashion_mlp.demos", "the tutorial's XOR and activation-function lessons"),
     "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),
 }
 

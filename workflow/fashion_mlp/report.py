@@ -126,7 +126,7 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
 
 
 def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out: Path,
-           tuning: dict | None = None, champion: dict | None = None) -> str:
+           tuning: dict | None = None, champion: dict | None = None, demos: list[str] | None = None) -> str:
     counts = stats["counts"]
     best = max(metrics, key=lambda m: m["accuracy"])
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
@@ -158,6 +158,7 @@ def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out
         "",
         *figure_links(metrics, figures_dir, out.parent),
         "",
+        *(demos or []),
     ]
     return "\n".join(lines)
 
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_stats", type=Path, required=True, help="split counts from prepare")
     parser.add_argument("--tuning", type=Path, help="best_hparams.json from tune")
     parser.add_argument("--champion", type=Path, help="champion.json from register")
+    parser.add_argument("--demos_xor", type=Path, help="xor.json from demos")
+    parser.add_argument("--demos_activations", type=Path, help="activations.md from demos")
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument("--chart_out", type=Path, required=True, help="bar chart comparing the models")
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
@@ -180,8 +183,15 @@ def main(argv: list[str] | None = None) -> None:
     plot_comparison(metrics, args.chart_out)
     tuning = read_json(args.tuning) if args.tuning else None
     champion = read_json(args.champion) if args.champion else None
+    demos = None
+    if args.demos_xor and args.demos_activations:
+        from fashion_mlp.demos import summary_section
+
+        figures = {key: args.figures_dir / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
+        demos = summary_section(read_json(args.demos_xor), args.demos_activations.read_text(), figures,
+                                args.out.parent)
     write_text(args.out, render(metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out,
-                                tuning, champion))
+                                tuning, champion, demos))
     print(f"report: wrote {args.out} ({len(metrics)} models)")
 
 

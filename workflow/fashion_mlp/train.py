@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, required=True)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--early_stopping_patience", type=optional_int, required=True)
+    parser.add_argument("--early_stopping_monitor", required=True)
     parser.add_argument("--steps_per_execution", type=int, required=True)
     # pipeline-wide
     parser.add_argument("--seed", type=int, required=True, help="seed")
@@ -67,6 +68,7 @@ def model_params(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "epochs": args.epochs,
         "early_stopping_patience": args.early_stopping_patience,
+        "early_stopping_monitor": args.early_stopping_monitor,
         "steps_per_execution": args.steps_per_execution,
     }
 
@@ -108,7 +110,8 @@ def fit(model, data: dict, params: dict, callbacks: list):
     compile_model(model, schedule, params["steps_per_execution"])
     if params["early_stopping_patience"] is not None:
         callbacks = [*callbacks, keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=params["early_stopping_patience"], restore_best_weights=True)]
+            monitor=params["early_stopping_monitor"], patience=params["early_stopping_patience"],
+            restore_best_weights=True)]
     return model.fit(
         data["x_train"], data["y_train"],
         validation_data=(data["x_val"], data["y_val"]),
@@ -117,10 +120,13 @@ def fit(model, data: dict, params: dict, callbacks: list):
     )
 
 
-def kept_epoch(rows: list[dict], early_stopping_patience: int | None) -> dict:
-    """The history row whose weights were saved: early stopping restores the lowest val_loss."""
+def kept_epoch(rows: list[dict], early_stopping_patience: int | None, monitor: str = "val_loss") -> dict:
+    """The history row whose weights were saved: early stopping restores the best epoch of `monitor`
+    (the first lowest val_loss, or the first highest val_accuracy)."""
     if early_stopping_patience is None:
         return rows[-1]
+    if monitor == "val_accuracy":
+        return max(rows, key=lambda r: r["val_accuracy"])
     return min(rows, key=lambda r: r["val_loss"])
 
 
@@ -179,7 +185,7 @@ def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: in
         fit(model, data, params, [history])
         fit_seconds = time.perf_counter() - started
 
-        kept = kept_epoch(history.rows, params["early_stopping_patience"])
+        kept = kept_epoch(history.rows, params["early_stopping_patience"], params["early_stopping_monitor"])
         kept["kept"] = 1
         with atomic_output(model_out) as tmp:
             model.save(tmp)

@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from fashion_mlp.config import parse_bool, validate_section
+from fashion_mlp.config import optional_int, parse_bool, validate_section
 from fashion_mlp.io import atomic_output, write_json
 from fashion_mlp.runtime import default_threads
 
@@ -151,6 +151,16 @@ def plot_trials(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def search_subset(x, y, limit: int | None, seed: int):
+    """The trials' training data: all of it, or a stratified, seeded subset of `limit` images."""
+    from fashion_mlp.prepare import stratified_indices
+
+    if limit is None:
+        return x, y
+    keep = stratified_indices(y, limit, seed)
+    return x[keep], y[keep]
+
+
 def best_block(values: dict, args: argparse.Namespace) -> dict:
     """The best trial as a train.<model> block of params.yaml, with the final-retrain settings."""
     return {
@@ -165,6 +175,7 @@ def best_block(values: dict, args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "epochs": args.final_epochs,
         "early_stopping_patience": args.final_early_stopping_patience,
+        "early_stopping_monitor": args.final_early_stopping_monitor,
         "steps_per_execution": args.steps_per_execution,
     }
 
@@ -187,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--final_lr_schedule", required=True)
     parser.add_argument("--final_lr_decay_rate", type=float, required=True)
     parser.add_argument("--final_early_stopping_patience", type=int, required=True)
+    parser.add_argument("--final_early_stopping_monitor", required=True)
+    parser.add_argument("--search_limit_train", type=optional_int, required=True)
     parser.add_argument("--space.layers", type=int, nargs=2, required=True, metavar=("MIN", "MAX"))
     parser.add_argument("--space.units", type=int, nargs=3, required=True, metavar=("MIN", "MAX", "STEP"))
     parser.add_argument("--space.dropout", type=float, nargs=3, required=True, metavar=("MIN", "MAX", "STEP"))
@@ -210,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def tune_params(args: argparse.Namespace) -> dict:
     names = ("max_epochs", "factor", "hyperband_iterations", "batch_size", "steps_per_execution", "final_epochs",
-             "final_lr_schedule", "final_lr_decay_rate", "final_early_stopping_patience")
+             "final_lr_schedule", "final_lr_decay_rate", "final_early_stopping_patience",
+             "final_early_stopping_monitor", "search_limit_train")
     return {**{n: getattr(args, n) for n in names}, "space": space_from_args(args)}
 
 
@@ -249,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.with_retry(mlflow.start_run, run_name="tune", tags=tags) as parent:
         tracking.with_retry(mlflow.log_params, flatten({**params, "seed": args.seed, "threads": threads}))
         started = time.perf_counter()
-        tuner.search(data["x_train"], data["y_train"], validation_data=(data["x_val"], data["y_val"]),
+        x_search, y_search = search_subset(data["x_train"], data["y_train"], args.search_limit_train, args.seed)
+        tuner.search(x_search, y_search, validation_data=(data["x_val"], data["y_val"]),
                      batch_size=args.batch_size, verbose=2)
         search_seconds = time.perf_counter() - started
         rows = trial_rows(tuner.oracle)

@@ -29,9 +29,9 @@ rule tune:
         data="data/prepared/train.npz",  # the search, too, sees only train and validation
         code=["workflow/fashion_mlp/tune.py", "workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
     output:
-        trials="reports/tuning/trials.csv",
+        trials=report("reports/tuning/trials.csv", caption="../report/trials.rst", category="Tuning"),
         best="reports/tuning/best_hparams.json",
-        figure="reports/figures/tuning_trials.png",
+        figure=report("reports/figures/tuning_trials.png", caption="../report/tuning.rst", category="Tuning"),
         model="models/tuned.keras",
         history="reports/history/tuned.csv",
     params:
@@ -60,9 +60,12 @@ rule evaluate:
     output:
         metrics="reports/metrics/{model}.json",
         predictions="reports/predictions/{model}.csv",
-        confusion="reports/figures/{model}_confusion.png",
-        curves="reports/figures/{model}_curves.png",
-        grid="reports/figures/{model}_predictions.png",
+        confusion=report("reports/figures/{model}_confusion.png", caption="../report/confusion.rst",
+                         category="Models", subcategory="{model}"),
+        curves=report("reports/figures/{model}_curves.png", caption="../report/curves.rst",
+                      category="Models", subcategory="{model}"),
+        grid=report("reports/figures/{model}_predictions.png", caption="../report/predictions.rst",
+                    category="Models", subcategory="{model}"),
     params:
         flags=section_flags("evaluate"),
         seed=config["seed"],

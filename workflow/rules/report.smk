@@ -6,10 +6,15 @@ rule report:
         best="reports/tuning/best_hparams.json",
         trials_figure="reports/figures/tuning_trials.png",
         champion="reports/champion.json",
-        code="workflow/fashion_mlp/report.py",
+        xor="reports/demos/xor.json",
+        activations="reports/demos/activations.md",
+        demo_figures=["reports/figures/xor_points.png", "reports/figures/xor_boundaries.png",
+                      "reports/figures/activations.png"],
+        code=["workflow/fashion_mlp/report.py", "workflow/fashion_mlp/demos.py"],
     output:
         summary="reports/summary.md",
-        chart="reports/figures/model_comparison.png",
+        chart=report("reports/figures/model_comparison.png", caption="../report/comparison.rst",
+                     category="Summary"),
     log:
         "logs/report.log",
     benchmark:
@@ -19,5 +24,6 @@ rule report:
         mem_mb=500,
     shell:
         "fashion-mlp report --metrics {input.metrics} --data_stats {input.stats}"
-        " --tuning {input.best} --champion {input.champion}"
+        " --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
+        " --demos_activations {input.activations}"
         " --figures_dir reports/figures --chart_out {output.chart} --out {output.summary} > {log} 2>&1"

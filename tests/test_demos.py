@@ -1,0 +1,325 @@
+"""`fashion-mlp demos`: XOR beats one linear unit but not an MLP, the activation table matches the tutorial.
+
+The schema's `demos` section may not be in workflow/schemas/params.schema.yaml
+yet; until it is, these tests add DEMOS_SCHEMA (the fragment proposed for it)
+to the loaded schema, so they pass before and after it is integrated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fashion_mlp import config, demos
+from fashion_mlp.config import ParamsError, cli_flags, validate_section
+
+REPO = Path(__file__).resolve().parents[1]
+SUBPROCESS_TIMEOUT = 180
+
+# properties.demos of params.schema.yaml, as proposed.
+DEMOS_SCHEMA = yaml.safe_load("""
+type: object
+additionalProperties: false
+required: [xor_hidden, xor_epochs, xor_learning_rate, activation_points]
+properties:
+  xor_hidden:
+    type: integer
+    minimum: 2
+    maximum: 256
+  xor_epochs:
+    type: integer
+    minimum: 1
+    maximum: 100000
+  xor_learning_rate:
+    type: number
+    exclusiveMinimum: 0
+    maximum: 1
+  activation_points:
+    type: array
+    minItems: 1
+    maxItems: 50
+    items: { type: number, minimum: -100, maximum: 100 }
+""")
+# The demos section proposed for params.yaml.
+DEMOS_PARAMS = {"xor_hidden": 8, "xor_epochs": 500, "xor_learning_rate": 0.05,
+                "activation_points": [-5, -3, 0, 2, 5]}
+OUTPUTS = {  # flag -> file name
+    "--xor_json": "demos/xor.json",
+    "--xor_points_png": "figures/xor_points.png",
+    "--xor_boundaries_png": "figures/xor_boundaries.png",
+    "--activations_csv": "demos/activations.csv",
+    "--activations_md": "demos/activations.md",
+    "--activations_png": "figures/activations.png",
+}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Runs in a fresh interpreter: add the fragment to the schema if it is missing, then the CLI.
+RUN_CLI = """
+import json, sys
+from fashion_mlp import cli, config
+schema = config.load_schema()
+if "demos" not in schema["properties"]:
+    patched = dict(schema, properties=dict(schema["properties"], demos=json.loads(sys.argv[1])))
+    config.load_schema = lambda: patched
+if sys.argv[2] == "demos":
+    cli.main(sys.argv[2:])
+else:  # the activation part alone: it must not load TensorFlow
+    from fashion_mlp import demos
+    table = demos.activation_table([-5, -3, 0, 2, 5])
+    demos.activation_markdown(table)
+    demos.plot_activations([-5, -3, 0, 2, 5], sys.argv[3])
+    print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+"""
+
+
+def schema_with_demos() -> dict:
+    schema = config.load_schema()
+    if "demos" in schema["properties"]:
+        return schema
+    return dict(schema, properties=dict(schema["properties"], demos=DEMOS_SCHEMA))
+
+
+@pytest.fixture
+def demos_schema(monkeypatch):
+    """validate_section("demos", ...) works whether or not the real schema has the section yet."""
+    schema = schema_with_demos()
+    monkeypatch.setattr(config, "load_schema", lambda: schema)
+    return schema
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "FASHION_MLP_ROOT", "FASHION_MLP_ENGINE", "DVC_ROOT", "DVC_STAGE",
+                        "OMP_NUM_THREADS")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
+    return env
+
+
+def cli_argv(out: Path, params: dict = DEMOS_PARAMS, seed: int = 42) -> list[str]:
+    """The command line both engines would run: params rendered as DVC renders ${demos}."""
+    argv = ["demos", *shlex.split(cli_flags(params)), "--seed", str(seed), "--threads", "1"]
+    for flag, name in OUTPUTS.items():
+        argv += [flag, str(out / name)]
+    return argv
+
+
+# --- XOR: one linear threshold unit ----------------------------------------------------------
+
+
+def test_xor_data():
+    x, y = demos.xor_data()
+    assert x.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert y.tolist() == [0, 1, 1, 0]
+
+
+def test_no_line_separates_xor_but_every_three_points_are():
+    x, y = demos.xor_data()
+    proof = demos.linear_separability_proof(x, y)
+    assert proof["all_points_separable"] is False
+    assert proof["best_achievable_accuracy"] == 0.75
+    subsets = proof["subsets_of_size_n_minus_1"]
+    assert sorted(tuple(s["points"]) for s in subsets) == [(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3)]
+    for s in subsets:  # each certificate really separates its three points
+        assert s["separable"]
+        idx = s["points"]
+        decision = demos.perceptron_decision(s["w"], s["b"], x[idx])
+        assert np.array_equal(decision > 0, y[idx] == 1), s
+
+
+def test_random_lines_never_beat_three_quarters():
+    """An independent check of the LP: 200,000 random lines get at most 3 of the 4 XOR points right."""
+    x, y = demos.xor_data()
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(200_000, 2))
+    b = rng.normal(size=200_000)
+    predictions = (w @ x.T.astype(float) + b[:, None]) > 0
+    accuracy = (predictions == (y == 1)).mean(axis=1)
+    assert accuracy.max() == 0.75
+
+
+@pytest.mark.parametrize("labels, best", [([0, 0, 0, 1], 1.0), ([0, 1, 1, 1], 1.0), ([1, 0, 0, 1], 0.75)])
+def test_proof_tells_separable_labellings_apart(labels, best):
+    """AND and OR are linearly separable; XNOR, like XOR, is not."""
+    x, _ = demos.xor_data()
+    proof = demos.linear_separability_proof(x, np.array(labels))
+    assert proof["best_achievable_accuracy"] == best
+    assert proof["all_points_separable"] is (best == 1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_trained_perceptron_stays_below_the_ceiling(seed):
+    x, y = demos.xor_data()
+    result = demos.train_perceptron(x, y, seed)
+    assert result["accuracy"] <= 0.75
+    decision = demos.perceptron_decision(result["weights"], result["bias"], x)
+    assert result["predictions"] == (decision > 0).astype(int).tolist()
+    assert result == demos.train_perceptron(x, y, seed)  # seeded: the same every time
+
+
+# --- activation functions --------------------------------------------------------------------
+
+
+def test_activation_values_match_the_tutorial():
+    table = demos.activation_table([-5, -3, 0, 2, 5])
+    column = {name: [row[name] for row in table] for name in ("z", *demos.ACTIVATIONS)}
+    assert column["z"] == [-5, -3, 0, 2, 5]
+    # the tutorial's sigmoid outputs, each to the decimals it prints
+    assert [round(v, d) for v, d in zip(column["sigmoid"], (4, 3, 1, 2, 3))] == [0.0067, 0.047, 0.5, 0.88, 0.993]
+    assert column["relu"] == [0, 0, 0, 2, 5]
+    assert column["tanh"][2] == 0.0
+    assert column["tanh"] == pytest.approx(np.tanh([-5, -3, 0, 2, 5]).tolist())
+    assert sum(column["softmax"]) == pytest.approx(1.0, abs=1e-12)
+    assert column["softmax"] == sorted(column["softmax"])  # increasing with z
+    assert all(0 < v < 1 for v in column["softmax"])
+
+
+def test_activations_are_stable_at_extreme_inputs():
+    z = np.array([-1000.0, 0.0, 1000.0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        assert demos.sigmoid(z).tolist() == [0.0, 0.5, 1.0]
+        assert demos.softmax(z).tolist() == pytest.approx([0.0, 0.0, 1.0])
+        assert demos.tanh(z).tolist() == [-1.0, 0.0, 1.0]
+
+
+def test_activation_csv_and_markdown(tmp_path):
+    table = demos.activation_table([-5, -3, 0, 2, 5])
+    path = tmp_path / "activations.csv"
+    demos.write_activation_csv(path, table)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["z", "sigmoid", "tanh", "relu", "softmax"]
+    assert [float(r["sigmoid"]) for r in rows] == [r["sigmoid"] for r in table]  # full precision
+    markdown = demos.activation_markdown(table)
+    lines = markdown.splitlines()
+    assert lines[0] == "| z | sigmoid(z) | tanh(z) | ReLU(z) | softmax(z) |"
+    assert lines[2].startswith("| -5 | 0.006693 | -0.9999 | 0 | ")
+    assert lines[4] == "| 0 | 0.5 | 0 | 0 | 0.006375 |"
+    assert lines[6].startswith("| 5 | 0.9933 | 0.9999 | 5 | ")
+
+
+def test_activation_part_loads_no_tensorflow(tmp_path):
+    png = tmp_path / "activations.png"
+    proc = subprocess.run([sys.executable, "-c", RUN_CLI, json.dumps(DEMOS_SCHEMA), "activations", str(png)],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+# --- command line and params -----------------------------------------------------------------
+
+
+def test_demos_is_a_cli_command():
+    from fashion_mlp.cli import COMMANDS
+
+    assert COMMANDS["demos"][0] == "fashion_mlp.demos"
+
+
+def test_flags_round_trip_dvc_rendering(tmp_path):
+    """`${demos}` as DVC renders it (negative numbers included) parses back to the same section."""
+    args = demos.build_parser().parse_args(cli_argv(tmp_path)[1:])
+    assert demos.section_values(args) == DEMOS_PARAMS
+    assert args.seed == 42 and args.threads == 1
+    assert args.xor_json == tmp_path / "demos" / "xor.json"
+
+
+def test_proposed_params_validate(demos_schema):
+    validate_section("demos", DEMOS_PARAMS)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if "demos" in params:  # once integrated, the real section must pass too
+        validate_section("demos", params["demos"])
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("xor_hidden", 1, "'demos.xor_hidden' = 1"),
+    ("xor_epochs", 2.5, "'demos.xor_epochs' = 2.5"),
+    ("xor_learning_rate", 0, "'demos.xor_learning_rate' = 0"),
+    ("activation_points", [], "'demos.activation_points' has 0 items"),
+])
+def test_bad_params_are_rejected(demos_schema, key, value, expected):
+    with pytest.raises(ParamsError, match=expected):
+        validate_section("demos", dict(DEMOS_PARAMS, **{key: value}))
+
+
+def test_main_validates_before_doing_anything(demos_schema, tmp_path):
+    argv = cli_argv(tmp_path)[1:]
+    argv[argv.index("--xor_hidden") + 1] = "0"
+    with pytest.raises(ParamsError, match="demos.xor_hidden"):
+        demos.main(argv)
+    assert not any(tmp_path.rglob("*"))
+
+
+# --- the command end to end, twice -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two separate processes run `fashion-mlp demos` with the same params and seed, in parallel."""
+    tmp = tmp_path_factory.mktemp("demos")
+    procs = {}
+    for name in ("a", "b"):
+        argv = cli_argv(tmp / name / "reports")
+        procs[name] = subprocess.Popen([sys.executable, "-c", RUN_CLI, json.dumps(DEMOS_SCHEMA), *argv],
+                                       cwd=tmp, env=clean_env(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+    outputs = {}
+    for name, proc in procs.items():
+        try:
+            outputs[name], _ = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        assert proc.returncode == 0, f"run {name} failed:\n{outputs[name][-4000:]}"
+    return {name: (tmp / name / "reports", outputs[name]) for name in procs}
+
+
+def test_demos_writes_every_output(runs):
+    out, stdout = runs["a"]
+    for name in OUTPUTS.values():
+        assert (out / name).is_file(), name
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+    for folder in (out / "demos", out / "figures"):
+        assert not list(folder.glob(".*.tmp-*"))
+    assert "MLP 1.00" in stdout
+
+
+def test_perceptron_fails_and_mlp_solves_xor(runs):
+    xor = json.loads((runs["a"][0] / "demos" / "xor.json").read_text())
+    assert xor["perceptron_best_accuracy"] == 0.75
+    assert xor["perceptron_accuracy"] <= 0.75
+    assert xor["mlp_accuracy"] == 1.0 and xor["mlp_solved"] is True
+    assert [p["mlp_prediction"] for p in xor["points"]] == [0, 1, 1, 0]
+    assert [p["x"] for p in xor["points"]] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert (xor["seed"], xor["xor_hidden"], xor["xor_epochs"], xor["xor_learning_rate"]) == (42, 8, 500, 0.05)
+
+
+def test_demos_is_deterministic(runs):
+    a, b = runs["a"][0], runs["b"][0]
+    for name in ("demos/xor.json", "demos/activations.csv", "demos/activations.md"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_summary_section(runs, tmp_path):
+    out = runs["a"][0]
+    xor = json.loads((out / "demos" / "xor.json").read_text())
+    figures = {key: out / "figures" / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
+    lines = demos.summary_section(xor, (out / "demos" / "activations.md").read_text(), figures, out)
+    text = "\n".join(lines)
+    assert lines[0] == "## XOR and activation functions"
+    assert "| 0.75 |" in text and "| 1.00 |" in text and "classifies all four points" in text
+    assert "| 2 | 0.8808 | 0.964 | 2 | 0.04711 |" in text
+    for key in figures:
+        assert f"(figures/{key}.png)" in text
+    # missing figures are left out rather than linked
+    assert "xor_points" not in "\n".join(demos.summary_section(xor, "", {}, tmp_path))

@@ -1,0 +1,27 @@
+# The tutorial's warm-up lessons: XOR (one linear unit vs. an MLP) and the activation functions.
+# Independent of the data; the report can include its outputs.
+rule demos:
+    input:
+        code="workflow/fashion_mlp/demos.py",
+    output:
+        xor="reports/demos/xor.json",
+        xor_points="reports/figures/xor_points.png",
+        xor_boundaries="reports/figures/xor_boundaries.png",
+        table="reports/demos/activations.csv",
+        table_md="reports/demos/activations.md",
+        activations="reports/figures/activations.png",
+    params:
+        flags=section_flags("demos"),
+        seed=config["seed"],
+    log:
+        "logs/demos.log",
+    benchmark:
+        "benchmarks/demos.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "fashion-mlp demos {params.flags} --seed {params.seed} --threads {threads}"
+        " --xor_json {output.xor} --xor_points_png {output.xor_points}"
+        " --xor_boundaries_png {output.xor_boundaries} --activations_csv {output.table}"
+        " --activations_md {output.table_md} --activations_png {output.activations} > {log} 2>&1"
