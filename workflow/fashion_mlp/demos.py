@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_mlp.config import validate_section
+from fashion_mlp.figures import pyplot, save_figure
 from fashion_mlp.io import atomic_output, write_json, write_text
 from fashion_mlp.runtime import default_threads
 
@@ -266,21 +267,6 @@ def write_activation_csv(path: Path, table: list[dict]) -> None:
 CLASS_COLOURS = ("tab:red", "tab:blue")  # class 0, class 1 (the tutorial's colours)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-
-
 def _draw_points(ax, x: np.ndarray, y: np.ndarray) -> None:
     for label in (0, 1):
         chosen = y == label
@@ -290,7 +276,7 @@ def _draw_points(ax, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def plot_xor_points(x: np.ndarray, y: np.ndarray, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.6))
     _draw_points(ax, x, y)
     for point, label in zip(x, y):
@@ -299,7 +285,7 @@ def plot_xor_points(x: np.ndarray, y: np.ndarray, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="center")
     ax.set_title("XOR: label 1 when exactly one input is 1")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_xor_boundaries(x: np.ndarray, y: np.ndarray, perceptron_field, mlp_field, titles: tuple[str, str],
@@ -314,7 +300,7 @@ def plot_xor_boundaries(x: np.ndarray, y: np.ndarray, perceptron_field, mlp_fiel
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
-    plt = _pyplot()
+    plt = pyplot()
     axis = np.linspace(*PLOT_RANGE, resolution)
     g1, g2 = np.meshgrid(axis, axis)
     grid = np.column_stack([g1.ravel(), g2.ravel()])
@@ -342,12 +328,12 @@ def plot_xor_boundaries(x: np.ndarray, y: np.ndarray, perceptron_field, mlp_fiel
         ax.set_title(title, fontsize=10)
     fig.subplots_adjust(wspace=0.3)
     fig.suptitle("XOR: predicted class (shaded red = 0, blue = 1) and decision boundary")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_activations(points, path: Path, span: float = 6.0) -> None:
     """Sigmoid, tanh and ReLU curves (the table's points marked) and softmax of the points as bars."""
-    plt = _pyplot()
+    plt = pyplot()
     points = np.asarray(points, dtype=float)
     reach = max(span, float(np.abs(points).max()) + 1.0)
     z = np.linspace(-reach, reach, 481)
@@ -374,7 +360,7 @@ def plot_activations(points, path: Path, span: float = 6.0) -> None:
     ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Activation functions")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --- summary section (for report.py) ------------------------------------------------------------

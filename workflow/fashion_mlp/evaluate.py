@@ -16,6 +16,7 @@ import numpy as np
 
 from fashion_mlp.config import validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
+from fashion_mlp.figures import pyplot, save_figure
 from fashion_mlp.io import atomic_output, write_json
 from fashion_mlp.runtime import default_threads
 
@@ -74,37 +75,22 @@ def metric_key(name: str) -> str:
 # --- figures ------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-
-
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: str) -> None:
     import seaborn as sns
     from sklearn.metrics import confusion_matrix
 
-    plt = _pyplot()
+    plt = pyplot()
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(NUM_CLASSES)))
     fig, ax = plt.subplots(figsize=(8, 6.5))
     sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=True, ax=ax,
                 xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
     ax.set(title=title, xlabel="Predicted class", ylabel="True class")
     ax.tick_params(axis="x", labelrotation=45)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [int(r["epoch"]) for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
@@ -114,13 +100,13 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_predictions(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: Path,
                      title: str, n: int, seed: int) -> None:
     """A grid of n test images (a seeded sample) titled predicted/true; wrong ones in red."""
-    plt = _pyplot()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
     cols = int(np.ceil(np.sqrt(len(picks))))
@@ -140,7 +126,7 @@ def plot_predictions(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"{title}: predicted class (wrong ones in red)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_predictions(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> None:

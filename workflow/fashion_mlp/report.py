@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from fashion_mlp.data import CLASS_NAMES
-from fashion_mlp.io import atomic_output, read_json, write_text
+from fashion_mlp.io import read_json, write_text
 
 # Published test accuracies the pipeline is measured against.
 ANCHORS = (
@@ -75,8 +75,9 @@ def tuning_section(tuning: dict, figures_dir: Path, summary_dir: Path) -> list[s
         "## Hyperparameter search (KerasTuner Hyperband)",
         "",
         f"{search['trials']} trials in {search['seconds']:.0f} s (max_epochs {search['max_epochs']}, "
-        f"factor {search['factor']}, {search['hyperband_iterations']} iteration(s)), each scored by "
-        "validation accuracy. Every trial is a nested MLflow run under the `tune` run.",
+        f"factor {search['factor']}, {search['hyperband_iterations']} iteration(s)). Trials trained on "
+        f"{search['train_images']:,} training images and were scored by accuracy on the "
+        f"{search['val_images']:,} validation images. Every trial is a nested MLflow run under the `tune` run.",
         "",
         f"Best trial {best['trial_id']}: validation accuracy {best['val_accuracy']:.4f} with {hparams}.",
         f"It was retrained as `tuned` (hidden {block['hidden']}, {block['lr_schedule']} schedule, up to "
@@ -103,11 +104,9 @@ def champion_section(champion: dict) -> list[str]:
 
 
 def plot_comparison(metrics: list[dict], path: Path) -> None:
-    import matplotlib
+    from fashion_mlp.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [m["model"] for m in metrics]
     accuracies = [m["accuracy"] for m in metrics]
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 3), 4.5))
@@ -120,9 +119,7 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     ax.set(ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)), ylabel="Test accuracy",
            title=f"Test accuracy per model ({n_test:,} test images)")
     ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out: Path,

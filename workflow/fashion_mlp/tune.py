@@ -126,11 +126,9 @@ def write_trials(path: Path, rows: list[dict]) -> None:
 
 def plot_trials(rows: list[dict], path: Path) -> None:
     """val_accuracy against each searched hyperparameter, one panel each."""
-    import matplotlib
+    from fashion_mlp.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     done = [r for r in rows if r["val_accuracy"] is not None]
     panels = (("learning_rate", "Learning rate (log)", True), ("units", "Width of the first layer", False),
               ("layers", "Hidden layers", False), ("dropout", "Dropout", False),
@@ -146,9 +144,7 @@ def plot_trials(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.colorbar(sc, ax=axes, label="epochs trained")
     fig.suptitle(f"Hyperband: validation accuracy of {len(done)} trials against each hyperparameter")
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def search_subset(x, y, limit: int | None, seed: int):
@@ -285,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         "train_block": block,
         "best_trial": {"trial_id": best_trial.trial_id, "val_accuracy": best_trial.score,
                        "hyperparameters": active_hparams(best_trial.hyperparameters.values)},
-        "search": {"trials": len(rows), "seconds": round(search_seconds, 1), "max_epochs": args.max_epochs,
+        "search": {"trials": len(rows), "seconds": round(search_seconds, 1), "train_images": int(len(y_search)),
+                   "val_images": int(len(data["y_val"])), "max_epochs": args.max_epochs,
                    "factor": args.factor, "hyperband_iterations": args.hyperband_iterations},
         "retrain": {"kept_epoch": int(kept["epoch"]), "val_accuracy": kept["val_accuracy"]},
     })
