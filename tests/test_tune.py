@@ -85,3 +85,14 @@ def test_kept_epoch_follows_the_early_stopping_monitor():
     assert kept_epoch(rows, None)["epoch"] == 4  # no early stopping: the last weights
     assert kept_epoch(rows, 2, "val_loss")["epoch"] == 2
     assert kept_epoch(rows, 2, "val_accuracy")["epoch"] == 3
+
+
+def test_plot_trials_draws_rows_as_trial_rows_makes_them(tmp_path):
+    rows = [{"trial_id": f"{i:04d}", "status": "COMPLETED", "val_accuracy": 0.8 + i / 100, "epochs": 2 + i,
+             "bracket": 0, "round": 0, "layers": 1 + i % 3, "units": " ".join(["64"] * (1 + i % 3)),
+             "dropout": 0.1 * i, "l2": [0.0, 1e-5, 1e-4][i % 3], "learning_rate": 10 ** -(2 + i % 2),
+             "batchnorm": bool(i % 2)} for i in range(4)]
+    rows.append({**rows[0], "trial_id": "0004", "val_accuracy": None})  # a failed trial is left out
+    path = tmp_path / "trials.png"
+    tune.plot_trials(rows, path)
+    assert path.read_bytes()[:4] == b"\x89PNG"

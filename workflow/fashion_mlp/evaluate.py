@@ -92,10 +92,13 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: st
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt = pyplot()
     epochs = [int(r["epoch"]) for r in history]
+    kept = [int(r["epoch"]) for r in history if r.get("kept")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
         ax.plot(epochs, [r[metric] for r in history], marker="o", label="training")
         ax.plot(epochs, [r[f"val_{metric}"] for r in history], marker="o", label="validation")
+        if kept:
+            ax.axvline(kept[0], color="gray", linestyle="--", linewidth=1, label=f"kept weights (epoch {kept[0]})")
         ax.set(xlabel="Epoch", ylabel=label, title=f"{label} per epoch")
         ax.grid(alpha=0.3)
         ax.legend()

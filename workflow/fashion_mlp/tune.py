@@ -125,24 +125,31 @@ def write_trials(path: Path, rows: list[dict]) -> None:
 
 
 def plot_trials(rows: list[dict], path: Path) -> None:
-    """val_accuracy against each searched hyperparameter, one panel each."""
+    """val_accuracy against each searched hyperparameter, one panel each, coloured by epochs trained."""
     from fashion_mlp.figures import pyplot, save_figure
 
     plt = pyplot()
     done = [r for r in rows if r["val_accuracy"] is not None]
-    panels = (("learning_rate", "Learning rate (log)", True), ("units", "Width of the first layer", False),
-              ("layers", "Hidden layers", False), ("dropout", "Dropout", False),
-              ("l2", "L2 penalty", False), ("epochs", "Epochs trained (Hyperband budget)", False))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, (key, label, log) in zip(axes.flat, panels):
-        xs = [float(str(r[key]).split()[0]) for r in done]
-        sc = ax.scatter(xs, [r["val_accuracy"] for r in done], c=[r["epochs"] for r in done],
-                        cmap="viridis", s=28, edgecolor="k", linewidth=0.3)
-        if log:
+    panels = (("learning_rate", "Learning rate", "log"), ("units", "Width of the first layer", "linear"),
+              ("layers", "Hidden layers", "linear"), ("dropout", "Dropout", "linear"),
+              ("l2", "L2 penalty (0, then log)", "symlog"), ("batchnorm", "BatchNorm (0 = off, 1 = on)", "linear"))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharey=True, constrained_layout=True)
+    for ax, (key, label, scale) in zip(axes.flat, panels):
+        # units is "512 256" (the first layer is plotted); batchnorm a bool
+        xs = [float(r[key].split()[0]) if isinstance(r[key], str) else float(r[key]) for r in done]
+        points = ax.scatter(xs, [r["val_accuracy"] for r in done], c=[r["epochs"] for r in done],
+                            cmap="viridis", s=30, edgecolor="k", linewidth=0.3)
+        if scale == "symlog":
+            ax.set_xscale("symlog", linthresh=1e-5)
+        elif scale == "log":
             ax.set_xscale("log")
-        ax.set(xlabel=label, ylabel="Validation accuracy")
+        if key in ("layers", "batchnorm"):
+            ax.set_xticks(sorted(set(xs)))
+        ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    fig.colorbar(sc, ax=axes, label="epochs trained")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Validation accuracy")
+    fig.colorbar(points, ax=axes, label="Epochs trained (Hyperband budget)")
     fig.suptitle(f"Hyperband: validation accuracy of {len(done)} trials against each hyperparameter")
     save_figure(fig, path, dpi=100)
 
