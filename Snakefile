@@ -3,7 +3,7 @@
 #            -> evaluate (per model) -> register (champion) -> report
 #   demos: the tutorial's XOR and activation-function lessons, into the report
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same
-# commands. Run: snakemake --cores all   (profile: workflow/profiles/default)
+# commands. Run: snakemake --cores all   (profile: profiles/default)
 
 configfile: "params.yaml"
 
@@ -33,6 +33,7 @@ rule all:
 
 
 onstart:
+    hold_run_lock()
     init_tracking()
 
 

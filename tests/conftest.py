@@ -79,14 +79,19 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture
-def smoke_repo(tmp_path: Path) -> Path:
-    """A fresh git clone-alike of the project with smoke params, committed, ready to run."""
+def smoke_copy(dest: Path) -> Path:
+    """A fresh git clone-alike of the project in `dest`, with smoke params, committed, ready to run."""
     if not DEBIAN_DATA.is_dir():
         pytest.skip(f"{DEBIAN_DATA} missing: apt-get install dataset-fashion-mnist (make test does)")
-    repo = copy_repo(tmp_path / "repo")
+    repo = copy_repo(dest)
     edit_params(repo, SMOKE)
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "smoke copy"], repo)
     return repo
+
+
+@pytest.fixture
+def smoke_repo(tmp_path: Path) -> Path:
+    """A smoke copy for one test; module-scoped ones come from smoke_copy(tmp_path_factory.mktemp(...))."""
+    return smoke_copy(tmp_path / "repo")

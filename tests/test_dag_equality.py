@@ -93,3 +93,46 @@ def test_declared_params_are_the_ones_on_the_command_line(engines):
                 value = value[key]
             flag = cli_flags(value) if isinstance(value, dict) else f"--{dotted.split('.')[-1]} {value}"
             assert flag in stage["cmd"], f"{stage['name']}: {dotted} does not reach the command"
+
+
+def param_flag_names(node: dict) -> set[str]:
+    """The flag names (`--NAME`) that a params.yaml section renders to, as cli_flags and DVC render it."""
+    return set(re.findall(r"(?:^|\s)--([\w.]+)", cli_flags(node)))
+
+
+def every_param_flag_name(params: dict) -> set[str]:
+    """Every flag name some part of params.yaml could put on a command line."""
+    names = {key for key, value in params.items() if not isinstance(value, dict)}
+    pending = [value for value in params.values() if isinstance(value, dict)]
+    while pending:
+        node = pending.pop()
+        names |= param_flag_names(node)
+        pending += [value for value in node.values() if isinstance(value, dict)]
+    return names
+
+
+def test_every_param_on_the_command_line_is_tracked(engines):
+    """The other direction: a value from params.yaml on a stage's command must be one the stage
+    declares, or DVC would not rerun the stage when it changes (Snakemake would, from its params)."""
+    _, dvc = engines
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    from_params = every_param_flag_name(params)
+    for stage in dvc.values():
+        declared = set()
+        for dotted in stage["params"]:
+            value = params
+            for key in dotted.split("."):
+                value = value[key]
+            declared |= param_flag_names(value) if isinstance(value, dict) else {dotted.split(".")[-1]}
+        used = set(re.findall(r"(?:^|\s)--([\w.]+)", stage["cmd"])) & from_params
+        assert used <= declared, f"{stage['name']}: {sorted(used - declared)} come from params.yaml undeclared"
+
+
+def test_snakemake_summary_lists_the_files_dvc_declares(engines):
+    """Snakemake's own list of the files it makes (`--summary`) is dvc.yaml's list of outs."""
+    _, dvc = engines
+    out = run(["snakemake", "--summary", "--cores", "1"], REPO).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows and rows[0][:3] == ["output_file", "date", "rule"], out[:500]
+    summary = {row[0] for row in rows[1:] if row[0]}
+    assert summary == set().union(*dvc), sorted(summary ^ set().union(*dvc))

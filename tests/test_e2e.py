@@ -1,18 +1,34 @@
 """End to end on real Fashion-MNIST (a 3000-image subset, 2 epochs), under both engines.
 
-Each test works in its own copy of the repository, as a user's clone would.
+Two fresh copies of the repository, as users' clones would be: one run by Snakemake, one by
+DVC. A pipeline run takes minutes, so each copy is made and run once per module, and the tests
+of an engine go through its copy in file order: first the run itself, then a second run in
+parallel (Snakemake), a bad params edit, a push/pull round trip (DVC), a SIGKILL in the middle
+of a training and the README's command to resume. Whatever a later test compares with (models'
+weights, metrics, logs, MLflow runs) is captured when a run ends, so no test depends on what
+came after it. Each test leaves its copy complete and up to date for the next.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
+import psutil
 import pytest
 import yaml
 
-from conftest import edit_params, run
+from conftest import edit_params, engine_env, run, smoke_copy
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 
@@ -27,7 +43,15 @@ def mlflow_runs(repo: Path) -> list:
     experiment = client.get_experiment_by_name("fashion-mnist-mlp")
     assert experiment is not None, "the experiment was not created in <repo>/mlflow.db"
     assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
-    return client, client.search_runs([experiment.experiment_id])
+    return client, client.search_runs([experiment.experiment_id], max_results=10_000)
+
+
+def run_statuses(repo: Path) -> dict[str, str]:
+    """{run id: status} of every MLflow run in the copy's store (none before its first run)."""
+    if not (repo / "mlflow.db").exists():
+        return {}
+    _, runs = mlflow_runs(repo)
+    return {r.info.run_id: r.info.status for r in runs}
 
 
 def assert_outputs(repo: Path) -> None:
@@ -63,6 +87,7 @@ def assert_mlflow(repo: Path, engine: str) -> None:
     by_model = {r.data.tags["model"]: r for r in model_runs}
     assert sorted(by_model) == sorted(MODELS) and len(model_runs) == 3, "one run per model, train and evaluate together"
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert_traceable(runs, sha256_file(repo / "data/prepared/train.npz"))
     assert_tuning_runs(client, runs, by_model["tuned"])
     assert_champion(client, repo)
     data_sha = sha256_file(repo / "data/prepared/train.npz")
@@ -88,6 +113,17 @@ def assert_mlflow(repo: Path, engine: str) -> None:
         assert f"figures/{model}_confusion.png" in artifacts
         logged = client.search_logged_models([r.info.experiment_id])
         assert any(m.source_run_id == r.info.run_id for m in logged), "the model is logged to its run"
+
+
+def assert_traceable(runs, data_sha: str) -> None:
+    """Every run, Hyperband trials included, names its exact inputs and the process that ran it."""
+    for r in runs:
+        tags = r.data.tags
+        missing = {"data_sha256", "git_commit", "host", "pid"} - set(tags)
+        assert not missing, (f"run {r.info.run_name!r} lacks the tags {sorted(missing)}"
+                             " (tune.py: trial runs need tracking.base_tags too)")
+        assert tags["data_sha256"] == data_sha, r.info.run_name
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"]), r.info.run_name
 
 
 def assert_tuning_runs(client, runs, tuned_run) -> None:
@@ -136,61 +172,419 @@ def assert_demo_outputs(repo: Path) -> None:
     assert "## XOR and activation functions" in (repo / "reports/summary.md").read_text()
 
 
-def test_snakemake_end_to_end(smoke_repo: Path) -> None:
-    # 4 cores: the two trainings, then the two evaluations, run in parallel on one SQLite store.
-    run(["snakemake", "--cores", "4"], smoke_repo)
-    assert_outputs(smoke_repo)
-    assert_tuning_outputs(smoke_repo)
-    assert_demo_outputs(smoke_repo)
-    assert_mlflow(smoke_repo, engine="snakemake")
+
+# --- what a run leaves, captured when it ends --------------------------------------------
+
+TIMINGS = ("train_seconds", "seconds_per_epoch")  # the only metrics that may differ between runs
+
+
+@dataclass
+class Snapshot:
+    """One engine invocation and what it left, kept before later tests change the copy."""
+
+    output: str                                  # the engine's stdout and stderr
+    logs: str                                    # every job log under logs/ (Snakemake's)
+    run_ids: set[str]                            # the MLflow runs it created
+    weights: dict[str, list] = field(repr=False)  # model -> its weight arrays
+    metrics: dict[str, dict] = field(repr=False)  # model -> test metrics, without timings
+    predictions: dict[str, bytes] = field(repr=False)
+
+
+def model_weights(repo: Path) -> dict[str, list]:
+    import keras
+
+    return {model: keras.saving.load_model(repo / f"models/{model}.keras", safe_mode=True).get_weights()
+            for model in MODELS}
+
+
+def run_and_snapshot(repo: Path, cmd: list[str]) -> Snapshot:
+    before = set(run_statuses(repo))
+    result = run(cmd, repo)
+    logs = "".join(p.read_text(errors="replace") for p in sorted(repo.glob("logs/**/*.log")))
+    metrics = {}
+    for model in MODELS:
+        values = json.loads((repo / f"reports/metrics/{model}.json").read_text())
+        metrics[model] = {k: v for k, v in values.items() if k not in TIMINGS}
+    return Snapshot(output=result.stdout + result.stderr, logs=logs, run_ids=set(run_statuses(repo)) - before,
+                    weights=model_weights(repo), metrics=metrics,
+                    predictions={m: (repo / f"reports/predictions/{m}.csv").read_bytes() for m in MODELS})
+
+
+def assert_same_weights(expected: dict[str, list], actual: dict[str, list]) -> None:
+    """Bit-identical models, compared array by array (the .keras zip itself holds a date)."""
+    for model in MODELS:
+        assert len(actual[model]) == len(expected[model]), model
+        for i, (want, got) in enumerate(zip(expected[model], actual[model])):
+            assert want.dtype == got.dtype and want.shape == got.shape, (model, i)
+            assert np.array_equal(want, got), f"{model}: weight array {i} differs"
+
+
+def output_files(repo: Path) -> dict[str, bool]:
+    """Every output that dvc.yaml declares, and whether DVC caches it (cache: false ones live in git)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return {str(Path(o.fs_path).relative_to(repo)): bool(o.use_cache)
+                for stage in dvc_repo.index.stages for o in stage.outs}
+
+
+def hashes(repo: Path, paths) -> dict[str, str]:
+    return {path: sha256_file(repo / path) for path in paths}
+
+
+def dvc_status(repo: Path) -> dict:
+    return json.loads(run(["dvc", "status", "--json"], repo).stdout)
+
+
+# --- SIGKILL in the middle of a training --------------------------------------------------
+
+
+def in_first_epoch(path: Path, since: float) -> bool:
+    """A training log written since `since` that has begun its first epoch."""
+    try:
+        return path.stat().st_mtime >= since and "Epoch 1/" in path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
+def kill_mid_training(repo: Path, cmd: list[str], out: Path, watched: Callable[[], list[Path]],
+                      timeout: float = 600) -> str:
+    """Run `cmd` in a process group of its own; SIGKILL the whole group once a training is in its
+    first epoch, as a power cut or the OOM killer would. Returns what the engine printed."""
+    started = time.time()
+    with open(out, "w") as sink:
+        engine = subprocess.Popen(cmd, cwd=repo, env=engine_env(), stdout=sink, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        while not any(in_first_epoch(path, started) for path in watched()):
+            assert engine.poll() is None, f"{cmd} ended before a training began:\n{out.read_text()[-3000:]}"
+            assert time.time() - started < timeout, f"no training began within {timeout} s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(engine.pid, signal.SIGKILL)  # the engine and every job it started
+        engine.wait(timeout=60)
+    wait_until_gone(engine.pid)
+    return out.read_text()
+
+
+def wait_until_gone(group: int, timeout: float = 30) -> None:
+    """Wait until no live process of the killed group is left (the resume must not race with one)."""
+    deadline = time.time() + timeout
+    while True:
+        alive = []
+        for process in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(process.pid) == group and process.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(process.pid)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        if not alive:
+            return
+        assert time.time() < deadline, f"processes {alive} survived SIGKILL"
+        time.sleep(0.1)
+
+
+def running_runs(repo: Path) -> set[str]:
+    return {run_id for run_id, status in run_statuses(repo).items() if status == "RUNNING"}
+
+
+def assert_orphans_closed(repo: Path, orphans: set[str]) -> None:
+    statuses = run_statuses(repo)
+    assert {statuses[run_id] for run_id in orphans} == {"KILLED"}, "the killed trainings' runs are KILLED"
+    assert "RUNNING" not in statuses.values(), "no run is left RUNNING"
+
+
+# --- Snakemake's job timeline -------------------------------------------------------------
+
+JOB_START = re.compile(r"^\[([^\]]+)\]\n(?:local)?rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)$", re.M)
+JOB_END = re.compile(r"^\[([^\]]+)\]\nFinished jobid: (\d+) \(Rule: (\w+)\)$", re.M)
+
+
+@dataclass
+class Job:
+    rule: str
+    start: datetime
+    end: datetime
+
+    def overlaps(self, other: "Job") -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+def job_timeline(output: str) -> list[Job]:
+    """Every job of a Snakemake run with its start and end, from the run's log (1 s resolution)."""
+    def when(stamp: str) -> datetime:
+        return datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")
+
+    starts = {jobid: (rule, when(stamp)) for stamp, rule, jobid in JOB_START.findall(output)}
+    ends = {jobid: when(stamp) for stamp, jobid, _ in JOB_END.findall(output)}
+    assert starts and set(starts) == set(ends), "every job that started finished"
+    return [Job(rule, start, ends[jobid]) for jobid, (rule, start) in starts.items() if rule != "all"]
+
+
+def assert_ran_in_parallel(output: str) -> None:
+    """The two trainings (or a training and the search), the evaluations and the demos overlapped."""
+    jobs = job_timeline(output)
+    trainings = [j for j in jobs if j.rule in ("train", "tune")]
+    assert any(a.overlaps(b) for a in trainings for b in trainings if a is not b), "trainings ran one by one"
+    for rule in ("evaluate", "demos"):
+        assert any(a.overlaps(b) for a in jobs if a.rule == rule for b in jobs if b is not a), \
+            f"no {rule} job ran beside another job"
+
+
+# --- Snakemake: one copy, run twice in parallel, a bad edit, a kill -------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_copies(tmp_path_factory) -> dict[str, Path]:
+    """Two fresh clones of one state of the working tree, one per engine. Made together, so that an
+    edit to the tree while the tests run cannot make the engines' inputs differ."""
+    return {engine: smoke_copy(tmp_path_factory.mktemp(engine) / "repo") for engine in ("snakemake", "dvc")}
+
+
+@pytest.fixture(scope="module")
+def snakemake_repo(fresh_copies) -> Path:
+    return fresh_copies["snakemake"]
+
+
+@pytest.fixture(scope="module")
+def snakemake_first(snakemake_repo) -> Snapshot:
+    # 4 cores: two 2-thread jobs at a time (trainings, search, evaluations) plus the 1-thread
+    # ones, all on one SQLite store.
+    return run_and_snapshot(snakemake_repo, ["snakemake", "--cores", "4"])
+
+
+@pytest.fixture(scope="module")
+def snakemake_second(snakemake_repo, snakemake_first) -> Snapshot:
+    return run_and_snapshot(snakemake_repo, ["snakemake", "--cores", "4", "--forceall"])
+
+
+def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot) -> None:
+    repo = snakemake_repo
+    assert_outputs(repo)
+    assert_tuning_outputs(repo)
+    assert_demo_outputs(repo)
+    assert_mlflow(repo, engine="snakemake")
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
-    status = run(["dvc", "status", "--json"], smoke_repo)
-    assert json.loads(status.stdout) == {}, status.stdout
-    run(["snakemake", "--report", "reports/report.html"], smoke_repo)
-    html = (smoke_repo / "reports/report.html").read_text(errors="replace")
+    assert dvc_status(repo) == {}
+    run(["snakemake", "--report", "reports/report.html"], repo)
+    html = (repo / "reports/report.html").read_text(errors="replace")
     assert "tuned_confusion.png" in html and "tuning_trials.png" in html and "model_comparison.png" in html
-    again = run(["snakemake", "--cores", "2", "--dry-run"], smoke_repo)
+    again = run(["snakemake", "--cores", "2", "--dry-run"], repo)
     assert "Nothing to be done" in again.stdout + again.stderr
     # A params.yaml edit reaches Snakemake through the rules' params: only that model reruns.
-    edit_params(smoke_repo, {"train.regularized.dropout": [0.0, 0.4]})
-    plan = run(["snakemake", "--cores", "2", "--dry-run", "--quiet", "rules"], smoke_repo).stdout
+    original = (repo / "params.yaml").read_text()
+    edit_params(repo, {"train.regularized.dropout": [0.0, 0.4]})
+    try:
+        plan = run(["snakemake", "--cores", "2", "--dry-run", "--quiet", "rules"], repo).stdout
+    finally:
+        (repo / "params.yaml").write_text(original)  # the next tests start from the run's params
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, flags=re.M))
     assert planned == {"train": "1", "evaluate": "1", "register": "1", "report": "1", "all": "1",
                        "total": "5"}, plan
 
 
-def test_dvc_repro_reruns_only_what_changed(smoke_repo: Path) -> None:
-    run(["dvc", "repro"], smoke_repo)
-    assert_outputs(smoke_repo)
-    assert_tuning_outputs(smoke_repo)
-    assert_demo_outputs(smoke_repo)
-    assert_mlflow(smoke_repo, engine="dvc")
-    metrics = run(["dvc", "metrics", "show", "--json"], smoke_repo)
+def test_snakemake_twice_in_parallel_without_a_collision(snakemake_repo: Path, snakemake_first: Snapshot,
+                                                         snakemake_second: Snapshot) -> None:
+    """Two full runs in a row with --cores 4, the second with --forceall: every job and run succeeds."""
+    totals = []
+    for snap in (snakemake_first, snakemake_second):
+        done = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", snap.output, flags=re.M)
+        assert done and done[-1][0] == done[-1][1], "every job of the run finished"
+        totals.append(int(done[-1][1]))
+        assert "Error in rule" not in snap.output
+        for text in (snap.output, snap.logs):
+            assert "database is locked" not in text
+        assert_ran_in_parallel(snap.output)
+        assert snap.run_ids, "the run logged to MLflow"
+    assert totals[0] == totals[1] >= 12, "the second run redid every job"
+    statuses = run_statuses(snakemake_repo)
+    assert set(statuses) == snakemake_first.run_ids | snakemake_second.run_ids
+    assert set(statuses.values()) == {"FINISHED"}, statuses
+    _, runs = mlflow_runs(snakemake_repo)
+    assert_traceable(runs, sha256_file(snakemake_repo / "data/prepared/train.npz"))
+
+
+def test_snakemake_rerun_is_bit_identical(snakemake_first: Snapshot, snakemake_second: Snapshot) -> None:
+    assert_same_weights(snakemake_first.weights, snakemake_second.weights)
+    assert snakemake_second.metrics == snakemake_first.metrics
+    assert snakemake_second.predictions == snakemake_first.predictions
+
+
+def file_states(repo: Path) -> dict[str, tuple[int, str]]:
+    """(mtime, sha256) of every file the pipeline wrote."""
+    return {str(p.relative_to(repo)): (p.stat().st_mtime_ns, sha256_file(p))
+            for top in ("data", "models", "reports") for p in sorted((repo / top).rglob("*")) if p.is_file()}
+
+
+def test_snakemake_bad_edit_is_refused_before_any_job(snakemake_repo: Path, snakemake_second: Snapshot) -> None:
+    """The schema stops the run while the Snakefile is read: no job starts, so nothing is lost."""
+    repo = snakemake_repo
+    before = file_states(repo)
+    original = (repo / "params.yaml").read_text()
+    edit_params(repo, {"train.baseline.dropout": 1.5})
+    try:
+        failed = run(["snakemake", "--cores", "all"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(original)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "params.yaml: 'train.baseline.dropout' = 1.5 is not allowed; expected a number in [0, 1)" in output
+    assert "jobid:" not in output, "a job started"
+    assert file_states(repo) == before, "the artifacts were never touched"
+    again = run(["snakemake", "--cores", "all", "--dry-run"], repo)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_snakemake_killed_mid_training_resumes_with_the_readme_command(
+        snakemake_repo: Path, snakemake_first: Snapshot, snakemake_second: Snapshot, tmp_path: Path) -> None:
+    repo = snakemake_repo
+    # Both trainings run at once with 4 cores; kill everything as soon as one is in its first epoch.
+    killed = kill_mid_training(repo, ["snakemake", "--cores", "4", "--forcerun", "train"], tmp_path / "killed.out",
+                               watched=lambda: list((repo / "logs/train").glob("*.log")))
+    assert "rule train:" in killed
+    assert list((repo / ".snakemake/incomplete").iterdir()), "the kill interrupted jobs"
+    orphans = running_runs(repo)
+    assert orphans, "the killed trainings left their MLflow runs RUNNING"
+
+    resumed = run(["snakemake", "--cores", "all"], repo)  # the README's command, no clean-up first
+    output = resumed.stdout + resumed.stderr
+    assert "Using workflow specific profile profiles/default" in output
+    assert "LockException" not in output
+    for run_id in orphans:  # closed by the Snakefile's onstart, before any job
+        assert f"run {run_id} was left RUNNING by a process that is gone; marked KILLED" in output
+    assert not list((repo / ".snakemake/incomplete").iterdir())
+    assert_outputs(repo)
+    assert_same_weights(snakemake_first.weights, model_weights(repo))  # as if never interrupted
+    assert_orphans_closed(repo, orphans)
+    assert dvc_status(repo) == {}
+
+
+# --- DVC: one copy, a bad edit, a push/pull round trip, a kill ------------------------------
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(fresh_copies) -> Path:
+    return fresh_copies["dvc"]
+
+
+@pytest.fixture(scope="module")
+def dvc_first(dvc_repo) -> Snapshot:
+    return run_and_snapshot(dvc_repo, ["dvc", "repro"])
+
+
+def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
+    assert_outputs(dvc_repo)
+    assert_tuning_outputs(dvc_repo)
+    assert_demo_outputs(dvc_repo)
+    assert_mlflow(dvc_repo, engine="dvc")
+    metrics = run(["dvc", "metrics", "show", "--json"], dvc_repo)
     assert "accuracy" in metrics.stdout
-    baseline = (smoke_repo / "models/baseline.keras").read_bytes()
-    regularized = (smoke_repo / "models/regularized.keras").read_bytes()
 
-    edit_params(smoke_repo, {"train.regularized.dropout": [0.0, 0.4]})
-    diff = run(["dvc", "params", "diff", "--json"], smoke_repo)
+
+def test_same_params_and_seed_give_identical_models_under_both_engines(
+        snakemake_repo: Path, dvc_repo: Path, snakemake_first: Snapshot, dvc_first: Snapshot) -> None:
+    """Two fresh clones, one run by Snakemake with 4 parallel jobs, one by DVC one stage at a time."""
+    tree = ["git", "rev-parse", "HEAD^{tree}"]
+    assert run(tree, snakemake_repo).stdout == run(tree, dvc_repo).stdout, "the clones hold the same files"
+    assert_same_weights(snakemake_first.weights, dvc_first.weights)
+    assert dvc_first.metrics == snakemake_first.metrics
+    assert dvc_first.predictions == snakemake_first.predictions
+
+
+def test_dvc_bad_edit_then_revert_restores_artifacts_from_cache_without_retraining(
+        dvc_repo: Path, dvc_first: Snapshot) -> None:
+    repo = dvc_repo
+    outputs = output_files(repo)
+    before = hashes(repo, outputs)
+    runs_before = set(run_statuses(repo))
+    original = (repo / "params.yaml").read_text()
+
+    edit_params(repo, {"train.baseline.dropout": 1.5})
+    failed = run(["dvc", "repro"], repo, check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "train.baseline: 'train.dropout' = 1.5 is not allowed; expected a number in [0, 1)" in output
+    assert set(re.findall(r"Running stage '([^']+)'", failed.stdout)) == {"train@baseline"}
+    # DVC removes a stage's outputs before it runs the command, so the failed run took them away.
+    assert not (repo / "models/baseline.keras").exists()
+
+    (repo / "params.yaml").write_text(original)
+    restored = run(["dvc", "repro"], repo)
+    # They come back from DVC's cache, the command is not run: nothing is retrained.
+    assert "Stage 'train@baseline' is cached - skipping run, checking out outputs" in restored.stdout
+    assert set(run_statuses(repo)) == runs_before, "no new MLflow run: nothing was trained"
+    assert hashes(repo, outputs) == before
+    assert dvc_status(repo) == {}
+
+
+def test_dvc_push_then_pull_into_an_empty_cache_gives_back_identical_files(
+        dvc_repo: Path, dvc_first: Snapshot, tmp_path: Path) -> None:
+    repo = dvc_repo
+    outputs = output_files(repo)
+    cached = sorted(path for path, use_cache in outputs.items() if use_cache)
+    before = hashes(repo, outputs)
+    run(["dvc", "remote", "add", "--default", "local", str(tmp_path / "remote")], repo)
+    run(["dvc", "push"], repo)
+
+    shutil.rmtree(repo / ".dvc/cache")
+    for path in cached:  # the cache: false outputs (metrics, summary, demos' text) are git's to version
+        (repo / path).unlink()
+    assert dvc_status(repo), "DVC sees the outputs missing"
+    run(["dvc", "pull"], repo)
+
+    assert hashes(repo, outputs) == before, "every artifact is back, byte for byte"
+    assert dvc_status(repo) == {}
+    assert json.loads(run(["dvc", "status", "--cloud", "--json"], repo).stdout) == {}
+
+
+def lock_holders(repo: Path) -> set[int]:
+    """The pids in DVC's path lock file, .dvc/tmp/rwlock."""
+    lock = json.loads((repo / ".dvc/tmp/rwlock").read_text())
+    holders = [info for info in lock.get("write", {}).values()]
+    holders += [info for infos in lock.get("read", {}).values() for info in infos]
+    return {info["pid"] for info in holders}
+
+
+def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
+        dvc_repo: Path, dvc_first: Snapshot, tmp_path: Path) -> None:
+    repo = dvc_repo
+    baseline = (repo / "models/baseline.keras").read_bytes()
+    regularized = (repo / "models/regularized.keras").read_bytes()
+
+    edit_params(repo, {"train.regularized.dropout": [0.0, 0.4]})
+    diff = run(["dvc", "params", "diff", "--json"], repo)
     assert "train.regularized.dropout" in diff.stdout and "baseline" not in diff.stdout
-    status = json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout)
-    assert set(status) == {"train@regularized"}, status
+    assert set(dvc_status(repo)) == {"train@regularized"}
 
-    rerun = run(["dvc", "repro"], smoke_repo)
+    out = tmp_path / "killed.out"
+    killed = kill_mid_training(repo, ["dvc", "repro"], out, watched=lambda: [out])
+    assert "Running stage 'train@regularized'" in killed
+    assert lock_holders(repo), "the killed DVC left its locks behind"
+    orphans = running_runs(repo)
+    assert orphans, "the killed training left its MLflow run RUNNING"
+
+    rerun = run(["dvc", "repro"], repo)  # the README's command, no clean-up first
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
     assert ran == {"train@regularized", "evaluate@regularized", "register", "report"}, rerun.stdout
-    assert (smoke_repo / "models/baseline.keras").read_bytes() == baseline
-    assert (smoke_repo / "models/regularized.keras").read_bytes() != regularized
-    assert json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout) == {}
+    assert "had been killed. Auto removed it from the lock file" in rerun.stdout + rerun.stderr
+    # DVC drops a dead process's entries lazily, from the paths it touches; those left block nothing.
+    assert not {pid for pid in lock_holders(repo) if psutil.pid_exists(pid)}, "a live process holds a lock"
+    assert (repo / "models/baseline.keras").read_bytes() == baseline
+    assert (repo / "models/regularized.keras").read_bytes() != regularized
+    assert dvc_status(repo) == {}
+    assert_orphans_closed(repo, orphans)
 
-    run(["dvc", "plots", "show", "--out", "plots_html"], smoke_repo)
-    page = (smoke_repo / "plots_html/index.html").read_text()
+
+def test_dvc_plots_and_an_experiment_from_the_command_line(dvc_repo: Path, dvc_first: Snapshot) -> None:
+    repo = dvc_repo
+    run(["dvc", "plots", "show", "--out", "plots_html"], repo)
+    page = (repo / "plots_html/index.html").read_text()
     assert "val_accuracy" in page and "baseline_confusion.png" in page
 
     # An experiment from the command line, without editing params.yaml.
-    run(["git", "add", "-A"], smoke_repo)
-    run(["git", "commit", "-qm", "regularized dropout 0.4"], smoke_repo)
-    experiment = run(["dvc", "exp", "run", "-S", "train.baseline.epochs=1"], smoke_repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "the state the tests left"], repo)
+    experiment = run(["dvc", "exp", "run", "-S", "train.baseline.epochs=1"], repo)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
     assert ran == {"train@baseline", "evaluate@baseline", "register", "report"}, experiment.stdout
-    assert json.loads((smoke_repo / "reports/metrics/baseline.json").read_text())["epochs_run"] == 1
+    assert json.loads((repo / "reports/metrics/baseline.json").read_text())["epochs_run"] == 1

@@ -47,13 +47,14 @@ def fetch(url: str, dest: Path, timeout: float) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "fashion-mlp"})
     with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=Path(dest).name, mininterval=1.0,
+        name = Path(urllib.parse.urlparse(url).path).name  # not our temporary file's name
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, mininterval=1.0,
                   file=sys.stderr) as bar:
             while block := response.read(CHUNK):
                 out.write(block)
                 bar.update(len(block))
         if total is not None and bar.n != total:
-            raise DataError(f"{url}: received {bar.n} of {total} bytes")
+            raise DataError(f"received {bar.n} of {total} bytes")  # the caller names the URL
 
 
 def _reason(exc: BaseException) -> str:

@@ -207,7 +207,7 @@ def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
         tags = tracking.base_tags("evaluate", args.data) | {"model": args.model, "model_sha256": model_sha}
         active = tracking.with_retry(mlflow.start_run, run_name=args.model, tags=tags)
     else:
-        active = tracking.with_retry(mlflow.start_run, run_id=run.info.run_id)
+        active = tracking.resume_run(run.info.run_id)
     with active:
         scalars = {f"test_{k}": v for k, v in metrics.items()
                    if k in ("accuracy", "loss", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")}

@@ -4,13 +4,18 @@ The default store is sqlite:///<repo root>/mlflow.db with artifacts in
 <repo root>/mlartifacts, whatever the current directory; MLFLOW_TRACKING_URI
 overrides it (for a team server, say). MLflow is imported lazily: it takes
 seconds, and only train and evaluate need it.
+
+Every run is tagged with the host and process that own it, so that the next
+stage can close runs that a SIGKILL left RUNNING (see close_orphaned_runs).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -83,7 +88,8 @@ def init(experiment: str) -> str:
     """Point MLflow at the store, create it and the experiment if needed; return the experiment id.
 
     The Snakefile calls this once (`fashion-mlp init-tracking`) before jobs fan
-    out, so parallel jobs never race to create the SQLite schema.
+    out, so parallel jobs never race to create the SQLite schema. An existing
+    experiment's runs left RUNNING by a killed process are marked KILLED.
     """
     import mlflow
 
@@ -92,6 +98,7 @@ def init(experiment: str) -> str:
     found = with_retry(mlflow.get_experiment_by_name, experiment)
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
+        close_orphaned_runs(found.experiment_id)
         return found.experiment_id
     try:
         experiment_id = with_retry(mlflow.create_experiment, experiment, artifact_location=location)
@@ -100,6 +107,75 @@ def init(experiment: str) -> str:
         experiment_id = with_retry(mlflow.get_experiment_by_name, experiment).experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+# --- runs whose process is gone ----------------------------------------------------------
+
+
+def process_tags() -> dict[str, str]:
+    """The host and process that own a run; `pid_started` tells a reused pid from the original."""
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid()),
+            "pid_started": f"{psutil.Process().create_time():.2f}"}
+
+
+def process_alive(pid: int, started: str | None = None) -> bool:
+    """Whether the process that tagged a run still runs on this host."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # killed, only waiting for its parent to reap it
+        # Another process that got the same pid later is not the run's owner.
+        return started is None or abs(process.create_time() - float(started)) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.AccessDenied, ValueError):
+        return True  # cannot tell: leave the run alone
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs that a process of this host left RUNNING and that no longer exists.
+
+    A SIGKILL, an OOM kill or a power cut ends a stage before MLflow's end_run, so
+    its run would show RUNNING forever. Every stage calls this through init(), and
+    the Snakefile before its jobs start. Runs tagged with another host are left
+    alone: from here we cannot tell whether their process still runs, and closing a
+    live run (a colleague's, on a shared server) would be worse than leaving a dead
+    one open. Runs without a `pid` tag (older ones) are left alone too. Nested runs
+    (Hyperband trials) live in their parent's process and are closed with it.
+    Returns the ids of the runs it closed.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    running = with_retry(client.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'")
+    host = socket.gethostname()
+    orphans = {run.info.run_id for run in running
+               if run.data.tags.get("host") == host and run.data.tags.get("pid", "").isdigit()
+               and not process_alive(int(run.data.tags["pid"]), run.data.tags.get("pid_started"))}
+    orphans |= {run.info.run_id for run in running if run.data.tags.get("mlflow.parentRunId") in orphans}
+    for run_id in sorted(orphans):
+        with_retry(client.set_terminated, run_id, status="KILLED")
+        print(f"tracking: run {run_id} was left RUNNING by a process that is gone; marked KILLED",
+              file=sys.stderr)
+    return sorted(orphans)
+
+
+def resume_run(run_id: str):
+    """Reopen a finished run (evaluate adds to train's run), owned from now on by this process.
+
+    The owner tags are updated first, so that no other stage's close_orphaned_runs
+    mistakes the reopened run for one left behind by the (finished) training process.
+    """
+    import mlflow
+    from mlflow.entities import RunTag
+
+    tags = [RunTag(key, value) for key, value in process_tags().items()]
+    with_retry(mlflow.MlflowClient().log_batch, run_id, tags=tags)
+    return with_retry(mlflow.start_run, run_id=run_id)
 
 
 def find_run_by_tag(experiment_id: str, key: str, value: str):
@@ -126,7 +202,7 @@ def base_tags(stage: str, data_path: str | os.PathLike) -> dict[str, str]:
         "data_file": str(Path(data_path)),
         "engine": engine(),
         "stage": stage,
-    }
+    } | process_tags()
 
 
 def main(argv: list[str] | None = None) -> None:

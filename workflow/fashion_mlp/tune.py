@@ -55,8 +55,11 @@ def hypermodel(space: dict, steps_per_execution: int):
     return build
 
 
-def tracked_hyperband_class():
-    """Hyperband whose every trial is a nested MLflow run with its params, epochs and bracket tags."""
+def tracked_hyperband_class(base_tags: dict[str, str]):
+    """Hyperband whose every trial is a nested MLflow run with its params, epochs and bracket tags.
+
+    `base_tags` (data hash, git commit, ...) go on every trial run too, so each can be traced alone.
+    """
     import keras
     import keras_tuner as kt
     import mlflow
@@ -71,7 +74,7 @@ def tracked_hyperband_class():
     class TrackedHyperband(kt.Hyperband):
         def run_trial(self, trial, *args, **kwargs):
             values = trial.hyperparameters.values
-            tags = {
+            tags = base_tags | {
                 "trial_id": trial.trial_id,
                 "bracket": str(values.get("tuner/bracket")),
                 "round": str(values.get("tuner/round")),
@@ -82,7 +85,11 @@ def tracked_hyperband_class():
                                      tags=tags):
                 tracking.with_retry(mlflow.log_params, active_hparams(values))
                 kwargs["callbacks"] = [*kwargs.get("callbacks", []), EpochLogger()]
-                return super().run_trial(trial, *args, **kwargs)
+                try:
+                    return super().run_trial(trial, *args, **kwargs)
+                finally:
+                    # Each trial's graphs and data copies would otherwise pile up: +25 MB a trial.
+                    keras.backend.clear_session(free_memory=True)
 
     return TrackedHyperband
 
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_tensorflow(threads, args.seed)
 
+    import keras
     import mlflow
 
     from fashion_mlp import tracking
@@ -251,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     data = load_arrays(args.data)
     tracking.init(args.experiment)
     tuner_dir = args.work_dir / settings_key(args)
-    tuner = tracked_hyperband_class()(
+    tags = tracking.base_tags("tune", args.data)
+    tuner = tracked_hyperband_class(tags)(
         hypermodel(params["space"], args.steps_per_execution),
         objective="val_accuracy",
         max_epochs=args.max_epochs,
@@ -262,8 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         project_name=tuner_dir.name,
         overwrite=True,  # never resume trials of another search silently
     )
-    tags = tracking.base_tags("tune", args.data) | {"model": "hyperband-search"}
-    with tracking.with_retry(mlflow.start_run, run_name="tune", tags=tags) as parent:
+    with tracking.with_retry(mlflow.start_run, run_name="tune", tags=tags | {"model": "hyperband-search"}) as parent:
         tracking.with_retry(mlflow.log_params, flatten({**params, "seed": args.seed, "threads": threads}))
         started = time.perf_counter()
         x_search, y_search = search_subset(data["x_train"], data["y_train"], args.search_limit_train, args.seed)
@@ -277,18 +285,23 @@ def main(argv: list[str] | None = None) -> None:
                                                  "best_trial_val_accuracy": best_trial.score})
         tracking.with_retry(mlflow.set_tag, "best_trial_id", best_trial.trial_id)
         parent_id = parent.info.run_id
+    best = {"trial_id": best_trial.trial_id, "val_accuracy": best_trial.score,
+            "hyperparameters": active_hparams(best_trial.hyperparameters.values)}
+    search_images = len(y_search)
+    # Free the search's models, caches and data subset before the retrain: they set the peak memory.
+    del tuner, best_trial, x_search, y_search
+    keras.backend.clear_session(free_memory=True)
 
     write_trials(args.trials_out, rows)
     plot_trials(rows, args.figure_out)
-    print(f"tune: {len(rows)} trials in {search_seconds:.0f} s; best trial {best_trial.trial_id} "
-          f"val_accuracy {best_trial.score:.4f}: {block}")
+    print(f"tune: {len(rows)} trials in {search_seconds:.0f} s; best trial {best['trial_id']} "
+          f"val_accuracy {best['val_accuracy']:.4f}: {block}")
     kept = train_and_log("tuned", block, data, args.data, args.seed, threads, args.model_out, args.history_out,
                          tags={"tune_run_id": parent_id})
     write_json(args.best_out, {
         "train_block": block,
-        "best_trial": {"trial_id": best_trial.trial_id, "val_accuracy": best_trial.score,
-                       "hyperparameters": active_hparams(best_trial.hyperparameters.values)},
-        "search": {"trials": len(rows), "seconds": round(search_seconds, 1), "train_images": int(len(y_search)),
+        "best_trial": best,
+        "search": {"trials": len(rows), "seconds": round(search_seconds, 1), "train_images": int(search_images),
                    "val_images": int(len(data["y_val"])), "max_epochs": args.max_epochs,
                    "factor": args.factor, "hyperband_iterations": args.hyperband_iterations},
         "retrain": {"kept_epoch": int(kept["epoch"]), "val_accuracy": kept["val_accuracy"]},

@@ -1,4 +1,5 @@
 # Shared set-up: validate params.yaml before any job, and the helpers the rules use.
+import fcntl
 import os
 import shutil
 import subprocess
@@ -37,6 +38,28 @@ def section_flags(*keys):
     for key in keys:
         node = node[key]
     return cli_flags(node)
+
+
+_RUN_LOCK = []  # the open lock file, held for the life of this Snakemake process
+
+
+def hold_run_lock():
+    """Refuse to run while another Snakemake runs in this checkout.
+
+    The profile turns off Snakemake's own lock files (`nolock`), which outlive a
+    SIGKILL. This lock is the kernel's: it goes when its process does, so a
+    killed run never blocks the next one. Jobs do not inherit it.
+    """
+    path = os.path.join(workflow.basedir, ".snakemake", "run.lock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise WorkflowError(f"another Snakemake is running in {workflow.basedir} (it holds {path}); "
+                            "wait for it to finish") from None
+    _RUN_LOCK.append(handle)
 
 
 def init_tracking():
