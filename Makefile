@@ -10,11 +10,12 @@ export PATH := $(BIN):$(PATH)
 
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test install data ui lock clean help
+.PHONY: run test bench install data ui lock clean help
 
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
 	@echo "make test     install, then run the test suite (what CI runs)"
+	@echo "make bench    project train vs plain Keras, and no-op reruns (after make run)"
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
 	@echo "make lock     regenerate requirements.lock from pyproject.toml"
 
@@ -23,6 +24,10 @@ run: install data
 
 test: install data
 	python -m pytest
+
+# Needs the prepared data and an up-to-date pipeline (make run) for the no-op rerun timings.
+bench: install
+	python benchmarks/speed.py --repeats 3
 
 install: $(VENV)/.installed
 
@@ -49,4 +54,4 @@ lock: install
 		--output-file requirements.lock pyproject.toml
 
 clean:
-	rm -rf .snakemake logs benchmarks
+	rm -rf .snakemake logs benchmarks/stages

@@ -97,7 +97,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
         assert proc.returncode == 0, f"run {name} failed:\n{output[-3000:]}"
 
     def weights(name):
-        with np.load(tmp_path / f"{name}.npz") as npz:
+        with np.load(tmp_path / f"{name}.npz", allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
 
     a, b = weights("a"), weights("b")
@@ -111,6 +111,60 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     assert not np.array_equal(a["first_initial_0"], a["other_initial_0"])
     for i in range(len(trained)):
         assert not np.array_equal(a[f"first_w{i}"], a[f"other_w{i}"]), i
+
+
+TRAIN_WITH = """
+import sys
+import keras
+import numpy as np
+from fashion_mlp.runtime import configure_tensorflow
+
+data_path, threads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+configure_tensorflow(threads, 42)
+from fashion_mlp.data import load_arrays
+from fashion_mlp.models import build_mlp
+from fashion_mlp.train import fit, make_history_callback
+
+data = load_arrays(data_path)
+arrays = {}
+for spe in map(int, sys.argv[4:]):
+    keras.utils.set_random_seed(42)  # each training starts from the same state
+    params = {"learning_rate": 0.001, "lr_schedule": "exponential", "lr_decay_rate": 0.8, "batch_size": 32,
+              "epochs": 2, "early_stopping_patience": None, "early_stopping_monitor": "val_loss",
+              "steps_per_execution": spe}
+    model = build_mlp([128], "relu", 0.2, 0.0, False)  # the tutorial's baseline
+    arrays[f"spe{spe}_initial"] = model.get_weights()[0].copy()
+    history = make_history_callback()
+    fit(model, data, params, [history])
+    arrays[f"spe{spe}_val_loss"] = [r["val_loss"] for r in history.rows]
+    arrays.update({f"spe{spe}_w{i}": w for i, w in enumerate(model.get_weights())})
+np.savez(out, **arrays)
+"""
+
+
+def test_speed_settings_do_not_change_results(tmp_path):
+    """Keras' defaults (one batch per call, every core) and the project's speed settings (many
+    batches per call, one or two threads) train the baseline to the same weights, bit for bit."""
+    data = tmp_path / "train.npz"
+    save_arrays(data, **synthetic_data(2000, 200))  # 63 batches: 8 per call leaves a partial last call
+    runs = {"two-threads": (2, ["1", "8", "64"]), "one-thread": (1, ["64"])}
+    for name, (threads, spes) in runs.items():
+        result = subprocess.run([sys.executable, "-c", TRAIN_WITH, str(data), str(threads),
+                                 str(tmp_path / f"{name}.npz"), *spes], cwd=tmp_path, env=clean_env(),
+                                capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+        assert result.returncode == 0, f"{name} failed:\n{result.stderr[-3000:]}"
+
+    def arrays(name):
+        with np.load(tmp_path / f"{name}.npz", allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+
+    trained = arrays("two-threads") | {k.replace("spe64", "one64"): v for k, v in arrays("one-thread").items()}
+    reference = {k.removeprefix("spe1_"): v for k, v in trained.items() if k.startswith("spe1_")}
+    assert len(reference) == 2 + 4  # initial kernel, val_loss, two kernels, two biases
+    assert not np.array_equal(reference["initial"], reference["w0"])  # training moved the weights
+    for prefix in ("spe8", "spe64", "one64"):
+        for key, value in reference.items():
+            assert np.array_equal(trained[f"{prefix}_{key}"], value), f"{prefix}: {key} differs from Keras' defaults"
 
 
 # --- the stage end to end --------------------------------------------------------------

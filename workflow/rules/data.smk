@@ -6,7 +6,7 @@ rule download:
     log:
         "logs/download.log",
     benchmark:
-        "benchmarks/download.tsv"
+        "benchmarks/stages/download.tsv"
     threads: 1
     resources:
         mem_mb=500,
@@ -28,7 +28,7 @@ rule prepare:
     log:
         "logs/prepare.log",
     benchmark:
-        "benchmarks/prepare.tsv"
+        "benchmarks/stages/prepare.tsv"
     threads: 1
     resources:
         mem_mb=2000,

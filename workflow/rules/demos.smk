@@ -16,7 +16,7 @@ rule demos:
     log:
         "logs/demos.log",
     benchmark:
-        "benchmarks/demos.tsv"
+        "benchmarks/stages/demos.tsv"
     threads: 1
     resources:
         mem_mb=1000,

@@ -18,7 +18,7 @@ rule report:
     log:
         "logs/report.log",
     benchmark:
-        "benchmarks/report.tsv"
+        "benchmarks/stages/report.tsv"
     threads: 1
     resources:
         mem_mb=500,
