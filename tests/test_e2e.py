@@ -336,9 +336,10 @@ def assert_ran_in_parallel(output: str) -> None:
 
 @pytest.fixture(scope="module")
 def fresh_copies(tmp_path_factory) -> dict[str, Path]:
-    """Two fresh clones of one state of the working tree, one per engine. Made together, so that an
+    """Fresh clones of one state of the working tree: one per engine, and one for Snakemake's
+    cluster-generic profile. Made together, so that an
     edit to the tree while the tests run cannot make the engines' inputs differ."""
-    return {engine: smoke_copy(tmp_path_factory.mktemp(engine) / "repo") for engine in ("snakemake", "dvc")}
+    return {engine: smoke_copy(tmp_path_factory.mktemp(engine) / "repo") for engine in ("snakemake", "dvc", "cluster")}
 
 
 @pytest.fixture(scope="module")
@@ -588,3 +589,26 @@ def test_dvc_plots_and_an_experiment_from_the_command_line(dvc_repo: Path, dvc_f
     ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
     assert ran == {"train@baseline", "evaluate@baseline", "register", "report"}, experiment.stdout
     assert json.loads((repo / "reports/metrics/baseline.json").read_text())["epochs_run"] == 1
+
+
+# --- Snakemake on a cluster executor ------------------------------------------------------
+
+
+def test_cluster_generic_profile_runs_every_job_as_a_separate_submission_with_the_local_results(
+        fresh_copies, snakemake_first: Snapshot) -> None:
+    """profiles/cluster-generic hands every job to workflow/scripts/cluster/submit.py, which starts it
+    detached, in another working directory, with a login-like environment: nothing is inherited
+    from the Snakemake process. The results equal the local run's, bit for bit."""
+    repo = fresh_copies["cluster"]
+    cluster = run_and_snapshot(repo, ["snakemake", "--profile", "profiles/cluster-generic"])
+    jobs = [json.loads(p.read_text()) | {"exit": (p.parent / "exit").read_text().strip()}
+            for p in sorted((repo / ".snakemake/cluster-jobs").glob("*/job.json"))]
+    # download, prepare, demos, 2 trainings, tune, 3 evaluations, register, report (`all` is local)
+    assert len(jobs) == 11 and all(job["exit"] == "0" for job in jobs), jobs
+    for job in jobs:
+        assert not {k for k in job["env"] if k.startswith(("FASHION_MLP_", "MLFLOW_", "OMP_", "SNAKEMAKE_"))}
+    assert {job["threads"] for job in jobs} == {1, 2}, "the rules' threads reach the submit command"
+    assert_outputs(repo)
+    assert_mlflow(repo, "snakemake")
+    assert_same_weights(snakemake_first.weights, cluster.weights)
+    assert cluster.metrics == snakemake_first.metrics
