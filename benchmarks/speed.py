@@ -56,7 +56,8 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     return seconds, result.stdout
 
 
-def baseline_block(epochs: int) -> dict:
+def baseline_block(epochs: int) -> tuple[dict, int]:
+    """train.baseline with the benchmark's epochs, and the seed."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     return params["train"]["baseline"] | {"epochs": epochs}, params["seed"]
 
