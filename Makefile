@@ -10,13 +10,14 @@ export PATH := $(BIN):$(PATH)
 
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test bench install data ui lock clean help
+.PHONY: run test bench install data ui mlflow-server lock clean help
 
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
 	@echo "make test     install, then run the test suite (what CI runs)"
 	@echo "make bench    project train vs plain Keras, and no-op reruns (after make run)"
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
+	@echo "make mlflow-server  team tracking server on http://127.0.0.1:5000 (PostgreSQL store, served artifacts)"
 	@echo "make lock     regenerate requirements.lock from pyproject.toml"
 
 run: install data
@@ -48,6 +49,11 @@ data:
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# A team tracking server: PostgreSQL (Debian's, started here) as the store, artifacts served
+# from .mlflow-server/artifacts; settings in the script's docstring (TRACKING_SERVER_* variables).
+mlflow-server: install
+	python workflow/scripts/mlflow_server.py
 
 lock: install
 	pip-compile --quiet --extra test --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
