@@ -1,5 +1,6 @@
 # Fashion-MNIST multilayer perceptrons, end to end:
-#   download -> prepare -> train (per model) + tune (Hyperband, retrains `tuned`)
+#   download -> prepare -> train (per model)
+#                       + tune (Hyperband: an oracle and N workers, then retrains `tuned`)
 #            -> evaluate (per model) -> register (champion) -> report
 #   demos: the tutorial's XOR and activation-function lessons, into the report
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same
@@ -14,6 +15,7 @@ report: "workflow/report/workflow.rst"  # snakemake --report reports/report.html
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/demos.smk"
 include: "workflow/rules/report.smk"
 

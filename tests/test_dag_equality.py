@@ -18,22 +18,32 @@ def normalize(cmd: str) -> str:
     return " ".join(LOG_REDIRECT.sub("", cmd).split())
 
 
+# Snakemake runs the search as jobs of its own (the chief and each worker, talking through
+# .tuner/); DVC runs the same roles inside its one `tune` stage (`fashion-mlp tune`, --role all).
+SEARCH_RULES = {"tune_oracle", "tune_worker"}
+FINISH_ONLY_FLAGS = re.compile(r" --(?:role|threads) \S+| --worker_results(?: \.tuner/\S+)+")
+
+
 def snakemake_jobs(repo: Path) -> dict[frozenset, dict]:
-    """Every job of a forced dry run (`snakemake -n -p`), keyed by its set of output files."""
+    """Every job of a forced dry run (`snakemake -n -p`), keyed by its set of output files.
+
+    The search's jobs are left out and `tune` is shown as the one stage DVC runs.
+    """
     out = run(["snakemake", "--dry-run", "--printshellcmds", "--forceall", "--cores", "1"], repo).stdout
     jobs = {}
     for block in re.split(r"^(?:local)?rule ", out, flags=re.M)[1:]:
         rule = block.split(":", 1)[0]
         fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
         command = re.search(r"^Shell command: (.*)$", block, flags=re.M)
-        if "output" not in fields:
-            continue  # the `all` target
+        if "output" not in fields or rule in SEARCH_RULES:
+            continue  # the `all` target, and the search's jobs
         outs = frozenset(fields["output"].split(", "))
-        jobs[outs] = {
-            "rule": rule,
-            "cmd": normalize(command.group(1)),
-            "deps": set(fields["input"].split(", ")) if "input" in fields else set(),
-        }
+        cmd = normalize(command.group(1))
+        deps = set(fields["input"].split(", ")) if "input" in fields else set()
+        if rule == "tune":
+            cmd = FINISH_ONLY_FLAGS.sub("", cmd)
+            deps = {dep for dep in deps if not dep.startswith(".tuner/")}
+        jobs[outs] = {"rule": rule, "cmd": cmd, "deps": deps}
     return jobs
 
 
@@ -134,5 +144,5 @@ def test_snakemake_summary_lists_the_files_dvc_declares(engines):
     out = run(["snakemake", "--summary", "--cores", "1"], REPO).stdout
     rows = [line.split("\t") for line in out.splitlines()]
     assert rows and rows[0][:3] == ["output_file", "date", "rule"], out[:500]
-    summary = {row[0] for row in rows[1:] if row[0]}
+    summary = {row[0] for row in rows[1:] if row[0] and not row[0].startswith(".tuner/")}
     assert summary == set().union(*dvc), sorted(summary ^ set().union(*dvc))

@@ -8,7 +8,7 @@ from fashion_mlp import register, tune
 from fashion_mlp.config import validate_section
 
 ARGV = [
-    "--max_epochs", "10", "--factor", "3", "--hyperband_iterations", "1", "--batch_size", "128",
+    "--max_epochs", "10", "--factor", "3", "--hyperband_iterations", "1", "--workers", "2", "--batch_size", "128",
     "--steps_per_execution", "16", "--final_epochs", "40", "--final_lr_schedule", "cosine",
     "--final_lr_decay_rate", "1.0", "--final_early_stopping_patience", "8",
     "--final_early_stopping_monitor", "val_accuracy", "--search_limit_train", "20000",
@@ -49,7 +49,8 @@ def test_tuner_directory_changes_with_the_space_but_not_with_outputs():
     other_out = tune.build_parser().parse_args([*ARGV[:-2], "--history_out", "elsewhere.csv"])
     i = ARGV.index("--space.units")
     wider = tune.build_parser().parse_args([*ARGV[:i + 1], "32", "2048", "32", *ARGV[i + 4:]])
-    assert tune.settings_key(base) == tune.settings_key(other_out)
+    worker = tune.build_parser().parse_args([*ARGV, "--role", "worker", "--worker_id", "1", "--threads", "1"])
+    assert tune.settings_key(base) == tune.settings_key(other_out) == tune.settings_key(worker)
     assert tune.settings_key(base) != tune.settings_key(wider)
 
 
@@ -63,6 +64,8 @@ def test_hypermodel_builds_a_model_inside_the_space():
     assert 2 <= len(dense) <= 4 and dense[-1].units == 10
     assert all(32 <= layer.units <= 64 for layer in dense[:-1])
     assert 1e-4 <= hp.values["learning_rate"] <= 1e-2
+    # every width is in the space from the first build, used or not: the oracle draws them all
+    assert {"units_0", "units_1", "units_2"} <= set(hp.values)
 
 
 @pytest.mark.parametrize("scores, winner", [

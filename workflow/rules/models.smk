@@ -26,33 +26,6 @@ rule train:
         " --model_out {output.model} --history_out {output.history} > {log} 2>&1"
 
 
-rule tune:
-    input:
-        data="data/prepared/train.npz",  # the search, too, sees only train and validation
-        code=["workflow/fashion_mlp/tune.py", "workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
-    output:
-        trials=report("reports/tuning/trials.csv", caption="../report/trials.rst", category="Tuning"),
-        best="reports/tuning/best_hparams.json",
-        figure=report("reports/figures/tuning_trials.png", caption="../report/tuning.rst", category="Tuning"),
-        model="models/tuned.keras",
-        history="reports/history/tuned.csv",
-    params:
-        flags=section_flags("tune"),
-        seed=config["seed"],
-        experiment=config["mlflow"]["experiment"],
-    log:
-        "logs/tune.log",
-    benchmark:
-        "benchmarks/stages/tune.tsv"
-    threads: 2
-    resources:
-        mem_mb=3000,
-    shell:
-        "fashion-mlp tune {params.flags} --seed {params.seed} --experiment {params.experiment}"
-        " --data {input.data} --work_dir .tuner --trials_out {output.trials} --best_out {output.best}"
-        " --figure_out {output.figure} --model_out {output.model} --history_out {output.history} > {log} 2>&1"
-
-
 rule evaluate:
     input:
         model="models/{model}.keras",

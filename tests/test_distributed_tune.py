@@ -1,0 +1,123 @@
+"""Distributed Hyperband: a chief and two workers, run by Snakemake as jobs, on the smoke data.
+
+The search must complete every trial, log each as a nested MLflow run under the one
+search run, and find exactly what a single process finds: the same trials, the same
+scores, the same best hyperparameters (the oracle decides in lockstep, trials are
+seeded by their id).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import edit_params, run, smoke_copy
+from fashion_mlp.config import cli_flags
+
+pytestmark = pytest.mark.e2e
+
+
+def read_trials(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def without_worker(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "worker"} for row in rows]
+
+
+def job_span(log: str, rule: str, wildcard: str = "") -> tuple[datetime, datetime]:
+    """When Snakemake started and finished a job of `rule` (matched by a line of its block)."""
+    blocks = log.split("\n[")
+    start = end = None
+    for i, block in enumerate(blocks):
+        if f"rule {rule}:" in block and wildcard in block:
+            start = datetime.strptime(block.split("]", 1)[0].lstrip("["), "%a %b %d %H:%M:%S %Y")
+            jobid = block.split("jobid: ", 1)[1].split()[0]
+            for later in blocks[i + 1:]:
+                if f"Finished jobid: {jobid} " in later:
+                    end = datetime.strptime(later.split("]", 1)[0], "%a %b %d %H:%M:%S %Y")
+                    break
+            break
+    assert start and end, f"no start and end of {rule} {wildcard} in Snakemake's log"
+    return start, end
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory) -> Path:
+    """A smoke copy searched by 1 chief and 2 workers, Snakemake jobs on 3 cores."""
+    repo = smoke_copy(tmp_path_factory.mktemp("distributed") / "repo")
+    edit_params(repo, {"tune.workers": 2})
+    result = run(["snakemake", "--cores", "3", "reports/tuning/best_hparams.json"], repo)
+    (repo / "snakemake.out").write_text(result.stdout + result.stderr)
+    return repo
+
+
+def test_chief_and_two_workers_run_as_concurrent_snakemake_jobs(distributed: Path):
+    log = (distributed / "snakemake.out").read_text()
+    chief = job_span(log, "tune_oracle")
+    workers = [job_span(log, "tune_worker", f"worker={i}") for i in (0, 1)]
+    # the workers ran while the chief served, side by side
+    assert all(chief[0] <= start and end <= chief[1] for start, end in workers), (chief, workers)
+    assert workers[0][0] < workers[1][1] and workers[1][0] < workers[0][1], workers
+    best = json.loads((distributed / "reports/tuning/best_hparams.json").read_text())
+    per_worker = best["search"]["workers"]
+    assert set(per_worker) == {"worker0", "worker1"}
+    assert sum(per_worker.values()) == best["search"]["trials"]
+    assert all(n >= 1 for n in per_worker.values()), f"a worker ran no trial: {per_worker}"
+    # the chief's address and the workers' hand-offs are gone; logs stay
+    assert not (distributed / ".tuner/oracle.json").exists()
+    assert not list((distributed / ".tuner/workers").glob("*.json"))
+    assert "tune chief: oracle at 127.0.0.1:" in (distributed / "logs/tune/oracle.log").read_text()
+
+
+def test_every_trial_completes_and_is_a_nested_run_of_the_one_search(distributed: Path):
+    from mlflow import MlflowClient
+
+    rows = read_trials(distributed / "reports/tuning/trials.csv")
+    assert rows and all(row["status"] == "COMPLETED" for row in rows)
+    assert {row["worker"] for row in rows} == {"worker0", "worker1"}
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{distributed / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fashion-mnist-mlp")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.info.run_name == "tune"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(t.data.tags["trial_id"] for t in trials) == [row["trial_id"] for row in rows]
+    assert all(t.info.status == "FINISHED" for t in trials)
+    by_id = {t.data.tags["trial_id"]: t for t in trials}
+    for row in rows:  # each trial's run says which worker ran it and what it scored
+        trial = by_id[row["trial_id"]]
+        assert trial.data.tags["worker"] == row["worker"]
+        assert trial.data.metrics["val_accuracy"] == pytest.approx(float(row["val_accuracy"]))
+    assert int(parent.data.metrics["trials"]) == len(rows)
+    tuned = [r for r in runs if r.info.run_name == "tuned"]
+    assert len(tuned) == 1 and tuned[0].data.tags["tune_run_id"] == parent.info.run_id
+
+
+def test_the_search_equals_a_single_process_search(distributed: Path, tmp_path: Path):
+    """`fashion-mlp tune` with workers 1 runs the search in one process, without chief or gRPC."""
+    params = yaml.safe_load((distributed / "params.yaml").read_text())
+    section = params["tune"] | {"workers": 1}
+    out = tmp_path / "single"
+    cmd = (f"fashion-mlp tune {cli_flags(section)} --seed {params['seed']} --experiment single"
+           f" --data data/prepared/train.npz --work_dir {out}/tuner --trials_out {out}/trials.csv"
+           f" --best_out {out}/best.json --figure_out {out}/trials.png --model_out {out}/tuned.keras"
+           f" --history_out {out}/tuned.csv")
+    run(["bash", "-c", cmd], distributed)
+    distributed_rows = read_trials(distributed / "reports/tuning/trials.csv")
+    single_rows = read_trials(out / "trials.csv")
+    assert {row["worker"] for row in single_rows} == {"worker0"}
+    assert without_worker(single_rows) == without_worker(distributed_rows)  # trial for trial, score for score
+    single = json.loads((out / "best.json").read_text())
+    spread = json.loads((distributed / "reports/tuning/best_hparams.json").read_text())
+    assert single["best_trial"] == spread["best_trial"]
+    assert single["train_block"] == spread["train_block"]
+    assert single["search"]["workers"] == {"worker0": len(single_rows)}

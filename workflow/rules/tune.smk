@@ -1,0 +1,85 @@
+# Hyperband in KerasTuner's distributed mode: a chief serves the oracle while
+# tune.workers workers run the trials, then `tune` retrains the best as `tuned`.
+# dvc.yaml runs the same three roles in one stage (`fashion-mlp tune --role all`).
+
+# Snakemake starts the chief and its workers together and needs a core per worker, so
+# with fewer cores (`--cores 1`) fewer workers run: the search's result is the same.
+WORKERS = range(min(config["tune"]["workers"], workflow.cores or config["tune"]["workers"]))
+
+
+# A service job: it runs beside its consumers (the workers), which Snakemake starts
+# once the chief has published its address, and is stopped after they finish.
+rule tune_oracle:
+    input:
+        data="data/prepared/train.npz",
+    output:
+        service(".tuner/oracle.json"),
+    params:
+        flags=section_flags("tune"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
+    log:
+        "logs/tune/oracle.log",
+    # No benchmark: Snakemake may stop a service job before it can write one.
+    threads: 0  # it only answers the workers' requests; the cores are theirs
+    resources:
+        mem_mb=1000,
+    shell:
+        # OMP_NUM_THREADS=0, from threads: 0, is invalid to OpenMP
+        "OMP_NUM_THREADS=1 fashion-mlp tune --role chief {params.flags} --seed {params.seed} --experiment {params.experiment}"
+        " --data {input.data} --work_dir .tuner --oracle_file {output} > {log} 2>&1"
+
+
+rule tune_worker:
+    input:
+        data="data/prepared/train.npz",  # the search, too, sees only train and validation
+        oracle=".tuner/oracle.json",
+        code=["workflow/fashion_mlp/tune.py", "workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
+    output:
+        temp(".tuner/workers/{worker}.json"),
+    params:
+        flags=section_flags("tune"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
+    log:
+        "logs/tune/worker-{worker}.log",
+    benchmark:
+        "benchmarks/stages/tune/worker-{worker}.tsv"
+    # One thread, like train: several single-thread trials beat one two-thread trial.
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "fashion-mlp tune --role worker {params.flags} --seed {params.seed} --experiment {params.experiment}"
+        " --data {input.data} --work_dir .tuner --threads {threads} --oracle_file {input.oracle}"
+        " --worker_id {wildcards.worker} --worker_out {output} > {log} 2>&1"
+
+
+rule tune:
+    input:
+        data="data/prepared/train.npz",  # the search, too, sees only train and validation
+        workers=expand(".tuner/workers/{worker}.json", worker=WORKERS),
+        code=["workflow/fashion_mlp/tune.py", "workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
+    output:
+        trials=report("reports/tuning/trials.csv", caption="../report/trials.rst", category="Tuning"),
+        best="reports/tuning/best_hparams.json",
+        figure=report("reports/figures/tuning_trials.png", caption="../report/tuning.rst", category="Tuning"),
+        model="models/tuned.keras",
+        history="reports/history/tuned.csv",
+    params:
+        flags=section_flags("tune"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
+    log:
+        "logs/tune/finish.log",
+    benchmark:
+        "benchmarks/stages/tune/finish.tsv"
+    threads: 2  # the retrain of the best, alone by then
+    resources:
+        mem_mb=2000,
+    shell:
+        "fashion-mlp tune --role finish {params.flags} --seed {params.seed} --experiment {params.experiment}"
+        " --data {input.data} --work_dir .tuner --threads {threads} --worker_results {input.workers}"
+        " --trials_out {output.trials} --best_out {output.best} --figure_out {output.figure} --model_out {output.model} --history_out {output.history} > {log} 2>&1"
+
+
