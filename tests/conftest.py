@@ -25,6 +25,7 @@ SMOKE = {
     # Hyperband with max_epochs 2 and factor 2: one bracket of at least 2 trials, then a 2-epoch retrain.
     "tune.max_epochs": 2,
     "tune.factor": 2,
+    "tune.hyperband_iterations": 1,
     "tune.final_epochs": 2,
     "tune.space.units": [32, 128, 32],
 }

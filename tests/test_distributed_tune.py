@@ -28,7 +28,8 @@ def read_trials(path: Path) -> list[dict]:
 
 
 def without_worker(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "worker"} for row in rows]
+    """A row without who ran it and KerasTuner's trial number (the order trials were handed out)."""
+    return [{k: v for k, v in row.items() if k not in ("worker", "trial_id")} for row in rows]
 
 
 def job_span(log: str, rule: str, wildcard: str = "") -> tuple[datetime, datetime]:
@@ -90,7 +91,7 @@ def test_every_trial_completes_and_is_a_nested_run_of_the_one_search(distributed
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(t.data.tags["trial_id"] for t in trials) == [row["trial_id"] for row in rows]
+    assert sorted(t.data.tags["trial_id"] for t in trials) == sorted(row["trial_id"] for row in rows)
     assert all(t.info.status == "FINISHED" for t in trials)
     by_id = {t.data.tags["trial_id"]: t for t in trials}
     for row in rows:  # each trial's run says which worker ran it and what it scored
@@ -118,6 +119,48 @@ def test_the_search_equals_a_single_process_search(distributed: Path, tmp_path: 
     assert without_worker(single_rows) == without_worker(distributed_rows)  # trial for trial, score for score
     single = json.loads((out / "best.json").read_text())
     spread = json.loads((distributed / "reports/tuning/best_hparams.json").read_text())
-    assert single["best_trial"] == spread["best_trial"]
+    assert {k: v for k, v in single["best_trial"].items() if k != "trial_id"} == \
+        {k: v for k, v in spread["best_trial"].items() if k != "trial_id"}
     assert single["train_block"] == spread["train_block"]
     assert single["search"]["workers"] == {"worker0": len(single_rows)}
+
+
+def test_a_dead_worker_fails_the_search_within_seconds_instead_of_hanging(distributed: Path, tmp_path: Path):
+    """KerasTuner's chief would wait forever for a trial whose worker died, and its workers an
+    hour for a chief that is gone. Here the chief fails, the other worker stops, and nothing
+    is written."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import engine_env
+    from fashion_mlp.tracking import process_alive
+
+    params = yaml.safe_load((distributed / "params.yaml").read_text())
+    out = tmp_path / "killed"
+    cmd = (f"fashion-mlp tune {cli_flags(params['tune'] | {'workers': 2})} --seed {params['seed']}"
+           f" --experiment killed --data data/prepared/train.npz --work_dir {out}/tuner"
+           f" --trials_out {out}/trials.csv --best_out {out}/best.json --figure_out {out}/trials.png"
+           f" --model_out {out}/tuned.keras --history_out {out}/tuned.csv")
+    proc = subprocess.Popen(["bash", "-c", cmd], cwd=distributed, env=engine_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("tuner/*/process-worker1.json")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            time.sleep(0.2)
+        tags = json.loads(next(out.glob("tuner/*/process-worker1.json")).read_text())
+        address = json.loads((out / "tuner/distributed/oracle.json").read_text())
+        os.kill(int(tags["pid"]), signal.SIGKILL)
+        killed = time.monotonic()
+        output, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert f"tuning worker1 (pid {tags['pid']}) died before the search ended" in output, output[-3000:]
+    assert took < 30, f"the search took {took:.0f} s to fail"
+    assert not process_alive(int(address["pid"]), address["pid_started"]), "the chief is still running"
+    assert not any((out / name).exists() for name in ("trials.csv", "best.json", "tuned.keras"))

@@ -151,7 +151,7 @@ def assert_champion(client, repo: Path) -> None:
 
 def assert_tuning_outputs(repo: Path) -> None:
     trials = (repo / "reports/tuning/trials.csv").read_text().splitlines()
-    assert trials[0].startswith("trial_id,status,val_accuracy,epochs,bracket,round,layers,units")
+    assert trials[0].startswith("trial_id,draw,status,val_accuracy,epochs,bracket,round,layers,units")
     assert len(trials) >= 1 + 2
     best = json.loads((repo / "reports/tuning/best_hparams.json").read_text())
     assert best["search"]["trials"] == len(trials) - 1

@@ -73,38 +73,79 @@ def hypermodel(space: dict, steps_per_execution: int):
 
 
 def lockstep_oracle_class():
-    """Hyperband's oracle, made to take with any number of workers the decisions one process takes.
+    """Hyperband's oracle, made to decide with any number of workers what one process decides.
 
-    KerasTuner's own oracle, when several workers ask for trials, promotes the best of a
-    round before the round has finished and opens the next bracket while one is still
-    running, so the search would depend on which worker was faster. This one answers
-    "wait" (IDLE) instead: round-0 trials of a bracket run in parallel (their random
-    values are drawn in trial order, whoever runs them), a round is promoted only once
-    the round before it has ended, and a bracket starts only once the last has ended.
-    With trials seeded by their id (see tracked_hyperband_class), the search is the same
-    trial for trial, score for score, whatever `tune.workers` is.
+    KerasTuner's own oracle, asked by several workers at once, promotes the best of a
+    round before the round has ended, so the search would depend on which worker was
+    faster. This one promotes from a round only once every trial of it has ended; while
+    a bracket waits for that, idle workers start the next bracket's random trials. The
+    random configurations are drawn in the same order as in one process (each carries
+    its draw number, `tuner/draw`), every promotion sees the same finished round, and a
+    trial is seeded by its draw and round (see trial_seed), not by the process running
+    it. So the trials, their scores and the best are the same whatever `tune.workers`
+    is; only KerasTuner's trial numbers follow the order trials were handed out.
     """
     import keras_tuner as kt
 
     class LockstepHyperbandOracle(kt.oracles.HyperbandOracle):
         def populate_space(self, trial_id):
-            if self.ongoing_trials and self._must_wait():
-                return {"status": "IDLE"}
-            return super().populate_space(trial_id)
-
-        def _must_wait(self) -> bool:
             self._remove_completed_brackets()
             running = {trial.trial_id for trial in self.ongoing_trials.values()}
             for bracket in self._brackets:
                 number, rounds = bracket["bracket_num"], bracket["rounds"]
                 if len(rounds[0]) < self._get_size(number, 0):
-                    return False  # more random trials of this bracket's first round
+                    return self._drawn(self._random_trial(trial_id, bracket))
                 for round_num in range(1, len(rounds)):
-                    if len(rounds[round_num]) < self._get_size(number, round_num):
-                        return any(info["id"] in running for info in rounds[round_num - 1])
-            return True  # every round is handed out: the next bracket waits for these trials
+                    size = self._get_size(number, round_num)
+                    if len(rounds[round_num]) >= size:
+                        continue
+                    if any(info["id"] in running for info in rounds[round_num - 1]):
+                        break  # this bracket waits for its round to end; try the next one
+                    promoted = self._promote(bracket, round_num, trial_id)
+                    if promoted:
+                        return promoted
+            if self._current_bracket == 0 and self._current_iteration + 1 == self.hyperband_iterations:
+                return {"status": "IDLE"} if self.ongoing_trials else {"status": "STOPPED"}
+            self._increment_bracket_num()
+            self._start_new_bracket()
+            return self._drawn(self._random_trial(trial_id, self._brackets[-1]))
+
+        def _drawn(self, response: dict) -> dict:
+            if response["status"] == "RUNNING":
+                self.draws = getattr(self, "draws", 0) + 1
+                response["values"]["tuner/draw"] = self.draws
+            return response
+
+        def _promote(self, bracket: dict, round_num: int, trial_id: str) -> dict | None:
+            """The best trial of the ended round before, not yet promoted, for `epochs` more (KerasTuner's rule)."""
+            number, rounds = bracket["bracket_num"], bracket["rounds"]
+            size, past_size = self._get_size(number, round_num), self._get_size(number, round_num - 1)
+            selected = {info["past_id"] for info in rounds[round_num]}
+            candidates = [self.trials[info["id"]] for info in rounds[round_num - 1] if info["id"] not in selected]
+            candidates = [trial for trial in candidates if trial.status == "COMPLETED"]
+            if len(candidates) <= past_size - size:
+                return None
+            best = sorted(candidates, key=lambda t: t.score, reverse=self.objective.direction == "max")[0]
+            values = best.hyperparameters.values.copy()
+            values.update({"tuner/trial_id": best.trial_id,
+                           "tuner/epochs": self._get_epochs(number, round_num),
+                           "tuner/initial_epoch": self._get_epochs(number, round_num - 1),
+                           "tuner/bracket": number, "tuner/round": round_num})
+            rounds[round_num].append({"past_id": best.trial_id, "id": trial_id})
+            return {"status": "RUNNING", "values": values}
 
     return LockstepHyperbandOracle
+
+
+def trial_key(values: dict) -> tuple[int, int]:
+    """A trial's place in the search, the same however many workers run it: (draw, round)."""
+    return int(values["tuner/draw"]), int(values["tuner/round"])
+
+
+def trial_seed(seed: int, values: dict) -> int:
+    """A trial's own seed: the pipeline's seed, the trial's draw and round, nothing else."""
+    draw, round_num = trial_key(values)
+    return seed * 1_000_000 + draw * 100 + round_num
 
 
 def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id: str | None = None):
@@ -140,13 +181,14 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
             values = trial.hyperparameters.values
             tags = base_tags | {
                 "trial_id": trial.trial_id,
+                "draw": str(values.get("tuner/draw")),
                 "bracket": str(values.get("tuner/bracket")),
                 "round": str(values.get("tuner/round")),
                 "stage": "tune",
                 "model": "trial",
                 "worker": self.tuner_id,
             }
-            keras.utils.set_random_seed(trial_seed(seed, trial.trial_id))
+            keras.utils.set_random_seed(trial_seed(seed, values))
             with tracking.with_retry(mlflow.start_run, run_name=f"trial-{trial.trial_id}", nested=True,
                                      parent_run_id=parent_run_id, tags=tags):
                 tracking.with_retry(mlflow.log_params, active_hparams(values))
@@ -158,11 +200,6 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
     return TrackedHyperband
 
 
-def trial_seed(seed: int, trial_id: str) -> int:
-    """A trial's own seed: the pipeline's seed and the trial's number, nothing else."""
-    return seed * 10_000 + int(trial_id)
-
-
 def active_hparams(values: dict) -> dict:
     """The trial's hyperparameters, without Hyperband's bookkeeping or unused layer widths."""
     layers = values["layers"]
@@ -172,12 +209,14 @@ def active_hparams(values: dict) -> dict:
 
 
 def trial_rows(oracle) -> list[dict]:
+    """One row per trial, in search order: by configuration drawn, then round."""
     rows = []
-    for trial in oracle.trials.values():
+    for trial in sorted(oracle.trials.values(), key=lambda t: trial_key(t.hyperparameters.values)):
         values = trial.hyperparameters.values
         layers = values["layers"]
         rows.append({
             "trial_id": trial.trial_id,
+            "draw": values["tuner/draw"],
             "status": str(trial.status),
             "val_accuracy": trial.score,
             "epochs": values.get("tuner/epochs"),
@@ -190,7 +229,14 @@ def trial_rows(oracle) -> list[dict]:
             "learning_rate": values["learning_rate"],
             "batchnorm": bool(values["batchnorm"]),
         })
-    return sorted(rows, key=lambda r: r["trial_id"])
+    return rows
+
+
+def best_trial(oracle):
+    """The trial with the best validation accuracy; ties go to the earlier draw, then the longer round."""
+    done = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+    return min(done, key=lambda t: (-t.score, trial_key(t.hyperparameters.values)[0],
+                                    -trial_key(t.hyperparameters.values)[1]))
 
 
 def write_trials(path: Path, rows: list[dict]) -> None:
@@ -364,6 +410,8 @@ def run_chief(args: argparse.Namespace) -> None:
 
     import grpc
     import mlflow
+    # KerasTuner's own servicer and exit test; its start_server() would need the port chosen
+    # beforehand and notices the end of the search only every 20 s.
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
 
@@ -401,14 +449,14 @@ def log_search_result(oracle, seconds: float, run_id: str) -> dict:
     from fashion_mlp import tracking
 
     rows = trial_rows(oracle)
-    best_trial = oracle.get_best_trials(1)[0]
+    best = best_trial(oracle)
     tracking.with_retry(mlflow.log_metrics, {"search_seconds": seconds, "trials": len(rows),
-                                             "best_trial_val_accuracy": best_trial.score})
-    tracking.with_retry(mlflow.set_tag, "best_trial_id", best_trial.trial_id)
-    print(f"tune: search over, {len(rows)} trials in {seconds:.0f} s; best trial {best_trial.trial_id} "
-          f"val_accuracy {best_trial.score:.4f}", flush=True)
+                                             "best_trial_val_accuracy": best.score})
+    tracking.with_retry(mlflow.set_tag, "best_trial_id", best.trial_id)
+    print(f"tune: search over, {len(rows)} trials in {seconds:.0f} s; best trial {best.trial_id} "
+          f"val_accuracy {best.score:.4f}", flush=True)
     return {"trials": rows, "seconds": round(seconds, 1), "parent_run_id": run_id,
-            "best_trial_id": best_trial.trial_id, "best_values": best_trial.hyperparameters.values}
+            "best_trial_id": best.trial_id, "best_values": best.hyperparameters.values}
 
 
 class WorkerWatch:
