@@ -29,7 +29,7 @@ def snakemake_jobs(repo: Path) -> dict[frozenset, dict]:
 
     The search's jobs are left out and `tune` is shown as the one stage DVC runs.
     """
-    out = run(["snakemake", "--dry-run", "--printshellcmds", "--forceall", "--cores", "1"], repo).stdout
+    out = run(["snakemake", "--dry-run", "--printshellcmds", "--forceall", "--cores", "2"], repo).stdout
     jobs = {}
     for block in re.split(r"^(?:local)?rule ", out, flags=re.M)[1:]:
         rule = block.split(":", 1)[0]
@@ -141,7 +141,7 @@ def test_every_param_on_the_command_line_is_tracked(engines):
 def test_snakemake_summary_lists_the_files_dvc_declares(engines):
     """Snakemake's own list of the files it makes (`--summary`) is dvc.yaml's list of outs."""
     _, dvc = engines
-    out = run(["snakemake", "--summary", "--cores", "1"], REPO).stdout
+    out = run(["snakemake", "--summary", "--cores", "2"], REPO).stdout
     rows = [line.split("\t") for line in out.splitlines()]
     assert rows and rows[0][:3] == ["output_file", "date", "rule"], out[:500]
     summary = {row[0] for row in rows[1:] if row[0] and not row[0].startswith(".tuner/")}

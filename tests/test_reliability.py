@@ -309,7 +309,7 @@ def test_default_profile_is_found_and_lets_a_killed_run_resume():
     # rerun-incomplete: redo the jobs a kill interrupted; nolock: Snakemake 9 never expires the
     # .snakemake/locks a SIGKILL leaves, so with them every later run would stop until `--unlock`.
     assert profile["rerun-incomplete"] is True and profile["nolock"] is True
-    result = subprocess.run(["snakemake", "--dry-run", "--cores", "1", "--quiet", "all"], cwd=REPO,
+    result = subprocess.run(["snakemake", "--dry-run", "--cores", "2", "--quiet", "all"], cwd=REPO,
                             env=engine_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert "Using workflow specific profile profiles/default" in result.stderr
@@ -324,7 +324,7 @@ def test_a_second_snakemake_in_the_same_checkout_is_refused_before_any_job(smoke
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        refused = subprocess.run(["snakemake", "--cores", "1"], cwd=smoke_repo, env=engine_env(),
+        refused = subprocess.run(["snakemake", "--cores", "2"], cwd=smoke_repo, env=engine_env(),
                                  capture_output=True, text=True, timeout=TIMEOUT)
         assert refused.returncode != 0
         assert "another Snakemake is running" in refused.stdout + refused.stderr
@@ -382,3 +382,15 @@ def test_mlflow_ui_listens_on_localhost_only():
     commands = [line for line in makefile.splitlines() if "mlflow ui" in line]
     assert commands and all("--host 127.0.0.1" in line for line in commands), commands
 
+
+
+def test_too_few_cores_for_the_hyperband_workers_is_refused_with_the_fix():
+    """The chief's workers run side by side, a core each: with fewer cores Snakemake would fail
+    while grouping the jobs, with a message about pipe groups. This one names the key and the fix."""
+    workers = yaml.safe_load((REPO / "params.yaml").read_text())["tune"]["workers"]
+    result = subprocess.run(["snakemake", "--dry-run", "--cores", str(workers - 1)], cwd=REPO, env=engine_env(),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert f"tune.workers is {workers} but --cores is {workers - 1}" in message, message[-2000:]
+    assert f"Give --cores {workers} or more" in message

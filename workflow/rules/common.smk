@@ -40,6 +40,14 @@ def section_flags(*keys):
     return cli_flags(node)
 
 
+def available_cores():
+    """--cores, or None where none is given (a cluster's --jobs, `--report`)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
 _RUN_LOCK = []  # the open lock file, held for the life of this Snakemake process
 
 

@@ -2,9 +2,16 @@
 # tune.workers workers run the trials, then `tune` retrains the best as `tuned`.
 # dvc.yaml runs the same three roles in one stage (`fashion-mlp tune --role all`).
 
-# Snakemake starts the chief and its workers together and needs a core per worker, so
-# with fewer cores (`--cores 1`) fewer workers run: the search's result is the same.
-WORKERS = range(min(config["tune"]["workers"], workflow.cores or config["tune"]["workers"]))
+WORKERS = range(config["tune"]["workers"])
+
+# Snakemake starts the chief and all its workers together, a core each: say so before
+# scheduling fails on too few cores.
+if workflow.resource_settings.nodes is None:  # local jobs, limited by --cores (a cluster's by --jobs)
+    if (available_cores() or len(WORKERS)) < len(WORKERS):
+        raise WorkflowError(
+            f"tune.workers is {len(WORKERS)} but --cores is {available_cores()}: the Hyperband workers "
+            f"run side by side, a core each. Give --cores {len(WORKERS)} or more, or set tune.workers "
+            f"to at most {available_cores()} in params.yaml (the search's result is the same).")
 
 
 # A service job: it runs beside its consumers (the workers), which Snakemake starts
