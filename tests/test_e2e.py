@@ -296,7 +296,9 @@ def assert_orphans_closed(repo: Path, orphans: set[str]) -> None:
 
 # --- Snakemake's job timeline -------------------------------------------------------------
 
-JOB_START = re.compile(r"^\[([^\]]+)\]\n(?:local)?rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)$", re.M)
+# A job's block; the jobs of a group (the search's chief and workers) are indented by 4.
+JOB_START = re.compile(r"^(?P<indent> {0,4})\[([^\]]+)\]\n(?P=indent)(?:local)?rule (\w+):\n"
+                       r"(?:(?P=indent)    .*\n)*?(?P=indent)    jobid: (\d+)$", re.M)
 JOB_END = re.compile(r"^\[([^\]]+)\]\nFinished jobid: (\d+) \(Rule: (\w+)\)$", re.M)
 
 
@@ -315,7 +317,7 @@ def job_timeline(output: str) -> list[Job]:
     def when(stamp: str) -> datetime:
         return datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")
 
-    starts = {jobid: (rule, when(stamp)) for stamp, rule, jobid in JOB_START.findall(output)}
+    starts = {jobid: (rule, when(stamp)) for _, stamp, rule, jobid in JOB_START.findall(output)}
     ends = {jobid: when(stamp) for stamp, jobid, _ in JOB_END.findall(output)}
     assert starts and set(starts) == set(ends), "every job that started finished"
     return [Job(rule, start, ends[jobid]) for jobid, (rule, start) in starts.items() if rule != "all"]
@@ -324,7 +326,7 @@ def job_timeline(output: str) -> list[Job]:
 def assert_ran_in_parallel(output: str) -> None:
     """The two trainings (or a training and the search), the evaluations and the demos overlapped."""
     jobs = job_timeline(output)
-    trainings = [j for j in jobs if j.rule in ("train", "tune")]
+    trainings = [j for j in jobs if j.rule in ("train", "tune_worker", "tune")]
     assert any(a.overlaps(b) for a in trainings for b in trainings if a is not b), "trainings ran one by one"
     for rule in ("evaluate", "demos"):
         assert any(a.overlaps(b) for a in jobs if a.rule == rule for b in jobs if b is not a), \
@@ -603,8 +605,9 @@ def test_cluster_generic_profile_runs_every_job_as_a_separate_submission_with_th
     cluster = run_and_snapshot(repo, ["snakemake", "--profile", "profiles/cluster-generic"])
     jobs = [json.loads(p.read_text()) | {"exit": (p.parent / "exit").read_text().strip()}
             for p in sorted((repo / ".snakemake/cluster-jobs").glob("*/job.json"))]
-    # download, prepare, demos, 2 trainings, tune, 3 evaluations, register, report (`all` is local)
-    assert len(jobs) == 11 and all(job["exit"] == "0" for job in jobs), jobs
+    # download, prepare, demos, 2 trainings, the search (its chief and workers: one group job),
+    # tune's retrain, 3 evaluations, register, report (`all` is local)
+    assert len(jobs) == 12 and all(job["exit"] == "0" for job in jobs), jobs
     for job in jobs:
         assert not {k for k in job["env"] if k.startswith(("FASHION_MLP_", "MLFLOW_", "OMP_", "SNAKEMAKE_"))}
     assert {job["threads"] for job in jobs} == {1, 2}, "the rules' threads reach the submit command"

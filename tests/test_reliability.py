@@ -384,13 +384,15 @@ def test_mlflow_ui_listens_on_localhost_only():
 
 
 
-def test_too_few_cores_for_the_hyperband_workers_is_refused_with_the_fix():
-    """The chief's workers run side by side, a core each: with fewer cores Snakemake would fail
-    while grouping the jobs, with a message about pipe groups. This one names the key and the fix."""
-    workers = yaml.safe_load((REPO / "params.yaml").read_text())["tune"]["workers"]
-    result = subprocess.run(["snakemake", "--dry-run", "--cores", str(workers - 1)], cwd=REPO, env=engine_env(),
+def test_too_few_cores_for_the_hyperband_workers_is_refused_with_the_fix(smoke_repo):
+    """The chief's workers run side by side, a core each: with fewer cores Snakemake would stop
+    at the search with a message about pipe groups. This refuses at the start, before any job,
+    naming the key and the fix."""
+    workers = yaml.safe_load((smoke_repo / "params.yaml").read_text())["tune"]["workers"]
+    result = subprocess.run(["snakemake", "--cores", str(workers - 1)], cwd=smoke_repo, env=engine_env(),
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert f"tune.workers is {workers} but --cores is {workers - 1}" in message, message[-2000:]
     assert f"Give --cores {workers} or more" in message
+    assert not (smoke_repo / "data").exists(), "no job ran"

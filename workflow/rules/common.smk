@@ -40,12 +40,21 @@ def section_flags(*keys):
     return cli_flags(node)
 
 
-def available_cores():
-    """--cores, or None where none is given (a cluster's --jobs, `--report`)."""
-    try:
-        return workflow.cores
-    except WorkflowError:
-        return None
+def check_cores_for_tune_workers():
+    """Refuse a local run whose --cores cannot hold the Hyperband workers, naming the fix.
+
+    The chief and its workers start together, a core per worker; with fewer cores
+    Snakemake would stop at the search with a message about pipe-group resources.
+    """
+    workers = config["tune"]["workers"]
+    if workflow.resource_settings.nodes is not None:  # a cluster: limited by --jobs, not --cores
+        return
+    if workflow.cores >= workers or not any(job.rule.name == "tune_worker" for job in workflow.dag.needrun_jobs()):
+        return
+    raise WorkflowError(
+        f"tune.workers is {workers} but --cores is {workflow.cores}: the Hyperband workers run side by side, "
+        f"a core each. Give --cores {workers} or more, or set tune.workers to at most {workflow.cores} "
+        "in params.yaml (the search's result is the same).")
 
 
 _RUN_LOCK = []  # the open lock file, held for the life of this Snakemake process

@@ -4,16 +4,6 @@
 
 WORKERS = range(config["tune"]["workers"])
 
-# Snakemake starts the chief and all its workers together, a core each: say so before
-# scheduling fails on too few cores.
-if workflow.resource_settings.nodes is None:  # local jobs, limited by --cores (a cluster's by --jobs)
-    if (available_cores() or len(WORKERS)) < len(WORKERS):
-        raise WorkflowError(
-            f"tune.workers is {len(WORKERS)} but --cores is {available_cores()}: the Hyperband workers "
-            f"run side by side, a core each. Give --cores {len(WORKERS)} or more, or set tune.workers "
-            f"to at most {available_cores()} in params.yaml (the search's result is the same).")
-
-
 # A service job: it runs beside its consumers (the workers), which Snakemake starts
 # once the chief has published its address, and is stopped after they finish.
 rule tune_oracle:
