@@ -32,7 +32,7 @@ from conftest import DEBIAN_DATA, REPO, engine_env
 from fashion_mlp.config import cli_flags
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
 from fashion_mlp.download import download_all
-from fashion_mlp.io import TMP_MARK, remove_stale_temporaries
+from fashion_mlp.io import TMP_MARK, remove_stale_temporaries, write_text
 
 CLI = Path(sys.executable).with_name("fashion-mlp")
 TIMEOUT = 120
@@ -145,7 +145,13 @@ def test_sigkill_during_an_atomic_write_leaves_the_old_file_or_none(tmp_path, ex
     else:
         assert target.read_bytes() == existing
     assert len(leftovers(target.parent)) == 1  # the half-written temporary, under a hidden name
-    remove_stale_temporaries(target.parent)
+    neighbour = target.with_name("baseline_curves.keras")  # another target's write leaves it alone
+    write_text(neighbour, "other")
+    assert len(leftovers(target.parent)) == 1
+    write_text(target, "rerun")  # the next write of the same file (the stage's rerun) removes it
+    assert leftovers(target.parent) == [] and target.read_text() == "rerun"
+    (target.parent / ".stray.tmp-x.keras").touch()
+    remove_stale_temporaries(target.parent)  # what download does to data/raw before it starts
     assert leftovers(target.parent) == []
 
 

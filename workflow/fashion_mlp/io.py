@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -19,10 +20,15 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the target's suffix, because Keras, numpy and
     matplotlib choose the format from it. On any error the temporary file is
-    removed and an existing `path` is left untouched.
+    removed and an existing `path` is left untouched; a temporary that a killed
+    writer of `path` left is removed by the next write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A process killed mid-write (SIGKILL skips cleanup) left its temporary: this target
+    # has one writer at a time, so any temporary of it is dead.
+    for stale in path.parent.glob(f".{glob.escape(path.stem)}{TMP_MARK}*{glob.escape(path.suffix)}"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}{TMP_MARK}", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
