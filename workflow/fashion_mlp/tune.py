@@ -286,6 +286,16 @@ def search_subset(x, y, limit: int | None, seed: int):
     return x[keep], y[keep]
 
 
+def search_data(args: argparse.Namespace) -> tuple:
+    """The trials' training images and labels, and the validation split. The rest of the
+    training split is let go: a worker keeps only what its trials read."""
+    from fashion_mlp.data import load_arrays
+
+    data = load_arrays(args.data)
+    x, y = search_subset(data["x_train"], data["y_train"], args.search_limit_train, args.seed)
+    return x, y, (data["x_val"], data["y_val"])
+
+
 def best_block(values: dict, args: argparse.Namespace) -> dict:
     """The best trial as a train.<model> block of params.yaml, with the final-retrain settings."""
     return {
@@ -558,7 +568,6 @@ def run_worker(args: argparse.Namespace, threads: int) -> None:
     configure_tensorflow(threads, args.seed)
 
     from fashion_mlp import tracking
-    from fashion_mlp.data import load_arrays
 
     address = read_oracle_file(args.oracle_file, wants_search=False, timeout=CHIEF_START_TIMEOUT)
     if "search" in address:  # the chief has already finished: nothing left to run
@@ -572,16 +581,15 @@ def run_worker(args: argparse.Namespace, threads: int) -> None:
         os.environ.update({"KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": address["host"],
                            "KERASTUNER_ORACLE_PORT": str(address["port"])})
         tracking.init(args.experiment)
-        data = load_arrays(args.data)
+        x, y, validation = search_data(args)
         # KerasTuner runs a full garbage collection before every trial, and each walked all of
         # TensorFlow's and MLflow's objects (0.5 s a trial). Those live as long as the process:
         # freezing them leaves each collection only the trials' own objects.
         gc.freeze()
         tuner = make_tuner(args, tracking.base_tags("tune", args.data), address["parent_run_id"], overwrite=False)
         wait_when_idle(tuner)
-        x, y = search_subset(data["x_train"], data["y_train"], args.search_limit_train, args.seed)
         started = time.perf_counter()
-        tuner.search(x, y, validation_data=(data["x_val"], data["y_val"]), batch_size=args.batch_size, verbose=2)
+        tuner.search(x, y, validation_data=validation, batch_size=args.batch_size, verbose=2)
         seconds = time.perf_counter() - started
         search_over.set()  # the chief may now publish the result and exit
         trials_run = tuner.trials_run
@@ -683,19 +691,17 @@ def run_single(args: argparse.Namespace, threads: int, worker_out: Path) -> None
 
     from fashion_mlp import tracking
     from fashion_mlp.config import flatten
-    from fashion_mlp.data import load_arrays
 
     tracking.init(args.experiment)
-    data = load_arrays(args.data)
+    x, y, validation = search_data(args)
     gc.freeze()  # see run_worker
     tags = tracking.base_tags("tune", args.data)
     tuner = make_tuner(args, tags, None, overwrite=True)
     tuner.tuner_id = "worker0"  # as its trials are tagged and counted with workers
     with tracking.with_retry(mlflow.start_run, run_name="tune", tags=tags | {"model": "hyperband-search"}) as run:
         tracking.with_retry(mlflow.log_params, flatten({**tune_params(args), "seed": args.seed}))
-        x, y = search_subset(data["x_train"], data["y_train"], args.search_limit_train, args.seed)
         started = time.perf_counter()
-        tuner.search(x, y, validation_data=(data["x_val"], data["y_val"]), batch_size=args.batch_size, verbose=2)
+        tuner.search(x, y, validation_data=validation, batch_size=args.batch_size, verbose=2)
         seconds = time.perf_counter() - started
         search = log_search_result(tuner.oracle, seconds, run.info.run_id)
     write_json(worker_out, {"worker": 0, "threads": threads, "trials_run": tuner.trials_run,
@@ -703,7 +709,7 @@ def run_single(args: argparse.Namespace, threads: int, worker_out: Path) -> None
     # Free the search's models and caches before the retrain: they would set the peak memory.
     import keras
 
-    del tuner, x, y, data
+    del tuner, x, y, validation
     keras.backend.clear_session(free_memory=True)
 
 
