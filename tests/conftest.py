@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,25 @@ def smoke_copy(dest: Path) -> Path:
 def smoke_repo(tmp_path: Path) -> Path:
     """A smoke copy for one test; module-scoped ones come from smoke_copy(tmp_path_factory.mktemp(...))."""
     return smoke_copy(tmp_path / "repo")
+
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_service(reason: str, install: str) -> None:
+    """A system service a test needs is missing: skip on a workstation, fail in CI (.ci/run installs it)."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: .ci/run must install it: {install})")
+    pytest.skip(f"{reason}: {install}")
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Distinct free loopback ports (bound all at once, so the kernel cannot hand one out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

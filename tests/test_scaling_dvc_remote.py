@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,20 +36,16 @@ from typing import Iterator
 import pytest
 import yaml
 
-from conftest import engine_env, run, smoke_copy
+from conftest import engine_env, free_ports, missing_service, run, smoke_copy
 from fashion_mlp.io import sha256_file
 
 pytestmark = pytest.mark.e2e
 
-IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 STAGES = ("download", "prepare")  # the stages reproduced and shipped: real artifacts, no training
 
 
 def unavailable(reason: str) -> None:
-    """Skip on a workstation; fail in CI, where .ci/run installs the SSH server."""
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: .ci/run installs openssh-server and openssh-client before make test)")
-    pytest.skip(f"{reason}: apt-get install openssh-server openssh-client")
+    missing_service(reason, "apt-get install openssh-server openssh-client")
 
 
 @dataclass
@@ -67,12 +62,6 @@ class Sshd:
         pattern = (rf"Accepted publickey for {re.escape(self.user)} from 127\.0\.0\.1 port \d+ ssh2: "
                    rf"\S+ {re.escape(self.fingerprint)}")
         return len(re.findall(pattern, self.log.read_text(errors="replace")))
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def keygen(ssh_keygen: str, path: Path) -> str:
@@ -161,7 +150,7 @@ def sshd(tmp_path_factory) -> Iterator[Sshd]:
 
     process = None
     for _ in range(5):  # the free port may be taken between finding it and sshd's bind: try another
-        port = free_loopback_port()
+        port = free_ports()[0]
         config.write_text(SSHD_CONFIG.format(port=port, dir=directory, user=user))
         checked = subprocess.run([server, "-t", "-f", str(config)], capture_output=True, text=True, timeout=30)
         assert checked.returncode == 0, f"sshd -t rejects its config:\n{checked.stdout}{checked.stderr}"

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import REPO, engine_env, smoke_copy
+from conftest import REPO, engine_env, free_ports, missing_service, smoke_copy
 
 pytestmark = pytest.mark.e2e
 SCRIPT = REPO / "workflow/scripts/mlflow_server.py"
@@ -53,30 +51,12 @@ def load_script():
 server = load_script()
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
-
-
 def require_postgres() -> None:
     try:
         server.pg_bin()
         server.as_pg_user()
     except server.ServerError as exc:
-        if in_ci():
-            pytest.fail(f"CI must have PostgreSQL (.ci/run installs it): {exc}")
-        pytest.skip(str(exc))
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all bound at once, so the kernel cannot hand one out twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+        missing_service(str(exc), "apt-get install postgresql")
 
 
 # --- the REST API, with nothing but urllib ------------------------------------------------

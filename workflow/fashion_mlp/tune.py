@@ -384,16 +384,21 @@ def tune_params(args: argparse.Namespace) -> dict:
     return {**{n: getattr(args, n) for n in names}, "space": space_from_args(args)}
 
 
+def tuner_dir(args: argparse.Namespace) -> Path:
+    """The search's working directory, shared by the chief and the workers."""
+    return args.work_dir / settings_key(args)
+
+
 def make_tuner(args: argparse.Namespace, tags: dict, parent_run_id: str | None, overwrite: bool):
-    tuner_dir = args.work_dir / settings_key(args)
+    directory = tuner_dir(args)
     return tracked_hyperband_class(tags, args.seed, parent_run_id)(
         hypermodel(space_from_args(args), args.steps_per_execution),
         objective="val_accuracy",
         max_epochs=args.max_epochs,
         factor=args.factor,
         hyperband_iterations=args.hyperband_iterations,
-        directory=str(tuner_dir.parent),
-        project_name=tuner_dir.name,
+        directory=str(directory.parent),
+        project_name=directory.name,
         overwrite=overwrite,
     )
 
@@ -438,11 +443,11 @@ def run_chief(args: argparse.Namespace) -> None:
         port = server.add_insecure_port(f"{ORACLE_HOST}:0")
         server.start()
         address = {"host": ORACLE_HOST, "port": port, "parent_run_id": run.info.run_id,
-                   "tuner_dir": str(args.work_dir / settings_key(args))} | tracking.process_tags()
+                   "tuner_dir": str(tuner_dir(args))} | tracking.process_tags()
         write_json(args.oracle_file, address)
         print(f"tune chief: oracle at {ORACLE_HOST}:{port}, search run {run.info.run_id}", flush=True)
         started = time.perf_counter()
-        watch = WorkerWatch(args.work_dir / settings_key(args), tuner.oracle)
+        watch = WorkerWatch(tuner_dir(args), tuner.oracle)
         while not (servicer.stop_triggered and exit_chief(tuner.oracle)):
             time.sleep(0.2)
             watch.check()
@@ -477,8 +482,8 @@ class WorkerWatch:
     told it to stop, or when no worker has turned up in CHIEF_START_TIMEOUT seconds.
     """
 
-    def __init__(self, tuner_dir: Path, oracle):
-        self.tuner_dir, self.oracle = tuner_dir, oracle
+    def __init__(self, directory: Path, oracle):
+        self.directory, self.oracle = directory, oracle
         self.started = time.monotonic()
         self.connected: set[str] = set()
         self.last_check = 0.0
@@ -493,7 +498,7 @@ class WorkerWatch:
             return
         self.last_check = time.monotonic()
         workers = {path.stem.removeprefix("process-"): read_json(path)
-                   for path in self.tuner_dir.glob("process-worker*.json")}
+                   for path in self.directory.glob("process-worker*.json")}
         if not workers and time.monotonic() - self.started > CHIEF_START_TIMEOUT:
             raise PipelineError(f"no tuning worker started within {CHIEF_START_TIMEOUT} s")
         for name, tags in sorted(workers.items()):
@@ -675,7 +680,7 @@ def run_finish(args: argparse.Namespace, threads: int, configure: bool = True) -
                    "workers": {f"worker{r['worker']}": len(r["trials_run"]) for r in results}},
         "retrain": {"kept_epoch": int(kept["epoch"]), "val_accuracy": kept["val_accuracy"]},
     })
-    shutil.rmtree(args.work_dir / settings_key(args), ignore_errors=True)  # every trial's checkpoints
+    shutil.rmtree(tuner_dir(args), ignore_errors=True)  # every trial's checkpoints
 
 
 # --- all: the whole stage in one command (DVC, or by hand) ------------------------------
@@ -743,12 +748,16 @@ def run_all(args: argparse.Namespace, argv: list[str], threads: int) -> None:
                                                  "--threads", str(worker_threads), "--oracle_file",
                                                  str(oracle_file), "--worker_out", str(out)])
     try:
-        while any(p.poll() is None for p in procs.values()):
-            failed = [name for name, p in procs.items() if p.returncode not in (None, 0)]
-            if failed:
-                raise PipelineError(f"tune: the {', '.join(failed)} process failed (see the output above)")
+        # After a failure the others end by themselves within seconds (the chief watches its
+        # workers, the workers their chief), each saying why; past a minute they are stopped.
+        first_failure = None
+        while [p for p in procs.values() if p.poll() is None]:
+            if first_failure is None and any(p.returncode not in (None, 0) for p in procs.values()):
+                first_failure = time.monotonic()
+            if first_failure is not None and time.monotonic() - first_failure > 60:
+                break
             time.sleep(0.5)
-        failed = [name for name, p in procs.items() if p.returncode != 0]
+        failed = [name for name, p in procs.items() if p.poll() != 0]
         if failed:
             raise PipelineError(f"tune: the {', '.join(failed)} process failed (see the output above)")
     finally:
