@@ -10,11 +10,12 @@ export PATH := $(BIN):$(PATH)
 
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test bench install data ui mlflow-server lock clean help
+.PHONY: run test lint bench install data ui mlflow-server lock clean help
 
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
 	@echo "make test     install, then run the test suite (what CI runs)"
+	@echo "make lint     ruff (lint + format check), snakefmt --check, snakemake --lint"
 	@echo "make bench    project train vs plain Keras, and no-op reruns (after make run)"
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server  team tracking server on http://127.0.0.1:5000 (PostgreSQL store, served artifacts)"
@@ -25,6 +26,13 @@ run: install data
 
 test: install data
 	python -m pytest
+
+# Settings in pyproject.toml ([tool.ruff], [tool.snakefmt]). `ruff format .` and `snakefmt .` fix layout.
+lint: install
+	ruff check .
+	ruff format --check .
+	snakefmt --check .
+	snakemake --lint
 
 # Needs the prepared data and an up-to-date pipeline (make run) for the no-op rerun timings.
 bench: install
@@ -56,7 +64,7 @@ mlflow-server: install
 	python workflow/scripts/mlflow_server.py
 
 lock: install
-	pip-compile --quiet --extra test --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+	pip-compile --quiet --extra test --extra dev --extra lint --strip-extras --no-emit-index-url --no-emit-find-links \
 		--output-file requirements.lock pyproject.toml
 
 clean:

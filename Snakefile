@@ -6,6 +6,11 @@
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same
 # commands. Run: snakemake --cores all   (profile: profiles/default)
 
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
 configfile: "params.yaml"
 
 

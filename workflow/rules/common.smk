@@ -19,8 +19,7 @@ except ParamsError as exc:
 
 # Jobs inherit these: the MLflow store resolves against this root whatever a
 # job's working directory, and runs are tagged engine=snakemake.
-os.environ["FASHION_MLP_ROOT"] = workflow.basedir
-os.environ["FASHION_MLP_ENGINE"] = "snakemake"
+os.environ.update(FASHION_MLP_ROOT=workflow.basedir, FASHION_MLP_ENGINE="snakemake")
 
 MODELS = list(config["train"])  # trained from their params block by `train`
 EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
@@ -107,4 +106,4 @@ def commit_to_dvc():
         if os.path.exists(path):
             os.utime(path, ns=(mtime, mtime))
     if result.returncode != 0:
-        logger.warning("dvc commit failed; run `dvc commit -f` by hand:\n" + result.stderr)
+        logger.warning(f"dvc commit failed; run `dvc commit -f` by hand:\n{result.stderr}")

@@ -10,6 +10,8 @@ rule download:
     threads: 1
     resources:
         mem_mb=500,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp download {params.flags} --out_dir data/raw > {log} 2>&1"
 
@@ -32,6 +34,8 @@ rule prepare:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp prepare {params.flags} --seed {params.seed} --raw_dir data/raw"
         " --train_out {output.train} --test_out {output.test} --stats_out {output.stats} > {log} 2>&1"

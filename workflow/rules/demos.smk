@@ -20,6 +20,8 @@ rule demos:
     threads: 1
     resources:
         mem_mb=1000,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp demos {params.flags} --seed {params.seed} --threads {threads}"
         " --xor_json {output.xor} --xor_points_png {output.xor_points}"

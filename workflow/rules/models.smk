@@ -20,6 +20,8 @@ rule train:
     threads: 1
     resources:
         mem_mb=2500,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp train --model {wildcards.model} {params.flags} --seed {params.seed} --threads {threads}"
         " --experiment {params.experiment} --data {input.data}"
@@ -52,6 +54,8 @@ rule evaluate:
     threads: 1  # predicting 10,000 images is quick; plotting is single-threaded anyway
     resources:
         mem_mb=1500,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp evaluate {params.flags} --seed {params.seed} --threads {threads} --experiment {params.experiment}"
         " --model {wildcards.model} --model_path {input.model} --history {input.history}"
@@ -77,6 +81,8 @@ rule register:
     threads: 1
     resources:
         mem_mb=800,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp register --registered_model {params.registered_model} --experiment {params.experiment}"
         " --metrics {input.metrics} --models_dir models --out {output} > {log} 2>&1"

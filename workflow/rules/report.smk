@@ -22,6 +22,8 @@ rule report:
     threads: 1
     resources:
         mem_mb=500,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp report --metrics {input.metrics} --data_stats {input.stats}"
         " --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"

@@ -21,6 +21,8 @@ rule tune_oracle:
     threads: 0  # it only answers the workers' requests; the cores are theirs
     resources:
         mem_mb=1000,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         # OMP_NUM_THREADS=0, from threads: 0, is invalid to OpenMP
         "OMP_NUM_THREADS=1 fashion-mlp tune --role chief {params.flags} --seed {params.seed} --experiment {params.experiment}"
@@ -46,6 +48,8 @@ rule tune_worker:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp tune --role worker {params.flags} --seed {params.seed} --experiment {params.experiment}"
         " --data {input.data} --work_dir .tuner --threads {threads} --oracle_file {input.oracle}"
@@ -74,6 +78,8 @@ rule tune:
     threads: 2  # the retrain of the best, alone by then
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp tune --role finish {params.flags} --seed {params.seed} --experiment {params.experiment}"
         " --data {input.data} --work_dir .tuner --threads {threads} --worker_results {input.workers}"
