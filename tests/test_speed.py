@@ -1,21 +1,19 @@
 """Fixed costs stay small: parsing the Snakefile or a command line imports nothing heavy.
 
 The timings themselves are measured by benchmarks/speed.py, not asserted here.
-(The speed settings' equivalence is tested in test_train_unit.py.)
+(The speed settings' equivalence is tested in test_train.py.)
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import BIN, REPO
 from fashion_mlp.cli import COMMANDS
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # Each takes from half a second (matplotlib) to five (TensorFlow) to import.
 HEAVY = ("tensorflow", "keras", "mlflow", "keras_tuner", "sklearn", "matplotlib", "seaborn", "pandas", "dvc")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,22 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CLI, REPO, SUBPROCESS_TIMEOUT, clean_env
 from fashion_mlp.config import parse_bool
 from fashion_mlp.data import save_arrays
 from fashion_mlp.train import HISTORY_COLUMNS, build_parser, kept_epoch, model_params
-
-REPO = Path(__file__).resolve().parents[1]
-CLI = Path(sys.executable).with_name("fashion-mlp")
-SUBPROCESS_TIMEOUT = 180
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment minus anything that would steer runs into the repo's store or tag them."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "FASHION_MLP_ROOT", "FASHION_MLP_ENGINE", "DVC_ROOT", "DVC_STAGE",
-                        "OMP_NUM_THREADS")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0", **extra)
-    return env
 
 
 def synthetic_data(n_train: int, n_val: int, seed: int = 0) -> dict[str, np.ndarray]:
