@@ -222,6 +222,7 @@ def runs(tmp_path_factory):
     return {name: (tmp / name / "reports", outputs[name]) for name in procs}
 
 
+@pytest.mark.slow
 def test_demos_writes_every_output(runs):
     out, stdout = runs["a"]
     for name in OUTPUTS.values():
@@ -233,6 +234,7 @@ def test_demos_writes_every_output(runs):
     assert "MLP 1.00" in stdout
 
 
+@pytest.mark.slow
 def test_perceptron_fails_and_mlp_solves_xor(runs):
     xor = json.loads((runs["a"][0] / "demos" / "xor.json").read_text())
     assert xor["perceptron_best_accuracy"] == 0.75
@@ -243,12 +245,14 @@ def test_perceptron_fails_and_mlp_solves_xor(runs):
     assert (xor["seed"], xor["xor_hidden"], xor["xor_epochs"], xor["xor_learning_rate"]) == (42, 8, 500, 0.05)
 
 
+@pytest.mark.slow
 def test_demos_is_deterministic(runs):
     a, b = runs["a"][0], runs["b"][0]
     for name in ("demos/xor.json", "demos/activations.csv", "demos/activations.md"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_summary_section(runs, tmp_path):
     out = runs["a"][0]
     xor = json.loads((out / "demos" / "xor.json").read_text())

@@ -247,6 +247,7 @@ def test_train_command_rejects_a_bad_value_before_writing_or_tracking(tmp_path):
 # --- the Snakemake profile --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_default_profile_is_found_and_lets_a_killed_run_resume():
     """Snakemake 9 reads profiles/default beside the Snakefile; a profile elsewhere is silently ignored."""
     profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
@@ -259,6 +260,7 @@ def test_default_profile_is_found_and_lets_a_killed_run_resume():
     assert "Using workflow specific profile profiles/default" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_second_snakemake_in_the_same_checkout_is_refused_before_any_job(smoke_repo):
     """With Snakemake's own lock off (nolock), the Snakefile holds a kernel lock for the run's life:
     a second run is refused at once, and the lock dies with its holder, so a SIGKILL leaves none."""
@@ -328,6 +330,7 @@ def test_mlflow_ui_listens_on_localhost_only():
 
 
 
+@pytest.mark.slow
 def test_too_few_cores_for_the_hyperband_workers_is_refused_with_the_fix(smoke_repo):
     """The chief's workers run side by side, a core each: with fewer cores Snakemake would stop
     at the search with a message about pipe groups. This refuses at the start, before any job,

@@ -37,6 +37,7 @@ def test_parsing_a_command_line_imports_nothing_heavy(command):
     assert not names & set(HEAVY), f"`fashion-mlp {command} --help` imports {sorted(names & set(HEAVY))}"
 
 
+@pytest.mark.slow
 def test_parsing_the_snakefile_imports_nothing_heavy():
     names = imported([str(BIN / "snakemake"), "--list-rules"])
     assert {"snakemake", "fashion_mlp"} <= names

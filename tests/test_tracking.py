@@ -8,8 +8,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, cli, engine_env
 
+pytestmark = pytest.mark.slow  # MLflow's SQLite store is created in a subprocess, then `fashion-mlp init-tracking`
 TIMEOUT = 120
 
 # A stage's first steps (tracking.init, a run with the stage's tags), then a SIGKILL with the run open.

@@ -64,6 +64,7 @@ np.savez(out, **arrays)
 """
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_for_a_seed(tmp_path):
     """Two processes train with seed 7 (then reseed to 8 and train again): same seeds, same bits."""
     data = tmp_path / "train.npz"
@@ -129,6 +130,7 @@ np.savez(out, **arrays)
 """
 
 
+@pytest.mark.slow
 def test_speed_settings_do_not_change_results(tmp_path):
     """Keras' defaults (one batch per call, every core) and the project's speed settings (many
     batches per call, one or two threads) train the baseline to the same weights, bit for bit."""
@@ -188,6 +190,7 @@ def _history(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames), rows
 
 
+@pytest.mark.slow
 def test_train_stage_writes_model_and_history(trained):
     model = trained["model_out"]
     assert model.is_file() and model.read_bytes()[:2] == b"PK"  # .keras is a zip archive
@@ -202,6 +205,7 @@ def test_train_stage_writes_model_and_history(trained):
         assert not list(directory.glob(".*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_train_stage_logs_an_mlflow_run(trained):
     import mlflow
 
@@ -240,6 +244,7 @@ def test_train_stage_logs_an_mlflow_run(trained):
     assert "history" in artifacts
 
 
+@pytest.mark.slow
 def test_train_stage_artifacts_and_model_stay_with_its_store(trained):
     """With MLFLOW_TRACKING_URI set, artifacts go beside the job (./mlruns), not into <repo>/mlartifacts."""
     import mlflow
