@@ -10,11 +10,12 @@ export PATH := $(BIN):$(PATH)
 
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test lint bench install data ui mlflow-server lock clean help
+.PHONY: run test test-fast lint bench install data ui mlflow-server lock clean help
 
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
 	@echo "make test     install, then run the test suite (what CI runs)"
+	@echo "make test-fast  the unit tests only, under a minute: no training, no Snakemake/DVC/MLflow subprocess"
 	@echo "make lint     ruff (lint + format check), snakefmt --check, snakemake --lint"
 	@echo "make bench    project train vs plain Keras, and no-op reruns (after make run)"
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
@@ -26,6 +27,10 @@ run: install data
 
 test: install data
 	python -m pytest
+
+# After every edit: leaves out the tests marked slow (training, engine subprocesses) and e2e.
+test-fast: install data
+	python -m pytest -m "not slow and not e2e"
 
 # Settings in pyproject.toml ([tool.ruff], [tool.snakefmt]). `ruff format .` and `snakefmt .` fix layout.
 lint: install

@@ -1,4 +1,10 @@
-"""Shared fixtures: a throw-away copy of the repository with smoke-sized params."""
+"""Shared test helpers (tests/ is on sys.path, so test files `from conftest import ...`).
+
+- the repository, the virtualenv's commands and a clean environment for subprocesses;
+- a throw-away copy of the repository with smoke-sized params (the e2e tests);
+- PNG checks and a synthetic `predictions` fixture (evaluate and report);
+- skip-or-fail for missing system services, free loopback ports.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from fashion_mlp.io import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 BIN = Path(sys.executable).parent  # the virtualenv running pytest holds fashion-mlp, snakemake, dvc
+CLI = BIN / "fashion-mlp"
+SUBPROCESS_TIMEOUT = 180
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # A small, fast, real-data configuration: an unreachable mirror first (exercises
 # the fallback), then Debian's copy of the files.
@@ -42,12 +54,27 @@ def engine_env() -> dict[str, str]:
     return env
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment minus anything that would steer runs into the repo's store or tag them."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "FASHION_MLP_ROOT", "FASHION_MLP_ENGINE", "DVC_ROOT", "DVC_STAGE",
+                        "OMP_NUM_THREADS")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0", **extra)
+    return env
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=engine_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode})\n"
                              f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}")
     return result
+
+
+def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run `fashion-mlp ARGS` as an engine would, with extra environment variables."""
+    return subprocess.run([str(CLI), *args], cwd=cwd, env=engine_env() | env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def set_param(params: dict, dotted: str, value) -> None:
@@ -119,3 +146,34 @@ def free_ports(count: int = 1) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+# --- figures and synthetic predictions (test_evaluate.py, test_report.py) ------------------
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 1000, path
+
+
+def no_temporaries(directory: Path) -> bool:
+    return not list(directory.glob(f".*{TMP_MARK}*"))
+
+
+@pytest.fixture
+def predictions():
+    """40 test images, 4 per class. Class c is predicted correctly except:
+    - the first image of classes 0..4 is predicted as class (c + 1);
+    - class 9 is never predicted (its images go to 8), so its precision is 0 by convention.
+    """
+    y_true = np.repeat(np.arange(10), 4)
+    y_pred = y_true.copy()
+    for c in range(5):
+        y_pred[4 * c] = c + 1
+    y_pred[y_true == 9] = 8
+    rng = np.random.default_rng(3)
+    probabilities = rng.random((40, 10)) * 0.1
+    probabilities[np.arange(40), y_pred] += 1.0
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return y_true, y_pred, probabilities.astype(np.float32)

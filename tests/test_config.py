@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import REPO
 from fashion_mlp import PipelineError
 from fashion_mlp.config import (
     PACKAGE_DIR,
@@ -21,7 +21,6 @@ from fashion_mlp.config import (
     validate_section,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 PARAMS_PATH = REPO / "params.yaml"
 
 

@@ -11,6 +11,8 @@ import yaml
 from conftest import REPO, run
 from fashion_mlp.config import cli_flags
 
+pytestmark = pytest.mark.slow  # a Snakemake dry run and DVC's stage index of the real repository
+
 LOG_REDIRECT = re.compile(r"\s*>\s*\S+\s+2>&1\s*$")
 
 

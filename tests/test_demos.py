@@ -1,15 +1,9 @@
-"""`fashion-mlp demos`: XOR beats one linear unit but not an MLP, the activation table matches the tutorial.
-
-The schema's `demos` section may not be in workflow/schemas/params.schema.yaml
-yet; until it is, these tests add DEMOS_SCHEMA (the fragment proposed for it)
-to the loaded schema, so they pass before and after it is integrated.
-"""
+"""`fashion-mlp demos`: XOR beats one linear unit but not an MLP, the activation table matches the tutorial."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -19,37 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from fashion_mlp import config, demos
+from conftest import PNG_MAGIC, REPO, SUBPROCESS_TIMEOUT, clean_env
+from fashion_mlp import demos
 from fashion_mlp.config import ParamsError, cli_flags, validate_section
 
-REPO = Path(__file__).resolve().parents[1]
-SUBPROCESS_TIMEOUT = 180
-
-# properties.demos of params.schema.yaml, as proposed.
-DEMOS_SCHEMA = yaml.safe_load("""
-type: object
-additionalProperties: false
-required: [xor_hidden, xor_epochs, xor_learning_rate, activation_points]
-properties:
-  xor_hidden:
-    type: integer
-    minimum: 2
-    maximum: 256
-  xor_epochs:
-    type: integer
-    minimum: 1
-    maximum: 100000
-  xor_learning_rate:
-    type: number
-    exclusiveMinimum: 0
-    maximum: 1
-  activation_points:
-    type: array
-    minItems: 1
-    maxItems: 50
-    items: { type: number, minimum: -100, maximum: 100 }
-""")
-# The demos section proposed for params.yaml.
+# A demos section (params.yaml's today), fixed here so that editing params.yaml does not change the tests.
 DEMOS_PARAMS = {"xor_hidden": 8, "xor_epochs": 500, "xor_learning_rate": 0.05,
                 "activation_points": [-5, -3, 0, 2, 5]}
 OUTPUTS = {  # flag -> file name
@@ -60,48 +28,20 @@ OUTPUTS = {  # flag -> file name
     "--activations_md": "demos/activations.md",
     "--activations_png": "figures/activations.png",
 }
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# Runs in a fresh interpreter: add the fragment to the schema if it is missing, then the CLI.
+# Runs in a fresh interpreter: the CLI, or the activation part alone.
 RUN_CLI = """
-import json, sys
-from fashion_mlp import cli, config
-schema = config.load_schema()
-if "demos" not in schema["properties"]:
-    patched = dict(schema, properties=dict(schema["properties"], demos=json.loads(sys.argv[1])))
-    config.load_schema = lambda: patched
-if sys.argv[2] == "demos":
-    cli.main(sys.argv[2:])
+import sys
+from fashion_mlp import cli
+if sys.argv[1] == "demos":
+    cli.main(sys.argv[1:])
 else:  # the activation part alone: it must not load TensorFlow
     from fashion_mlp import demos
     table = demos.activation_table([-5, -3, 0, 2, 5])
     demos.activation_markdown(table)
-    demos.plot_activations([-5, -3, 0, 2, 5], sys.argv[3])
+    demos.plot_activations([-5, -3, 0, 2, 5], sys.argv[2])
     print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
 """
-
-
-def schema_with_demos() -> dict:
-    schema = config.load_schema()
-    if "demos" in schema["properties"]:
-        return schema
-    return dict(schema, properties=dict(schema["properties"], demos=DEMOS_SCHEMA))
-
-
-@pytest.fixture
-def demos_schema(monkeypatch):
-    """validate_section("demos", ...) works whether or not the real schema has the section yet."""
-    schema = schema_with_demos()
-    monkeypatch.setattr(config, "load_schema", lambda: schema)
-    return schema
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "FASHION_MLP_ROOT", "FASHION_MLP_ENGINE", "DVC_ROOT", "DVC_STAGE",
-                        "OMP_NUM_THREADS")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
-    return env
 
 
 def cli_argv(out: Path, params: dict = DEMOS_PARAMS, seed: int = 42) -> list[str]:
@@ -208,7 +148,7 @@ def test_activation_csv_and_markdown(tmp_path):
 
 def test_activation_part_loads_no_tensorflow(tmp_path):
     png = tmp_path / "activations.png"
-    proc = subprocess.run([sys.executable, "-c", RUN_CLI, json.dumps(DEMOS_SCHEMA), "activations", str(png)],
+    proc = subprocess.run([sys.executable, "-c", RUN_CLI, "activations", str(png)],
                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
@@ -232,11 +172,10 @@ def test_flags_round_trip_dvc_rendering(tmp_path):
     assert args.xor_json == tmp_path / "demos" / "xor.json"
 
 
-def test_proposed_params_validate(demos_schema):
+def test_proposed_params_validate():
     validate_section("demos", DEMOS_PARAMS)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    if "demos" in params:  # once integrated, the real section must pass too
-        validate_section("demos", params["demos"])
+    validate_section("demos", params["demos"])  # the real section passes too
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -245,12 +184,12 @@ def test_proposed_params_validate(demos_schema):
     ("xor_learning_rate", 0, "'demos.xor_learning_rate' = 0"),
     ("activation_points", [], "'demos.activation_points' has 0 items"),
 ])
-def test_bad_params_are_rejected(demos_schema, key, value, expected):
+def test_bad_params_are_rejected(key, value, expected):
     with pytest.raises(ParamsError, match=expected):
         validate_section("demos", dict(DEMOS_PARAMS, **{key: value}))
 
 
-def test_main_validates_before_doing_anything(demos_schema, tmp_path):
+def test_main_validates_before_doing_anything(tmp_path):
     argv = cli_argv(tmp_path)[1:]
     argv[argv.index("--xor_hidden") + 1] = "0"
     with pytest.raises(ParamsError, match="demos.xor_hidden"):
@@ -268,7 +207,7 @@ def runs(tmp_path_factory):
     procs = {}
     for name in ("a", "b"):
         argv = cli_argv(tmp / name / "reports")
-        procs[name] = subprocess.Popen([sys.executable, "-c", RUN_CLI, json.dumps(DEMOS_SCHEMA), *argv],
+        procs[name] = subprocess.Popen([sys.executable, "-c", RUN_CLI, *argv],
                                        cwd=tmp, env=clean_env(), stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)
     outputs = {}
@@ -283,6 +222,7 @@ def runs(tmp_path_factory):
     return {name: (tmp / name / "reports", outputs[name]) for name in procs}
 
 
+@pytest.mark.slow
 def test_demos_writes_every_output(runs):
     out, stdout = runs["a"]
     for name in OUTPUTS.values():
@@ -294,6 +234,7 @@ def test_demos_writes_every_output(runs):
     assert "MLP 1.00" in stdout
 
 
+@pytest.mark.slow
 def test_perceptron_fails_and_mlp_solves_xor(runs):
     xor = json.loads((runs["a"][0] / "demos" / "xor.json").read_text())
     assert xor["perceptron_best_accuracy"] == 0.75
@@ -304,12 +245,14 @@ def test_perceptron_fails_and_mlp_solves_xor(runs):
     assert (xor["seed"], xor["xor_hidden"], xor["xor_epochs"], xor["xor_learning_rate"]) == (42, 8, 500, 0.05)
 
 
+@pytest.mark.slow
 def test_demos_is_deterministic(runs):
     a, b = runs["a"][0], runs["b"][0]
     for name in ("demos/xor.json", "demos/activations.csv", "demos/activations.md"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_summary_section(runs, tmp_path):
     out = runs["a"][0]
     xor = json.loads((out / "demos" / "xor.json").read_text())

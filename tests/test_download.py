@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import DEBIAN_DATA
 from fashion_mlp.config import ParamsError
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
 from fashion_mlp.download import DownloadError, download_all, download_file, main, source_url
 from fashion_mlp.io import TMP_MARK
 
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 TIMEOUT = 5.0  # seconds; every server here answers at once, so nothing waits this long
 
 
@@ -285,16 +285,16 @@ def test_main_validates_data_section(tmp_path):
 # --- the real pinned checksums -----------------------------------------------------------
 
 
-@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"{DEBIAN_DIR} not installed")
+@pytest.mark.skipif(not DEBIAN_DATA.is_dir(), reason=f"{DEBIAN_DATA} not installed")
 def test_pinned_hashes_match_debian_files():
-    assert sorted(RAW_FILES) == sorted(p.name for p in DEBIAN_DIR.glob("*.gz"))
+    assert sorted(RAW_FILES) == sorted(p.name for p in DEBIAN_DATA.glob("*.gz"))
     for name, sha256 in RAW_FILES.items():
-        assert sha256_gunzipped(DEBIAN_DIR / name) == sha256, name
+        assert sha256_gunzipped(DEBIAN_DATA / name) == sha256, name
 
 
-@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"{DEBIAN_DIR} not installed")
+@pytest.mark.skipif(not DEBIAN_DATA.is_dir(), reason=f"{DEBIAN_DATA} not installed")
 def test_download_all_from_debian_directory_with_pinned_hashes(tmp_path, closed_port_url):
     out = tmp_path / "raw"
-    sources = download_all([closed_port_url, str(DEBIAN_DIR)], out, TIMEOUT)
-    assert sources == {name: (DEBIAN_DIR / name).as_uri() for name in RAW_FILES}
+    sources = download_all([closed_port_url, str(DEBIAN_DATA)], out, TIMEOUT)
+    assert sources == {name: (DEBIAN_DATA / name).as_uri() for name in RAW_FILES}
     assert sorted(p.name for p in out.iterdir()) == sorted(RAW_FILES)

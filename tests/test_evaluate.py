@@ -1,51 +1,19 @@
-"""Metrics, figures and prediction CSVs (fashion_mlp.evaluate) and the summary (fashion_mlp.report)."""
+"""Metrics, figures and prediction CSVs (fashion_mlp.evaluate); the summary is in test_report.py."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fashion_mlp import evaluate, report
+from conftest import assert_png, no_temporaries
+from fashion_mlp import evaluate
 from fashion_mlp.data import CLASS_NAMES
-from fashion_mlp.io import TMP_MARK
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, path
-    assert len(data) > 1000, path
-
-
-def no_temporaries(directory: Path) -> bool:
-    return not list(directory.glob(f".*{TMP_MARK}*"))
-
-
-# --- synthetic predictions -------------------------------------------------------------
-
-
-@pytest.fixture
-def predictions():
-    """40 test images, 4 per class. Class c is predicted correctly except:
-    - the first image of classes 0..4 is predicted as class (c + 1);
-    - class 9 is never predicted (its images go to 8), so its precision is 0 by convention.
-    """
-    y_true = np.repeat(np.arange(10), 4)
-    y_pred = y_true.copy()
-    for c in range(5):
-        y_pred[4 * c] = c + 1
-    y_pred[y_true == 9] = 8
-    rng = np.random.default_rng(3)
-    probabilities = rng.random((40, 10)) * 0.1
-    probabilities[np.arange(40), y_pred] += 1.0
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return y_true, y_pred, probabilities.astype(np.float32)
+# The synthetic `predictions` fixture (40 images, known mistakes) is in conftest.py: the report's tests share it.
 
 
 def _expected_per_class(y_true, y_pred, c):
@@ -200,78 +168,3 @@ def test_write_predictions_csv(tmp_path, predictions):
     assert rows[1:] == [[CLASS_NAMES[t], CLASS_NAMES[p]] for t, p in zip(y_true, y_pred)]
     assert ["T-shirt/top", "Trouser"] in rows  # first misclassified image
     assert no_temporaries(path.parent)
-
-
-# --- report ----------------------------------------------------------------------------
-
-
-def _metrics(model: str, accuracy: float, predictions) -> dict:
-    y_true, _, probabilities = predictions
-    return {"model": model, **evaluate.compute_metrics(y_true, probabilities), "accuracy": accuracy,
-            "params": 101_770, "epochs_run": 10, "train_seconds": 123.4, "seconds_per_epoch": 12.34}
-
-
-@pytest.fixture
-def two_models(predictions):
-    return [_metrics("baseline", 0.8812, predictions), _metrics("regularized", 0.8851, predictions)]
-
-
-def test_model_table_rows_and_anchors(two_models):
-    lines = report.model_table(two_models)
-    assert lines[0].startswith("| Model | Test accuracy |")
-    model_rows = [line for line in lines if line.startswith(("| baseline |", "| regularized |"))]
-    assert len(model_rows) == 2
-    assert model_rows[0].startswith("| baseline | 0.8812 |")
-    assert "101,770" in model_rows[0] and "| 10 | 123.4 | 12.34 |" in model_rows[0]
-    assert "≥ 0.880 met" in model_rows[0]
-    assert "≥ 0.890 **not met**" in model_rows[1]
-    anchor_rows = [line for line in lines if line.endswith("| anchor |")]
-    assert [row.split("|")[2].strip() for row in anchor_rows] == ["0.8700", "0.8660", "0.8833", "0.8710"]
-    assert len(lines) == 2 + 2 + 4
-
-
-def test_model_table_without_goal(predictions):
-    lines = report.model_table([_metrics("wide", 0.9, predictions)])
-    row = next(line for line in lines if line.startswith("| wide |"))
-    assert row.rstrip().endswith("|  |")
-    assert "met" not in row
-
-
-def test_render_summary(tmp_path, two_models):
-    figures = tmp_path / "reports" / "figures"
-    figures.mkdir(parents=True)
-    for kind in ("confusion", "curves", "predictions"):
-        (figures / f"baseline_{kind}.png").write_bytes(PNG_MAGIC)
-    out = tmp_path / "reports" / "summary.md"
-    chart = tmp_path / "reports" / "accuracy.png"
-    stats = {"seed": 42, "counts": {"train": 54_000, "val": 6_000, "test": 10_000}}
-    text = report.render(two_models, stats, figures, chart, out)
-    assert "54,000 training, 6,000 validation (stratified, seed 42) and 10,000 test images" in text
-    assert "Best on the test set: **regularized** (0.8851)" in text
-    assert "![Test accuracy per model](accuracy.png)" in text
-    assert "[Confusion matrix](figures/baseline_confusion.png)" in text
-    assert "- **regularized**: " in text and "regularized_confusion" not in text  # missing figures not linked
-    assert sum(line.startswith(("| baseline |", "| regularized |")) for line in text.splitlines()) == 2
-    for anchor in ("0.8700", "0.8660", "0.8833", "0.8710"):
-        assert f"| {anchor} |" in text
-    for name in CLASS_NAMES:
-        assert f"| {name} | " in text
-
-
-def test_report_main_writes_summary_and_chart(tmp_path, two_models):
-    paths = []
-    for m in two_models:
-        path = tmp_path / "metrics" / f"{m['model']}.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(m))
-        paths.append(str(path))
-    stats = tmp_path / "data_stats.json"
-    stats.write_text(json.dumps({"seed": 1, "counts": {"train": 1800, "val": 200, "test": 500}}))
-    out, chart = tmp_path / "summary.md", tmp_path / "accuracy.png"
-    report.main(["--metrics", *paths, "--data_stats", str(stats), "--figures_dir", str(tmp_path / "figures"),
-                 "--chart_out", str(chart), "--out", str(out)])
-    assert_png(chart)
-    text = out.read_text()
-    assert text.startswith("# Fashion-MNIST MLPs: summary")
-    assert "1,800 training, 200 validation" in text
-    assert no_temporaries(tmp_path)

@@ -160,6 +160,7 @@ def test_compile_model_settings(keras, models):
     assert model.steps_per_execution == 7
 
 
+@pytest.mark.slow
 def test_exponential_schedule_really_decays_in_a_short_fit(keras, models):
     """Three real epochs: each starts at lr * rate**epoch, as recorded in the history."""
     from fashion_mlp.train import fit, make_history_callback

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import DEBIAN_DATA
 from fashion_mlp.config import optional_int
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split
 from fashion_mlp.prepare import class_counts, prepare, scale, split_train_val, stratified_indices
 
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_real_data = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"{DEBIAN_DIR} not installed")
+needs_real_data = pytest.mark.skipif(not DEBIAN_DATA.is_dir(), reason=f"{DEBIAN_DATA} not installed")
 
 
 @pytest.fixture
@@ -124,9 +122,9 @@ def test_optional_int(text, value):
 
 @pytest.fixture(scope="module")
 def real_prepared():
-    train, test, stats = prepare(raw_dir=DEBIAN_DIR, val_fraction=0.1, limit_train=2000, limit_test=500, seed=42)
-    x_test_full, y_test_full = read_split(DEBIAN_DIR, "test")
-    x_train_full, y_train_full = read_split(DEBIAN_DIR, "train")
+    train, test, stats = prepare(raw_dir=DEBIAN_DATA, val_fraction=0.1, limit_train=2000, limit_test=500, seed=42)
+    x_test_full, y_test_full = read_split(DEBIAN_DATA, "test")
+    x_train_full, y_train_full = read_split(DEBIAN_DATA, "train")
     return train, test, stats, (x_train_full, y_train_full), (x_test_full, y_test_full)
 
 
@@ -199,7 +197,7 @@ def test_no_test_image_appears_in_train_or_val(real_prepared):
 @needs_real_data
 def test_prepare_is_deterministic(real_prepared):
     train, test, _, _, _ = real_prepared
-    again, again_test, _ = prepare(raw_dir=DEBIAN_DIR, val_fraction=0.1, limit_train=2000, limit_test=500, seed=42)
+    again, again_test, _ = prepare(raw_dir=DEBIAN_DATA, val_fraction=0.1, limit_train=2000, limit_test=500, seed=42)
     for key in train:
         np.testing.assert_array_equal(train[key], again[key])
     for key in test:

@@ -1,6 +1,5 @@
 """Reliability without a whole pipeline run: real processes, real SIGKILLs, a real SQLite store.
 
-- a run whose process was SIGKILLed is marked KILLED by the next stage, and no other run is touched;
 - a SIGKILL in the middle of an atomic write leaves the old file, never half a file;
 - bad data and bad params stop a stage's command with a one-line error naming the file or key,
   before it writes anything, and a later good mirror is used;
@@ -8,7 +7,8 @@
 - nothing loads pickles or unsafe Keras models, and the MLflow UI listens on 127.0.0.1.
 
 The whole-pipeline properties (bit-identical reruns, parallel jobs, kill and resume under each
-engine, a reverted bad edit, push/pull) are in test_e2e.py, which shares its expensive runs.
+engine, a reverted bad edit, push/pull) are in test_e2e.py, which shares its expensive runs;
+a run whose process was SIGKILLed is marked KILLED by the next stage: test_tracking.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import gzip
 import http.server
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -28,19 +27,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEBIAN_DATA, REPO, engine_env
+from conftest import DEBIAN_DATA, REPO, cli, engine_env
 from fashion_mlp.config import cli_flags
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
 from fashion_mlp.download import download_all
 from fashion_mlp.io import TMP_MARK, remove_stale_temporaries, write_text
 
-CLI = Path(sys.executable).with_name("fashion-mlp")
 TIMEOUT = 120
-
-def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run `fashion-mlp ARGS` as an engine would, with extra environment variables."""
-    return subprocess.run([str(CLI), *args], cwd=cwd, env=engine_env() | env, capture_output=True, text=True,
-                          timeout=TIMEOUT)
 
 
 def assert_clear_error(result: subprocess.CompletedProcess, command: str, *needles: str) -> None:
@@ -55,61 +48,6 @@ def assert_clear_error(result: subprocess.CompletedProcess, command: str, *needl
 def leftovers(directory: Path) -> list[str]:
     """Temporaries of atomic_output left in a directory."""
     return sorted(p.name for p in directory.glob(f".*{TMP_MARK}*")) if directory.is_dir() else []
-
-
-# --- MLflow: runs left RUNNING by a killed process ----------------------------------------
-
-# A stage's first steps (tracking.init, a run with the stage's tags), then a SIGKILL with the run open.
-DIE_IN_A_RUN = """
-import os, signal, sys
-import mlflow
-from fashion_mlp import tracking
-
-tracking.init(sys.argv[1])
-run = mlflow.start_run(run_name="killed", tags=tracking.base_tags("train", sys.argv[2]))
-mlflow.start_run(run_name="nested", nested=True)  # like a Hyperband trial: no tags of its own
-print(run.info.run_id, flush=True)
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def test_run_of_a_killed_process_is_marked_killed_by_the_next_stage(tmp_path):
-    from mlflow import MlflowClient
-
-    from fashion_mlp.tracking import process_tags
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {"MLFLOW_TRACKING_URI": uri, "FASHION_MLP_ROOT": str(REPO)}
-    data = tmp_path / "train.npz"
-    data.write_bytes(b"stand-in for the prepared data")
-    killed = subprocess.run([sys.executable, "-c", DIE_IN_A_RUN, "exp", str(data)], cwd=tmp_path,
-                            env=engine_env() | env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    killed_id = killed.stdout.split()[0]
-
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.get_experiment_by_name("exp").experiment_id
-    nested_id = next(r.info.run_id for r in client.search_runs([experiment_id])
-                     if r.data.tags.get("mlflow.parentRunId") == killed_id)
-    tags = client.get_run(killed_id).data.tags
-    assert tags["host"] == socket.gethostname() and tags["pid"].isdigit() and tags["pid_started"]
-    assert tags["data_sha256"] and tags["git_commit"]
-    # Runs that must survive: this live process's, another host's, one without owner tags.
-    mine = process_tags()
-    live = client.create_run(experiment_id, tags=mine).info.run_id
-    elsewhere = client.create_run(experiment_id, tags=mine | {"host": "another-host"}).info.run_id
-    untagged = client.create_run(experiment_id).info.run_id
-    # Same pid as this live process but another start time: the pid was reused, the owner is gone.
-    reused = client.create_run(experiment_id, tags=mine | {"pid_started": "1000.00"}).info.run_id
-    assert {client.get_run(i).info.status for i in (killed_id, nested_id, live, elsewhere)} == {"RUNNING"}
-
-    # What every stage, and Snakemake's onstart, runs first.
-    result = cli(["init-tracking", "--experiment", "exp"], tmp_path, **env)
-    assert result.returncode == 0, result.stderr
-    status = {i: client.get_run(i).info.status for i in (killed_id, nested_id, live, elsewhere, untagged, reused)}
-    assert status == {killed_id: "KILLED", nested_id: "KILLED", reused: "KILLED",
-                      live: "RUNNING", elsewhere: "RUNNING", untagged: "RUNNING"}
-    assert f"run {killed_id} was left RUNNING by a process that is gone; marked KILLED" in result.stderr
 
 
 # --- atomic writes under SIGKILL ---------------------------------------------------------
@@ -309,6 +247,7 @@ def test_train_command_rejects_a_bad_value_before_writing_or_tracking(tmp_path):
 # --- the Snakemake profile --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_default_profile_is_found_and_lets_a_killed_run_resume():
     """Snakemake 9 reads profiles/default beside the Snakefile; a profile elsewhere is silently ignored."""
     profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
@@ -321,6 +260,7 @@ def test_default_profile_is_found_and_lets_a_killed_run_resume():
     assert "Using workflow specific profile profiles/default" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_second_snakemake_in_the_same_checkout_is_refused_before_any_job(smoke_repo):
     """With Snakemake's own lock off (nolock), the Snakefile holds a kernel lock for the run's life:
     a second run is refused at once, and the lock dies with its holder, so a SIGKILL leaves none."""
@@ -390,6 +330,7 @@ def test_mlflow_ui_listens_on_localhost_only():
 
 
 
+@pytest.mark.slow
 def test_too_few_cores_for_the_hyperband_workers_is_refused_with_the_fix(smoke_repo):
     """The chief's workers run side by side, a core each: with fewer cores Snakemake would stop
     at the search with a message about pipe groups. This refuses at the start, before any job,

@@ -1,21 +1,19 @@
 """Fixed costs stay small: parsing the Snakefile or a command line imports nothing heavy.
 
 The timings themselves are measured by benchmarks/speed.py, not asserted here.
-(The speed settings' equivalence is tested in test_train_unit.py.)
+(The speed settings' equivalence is tested in test_train.py.)
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import BIN, REPO
 from fashion_mlp.cli import COMMANDS
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # Each takes from half a second (matplotlib) to five (TensorFlow) to import.
 HEAVY = ("tensorflow", "keras", "mlflow", "keras_tuner", "sklearn", "matplotlib", "seaborn", "pandas", "dvc")
 
@@ -39,6 +37,7 @@ def test_parsing_a_command_line_imports_nothing_heavy(command):
     assert not names & set(HEAVY), f"`fashion-mlp {command} --help` imports {sorted(names & set(HEAVY))}"
 
 
+@pytest.mark.slow
 def test_parsing_the_snakefile_imports_nothing_heavy():
     names = imported([str(BIN / "snakemake"), "--list-rules"])
     assert {"snakemake", "fashion_mlp"} <= names

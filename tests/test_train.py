@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,22 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CLI, REPO, SUBPROCESS_TIMEOUT, clean_env
 from fashion_mlp.config import parse_bool
 from fashion_mlp.data import save_arrays
 from fashion_mlp.train import HISTORY_COLUMNS, build_parser, kept_epoch, model_params
-
-REPO = Path(__file__).resolve().parents[1]
-CLI = Path(sys.executable).with_name("fashion-mlp")
-SUBPROCESS_TIMEOUT = 180
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment minus anything that would steer runs into the repo's store or tag them."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "FASHION_MLP_ROOT", "FASHION_MLP_ENGINE", "DVC_ROOT", "DVC_STAGE",
-                        "OMP_NUM_THREADS")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0", **extra)
-    return env
 
 
 def synthetic_data(n_train: int, n_val: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -77,6 +64,7 @@ np.savez(out, **arrays)
 """
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_for_a_seed(tmp_path):
     """Two processes train with seed 7 (then reseed to 8 and train again): same seeds, same bits."""
     data = tmp_path / "train.npz"
@@ -142,6 +130,7 @@ np.savez(out, **arrays)
 """
 
 
+@pytest.mark.slow
 def test_speed_settings_do_not_change_results(tmp_path):
     """Keras' defaults (one batch per call, every core) and the project's speed settings (many
     batches per call, one or two threads) train the baseline to the same weights, bit for bit."""
@@ -201,6 +190,7 @@ def _history(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames), rows
 
 
+@pytest.mark.slow
 def test_train_stage_writes_model_and_history(trained):
     model = trained["model_out"]
     assert model.is_file() and model.read_bytes()[:2] == b"PK"  # .keras is a zip archive
@@ -215,6 +205,7 @@ def test_train_stage_writes_model_and_history(trained):
         assert not list(directory.glob(".*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_train_stage_logs_an_mlflow_run(trained):
     import mlflow
 
@@ -253,6 +244,7 @@ def test_train_stage_logs_an_mlflow_run(trained):
     assert "history" in artifacts
 
 
+@pytest.mark.slow
 def test_train_stage_artifacts_and_model_stay_with_its_store(trained):
     """With MLFLOW_TRACKING_URI set, artifacts go beside the job (./mlruns), not into <repo>/mlartifacts."""
     import mlflow

@@ -1,0 +1,83 @@
+"""The summary (fashion_mlp.report): the model table, the rendered markdown and the command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import PNG_MAGIC, assert_png, no_temporaries
+from fashion_mlp import evaluate, report
+from fashion_mlp.data import CLASS_NAMES
+
+
+def _metrics(model: str, accuracy: float, predictions) -> dict:
+    y_true, _, probabilities = predictions
+    return {"model": model, **evaluate.compute_metrics(y_true, probabilities), "accuracy": accuracy,
+            "params": 101_770, "epochs_run": 10, "train_seconds": 123.4, "seconds_per_epoch": 12.34}
+
+
+@pytest.fixture
+def two_models(predictions):
+    return [_metrics("baseline", 0.8812, predictions), _metrics("regularized", 0.8851, predictions)]
+
+
+def test_model_table_rows_and_anchors(two_models):
+    lines = report.model_table(two_models)
+    assert lines[0].startswith("| Model | Test accuracy |")
+    model_rows = [line for line in lines if line.startswith(("| baseline |", "| regularized |"))]
+    assert len(model_rows) == 2
+    assert model_rows[0].startswith("| baseline | 0.8812 |")
+    assert "101,770" in model_rows[0] and "| 10 | 123.4 | 12.34 |" in model_rows[0]
+    assert "≥ 0.880 met" in model_rows[0]
+    assert "≥ 0.890 **not met**" in model_rows[1]
+    anchor_rows = [line for line in lines if line.endswith("| anchor |")]
+    assert [row.split("|")[2].strip() for row in anchor_rows] == ["0.8700", "0.8660", "0.8833", "0.8710"]
+    assert len(lines) == 2 + 2 + 4
+
+
+def test_model_table_without_goal(predictions):
+    lines = report.model_table([_metrics("wide", 0.9, predictions)])
+    row = next(line for line in lines if line.startswith("| wide |"))
+    assert row.rstrip().endswith("|  |")
+    assert "met" not in row
+
+
+def test_render_summary(tmp_path, two_models):
+    figures = tmp_path / "reports" / "figures"
+    figures.mkdir(parents=True)
+    for kind in ("confusion", "curves", "predictions"):
+        (figures / f"baseline_{kind}.png").write_bytes(PNG_MAGIC)
+    out = tmp_path / "reports" / "summary.md"
+    chart = tmp_path / "reports" / "accuracy.png"
+    stats = {"seed": 42, "counts": {"train": 54_000, "val": 6_000, "test": 10_000}}
+    text = report.render(two_models, stats, figures, chart, out)
+    assert "54,000 training, 6,000 validation (stratified, seed 42) and 10,000 test images" in text
+    assert "Best on the test set: **regularized** (0.8851)" in text
+    assert "![Test accuracy per model](accuracy.png)" in text
+    assert "[Confusion matrix](figures/baseline_confusion.png)" in text
+    assert "- **regularized**: " in text and "regularized_confusion" not in text  # missing figures not linked
+    assert sum(line.startswith(("| baseline |", "| regularized |")) for line in text.splitlines()) == 2
+    for anchor in ("0.8700", "0.8660", "0.8833", "0.8710"):
+        assert f"| {anchor} |" in text
+    for name in CLASS_NAMES:
+        assert f"| {name} | " in text
+
+
+def test_report_main_writes_summary_and_chart(tmp_path, two_models):
+    paths = []
+    for m in two_models:
+        path = tmp_path / "metrics" / f"{m['model']}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(m))
+        paths.append(str(path))
+    stats = tmp_path / "data_stats.json"
+    stats.write_text(json.dumps({"seed": 1, "counts": {"train": 1800, "val": 200, "test": 500}}))
+    out, chart = tmp_path / "summary.md", tmp_path / "accuracy.png"
+    report.main(["--metrics", *paths, "--data_stats", str(stats), "--figures_dir", str(tmp_path / "figures"),
+                 "--chart_out", str(chart), "--out", str(out)])
+    assert_png(chart)
+    text = out.read_text()
+    assert text.startswith("# Fashion-MNIST MLPs: summary")
+    assert "1,800 training, 200 validation" in text
+    assert no_temporaries(tmp_path)

@@ -1,0 +1,68 @@
+"""Tracking (fashion_mlp.tracking): a run whose process was SIGKILLed is marked KILLED by the next stage,
+and no other run is touched. Real processes, a real SIGKILL, a real SQLite store."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, cli, engine_env
+
+pytestmark = pytest.mark.slow  # MLflow's SQLite store is created in a subprocess, then `fashion-mlp init-tracking`
+TIMEOUT = 120
+
+# A stage's first steps (tracking.init, a run with the stage's tags), then a SIGKILL with the run open.
+DIE_IN_A_RUN = """
+import os, signal, sys
+import mlflow
+from fashion_mlp import tracking
+
+tracking.init(sys.argv[1])
+run = mlflow.start_run(run_name="killed", tags=tracking.base_tags("train", sys.argv[2]))
+mlflow.start_run(run_name="nested", nested=True)  # like a Hyperband trial: no tags of its own
+print(run.info.run_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_run_of_a_killed_process_is_marked_killed_by_the_next_stage(tmp_path):
+    from mlflow import MlflowClient
+
+    from fashion_mlp.tracking import process_tags
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "FASHION_MLP_ROOT": str(REPO)}
+    data = tmp_path / "train.npz"
+    data.write_bytes(b"stand-in for the prepared data")
+    killed = subprocess.run([sys.executable, "-c", DIE_IN_A_RUN, "exp", str(data)], cwd=tmp_path,
+                            env=engine_env() | env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed_id = killed.stdout.split()[0]
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name("exp").experiment_id
+    nested_id = next(r.info.run_id for r in client.search_runs([experiment_id])
+                     if r.data.tags.get("mlflow.parentRunId") == killed_id)
+    tags = client.get_run(killed_id).data.tags
+    assert tags["host"] == socket.gethostname() and tags["pid"].isdigit() and tags["pid_started"]
+    assert tags["data_sha256"] and tags["git_commit"]
+    # Runs that must survive: this live process's, another host's, one without owner tags.
+    mine = process_tags()
+    live = client.create_run(experiment_id, tags=mine).info.run_id
+    elsewhere = client.create_run(experiment_id, tags=mine | {"host": "another-host"}).info.run_id
+    untagged = client.create_run(experiment_id).info.run_id
+    # Same pid as this live process but another start time: the pid was reused, the owner is gone.
+    reused = client.create_run(experiment_id, tags=mine | {"pid_started": "1000.00"}).info.run_id
+    assert {client.get_run(i).info.status for i in (killed_id, nested_id, live, elsewhere)} == {"RUNNING"}
+
+    # What every stage, and Snakemake's onstart, runs first.
+    result = cli(["init-tracking", "--experiment", "exp"], tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    status = {i: client.get_run(i).info.status for i in (killed_id, nested_id, live, elsewhere, untagged, reused)}
+    assert status == {killed_id: "KILLED", nested_id: "KILLED", reused: "KILLED",
+                      live: "RUNNING", elsewhere: "RUNNING", untagged: "RUNNING"}
+    assert f"run {killed_id} was left RUNNING by a process that is gone; marked KILLED" in result.stderr
