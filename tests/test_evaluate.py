@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashion_mlp import evaluate, report
+from fashion_mlp import demos, evaluate, report
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.io import TMP_MARK
 
@@ -275,3 +275,32 @@ def test_report_main_writes_summary_and_chart(tmp_path, two_models):
     assert text.startswith("# Fashion-MNIST MLPs: summary")
     assert "1,800 training, 200 validation" in text
     assert no_temporaries(tmp_path)
+
+
+@pytest.fixture
+def xor_outputs():
+    """xor.json and activations.md as `fashion-mlp demos` writes them (the MLP's output made up: no TensorFlow)."""
+    x, y = demos.xor_data()
+    xor = demos.xor_summary(x, y, demos.linear_separability_proof(x, y), demos.train_perceptron(x, y, seed=42),
+                            np.array([0.01, 0.99, 0.98, 0.02]), 0.01, 8, 500, 0.05, 42)
+    return json.loads(json.dumps(xor)), demos.activation_markdown(demos.activation_table([-5, -3, 0, 2, 5]))
+
+
+def test_demos_section(tmp_path, xor_outputs):
+    xor, activations_md = xor_outputs
+    figures = {key: tmp_path / "figures" / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
+    figures["xor_points"].parent.mkdir()
+    for path in figures.values():
+        path.write_bytes(PNG_MAGIC)
+    lines = report.demos_section(xor, activations_md, figures, tmp_path)
+    text = "\n".join(lines)
+    assert lines[0] == "## XOR and activation functions"
+    assert "| 0.75 |" in text and "| 1.00 |" in text and "classifies all four points" in text
+    assert "one hidden layer of 8 tanh units, 500 full-batch Adam steps" in text
+    assert "| 2 | 0.8808 | 0.964 | 2 | 0.04711 |" in text
+    for key in figures:
+        assert f"(figures/{key}.png)" in text
+    # missing figures are left out rather than linked
+    assert "xor_points" not in "\n".join(report.demos_section(xor, "", {}, tmp_path))
+    unsolved = report.demos_section(dict(xor, mlp_solved=False, mlp_accuracy=0.75), "", {}, tmp_path)
+    assert "reached only 0.75 (raise demos.xor_epochs or demos.xor_hidden)" in "\n".join(unsolved)

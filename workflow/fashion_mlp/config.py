@@ -1,4 +1,4 @@
-"""Loading and validating params.yaml, and turning a section into CLI flags.
+"""Loading and validating params.yaml, turning a section into CLI flags, and those flags back into it.
 
 Light on purpose: the Snakefile imports this module while it is parsed, so it
 must not pull in TensorFlow, MLflow or pandas.
@@ -6,6 +6,7 @@ must not pull in TensorFlow, MLflow or pandas.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import shlex
@@ -137,14 +138,110 @@ def optional_int(text: str) -> int | None:
 
 def parse_bool(text: str) -> bool:
     """argparse type for one boolean of a per-layer list (rendered True/False)."""
-    import argparse
-
     lowered = text.lower()
     if lowered in ("true", "1", "yes"):
         return True
     if lowered in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text in ("None", "null", "") else float(text)
+
+
+# argparse names the type in its error message ("invalid int or None value: 'x'")
+optional_int.__name__, _optional_float.__name__ = "int or None", "float or None"
+
+
+def add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
+    """Add one flag per key of a params.yaml section, typed from the schema: the inverse of cli_flags.
+
+    `section` is a top-level key ("data", "prepare", "tune", ...) or "train" for
+    one model's block. Lists take several values (a fixed count when the schema
+    fixes it), null is `None`, a boolean is a bare flag, a per-layer key
+    (dropout, l2, batchnorm) takes one value or one per layer, and a nested key
+    becomes `--outer.inner` stored as `args.outer_inner`. Ranges are left to
+    validate_section, so a bad value's message names its params.yaml key.
+    """
+    label = "train.<model>" if section == "train" else section
+    group = parser.add_argument_group(f"params.yaml {label}")
+    for path, schema, (kind, kwargs) in _section_flags(section):
+        help_text = "; ".join(filter(None, [schema.get("description"), _allowed(schema, load_schema())]))
+        group.add_argument(f"--{'.'.join(path)}", dest="_".join(path), **kwargs,
+                           help=f"{label}.{'.'.join(path)}: {help_text}".replace("%", "%%"))
+
+
+def section_from_args(args: argparse.Namespace, section: str) -> dict:
+    """The section as params.yaml spells it, from flags that add_section_flags added.
+
+    One-element per-layer lists come back as scalars, an absent per-layer
+    batchnorm as false and a bare one as true.
+    """
+    values: dict = {}
+    for path, _, (kind, _) in _section_flags(section):
+        value = getattr(args, "_".join(path))
+        if kind == "per_layer_bool" and not value:
+            value = value is not None  # absent: false; a bare flag: true
+        elif kind in ("per_layer", "per_layer_bool") and len(value) == 1:
+            value = value[0]
+        node = values
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return values
+
+
+def _section_flags(section: str, schema: dict | None = None, path: tuple = ()) -> list:
+    """(key path, schema, (kind, argparse keywords)) for every leaf key of a section, in schema order."""
+    root = load_schema()
+    if schema is None:
+        if section != "train" and section not in root["properties"]:
+            raise ValueError(f"params.yaml has no section {section!r}")
+        schema = root["$defs"]["model"] if section == "train" else root["properties"][section]
+    schema = _resolve(schema, root)
+    if schema.get("type") == "object" and "properties" in schema:
+        return [leaf for key, sub in schema["properties"].items()
+                for leaf in _section_flags(section, sub, (*path, key))]
+    return [(path, schema, _flag_kind(schema, root))]
+
+
+def _flag_kind(schema: dict, root: dict) -> tuple[str, dict]:
+    """How one key travels as a flag: a kind for section_from_args, and argparse's keywords."""
+    options = [_resolve(s, root) for s in schema.get("oneOf", [schema])]
+    nullable = any(o.get("type") == "null" for o in options)
+    options = [o for o in options if o.get("type") != "null"]
+    arrays = [o for o in options if o.get("type") == "array"]
+    scalars = [o for o in options if o.get("type") != "array"]
+    item = _resolve(arrays[0]["items"], root) if arrays else scalars[0]
+    if item.get("type") == "boolean" and not arrays:
+        return "plain", {"action": "store_true"}
+    if "enum" in item:
+        kwargs = {"metavar": "{" + ",".join(map(str, item["enum"])) + "}"}
+    else:
+        convert, metavar = {"integer": (int, "N"), "number": (float, "X"), "boolean": (parse_bool, "BOOL")}.get(
+            item.get("type"), (str, "TEXT"))
+        if nullable:
+            convert, metavar = {int: optional_int, float: _optional_float}[convert], f"{metavar}|None"
+        kwargs = {"type": convert, "metavar": metavar}
+    if arrays and scalars:  # one value for every hidden layer, or one per layer
+        if item.get("type") == "boolean":  # DVC renders true as a bare flag and leaves false out
+            return "per_layer_bool", {**kwargs, "nargs": "*"}
+        return "per_layer", {**kwargs, "nargs": "+", "required": True}
+    if arrays:
+        low, high = arrays[0].get("minItems", 0), arrays[0].get("maxItems")
+        kwargs["nargs"] = low if low == high else ("+" if low else "*")
+    return "plain", {**kwargs, "required": True}
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    """Follow a local `$ref` (`#/$defs/...`) to the schema it names."""
+    while "$ref" in schema:
+        target = root
+        for part in schema["$ref"].split("#/", 1)[1].split("/"):
+            target = target[part]
+        schema = target
+    return schema
 
 
 def per_layer(value: Any, n_layers: int, name: str) -> list:
@@ -288,10 +385,7 @@ def _describe_error(error, prefix: str, root: dict) -> str:
 def _allowed(schema: dict, root: dict) -> str:
     """A short English description of what a (sub)schema accepts."""
     if "$ref" in schema:
-        target = root
-        for part in schema["$ref"].split("#/", 1)[1].split("/"):
-            target = target[part]
-        return _allowed(target, root)
+        return _allowed(_resolve(schema, root), root)
     if "oneOf" in schema:
         return " or ".join(_allowed(s, root) for s in schema["oneOf"])
     if "enum" in schema:
@@ -308,7 +402,9 @@ def _allowed(schema: dict, root: dict) -> str:
     if kind == "array":
         items = _allowed(schema.get("items", {}), root)
         size = ""
-        if "minItems" in schema and "maxItems" in schema:
+        if schema.get("minItems") == schema.get("maxItems", -1):
+            size = f" of {schema['minItems']} items"
+        elif "minItems" in schema and "maxItems" in schema:
             size = f" of {schema['minItems']} to {schema['maxItems']} items"
         elif "minItems" in schema:
             size = f" of at least {schema['minItems']} item(s)"
