@@ -131,11 +131,6 @@ def cli_flags(section: dict, _prefix: str = "") -> str:
     return " ".join(parts)
 
 
-def optional_int(text: str) -> int | None:
-    """argparse type for `null or N` params: DVC and cli_flags render null as None."""
-    return None if text in ("None", "null", "") else int(text)
-
-
 def parse_bool(text: str) -> bool:
     """argparse type for one boolean of a per-layer list (rendered True/False)."""
     lowered = text.lower()
@@ -146,12 +141,16 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text in ("None", "null", "") else float(text)
+def _or_none(convert):
+    """argparse type for a `null or value` param: DVC and cli_flags render null as None."""
+    def parse(text: str):
+        return None if text in ("None", "null", "") else convert(text)
+
+    parse.__name__ = f"{convert.__name__} or None"  # argparse's message: "invalid int or None value: 'x'"
+    return parse
 
 
-# argparse names the type in its error message ("invalid int or None value: 'x'")
-optional_int.__name__, _optional_float.__name__ = "int or None", "float or None"
+optional_int = _or_none(int)
 
 
 def add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
@@ -222,7 +221,7 @@ def _flag_kind(schema: dict, root: dict) -> tuple[str, dict]:
         convert, metavar = {"integer": (int, "N"), "number": (float, "X"), "boolean": (parse_bool, "BOOL")}.get(
             item.get("type"), (str, "TEXT"))
         if nullable:
-            convert, metavar = {int: optional_int, float: _optional_float}[convert], f"{metavar}|None"
+            convert, metavar = _or_none(convert), f"{metavar}|None"
         kwargs = {"type": convert, "metavar": metavar}
     if arrays and scalars:  # one value for every hidden layer, or one per layer
         if item.get("type") == "boolean":  # DVC renders true as a bare flag and leaves false out
