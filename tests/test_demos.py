@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from fashion_mlp import config, demos
-from fashion_mlp.config import ParamsError, cli_flags, validate_section
+from fashion_mlp.config import ParamsError, cli_flags, section_from_args, validate_section
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT = 180
@@ -227,7 +227,7 @@ def test_demos_is_a_cli_command():
 def test_flags_round_trip_dvc_rendering(tmp_path):
     """`${demos}` as DVC renders it (negative numbers included) parses back to the same section."""
     args = demos.build_parser().parse_args(cli_argv(tmp_path)[1:])
-    assert config.section_from_args(args, "demos") == DEMOS_PARAMS
+    assert section_from_args(args, "demos") == DEMOS_PARAMS
     assert args.seed == 42 and args.threads == 1
     assert args.xor_json == tmp_path / "demos" / "xor.json"
 
@@ -309,4 +309,3 @@ def test_demos_is_deterministic(runs):
     a, b = runs["a"][0], runs["b"][0]
     for name in ("demos/xor.json", "demos/activations.csv", "demos/activations.md"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-

@@ -103,6 +103,25 @@ def champion_section(champion: dict) -> list[str]:
     return lines + [""]
 
 
+def plot_comparison(metrics: list[dict], path: Path) -> None:
+    from fashion_mlp.figures import pyplot, save_figure
+
+    plt = pyplot()
+    names = [m["model"] for m in metrics]
+    accuracies = [m["accuracy"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 3), 4.5))
+    bars = ax.bar(names, accuracies, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], padding=2)
+    for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3)))):
+        ax.axhline(accuracy, color="gray", linestyle=style, linewidth=1, label=f"{label}: {accuracy:.4f}")
+    low = min(accuracies + [a for _, a in ANCHORS])
+    n_test = metrics[0]["n_test"]
+    ax.set(ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)), ylabel="Test accuracy",
+           title=f"Test accuracy per model ({n_test:,} test images)")
+    ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_figure(fig, path)
+
+
 def demos_section(xor: dict, activations_md: str, figures: dict[str, Path], summary_dir: Path) -> list[str]:
     """Markdown lines of the "XOR and activation functions" section, from the outputs of `fashion-mlp demos`.
 
@@ -144,25 +163,6 @@ def demos_section(xor: dict, activations_md: str, figures: dict[str, Path], summ
         *link("activations", "Sigmoid, tanh, ReLU and softmax"),
     ]
     return lines
-
-
-def plot_comparison(metrics: list[dict], path: Path) -> None:
-    from fashion_mlp.figures import pyplot, save_figure
-
-    plt = pyplot()
-    names = [m["model"] for m in metrics]
-    accuracies = [m["accuracy"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 3), 4.5))
-    bars = ax.bar(names, accuracies, color="tab:blue")
-    ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], padding=2)
-    for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3)))):
-        ax.axhline(accuracy, color="gray", linestyle=style, linewidth=1, label=f"{label}: {accuracy:.4f}")
-    low = min(accuracies + [a for _, a in ANCHORS])
-    n_test = metrics[0]["n_test"]
-    ax.set(ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)), ylabel="Test accuracy",
-           title=f"Test accuracy per model ({n_test:,} test images)")
-    ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save_figure(fig, path)
 
 
 def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out: Path,
