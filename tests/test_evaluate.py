@@ -279,10 +279,12 @@ def test_report_main_writes_summary_and_chart(tmp_path, two_models):
 
 @pytest.fixture
 def xor_outputs():
-    """xor.json and activations.md as `fashion-mlp demos` writes them (the MLP's output made up: no TensorFlow)."""
+    """xor.json and activations.md as `fashion-mlp demos` writes them; the models' results are made up
+    (no TensorFlow, scikit-learn or linear programming)."""
     x, y = demos.xor_data()
-    xor = demos.xor_summary(x, y, demos.linear_separability_proof(x, y), demos.train_perceptron(x, y, seed=42),
-                            np.array([0.01, 0.99, 0.98, 0.02]), 0.01, 8, 500, 0.05, 42)
+    proof = {"all_points_separable": False, "subsets_of_size_n_minus_1": [], "best_achievable_accuracy": 0.75}
+    perceptron = {"weights": [0.0, 0.0], "bias": 0.0, "predictions": [0, 0, 0, 0], "accuracy": 0.5}
+    xor = demos.xor_summary(x, y, proof, perceptron, np.array([0.01, 0.99, 0.98, 0.02]), 0.01, 8, 500, 0.05, 42)
     return json.loads(json.dumps(xor)), demos.activation_markdown(demos.activation_table([-5, -3, 0, 2, 5]))
 
 
