@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from conftest import PNG_MAGIC, REPO, SUBPROCESS_TIMEOUT, clean_env
-from fashion_mlp import demos
-from fashion_mlp.config import ParamsError, cli_flags, validate_section
+from fashion_mlp import config, demos
+from fashion_mlp.config import ParamsError, cli_flags, section_from_args, validate_section
 
 # A demos section (params.yaml's today), fixed here so that editing params.yaml does not change the tests.
 DEMOS_PARAMS = {"xor_hidden": 8, "xor_epochs": 500, "xor_learning_rate": 0.05,
@@ -167,7 +167,7 @@ def test_demos_is_a_cli_command():
 def test_flags_round_trip_dvc_rendering(tmp_path):
     """`${demos}` as DVC renders it (negative numbers included) parses back to the same section."""
     args = demos.build_parser().parse_args(cli_argv(tmp_path)[1:])
-    assert demos.section_values(args) == DEMOS_PARAMS
+    assert section_from_args(args, "demos") == DEMOS_PARAMS
     assert args.seed == 42 and args.threads == 1
     assert args.xor_json == tmp_path / "demos" / "xor.json"
 
@@ -243,6 +243,7 @@ def test_perceptron_fails_and_mlp_solves_xor(runs):
     assert [p["mlp_prediction"] for p in xor["points"]] == [0, 1, 1, 0]
     assert [p["x"] for p in xor["points"]] == [[0, 0], [0, 1], [1, 0], [1, 1]]
     assert (xor["seed"], xor["xor_hidden"], xor["xor_epochs"], xor["xor_learning_rate"]) == (42, 8, 500, 0.05)
+    assert xor["xor_activation"] == "tanh"  # the report names it
 
 
 @pytest.mark.slow
@@ -250,19 +251,3 @@ def test_demos_is_deterministic(runs):
     a, b = runs["a"][0], runs["b"][0]
     for name in ("demos/xor.json", "demos/activations.csv", "demos/activations.md"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-
-
-@pytest.mark.slow
-def test_summary_section(runs, tmp_path):
-    out = runs["a"][0]
-    xor = json.loads((out / "demos" / "xor.json").read_text())
-    figures = {key: out / "figures" / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
-    lines = demos.summary_section(xor, (out / "demos" / "activations.md").read_text(), figures, out)
-    text = "\n".join(lines)
-    assert lines[0] == "## XOR and activation functions"
-    assert "| 0.75 |" in text and "| 1.00 |" in text and "classifies all four points" in text
-    assert "| 2 | 0.8808 | 0.964 | 2 | 0.04711 |" in text
-    for key in figures:
-        assert f"(figures/{key}.png)" in text
-    # missing figures are left out rather than linked
-    assert "xor_points" not in "\n".join(demos.summary_section(xor, "", {}, tmp_path))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from conftest import PNG_MAGIC, assert_png, no_temporaries
-from fashion_mlp import evaluate, report
+from fashion_mlp import demos, evaluate, report
 from fashion_mlp.data import CLASS_NAMES
 
 
@@ -81,3 +83,34 @@ def test_report_main_writes_summary_and_chart(tmp_path, two_models):
     assert text.startswith("# Fashion-MNIST MLPs: summary")
     assert "1,800 training, 200 validation" in text
     assert no_temporaries(tmp_path)
+
+
+@pytest.fixture
+def xor_outputs():
+    """xor.json and activations.md as `fashion-mlp demos` writes them; the models' results are made up
+    (no TensorFlow, scikit-learn or linear programming)."""
+    x, y = demos.xor_data()
+    proof = {"all_points_separable": False, "subsets_of_size_n_minus_1": [], "best_achievable_accuracy": 0.75}
+    perceptron = {"weights": [0.0, 0.0], "bias": 0.0, "predictions": [0, 0, 0, 0], "accuracy": 0.5}
+    xor = demos.xor_summary(x, y, proof, perceptron, np.array([0.01, 0.99, 0.98, 0.02]), 0.01, 8, 500, 0.05, 42)
+    return json.loads(json.dumps(xor)), demos.activation_markdown(demos.activation_table([-5, -3, 0, 2, 5]))
+
+
+def test_demos_section(tmp_path, xor_outputs):
+    xor, activations_md = xor_outputs
+    figures = {key: tmp_path / "figures" / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
+    figures["xor_points"].parent.mkdir()
+    for path in figures.values():
+        path.write_bytes(PNG_MAGIC)
+    lines = report.demos_section(xor, activations_md, figures, tmp_path)
+    text = "\n".join(lines)
+    assert lines[0] == "## XOR and activation functions"
+    assert "| 0.75 |" in text and "| 1.00 |" in text and "classifies all four points" in text
+    assert "one hidden layer of 8 tanh units, 500 full-batch Adam steps" in text
+    assert "| 2 | 0.8808 | 0.964 | 2 | 0.04711 |" in text
+    for key in figures:
+        assert f"(figures/{key}.png)" in text
+    # missing figures are left out rather than linked
+    assert "xor_points" not in "\n".join(report.demos_section(xor, "", {}, tmp_path))
+    unsolved = report.demos_section(dict(xor, mlp_solved=False, mlp_accuracy=0.75), "", {}, tmp_path)
+    assert "reached only 0.75 (raise demos.xor_epochs or demos.xor_hidden)" in "\n".join(unsolved)

@@ -1,4 +1,4 @@
-"""Loading and validating params.yaml, and turning a section into CLI flags.
+"""Loading and validating params.yaml, turning a section into CLI flags, and those flags back into it.
 
 Light on purpose: the Snakefile imports this module while it is parsed, so it
 must not pull in TensorFlow, MLflow or pandas.
@@ -6,16 +6,17 @@ must not pull in TensorFlow, MLflow or pandas.
 
 from __future__ import annotations
 
-import difflib
+import argparse
 import os
 import shlex
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 from fashion_mlp import PipelineError
+from fashion_mlp.schema_text import accepted, describe_error, resolve
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR.parent / "schemas" / "params.schema.yaml"
@@ -130,21 +131,106 @@ def cli_flags(section: dict, _prefix: str = "") -> str:
     return " ".join(parts)
 
 
-def optional_int(text: str) -> int | None:
-    """argparse type for `null or N` params: DVC and cli_flags render null as None."""
-    return None if text in ("None", "null", "") else int(text)
-
-
 def parse_bool(text: str) -> bool:
     """argparse type for one boolean of a per-layer list (rendered True/False)."""
-    import argparse
-
     lowered = text.lower()
     if lowered in ("true", "1", "yes"):
         return True
     if lowered in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _or_none(convert):
+    """argparse type for a `null or value` param: DVC and cli_flags render null as None."""
+    def parse(text: str):
+        return None if text in ("None", "null", "") else convert(text)
+
+    parse.__name__ = f"{convert.__name__} or None"  # argparse's message: "invalid int or None value: 'x'"
+    return parse
+
+
+optional_int = _or_none(int)
+
+
+def add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
+    """Add one flag per key of a params.yaml section, typed from the schema: the inverse of cli_flags.
+
+    `section` is a top-level key ("data", "prepare", "tune", ...) or "train" for
+    one model's block. Lists take several values (a fixed count when the schema
+    fixes it), null is `None`, a boolean is a bare flag, a per-layer key
+    (dropout, l2, batchnorm) takes one value or one per layer, and a nested key
+    becomes `--outer.inner` stored as `args.outer_inner`. Ranges are left to
+    validate_section, so a bad value's message names its params.yaml key.
+    """
+    label = "train.<model>" if section == "train" else section
+    group = parser.add_argument_group(f"params.yaml {label}")
+    for path, schema, (kind, kwargs) in _section_flags(section):
+        help_text = "; ".join(filter(None, [schema.get("description"), accepted(schema, load_schema())]))
+        group.add_argument(f"--{'.'.join(path)}", dest="_".join(path), **kwargs,
+                           help=f"{label}.{'.'.join(path)}: {help_text}".replace("%", "%%"))
+
+
+def section_from_args(args: argparse.Namespace, section: str) -> dict:
+    """The section as params.yaml spells it, from flags that add_section_flags added.
+
+    One-element per-layer lists come back as scalars, an absent per-layer
+    batchnorm as false and a bare one as true.
+    """
+    values: dict = {}
+    for path, _, (kind, _) in _section_flags(section):
+        value = getattr(args, "_".join(path))
+        if kind == "per_layer_bool" and not value:
+            value = value is not None  # absent: false; a bare flag: true
+        elif kind in ("per_layer", "per_layer_bool") and len(value) == 1:
+            value = value[0]
+        node = values
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return values
+
+
+def _section_flags(section: str, schema: dict | None = None, path: tuple = ()) -> list:
+    """(key path, schema, (kind, argparse keywords)) for every leaf key of a section, in schema order."""
+    root = load_schema()
+    if schema is None:
+        if section != "train" and section not in root["properties"]:
+            raise ValueError(f"params.yaml has no section {section!r}")
+        schema = root["$defs"]["model"] if section == "train" else root["properties"][section]
+    schema = resolve(schema, root)
+    if schema.get("type") == "object" and "properties" in schema:
+        return [leaf for key, sub in schema["properties"].items()
+                for leaf in _section_flags(section, sub, (*path, key))]
+    return [(path, schema, _flag_kind(schema, root))]
+
+
+def _flag_kind(schema: dict, root: dict) -> tuple[str, dict]:
+    """How one key travels as a flag: a kind for section_from_args, and argparse's keywords."""
+    options = [resolve(s, root) for s in schema.get("oneOf", [schema])]
+    nullable = any(o.get("type") == "null" for o in options)
+    options = [o for o in options if o.get("type") != "null"]
+    arrays = [o for o in options if o.get("type") == "array"]
+    scalars = [o for o in options if o.get("type") != "array"]
+    item = resolve(arrays[0]["items"], root) if arrays else scalars[0]
+    if item.get("type") == "boolean" and not arrays:
+        return "plain", {"action": "store_true"}
+    if "enum" in item:
+        kwargs = {"metavar": "{" + ",".join(map(str, item["enum"])) + "}"}
+    else:
+        convert, metavar = {"integer": (int, "N"), "number": (float, "X"), "boolean": (parse_bool, "BOOL")}.get(
+            item.get("type"), (str, "TEXT"))
+        if nullable:
+            convert, metavar = _or_none(convert), f"{metavar}|None"
+        kwargs = {"type": convert, "metavar": metavar}
+    if arrays and scalars:  # one value for every hidden layer, or one per layer
+        if item.get("type") == "boolean":  # DVC renders true as a bare flag and leaves false out
+            return "per_layer_bool", {**kwargs, "nargs": "*"}
+        return "per_layer", {**kwargs, "nargs": "+", "required": True}
+    if arrays:
+        low, high = arrays[0].get("minItems", 0), arrays[0].get("maxItems")
+        kwargs["nargs"] = low if low == high else ("+" if low else "*")
+    return "plain", {**kwargs, "required": True}
 
 
 def per_layer(value: Any, n_layers: int, name: str) -> list:
@@ -228,7 +314,7 @@ def _schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") 
     validator = _validator_class()(wrapped, registry=registry)
     problems = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
-        problems.append(_describe_error(error, prefix, root_with_target))
+        problems.append(describe_error(error, prefix, root_with_target))
     return problems
 
 
@@ -247,85 +333,3 @@ def _draft():
     from referencing.jsonschema import DRAFT202012
 
     return DRAFT202012
-
-
-def _key(prefix: str, path: Iterable) -> str:
-    parts = [prefix] if prefix else []
-    for item in path:
-        parts.append(f"[{item}]" if isinstance(item, int) else str(item))
-    return ".".join(parts).replace(".[", "[") or "(top level)"
-
-
-def _describe_error(error, prefix: str, root: dict) -> str:
-    key = _key(prefix, error.absolute_path)
-    schema = error.schema
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(schema.get("properties", {}))
-        unknown = [k for k in error.instance if k not in allowed]
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(str(name), allowed, n=1)
-            where = f"{key}.{name}" if key != "(top level)" else str(name)
-            hint = f"unknown key '{where}'"
-            if close:
-                hint += f" (did you mean '{close[0]}'?)"
-            hints.append(hint)
-        return "; ".join(hints) + f"; allowed keys here: {', '.join(allowed)}"
-    if error.validator == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        where = f"{key}.{missing}" if key != "(top level)" else missing
-        sub = schema.get("properties", {}).get(missing, {})
-        return f"missing key '{where}' (expected {_allowed(sub, root)})"
-    if error.validator == "pattern" and error.schema_path and "propertyNames" in error.schema_path:
-        return f"bad model name '{error.instance}' under '{key}': use lower-case letters, digits and _"
-    if error.validator in ("minItems", "maxItems") and isinstance(error.instance, list):
-        return f"'{key}' has {len(error.instance)} items; expected {_allowed(schema, root)}"
-    if error.validator == "minProperties":
-        return f"'{key}' is empty; it needs at least one entry"
-    return f"'{key}' = {error.instance!r} is not allowed; expected {_allowed(schema, root)}"
-
-
-def _allowed(schema: dict, root: dict) -> str:
-    """A short English description of what a (sub)schema accepts."""
-    if "$ref" in schema:
-        target = root
-        for part in schema["$ref"].split("#/", 1)[1].split("/"):
-            target = target[part]
-        return _allowed(target, root)
-    if "oneOf" in schema:
-        return " or ".join(_allowed(s, root) for s in schema["oneOf"])
-    if "enum" in schema:
-        return "one of " + ", ".join(str(v) for v in schema["enum"])
-    kind = schema.get("type")
-    if kind == "null":
-        return "null"
-    if kind == "boolean":
-        return "true or false"
-    if kind == "string":
-        if "pattern" in schema:
-            return f"a string matching {schema['pattern']}"
-        return "a non-empty string" if schema.get("minLength") else "a string"
-    if kind == "array":
-        items = _allowed(schema.get("items", {}), root)
-        size = ""
-        if "minItems" in schema and "maxItems" in schema:
-            size = f" of {schema['minItems']} to {schema['maxItems']} items"
-        elif "minItems" in schema:
-            size = f" of at least {schema['minItems']} item(s)"
-        return f"a list{size}, each {items}"
-    if kind == "object":
-        return "a mapping with keys " + ", ".join(sorted(schema.get("properties", {})))
-    if kind in ("integer", "number"):
-        noun = "an integer" if kind == "integer" else "a number"
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        high = schema.get("maximum", schema.get("exclusiveMaximum"))
-        if low is None and high is None:
-            return noun
-        left = "(" if "exclusiveMinimum" in schema else "["
-        right = ")" if "exclusiveMaximum" in schema else "]"
-        if high is None:
-            return f"{noun} {'>' if left == '(' else '>='} {low}"
-        if low is None:
-            return f"{noun} {'<' if right == ')' else '<='} {high}"
-        return f"{noun} in {left}{low}, {high}{right}"
-    return "a valid value"

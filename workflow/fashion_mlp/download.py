@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from fashion_mlp import PipelineError
-from fashion_mlp.config import validate_section
+from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import RAW_FILES, DataError, sha256_gunzipped
 from fashion_mlp.io import atomic_output, remove_stale_temporaries
 
@@ -138,15 +138,14 @@ def download_all(mirrors: list[str], out_dir: Path, timeout: float,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp download", description=__doc__.splitlines()[0])
-    parser.add_argument("--mirrors", nargs="+", required=True, help="data.mirrors, tried in order")
-    parser.add_argument("--timeout", type=float, required=True, help="data.timeout, seconds per http request")
+    add_section_flags(parser, "data")
     parser.add_argument("--out_dir", type=Path, required=True, help="where the four .gz files go")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    validate_section("data", {"mirrors": args.mirrors, "timeout": args.timeout})
+    validate_section("data", section_from_args(args, "data"))
     download_all(args.mirrors, args.out_dir, args.timeout)
 
 

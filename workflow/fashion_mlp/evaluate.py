@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_mlp.config import validate_section
+from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
 from fashion_mlp.io import atomic_output, write_json
@@ -145,7 +145,7 @@ def write_predictions(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> Non
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--grid_images", type=int, required=True, help="evaluate.grid_images")
+    add_section_flags(parser, "evaluate")
     parser.add_argument("--seed", type=int, required=True, help="seed (picks the grid's images)")
     parser.add_argument("--experiment", required=True, help="mlflow.experiment")
     parser.add_argument("--model", required=True, help="model name")
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    validate_section("evaluate", {"grid_images": args.grid_images})
+    validate_section("evaluate", section_from_args(args, "evaluate"))
 
     from fashion_mlp.runtime import configure_tensorflow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_mlp.config import optional_int, validate_section
+from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, save_arrays
 from fashion_mlp.io import write_json
 
@@ -90,9 +90,7 @@ def prepare(raw_dir: Path, val_fraction: float, limit_train: int | None, limit_t
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("--val_fraction", type=float, required=True, help="prepare.val_fraction")
-    parser.add_argument("--limit_train", type=optional_int, required=True, help="prepare.limit_train")
-    parser.add_argument("--limit_test", type=optional_int, required=True, help="prepare.limit_test")
+    add_section_flags(parser, "prepare")
     parser.add_argument("--seed", type=int, required=True, help="seed")
     parser.add_argument("--raw_dir", type=Path, required=True)
     parser.add_argument("--train_out", type=Path, required=True, help="npz with x/y_train and x/y_val")
@@ -103,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    validate_section("prepare", {"val_fraction": args.val_fraction, "limit_train": args.limit_train,
-                                 "limit_test": args.limit_test})
+    validate_section("prepare", section_from_args(args, "prepare"))
     train, test, stats = prepare(args.raw_dir, args.val_fraction, args.limit_train, args.limit_test, args.seed)
     save_arrays(args.train_out, **train)
     save_arrays(args.test_out, **test)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import read_json, sha256_file, write_json
 
 ALIAS = "champion"
@@ -23,8 +24,7 @@ def choose(candidates: dict[str, dict]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp register", description=__doc__.splitlines()[0])
-    parser.add_argument("--registered_model", required=True, help="mlflow.registered_model")
-    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
+    add_section_flags(parser, "mlflow")
     parser.add_argument("--metrics", type=Path, nargs="+", required=True, help="reports/metrics/<model>.json")
     parser.add_argument("--models_dir", type=Path, required=True, help="where <model>.keras files are")
     parser.add_argument("--out", type=Path, required=True, help="JSON naming the champion and why")
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    validate_section("mlflow", section_from_args(args, "mlflow"))
     candidates = {m["model"]: m for m in (read_json(path) for path in args.metrics)}
     winner = choose(candidates)
 

@@ -12,7 +12,7 @@ import csv
 import time
 from pathlib import Path
 
-from fashion_mlp.config import flatten, optional_int, parse_bool, validate_section
+from fashion_mlp.config import add_section_flags, flatten, section_from_args, validate_section
 from fashion_mlp.io import atomic_output, sha256_file
 from fashion_mlp.runtime import default_threads
 
@@ -24,21 +24,7 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lea
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp train", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name: the key under train: in params.yaml")
-    # train.<model>.* (see params.yaml); per-layer options take one value or one per hidden layer
-    parser.add_argument("--hidden", type=int, nargs="+", required=True)
-    parser.add_argument("--activation", required=True)
-    parser.add_argument("--dropout", type=float, nargs="+", required=True)
-    parser.add_argument("--l2", type=float, nargs="+", required=True)
-    parser.add_argument("--batchnorm", type=parse_bool, nargs="*", default=[False],
-                        help="bare flag: on for every layer; or one true/false per layer")
-    parser.add_argument("--learning_rate", type=float, required=True)
-    parser.add_argument("--lr_schedule", required=True)
-    parser.add_argument("--lr_decay_rate", type=float, required=True)
-    parser.add_argument("--batch_size", type=int, required=True)
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--early_stopping_patience", type=optional_int, required=True)
-    parser.add_argument("--early_stopping_monitor", required=True)
-    parser.add_argument("--steps_per_execution", type=int, required=True)
+    add_section_flags(parser, "train")
     # pipeline-wide
     parser.add_argument("--seed", type=int, required=True, help="seed")
     parser.add_argument("--experiment", required=True, help="mlflow.experiment")
@@ -51,26 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_params(args: argparse.Namespace) -> dict:
-    """The train.<model> block as params.yaml spells it (one-element lists back to scalars)."""
-
-    def unwrap(values: list):
-        return values[0] if len(values) == 1 else values
-
-    return {
-        "hidden": args.hidden,
-        "activation": args.activation,
-        "dropout": unwrap(args.dropout),
-        "l2": unwrap(args.l2),
-        "batchnorm": unwrap(args.batchnorm or [True]),
-        "learning_rate": args.learning_rate,
-        "lr_schedule": args.lr_schedule,
-        "lr_decay_rate": args.lr_decay_rate,
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "early_stopping_patience": args.early_stopping_patience,
-        "early_stopping_monitor": args.early_stopping_monitor,
-        "steps_per_execution": args.steps_per_execution,
-    }
+    """The train.<model> block as params.yaml spells it."""
+    return section_from_args(args, "train")
 
 
 def make_history_callback(on_epoch=None):

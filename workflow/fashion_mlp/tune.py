@@ -30,7 +30,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 
-from fashion_mlp.config import optional_int, parse_bool, validate_section
+from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import atomic_output, write_json
 from fashion_mlp.runtime import default_threads
 
@@ -39,14 +39,7 @@ HP_COLUMNS = ("layers", "units", "dropout", "l2", "learning_rate", "batchnorm")
 
 def space_from_args(args: argparse.Namespace) -> dict:
     """tune.space as params.yaml spells it."""
-    return {
-        "layers": getattr(args, "space.layers"),
-        "units": getattr(args, "space.units"),
-        "dropout": getattr(args, "space.dropout"),
-        "l2": getattr(args, "space.l2"),
-        "learning_rate": getattr(args, "space.learning_rate"),
-        "batchnorm": getattr(args, "space.batchnorm"),
-    }
+    return tune_params(args)["space"]
 
 
 def hypermodel(space: dict, steps_per_execution: int):
@@ -327,25 +320,7 @@ def settings_key(args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp tune", description=__doc__.splitlines()[0])
-    # tune.* (see params.yaml)
-    parser.add_argument("--max_epochs", type=int, required=True)
-    parser.add_argument("--factor", type=int, required=True)
-    parser.add_argument("--hyperband_iterations", type=int, required=True)
-    parser.add_argument("--workers", type=int, required=True, help="processes that run trials")
-    parser.add_argument("--batch_size", type=int, required=True)
-    parser.add_argument("--steps_per_execution", type=int, required=True)
-    parser.add_argument("--final_epochs", type=int, required=True)
-    parser.add_argument("--final_lr_schedule", required=True)
-    parser.add_argument("--final_lr_decay_rate", type=float, required=True)
-    parser.add_argument("--final_early_stopping_patience", type=int, required=True)
-    parser.add_argument("--final_early_stopping_monitor", required=True)
-    parser.add_argument("--search_limit_train", type=optional_int, required=True)
-    parser.add_argument("--space.layers", type=int, nargs=2, required=True, metavar=("MIN", "MAX"))
-    parser.add_argument("--space.units", type=int, nargs=3, required=True, metavar=("MIN", "MAX", "STEP"))
-    parser.add_argument("--space.dropout", type=float, nargs=3, required=True, metavar=("MIN", "MAX", "STEP"))
-    parser.add_argument("--space.l2", type=float, nargs="+", required=True)
-    parser.add_argument("--space.learning_rate", type=float, nargs=2, required=True, metavar=("MIN", "MAX"))
-    parser.add_argument("--space.batchnorm", type=parse_bool, nargs="+", required=True)
+    add_section_flags(parser, "tune")
     # pipeline-wide
     parser.add_argument("--seed", type=int, required=True, help="seed")
     parser.add_argument("--experiment", required=True, help="mlflow.experiment")
@@ -378,10 +353,8 @@ ROLE_FLAGS = {  # what each role needs beyond the tune section
 
 
 def tune_params(args: argparse.Namespace) -> dict:
-    names = ("max_epochs", "factor", "hyperband_iterations", "workers", "batch_size", "steps_per_execution",
-             "final_epochs", "final_lr_schedule", "final_lr_decay_rate", "final_early_stopping_patience",
-             "final_early_stopping_monitor", "search_limit_train")
-    return {**{n: getattr(args, n) for n in names}, "space": space_from_args(args)}
+    """The tune section as params.yaml spells it."""
+    return section_from_args(args, "tune")
 
 
 def tuner_dir(args: argparse.Namespace) -> Path:

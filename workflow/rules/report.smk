@@ -10,7 +10,7 @@ rule report:
         activations="reports/demos/activations.md",
         demo_figures=["reports/figures/xor_points.png", "reports/figures/xor_boundaries.png",
                       "reports/figures/activations.png"],
-        code=["workflow/fashion_mlp/report.py", "workflow/fashion_mlp/demos.py"],
+        code="workflow/fashion_mlp/report.py",
     output:
         summary="reports/summary.md",
         chart=report("reports/figures/model_comparison.png", caption="../report/comparison.rst",

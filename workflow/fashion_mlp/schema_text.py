@@ -1,0 +1,102 @@
+"""params.schema.yaml in plain English: what a key accepts, and a validation error as one line naming its key.
+
+Used by config for its error messages and for the stage flags' --help.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+def resolve(schema: dict, root: dict) -> dict:
+    """Follow a local `$ref` (`#/$defs/...`) to the schema it names."""
+    while "$ref" in schema:
+        target = root
+        for part in schema["$ref"].split("#/", 1)[1].split("/"):
+            target = target[part]
+        schema = target
+    return schema
+
+
+def _key(prefix: str, path: Iterable) -> str:
+    """("train", ["baseline", "hidden", 0]) -> "train.baseline.hidden[0]"."""
+    parts = [prefix] if prefix else []
+    for item in path:
+        parts.append(f"[{item}]" if isinstance(item, int) else str(item))
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def describe_error(error, prefix: str, root: dict) -> str:
+    """One jsonschema error as a line naming the key (under `prefix`) and what it accepts."""
+    key = _key(prefix, error.absolute_path)
+    schema = error.schema
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            where = f"{key}.{name}" if key != "(top level)" else str(name)
+            hint = f"unknown key '{where}'"
+            if close:
+                hint += f" (did you mean '{close[0]}'?)"
+            hints.append(hint)
+        return "; ".join(hints) + f"; allowed keys here: {', '.join(allowed)}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        where = f"{key}.{missing}" if key != "(top level)" else missing
+        sub = schema.get("properties", {}).get(missing, {})
+        return f"missing key '{where}' (expected {accepted(sub, root)})"
+    if error.validator == "pattern" and error.schema_path and "propertyNames" in error.schema_path:
+        return f"bad model name '{error.instance}' under '{key}': use lower-case letters, digits and _"
+    if error.validator in ("minItems", "maxItems") and isinstance(error.instance, list):
+        return f"'{key}' has {len(error.instance)} items; expected {accepted(schema, root)}"
+    if error.validator == "minProperties":
+        return f"'{key}' is empty; it needs at least one entry"
+    return f"'{key}' = {error.instance!r} is not allowed; expected {accepted(schema, root)}"
+
+
+def accepted(schema: dict, root: dict) -> str:
+    """A short English description of what a (sub)schema accepts."""
+    if "$ref" in schema:
+        return accepted(resolve(schema, root), root)
+    if "oneOf" in schema:
+        return " or ".join(accepted(s, root) for s in schema["oneOf"])
+    if "enum" in schema:
+        return "one of " + ", ".join(str(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "null":
+        return "null"
+    if kind == "boolean":
+        return "true or false"
+    if kind == "string":
+        if "pattern" in schema:
+            return f"a string matching {schema['pattern']}"
+        return "a non-empty string" if schema.get("minLength") else "a string"
+    if kind == "array":
+        items = accepted(schema.get("items", {}), root)
+        size = ""
+        if schema.get("minItems") == schema.get("maxItems", -1):
+            size = f" of {schema['minItems']} items"
+        elif "minItems" in schema and "maxItems" in schema:
+            size = f" of {schema['minItems']} to {schema['maxItems']} items"
+        elif "minItems" in schema:
+            size = f" of at least {schema['minItems']} item(s)"
+        return f"a list{size}, each {items}"
+    if kind == "object":
+        return "a mapping with keys " + ", ".join(sorted(schema.get("properties", {})))
+    if kind in ("integer", "number"):
+        noun = "an integer" if kind == "integer" else "a number"
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        if low is None and high is None:
+            return noun
+        left = "(" if "exclusiveMinimum" in schema else "["
+        right = ")" if "exclusiveMaximum" in schema else "]"
+        if high is None:
+            return f"{noun} {'>' if left == '(' else '>='} {low}"
+        if low is None:
+            return f"{noun} {'<' if right == ')' else '<='} {high}"
+        return f"{noun} in {left}{low}, {high}{right}"
+    return "a valid value"
