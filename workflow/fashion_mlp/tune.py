@@ -6,13 +6,16 @@ a nested child run; the final retrain (cosine decay, early stopping on the
 validation split) is a run of its own, tagged with the search's run id, and
 `evaluate` scores it like every other model.
 
-The search is KerasTuner's distributed mode, in three roles (--role), each the
-Snakemake rule tune_<role> with its log logs/tune/<role>.log:
+The search is KerasTuner's distributed mode, in three roles (--role), each run by
+the Snakemake rule tune_<role> and logged to logs/tune/<role>.log:
 - chief: serves Hyperband's oracle and owns the search run (tune_distributed.py);
-- worker (tune.workers of them, worker0, worker1, ...): run the trials the chief hands out;
+  it publishes its address in the chief file (.tuner/chief.json);
+- worker (tune.workers of them: worker0, worker1, ...): runs the trials the chief
+  hands out (tune_distributed.py) and writes what it ran to .tuner/worker<N>.json;
 - finish: writes the trials table, figure and best block, then retrains (here).
 `--role all` (DVC's `tune` stage, or by hand) runs the chief and the workers as
-processes and then finishes; with tune.workers 1, the whole search in this process.
+processes, with the same files in <work_dir>/all/, and then finishes; with
+tune.workers 1 it runs the whole search in this process, without a chief.
 The oracle makes the decisions a single process would, so the result does not
 depend on the number of workers (see hyperband.py).
 """
@@ -56,7 +59,6 @@ def space_from_args(args: argparse.Namespace) -> dict:
     }
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp tune", description=__doc__.splitlines()[0])
     # tune.* (see params.yaml)
@@ -86,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parent of the tuner's directory, which is named by a hash of the settings")
     parser.add_argument("--threads", type=int, default=None)
     # which part of the search this process is (see ROLES)
-    parser.add_argument("--role", choices=ROLES, default="all")
+    parser.add_argument("--role", choices=ROLES, default="all",
+                        help="one part of the search, as Snakemake's rule tune_<role> runs it; all: every part")
     parser.add_argument("--chief_file", type=Path, help="chief, worker: where the chief publishes its address")
     parser.add_argument("--worker_id", type=int, help="worker: 0 .. workers-1")
     parser.add_argument("--worker_out", type=Path, help="worker: the trials it ran and the search's result")
