@@ -1,6 +1,6 @@
 # Fashion-MNIST multilayer perceptrons, end to end:
 #   download -> prepare -> train (per model)
-#                       + tune (Hyperband: an oracle and N workers, then retrains `tuned`)
+#                       + tune (Hyperband: a chief and N workers, then retrains `tuned`)
 #            -> evaluate (per model) -> register (champion) -> report
 #   demos: the tutorial's XOR and activation-function lessons, into the report
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same

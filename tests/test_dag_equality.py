@@ -20,16 +20,16 @@ def normalize(cmd: str) -> str:
     return " ".join(LOG_REDIRECT.sub("", cmd).split())
 
 
-# Snakemake runs the search as jobs of its own (the chief and each worker, talking through
-# .tuner/); DVC runs the same roles inside its one `tune` stage (`fashion-mlp tune`, --role all).
-SEARCH_RULES = {"tune_oracle", "tune_worker"}
+# Snakemake runs the stage `tune` as one job per role (tune_chief, tune_worker, tune_finish, talking
+# through .tuner/); DVC runs the same roles inside its one `tune` stage (`fashion-mlp tune`, --role all).
+SEARCH_RULES = {"tune_chief", "tune_worker"}
 FINISH_ONLY_FLAGS = re.compile(r" --(?:role|threads) \S+| --worker_results(?: \.tuner/\S+)+")
 
 
 def snakemake_jobs(repo: Path) -> dict[frozenset, dict]:
     """Every job of a forced dry run (`snakemake -n -p`), keyed by its set of output files.
 
-    The search's jobs are left out and `tune` is shown as the one stage DVC runs.
+    The search's jobs are left out and `tune_finish` is shown as the one stage DVC runs.
     """
     out = run(["snakemake", "--dry-run", "--printshellcmds", "--forceall", "--cores", "2"], repo).stdout
     jobs = {}
@@ -42,7 +42,7 @@ def snakemake_jobs(repo: Path) -> dict[frozenset, dict]:
         outs = frozenset(fields["output"].split(", "))
         cmd = normalize(command.group(1))
         deps = set(fields["input"].split(", ")) if "input" in fields else set()
-        if rule == "tune":
+        if rule == "tune_finish":
             cmd = FINISH_ONLY_FLAGS.sub("", cmd)
             deps = {dep for dep in deps if not dep.startswith(".tuner/")}
         jobs[outs] = {"rule": rule, "cmd": cmd, "deps": deps}
@@ -79,7 +79,7 @@ def test_same_stages_and_outputs(engines):
     assert set(snake) == set(dvc), "the engines produce different sets of outputs"
     names = {dvc[outs]["name"]: snake[outs]["rule"] for outs in dvc}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    expected = {"download": "download", "prepare": "prepare", "tune": "tune", "evaluate@tuned": "evaluate",
+    expected = {"download": "download", "prepare": "prepare", "tune": "tune_finish", "evaluate@tuned": "evaluate",
                 "register": "register", "demos": "demos", "report": "report"}
     for model in params["train"]:
         expected[f"train@{model}"] = "train"

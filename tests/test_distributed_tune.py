@@ -61,7 +61,7 @@ def distributed(tmp_path_factory) -> Path:
 
 def test_chief_and_two_workers_run_as_concurrent_snakemake_jobs(distributed: Path):
     log = (distributed / "snakemake.out").read_text()
-    chief = job_span(log, "tune_oracle")
+    chief = job_span(log, "tune_chief")
     workers = [job_span(log, "tune_worker", f"worker={i}") for i in (0, 1)]
     # the workers ran while the chief served, side by side
     assert all(chief[0] <= start and end <= chief[1] for start, end in workers), (chief, workers)
@@ -71,10 +71,12 @@ def test_chief_and_two_workers_run_as_concurrent_snakemake_jobs(distributed: Pat
     assert set(per_worker) == {"worker0", "worker1"}
     assert sum(per_worker.values()) == best["search"]["trials"]
     assert all(n >= 1 for n in per_worker.values()), f"a worker ran no trial: {per_worker}"
-    # the chief's address and the workers' hand-offs are gone; logs stay
-    assert not (distributed / ".tuner/oracle.json").exists()
-    assert not list((distributed / ".tuner/workers").glob("*.json"))
-    assert "tune chief: oracle at 127.0.0.1:" in (distributed / "logs/tune/oracle.log").read_text()
+    # the chief's address and the workers' hand-offs are gone; each role's log stays
+    assert not (distributed / ".tuner/chief.json").exists()
+    assert not list((distributed / ".tuner").glob("worker*.json"))
+    logs = distributed / "logs/tune"
+    assert sorted(path.name for path in logs.iterdir()) == ["chief.log", "finish.log", "worker0.log", "worker1.log"]
+    assert "tune chief: oracle at 127.0.0.1:" in (logs / "chief.log").read_text()
 
 
 def test_every_trial_completes_and_is_a_nested_run_of_the_one_search(distributed: Path):
@@ -151,7 +153,7 @@ def test_a_dead_worker_fails_the_search_within_seconds_instead_of_hanging(distri
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             time.sleep(0.2)
         tags = json.loads(next(out.glob("tuner/*/process-worker1.json")).read_text())
-        address = json.loads((out / "tuner/distributed/oracle.json").read_text())
+        address = json.loads((out / "tuner/all/chief.json").read_text())
         os.kill(int(tags["pid"]), signal.SIGKILL)
         killed = time.monotonic()
         output, _ = proc.communicate(timeout=60)

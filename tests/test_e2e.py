@@ -121,7 +121,7 @@ def assert_traceable(runs, data_sha: str) -> None:
         tags = r.data.tags
         missing = {"data_sha256", "git_commit", "host", "pid"} - set(tags)
         assert not missing, (f"run {r.info.run_name!r} lacks the tags {sorted(missing)}"
-                             " (tune.py: trial runs need tracking.base_tags too)")
+                             " (hyperband.py: trial runs need tracking.base_tags too)")
         assert tags["data_sha256"] == data_sha, r.info.run_name
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"]), r.info.run_name
 
@@ -326,7 +326,7 @@ def job_timeline(output: str) -> list[Job]:
 def assert_ran_in_parallel(output: str) -> None:
     """The two trainings (or a training and the search), the evaluations and the demos overlapped."""
     jobs = job_timeline(output)
-    trainings = [j for j in jobs if j.rule in ("train", "tune_worker", "tune")]
+    trainings = [j for j in jobs if j.rule in ("train", "tune_worker", "tune_finish")]
     assert any(a.overlaps(b) for a in trainings for b in trainings if a is not b), "trainings ran one by one"
     for rule in ("evaluate", "demos"):
         assert any(a.overlaps(b) for a in jobs if a.rule == rule for b in jobs if b is not a), \

@@ -1,10 +1,10 @@
-"""The search's pure pieces: the hypermodel's space, the best block, the tuner directory key, the champion rule."""
+"""tune.py, the stage: its command line, the roles' flags, the best block, the trials figure."""
 
 from __future__ import annotations
 
 import pytest
 
-from fashion_mlp import register, tune
+from fashion_mlp import PipelineError, register, tune
 from fashion_mlp.config import validate_section
 
 ARGV = [
@@ -22,50 +22,49 @@ TRIAL = {"layers": 2, "units_0": 512, "units_1": 256, "units_2": 32, "dropout": 
          "learning_rate": 0.001, "batchnorm": 1, "tuner/epochs": 10, "tuner/bracket": 0, "tuner/round": 0}
 
 
+def section(argv: list[str] = ARGV) -> dict:
+    return tune.tune_params(tune.build_parser().parse_args(argv))
+
+
 def test_cli_flags_round_trip_to_the_tune_section():
-    args = tune.build_parser().parse_args(ARGV)
-    params = tune.tune_params(args)
+    params = section()
     validate_section("tune", params)
     assert params["space"] == {"layers": [1, 3], "units": [32, 1024, 32], "dropout": [0.0, 0.5, 0.1],
                                "l2": [0.0, 1e-05], "learning_rate": [0.0001, 0.01], "batchnorm": [False, True]}
 
 
-def test_active_hparams_drop_bookkeeping_and_unused_layers():
-    assert tune.active_hparams(TRIAL) == {"layers": 2, "units_0": 512, "units_1": 256, "dropout": 0.3,
-                                          "l2": 1e-05, "learning_rate": 0.001, "batchnorm": True}
+def test_every_role_gets_the_same_tuner_directory_and_outputs_do_not_change_it():
+    from fashion_mlp.hyperband import settings_key
+
+    worker = [*ARGV, "--role", "worker", "--worker_id", "1", "--threads", "1", "--chief_file", ".tuner/chief.json"]
+    keys = {settings_key(section(argv), 42, "d.npz") for argv in
+            (ARGV, [*ARGV[:-2], "--history_out", "elsewhere.csv"], worker)}
+    i = ARGV.index("--space.units")
+    wider = section([*ARGV[:i + 1], "32", "2048", "32", *ARGV[i + 4:]])
+    assert len(keys) == 1 and settings_key(wider, 42, "d.npz") not in keys
+
+
+@pytest.mark.parametrize("extra, missing", [
+    (["--role", "chief"], "--chief_file"),
+    (["--role", "worker", "--chief_file", "c.json"], "--worker_id --worker_out"),
+    (["--role", "finish"], "--worker_results"),
+])
+def test_a_role_without_its_flags_is_refused_by_name(extra, missing):
+    with pytest.raises(PipelineError, match=f"tune --role {extra[1]} needs {missing}"):
+        tune.main([*ARGV, *extra])
+
+
+def test_a_worker_id_outside_tune_workers_is_refused():
+    with pytest.raises(PipelineError, match=r"--worker_id 2 is not in 0 \.\. 1"):
+        tune.main([*ARGV, "--role", "worker", "--chief_file", "c.json", "--worker_id", "2", "--worker_out", "w.json"])
 
 
 def test_best_block_is_a_valid_train_block_with_the_retrain_settings():
-    args = tune.build_parser().parse_args(ARGV)
-    block = tune.best_block(TRIAL, args)
+    block = tune.best_block(TRIAL, section())
     validate_section("train", block)
     assert block["hidden"] == [512, 256] and block["batchnorm"] is True
     assert (block["lr_schedule"], block["epochs"], block["early_stopping_patience"]) == ("cosine", 40, 8)
     assert block["early_stopping_monitor"] == "val_accuracy"
-
-
-def test_tuner_directory_changes_with_the_space_but_not_with_outputs():
-    base = tune.build_parser().parse_args(ARGV)
-    other_out = tune.build_parser().parse_args([*ARGV[:-2], "--history_out", "elsewhere.csv"])
-    i = ARGV.index("--space.units")
-    wider = tune.build_parser().parse_args([*ARGV[:i + 1], "32", "2048", "32", *ARGV[i + 4:]])
-    worker = tune.build_parser().parse_args([*ARGV, "--role", "worker", "--worker_id", "1", "--threads", "1"])
-    assert tune.settings_key(base) == tune.settings_key(other_out) == tune.settings_key(worker)
-    assert tune.settings_key(base) != tune.settings_key(wider)
-
-
-def test_hypermodel_builds_a_model_inside_the_space():
-    import keras_tuner as kt
-
-    hp = kt.HyperParameters()
-    model = tune.hypermodel({"layers": [1, 3], "units": [32, 64, 32], "dropout": [0.0, 0.5, 0.1],
-                             "l2": [0.0], "learning_rate": [1e-4, 1e-2], "batchnorm": [False, True]}, 1)(hp)
-    dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
-    assert 2 <= len(dense) <= 4 and dense[-1].units == 10
-    assert all(32 <= layer.units <= 64 for layer in dense[:-1])
-    assert 1e-4 <= hp.values["learning_rate"] <= 1e-2
-    # every width is in the space from the first build, used or not: the oracle draws them all
-    assert {"units_0", "units_1", "units_2"} <= set(hp.values)
 
 
 @pytest.mark.parametrize("scores, winner", [

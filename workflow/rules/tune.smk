@@ -1,22 +1,31 @@
-# Hyperband in KerasTuner's distributed mode: a chief serves the oracle while
-# tune.workers workers run the trials, then `tune` retrains the best as `tuned`.
-# dvc.yaml runs the same three roles in one stage (`fashion-mlp tune --role all`).
+# Stage `tune`: Hyperband in KerasTuner's distributed mode, one rule per role of
+# `fashion-mlp tune --role <role>`, each logging to logs/tune/<role>.log: tune_chief serves
+# the oracle while tune.workers tune_worker jobs (worker0, worker1, ...) run the trials,
+# then tune_finish writes the stage's outputs and retrains the best as `tuned`.
+# dvc.yaml runs the same roles in its one stage `tune` (`fashion-mlp tune --role all`).
 
 WORKERS = range(config["tune"]["workers"])
+TUNE_CODE = [
+    "workflow/fashion_mlp/tune.py",
+    "workflow/fashion_mlp/hyperband.py",
+    "workflow/fashion_mlp/tune_distributed.py",
+    "workflow/fashion_mlp/train.py",
+    "workflow/fashion_mlp/models.py",
+]
 
 # A service job: it runs beside its consumers (the workers), which Snakemake starts
 # once the chief has published its address, and is stopped after they finish.
-rule tune_oracle:
+rule tune_chief:
     input:
         data="data/prepared/train.npz",
     output:
-        service(".tuner/oracle.json"),
+        service(".tuner/chief.json"),
     params:
         flags=section_flags("tune"),
         seed=config["seed"],
         experiment=config["mlflow"]["experiment"],
     log:
-        "logs/tune/oracle.log",
+        "logs/tune/chief.log",
     # No benchmark: Snakemake may stop a service job before it can write one.
     threads: 0  # it only answers the workers' requests; the cores are theirs
     resources:
@@ -26,24 +35,26 @@ rule tune_oracle:
     shell:
         # OMP_NUM_THREADS=0, from threads: 0, is invalid to OpenMP
         "OMP_NUM_THREADS=1 fashion-mlp tune --role chief {params.flags} --seed {params.seed} --experiment {params.experiment}"
-        " --data {input.data} --work_dir .tuner --oracle_file {output} > {log} 2>&1"
+        " --data {input.data} --work_dir .tuner --chief_file {output} > {log} 2>&1"
 
 
 rule tune_worker:
+    wildcard_constraints:
+        worker=r"\d+",
     input:
         data="data/prepared/train.npz",  # the search, too, sees only train and validation
-        oracle=".tuner/oracle.json",
-        code=["workflow/fashion_mlp/tune.py", "workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
+        chief=".tuner/chief.json",
+        code=TUNE_CODE,
     output:
-        temp(".tuner/workers/{worker}.json"),
+        temp(".tuner/worker{worker}.json"),
     params:
         flags=section_flags("tune"),
         seed=config["seed"],
         experiment=config["mlflow"]["experiment"],
     log:
-        "logs/tune/worker-{worker}.log",
+        "logs/tune/worker{worker}.log",
     benchmark:
-        "benchmarks/stages/tune/worker-{worker}.tsv"
+        "benchmarks/stages/tune/worker{worker}.tsv"
     # One thread, like train: several single-thread trials beat one two-thread trial.
     threads: 1
     resources:
@@ -52,15 +63,15 @@ rule tune_worker:
         "../envs/pipeline.yaml"
     shell:
         "fashion-mlp tune --role worker {params.flags} --seed {params.seed} --experiment {params.experiment}"
-        " --data {input.data} --work_dir .tuner --threads {threads} --oracle_file {input.oracle}"
+        " --data {input.data} --work_dir .tuner --threads {threads} --chief_file {input.chief}"
         " --worker_id {wildcards.worker} --worker_out {output} > {log} 2>&1"
 
 
-rule tune:
+rule tune_finish:
     input:
         data="data/prepared/train.npz",  # the search, too, sees only train and validation
-        workers=expand(".tuner/workers/{worker}.json", worker=WORKERS),
-        code=["workflow/fashion_mlp/tune.py", "workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
+        workers=expand(".tuner/worker{worker}.json", worker=WORKERS),
+        code=TUNE_CODE,
     output:
         trials=report("reports/tuning/trials.csv", caption="../report/trials.rst", category="Tuning"),
         best="reports/tuning/best_hparams.json",
