@@ -309,3 +309,15 @@ def test_kept_epoch():
     rows = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.3}, {"epoch": 3, "val_loss": 0.4}]
     assert kept_epoch(rows, None)["epoch"] == 3
     assert kept_epoch(rows, 1)["epoch"] == 2
+
+
+def test_kept_epoch_follows_the_early_stopping_monitor():
+    from fashion_mlp.train import kept_epoch
+
+    rows = [{"epoch": 1, "val_loss": 0.40, "val_accuracy": 0.85},
+            {"epoch": 2, "val_loss": 0.30, "val_accuracy": 0.88},   # lowest val_loss
+            {"epoch": 3, "val_loss": 0.35, "val_accuracy": 0.90},   # highest val_accuracy
+            {"epoch": 4, "val_loss": 0.38, "val_accuracy": 0.89}]
+    assert kept_epoch(rows, None)["epoch"] == 4  # no early stopping: the last weights
+    assert kept_epoch(rows, 2, "val_loss")["epoch"] == 2
+    assert kept_epoch(rows, 2, "val_accuracy")["epoch"] == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fashion_mlp import PipelineError, register, tune
+from fashion_mlp import PipelineError, tune
 from fashion_mlp.config import validate_section
 
 ARGV = [
@@ -65,28 +65,6 @@ def test_best_block_is_a_valid_train_block_with_the_retrain_settings():
     assert block["hidden"] == [512, 256] and block["batchnorm"] is True
     assert (block["lr_schedule"], block["epochs"], block["early_stopping_patience"]) == ("cosine", 40, 8)
     assert block["early_stopping_monitor"] == "val_accuracy"
-
-
-@pytest.mark.parametrize("scores, winner", [
-    ({"baseline": 0.89, "regularized": 0.91, "tuned": 0.905}, "regularized"),
-    ({"baseline": 0.90, "regularized": 0.90, "tuned": 0.89}, "baseline"),  # ties: first listed
-])
-def test_champion_is_the_best_validation_accuracy(scores, winner):
-    # Test accuracy is deliberately the reverse order: it must not matter.
-    candidates = {m: {"val_accuracy": v, "accuracy": 1 - v} for m, v in scores.items()}
-    assert register.choose(candidates) == winner
-
-
-def test_kept_epoch_follows_the_early_stopping_monitor():
-    from fashion_mlp.train import kept_epoch
-
-    rows = [{"epoch": 1, "val_loss": 0.40, "val_accuracy": 0.85},
-            {"epoch": 2, "val_loss": 0.30, "val_accuracy": 0.88},   # lowest val_loss
-            {"epoch": 3, "val_loss": 0.35, "val_accuracy": 0.90},   # highest val_accuracy
-            {"epoch": 4, "val_loss": 0.38, "val_accuracy": 0.89}]
-    assert kept_epoch(rows, None)["epoch"] == 4  # no early stopping: the last weights
-    assert kept_epoch(rows, 2, "val_loss")["epoch"] == 2
-    assert kept_epoch(rows, 2, "val_accuracy")["epoch"] == 3
 
 
 def test_plot_trials_draws_rows_as_trial_rows_makes_them(tmp_path):

@@ -1,6 +1,6 @@
 """tune_distributed.py's pure parts: the chief-file handshake and the chief's watch on its workers.
 
-No chief or worker is started here (test_distributed_tune.py runs them): the files they
+No chief or worker is started here (test_tune_distributed_e2e.py runs them): the files they
 exchange are written by hand, with this process standing in for a live one.
 """
 
