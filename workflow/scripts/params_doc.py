@@ -190,7 +190,7 @@ def _table(keys: list[tuple[str, object, str, str]]) -> list[str]:
     rows = ["| Key | Value | Allowed | Meaning |", "|---|---|---|---|"]
     rows += [f"| `{name}` | {_value_cell(value)} | {_cell(rule)} | {_cell(_prose(meaning))} |"
              for name, value, rule, meaning in keys]
-    return rows + [""]
+    return [*rows, ""]
 
 
 def _section(name: str, values: dict, node: dict, notes: dict[str, str], schema: dict, level: int) -> list[str]:
@@ -227,7 +227,7 @@ def render(params_path: Path = PARAMS, schema_path: Path = SCHEMA) -> str:
     top = [(key, value, allowed(schema["properties"][key], schema), notes.get(key, ""))
            for key, value in params.items() if not isinstance(value, dict)]
     if top:
-        out += ["## Top level", ""] + _table(top)
+        out += ["## Top level", "", *_table(top)]
     for key, value in params.items():
         if isinstance(value, dict):
             out += _section(key, value, schema["properties"][key], notes, schema, 2)
