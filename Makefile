@@ -21,6 +21,8 @@ help:
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server  team tracking server on http://127.0.0.1:5000 (PostgreSQL store, served artifacts)"
 	@echo "make lock     regenerate requirements.lock from pyproject.toml"
+	@echo "make docs     regenerate docs/parameters.md from params.yaml and its schema"
+	@echo "make dag      redraw docs/dag.svg, the README's picture of the pipeline (needs Graphviz)"
 
 run: install data
 	snakemake --cores all
@@ -74,3 +76,15 @@ lock: install
 
 clean:
 	rm -rf .snakemake logs benchmarks/stages
+
+.PHONY: docs dag
+
+# The parameter reference is generated, never typed: tests/test_docs.py fails when it is stale.
+docs: install
+	python workflow/scripts/params_doc.py
+
+# Every job of a full run (`all` left out). Needs Graphviz: apt-get install graphviz.
+dag: install
+	snakemake reports/summary.md --forceall --dag dot > docs/dag.dot.tmp
+	dot -Tsvg docs/dag.dot.tmp -o docs/dag.svg.tmp && mv docs/dag.svg.tmp docs/dag.svg
+	rm -f docs/dag.dot.tmp

@@ -1,0 +1,113 @@
+"""The documentation stays short, true and connected: no stale parameter table, no broken link,
+no result that the metrics do not say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
+README_MAX_LINES = 200
+
+
+def params_doc():
+    spec = importlib.util.spec_from_file_location("params_doc", REPO / "workflow/scripts/params_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parameter_reference_is_generated_from_params_and_schema():
+    assert (REPO / "docs/parameters.md").read_text() == params_doc().render(), (
+        "docs/parameters.md has drifted from params.yaml or its schema: run `make docs`")
+
+
+def test_parameter_reference_follows_an_edit_of_params_and_schema(tmp_path):
+    """What makes the test above fail: a new value, comment or range shows up in the page."""
+    params, schema = tmp_path / "params.yaml", tmp_path / "schema.yaml"
+    text = (REPO / "params.yaml").read_text()
+    edited = re.sub(r"(?m)^(  hyperband_iterations:) \d+ +#.*$", r"\1 7  # runs of the schedule, edited", text)
+    assert edited != text
+    params.write_text(edited)
+    schema_text = (REPO / "workflow/schemas/params.schema.yaml").read_text()
+    schema.write_text(schema_text.replace("factor: { type: integer, minimum: 2, maximum: 10 }",
+                                          "factor: { type: integer, minimum: 2, maximum: 9 }"))
+    page = params_doc().render(params, schema)
+    assert "| `tune.hyperband_iterations` | `7` | integer in [1, 10] | runs of the schedule, edited |" in page
+    assert "| `tune.factor` | `3` | integer in [2, 9] |" in page
+
+
+def test_comments_are_read_inline_with_continuations_or_from_the_lines_above(tmp_path):
+    notes = params_doc().comments(
+        "# the seed\n"
+        "seed: 1\n"
+        "sec:\n"
+        "  # introduces sec\n"
+        "  a: [1, 2]   # first\n"
+        "              # and more\n"
+        "  # about b\n"
+        "  b: x\n"
+        "  c: 2\n"
+    )
+    assert notes == {"seed": "the seed", "sec": "introduces sec", "sec.a": "first and more",
+                     "sec.b": "about b", "sec.c": ""}
+
+
+def test_readme_stays_short():
+    lines = len(README.read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move details to docs/"
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)|<img [^>]*src=\"([^\"]+)\"")
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown page."""
+    headings = re.findall(r"(?m)^#+ (.+)$", re.sub(r"(?ms)^```.*?^```", "", page.read_text()))
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_relative_link_points_to_a_file_that_exists(page):
+    broken = []
+    for match in LINK.finditer(page.read_text()):
+        link = match.group(1) or match.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", link):  # http(s):, mailto:
+            continue
+        target, _, anchor = link.partition("#")
+        path = page.parent / target if target else page
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
+            broken.append(link)
+    assert not broken, f"{page.name} links to missing files or headings: {broken}"
+
+
+def test_readme_results_are_the_committed_metrics():
+    """The README's results table quotes reports/metrics/*.json; it must say what they say."""
+    rows = {}
+    for line in README.read_text().splitlines():
+        cells = [cell.strip(" *") for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and (REPO / f"reports/metrics/{cells[0]}.json").exists():
+            rows[cells[0]] = cells[1:4]
+    metrics = sorted(path.stem for path in (REPO / "reports/metrics").glob("*.json"))
+    assert sorted(rows) == metrics, "the README's results table should have one row per model"
+    for model, (test_accuracy, macro_f1, val_accuracy) in rows.items():
+        found = json.loads((REPO / f"reports/metrics/{model}.json").read_text())
+        assert [test_accuracy, macro_f1, val_accuracy] == [
+            f"{found['accuracy']:.4f}", f"{found['macro_f1']:.4f}", f"{found['val_accuracy']:.4f}"], model
+
+
+def test_the_generator_writes_and_checks(tmp_path):
+    out = tmp_path / "parameters.md"
+    module = params_doc()
+    assert module.main(["--check", "--out", str(out)]) == 1  # missing
+    assert module.main(["--out", str(out)]) == 0
+    assert module.main(["--check", "--out", str(out)]) == 0
+    out.write_text(out.read_text() + "hand edit\n")
+    assert module.main(["--check", "--out", str(out)]) == 1
