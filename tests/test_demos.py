@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shlex
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import PNG_MAGIC, REPO, SUBPROCESS_TIMEOUT, clean_env
-from fashion_mlp import config, demos
+from fashion_mlp import demos
 from fashion_mlp.config import ParamsError, cli_flags, section_from_args, validate_section
 
 # A demos section (params.yaml's today), fixed here so that editing params.yaml does not change the tests.
@@ -36,10 +35,10 @@ from fashion_mlp import cli
 if sys.argv[1] == "demos":
     cli.main(sys.argv[1:])
 else:  # the activation part alone: it must not load TensorFlow
-    from fashion_mlp import demos
-    table = demos.activation_table([-5, -3, 0, 2, 5])
-    demos.activation_markdown(table)
-    demos.plot_activations([-5, -3, 0, 2, 5], sys.argv[2])
+    from fashion_mlp import activations
+    table = activations.activation_table([-5, -3, 0, 2, 5])
+    activations.activation_markdown(table)
+    activations.plot_activations([-5, -3, 0, 2, 5], sys.argv[2])
     print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
 """
 
@@ -103,47 +102,6 @@ def test_trained_perceptron_stays_below_the_ceiling(seed):
     decision = demos.perceptron_decision(result["weights"], result["bias"], x)
     assert result["predictions"] == (decision > 0).astype(int).tolist()
     assert result == demos.train_perceptron(x, y, seed)  # seeded: the same every time
-
-
-# --- activation functions --------------------------------------------------------------------
-
-
-def test_activation_values_match_the_tutorial():
-    table = demos.activation_table([-5, -3, 0, 2, 5])
-    column = {name: [row[name] for row in table] for name in ("z", *demos.ACTIVATIONS)}
-    assert column["z"] == [-5, -3, 0, 2, 5]
-    # the tutorial's sigmoid outputs, each to the decimals it prints
-    assert [round(v, d) for v, d in zip(column["sigmoid"], (4, 3, 1, 2, 3))] == [0.0067, 0.047, 0.5, 0.88, 0.993]
-    assert column["relu"] == [0, 0, 0, 2, 5]
-    assert column["tanh"][2] == 0.0
-    assert column["tanh"] == pytest.approx(np.tanh([-5, -3, 0, 2, 5]).tolist())
-    assert sum(column["softmax"]) == pytest.approx(1.0, abs=1e-12)
-    assert column["softmax"] == sorted(column["softmax"])  # increasing with z
-    assert all(0 < v < 1 for v in column["softmax"])
-
-
-def test_activations_are_stable_at_extreme_inputs():
-    z = np.array([-1000.0, 0.0, 1000.0])
-    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
-        assert demos.sigmoid(z).tolist() == [0.0, 0.5, 1.0]
-        assert demos.softmax(z).tolist() == pytest.approx([0.0, 0.0, 1.0])
-        assert demos.tanh(z).tolist() == [-1.0, 0.0, 1.0]
-
-
-def test_activation_csv_and_markdown(tmp_path):
-    table = demos.activation_table([-5, -3, 0, 2, 5])
-    path = tmp_path / "activations.csv"
-    demos.write_activation_csv(path, table)
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["z", "sigmoid", "tanh", "relu", "softmax"]
-    assert [float(r["sigmoid"]) for r in rows] == [r["sigmoid"] for r in table]  # full precision
-    markdown = demos.activation_markdown(table)
-    lines = markdown.splitlines()
-    assert lines[0] == "| z | sigmoid(z) | tanh(z) | ReLU(z) | softmax(z) |"
-    assert lines[2].startswith("| -5 | 0.006693 | -0.9999 | 0 | ")
-    assert lines[4] == "| 0 | 0.5 | 0 | 0 | 0.006375 |"
-    assert lines[6].startswith("| 5 | 0.9933 | 0.9999 | 5 | ")
 
 
 def test_activation_part_loads_no_tensorflow(tmp_path):

@@ -3,23 +3,29 @@
 XOR: a linear threshold unit (a single-layer perceptron) gets at most three of
 the four points right, which is shown exactly with a linear-programming
 feasibility check and illustrated by training scikit-learn's Perceptron; a
-Keras MLP with one hidden layer then classifies all four. Activations:
-sigmoid, tanh, ReLU and softmax evaluated at a few points (numpy only) and
-plotted. Pure functions first, then the figures, then the command.
+Keras MLP with one hidden layer then classifies all four. The activation
+functions' lesson is in fashion_mlp.activations. Pure functions first, then
+the figures, then the command.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 from pathlib import Path
 
 import numpy as np
 
+from fashion_mlp.activations import (
+    activation_markdown,
+    activation_table,
+    display_number,
+    plot_activations,
+    write_activation_csv,
+)
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.figures import pyplot, save_figure
-from fashion_mlp.io import atomic_output, write_json, write_text
+from fashion_mlp.io import write_json, write_text
 from fashion_mlp.runtime import default_threads
 
 # The XOR truth table: inputs and the label "exactly one input is 1".
@@ -27,7 +33,6 @@ XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
 XOR_Y = np.array([0, 1, 1, 0], dtype=np.int64)
 XOR_ACTIVATION = "tanh"  # hidden activation of the XOR MLP
 PLOT_RANGE = (-0.5, 1.5)  # decision-boundary plots cover this square
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "softmax")
 
 
 def xor_data() -> tuple[np.ndarray, np.ndarray]:
@@ -189,79 +194,6 @@ def xor_summary(x: np.ndarray, y: np.ndarray, proof: dict, perceptron: dict, pro
     }
 
 
-# --- activation functions (numpy only) ----------------------------------------------------------
-
-
-def sigmoid(z) -> np.ndarray:
-    """1 / (1 + e^-z), computed without overflow for large |z|."""
-    z = np.asarray(z, dtype=float)
-    out = np.empty_like(z)
-    positive = z >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-z[positive]))
-    exp_z = np.exp(z[~positive])
-    out[~positive] = exp_z / (1.0 + exp_z)
-    return out
-
-
-def tanh(z) -> np.ndarray:
-    """(e^z - e^-z) / (e^z + e^-z), in (-1, 1)."""
-    return np.tanh(np.asarray(z, dtype=float))
-
-
-def relu(z) -> np.ndarray:
-    """max(0, z)."""
-    return np.maximum(0.0, np.asarray(z, dtype=float))
-
-
-def softmax(z) -> np.ndarray:
-    """e^z_i / sum_j e^z_j over the whole vector (shifted by its maximum, so it cannot overflow)."""
-    z = np.asarray(z, dtype=float)
-    exp_z = np.exp(z - z.max())
-    return exp_z / exp_z.sum()
-
-
-def activation_table(points) -> list[dict]:
-    """One row per point: z and its sigmoid, tanh, ReLU and softmax (softmax over all the points)."""
-    z = np.asarray(points, dtype=float)
-    columns = {"sigmoid": sigmoid(z), "tanh": tanh(z), "relu": relu(z), "softmax": softmax(z)}
-    return [{"z": float(value), **{name: float(columns[name][i]) for name in ACTIVATIONS}}
-            for i, value in enumerate(z)]
-
-
-def _number(value: float, digits: int = 4) -> str:
-    """Short display form: `digits` significant digits, no trailing zeros, no "-0"."""
-    text = f"{value:.{digits}g}"
-    return "0" if text == "-0" else text
-
-
-def activation_markdown(table: list[dict]) -> str:
-    """The table as a Markdown snippet (no heading) for the report to include."""
-    lines = [
-        "| z | sigmoid(z) | tanh(z) | ReLU(z) | softmax(z) |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for row in table:
-        lines.append(f"| {_number(row['z'], 6)} | " + " | ".join(_number(row[name]) for name in ACTIVATIONS) + " |")
-    total = sum(row["softmax"] for row in table)
-    lines += [
-        "",
-        "Values rounded to 4 significant digits; `activations.csv` holds them in full. Softmax is taken over "
-        f"the whole column of z values, so its entries add up to {total:.4g}. tanh is the standard "
-        "(e^z − e^−z) / (e^z + e^−z); the formula printed in the tutorial, (1 − e^−z) / (1 + e^−z), "
-        "is tanh(z/2).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_activation_csv(path: Path, table: list[dict]) -> None:
-    """The table with every value at full float precision (repr), for machines and diffs."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["z", *ACTIVATIONS])
-        writer.writerows([repr(row["z"]), *(repr(row[name]) for name in ACTIVATIONS)] for row in table)
-
-
 # --- figures ------------------------------------------------------------------------------------
 
 CLASS_COLOURS = ("tab:red", "tab:blue")  # class 0, class 1 (the tutorial's colours)
@@ -331,38 +263,6 @@ def plot_xor_boundaries(x: np.ndarray, y: np.ndarray, perceptron_field, mlp_fiel
     save_figure(fig, path)
 
 
-def plot_activations(points, path: Path, span: float = 6.0) -> None:
-    """Sigmoid, tanh and ReLU curves (the table's points marked) and softmax of the points as bars."""
-    plt = pyplot()
-    points = np.asarray(points, dtype=float)
-    reach = max(span, float(np.abs(points).max()) + 1.0)
-    z = np.linspace(-reach, reach, 481)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    curves = (
-        ("Sigmoid: 1 / (1 + e^(−z)), range (0, 1)", sigmoid, "sigmoid(z)", "tab:blue"),
-        ("Tanh: range (−1, 1), centred on 0", tanh, "tanh(z)", "tab:orange"),
-        ("ReLU: max(0, z), range [0, ∞)", relu, "ReLU(z)", "tab:green"),
-    )
-    for ax, (title, func, ylabel, colour) in zip(axes.flat, curves):
-        ax.plot(z, func(z), color=colour, linewidth=2)
-        ax.scatter(points, func(points), color="black", zorder=3, s=25, label="table points")
-        ax.axhline(0, color="gray", linewidth=0.8)
-        ax.axvline(0, color="gray", linewidth=0.8)
-        ax.set(title=title, xlabel="z", ylabel=ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    ax = axes.flat[3]
-    probabilities = softmax(points)
-    bars = ax.bar([_number(p, 6) for p in points], probabilities, color="tab:purple")
-    ax.bar_label(bars, labels=[_number(p, 3) for p in probabilities], padding=2, fontsize=8)
-    ax.set(title=f"Softmax of the points (sum = {probabilities.sum():.3g})", xlabel="z (logit)",
-           ylabel="softmax(z)", ylim=(0, 1.1))
-    ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Activation functions")
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 # --- command ------------------------------------------------------------------------------------
 
 
@@ -392,8 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     write_activation_csv(args.activations_csv, table)
     write_text(args.activations_md, activation_markdown(table))
     plot_activations(args.activation_points, args.activations_png)
-    print("demos: activations at z = " + ", ".join(_number(r["z"], 6) for r in table) + ": sigmoid "
-          + ", ".join(_number(r["sigmoid"]) for r in table))
+    print("demos: activations at z = " + ", ".join(display_number(r["z"], 6) for r in table) + ": sigmoid "
+          + ", ".join(display_number(r["sigmoid"]) for r in table))
 
     # XOR: the exact limit of one linear unit, a trained perceptron, then the MLP.
     x, y = xor_data()
