@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import zipfile
+
 import keras
 
 from fashion_mlp.config import per_layer
 from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
+from fashion_mlp.io import atomic_output
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip member can carry
 
 
 def build_mlp(hidden: list[int], activation: str = "relu", dropout=0.0, l2=0.0, batchnorm=False,
@@ -57,3 +64,28 @@ def compile_model(model: keras.Model, learning_rate, steps_per_execution: int = 
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> None:
+    """Save `model` as a .keras file, atomically, whose bytes depend on the model alone.
+
+    Keras 3 stamps every save with the time (`date_saved` in metadata.json, and the zip date
+    of the weights member) and has no option to leave it out. So the archive Keras wrote is
+    rewritten: the date leaves the metadata, and every member gets the same fixed date and
+    permissions, in name order, stored uncompressed as Keras stores them. The same weights
+    then give the same file, and DVC's hash of a model changes only when the model does.
+    The weights themselves (model.weights.h5) are left as Keras wrote them: they hold no time.
+    """
+    with atomic_output(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        metadata = json.loads(members["metadata.json"])
+        metadata.pop("date_saved", None)
+        members["metadata.json"] = json.dumps(metadata).encode()
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for name in sorted(members):
+                info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+                info.create_system = 3  # Unix, on every platform
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, members[name], compress_type=zipfile.ZIP_STORED)
