@@ -69,12 +69,14 @@ def compile_model(model: keras.Model, learning_rate, steps_per_execution: int = 
 def save_model(model: keras.Model, path: str | os.PathLike) -> None:
     """Save `model` as a .keras file, atomically, whose bytes depend on the model alone.
 
-    Keras 3 stamps every save with the time (`date_saved` in metadata.json, and the zip date
-    of the weights member) and has no option to leave it out. So the archive Keras wrote is
-    rewritten: the date leaves the metadata, and every member gets the same fixed date and
-    permissions, in name order, stored uncompressed as Keras stores them. The same weights
-    then give the same file, and DVC's hash of a model changes only when the model does.
-    The weights themselves (model.weights.h5) are left as Keras wrote them: they hold no time.
+    Keras 3 has no option for this, and its archive differs from save to save in three ways,
+    undone here: metadata.json holds the save time (`date_saved`, dropped); config.json names
+    objects shared between layers by their memory address (`shared_object_id`, renumbered
+    1, 2, ... in order of appearance, which keeps the sharing); and the zip members carry
+    dates (all set to one fixed date, with fixed permissions, in name order, stored
+    uncompressed as Keras stores them). The weights (model.weights.h5) hold no time and are
+    kept as written. So the same weights give the same file, and DVC's hash of a model
+    changes only when the model does.
     """
     with atomic_output(path) as tmp:
         model.save(tmp)
@@ -83,9 +85,22 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
         metadata = json.loads(members["metadata.json"])
         metadata.pop("date_saved", None)
         members["metadata.json"] = json.dumps(metadata).encode()
+        members["config.json"] = json.dumps(_renumber_shared_objects(json.loads(members["config.json"]))).encode()
         with zipfile.ZipFile(tmp, "w") as archive:
             for name in sorted(members):
                 info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
                 info.create_system = 3  # Unix, on every platform
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, members[name], compress_type=zipfile.ZIP_STORED)
+
+
+def _renumber_shared_objects(config, numbers: dict | None = None):
+    """`config` with every `shared_object_id` (an id() in the saving process) replaced by 1, 2, ...
+    in order of first appearance; equal ids stay equal, so the loader shares the same objects."""
+    numbers = {} if numbers is None else numbers
+    if isinstance(config, dict):
+        return {key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id"
+                else _renumber_shared_objects(value, numbers) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_renumber_shared_objects(value, numbers) for value in config]
+    return config
