@@ -79,7 +79,7 @@ def tuning_section(tuning: dict, figures_dir: Path, summary_dir: Path) -> list[s
         f"{search['train_images']:,} training images and were scored by accuracy on the "
         f"{search['val_images']:,} validation images. Every trial is a nested MLflow run under the `tune` run.",
         "",
-        f"Best trial (configuration {best['draw']}, round {best['round']}): validation accuracy "
+        f"Best trial (draw {best['draw']}, round {best['round']}): validation accuracy "
         f"{best['val_accuracy']:.4f} with {hparams}.",
         f"It was retrained as `tuned` (hidden {block['hidden']}, {block['lr_schedule']} schedule, up to "
         f"{block['epochs']} epochs, early stopping on the validation split) and kept epoch "
