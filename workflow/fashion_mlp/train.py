@@ -168,11 +168,15 @@ def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: in
     Expects TensorFlow configured and tracking.init() done. `tune` reuses it for
     the final retrain of the best hyperparameters.
     """
+    import keras
     import mlflow
 
     from fashion_mlp import tracking
     from fashion_mlp.models import build_mlp, save_model
 
+    # Seeded here, not only at start-up: in `tune --workers 1` this process has run the whole
+    # search before, and the retrain must not depend on what the search drew.
+    keras.utils.set_random_seed(seed)
     model = build_mlp(params["hidden"], params["activation"], params["dropout"], params["l2"],
                       params["batchnorm"], name=name)
     run_tags = tracking.base_tags("train", data_path) | {"model": name} | (tags or {})
