@@ -118,6 +118,8 @@ def test_the_search_equals_a_single_process_search(distributed: Path, tmp_path: 
     # The stage's files are byte for byte the same; only the untracked timings say who ran what.
     assert (out / "trials.csv").read_bytes() == (distributed / "reports/tuning/trials.csv").read_bytes()
     assert (out / "best.json").read_bytes() == (distributed / "reports/tuning/best_hparams.json").read_bytes()
+    assert (out / "tuned.keras").read_bytes() == (distributed / "models/tuned.keras").read_bytes(), \
+        "the retrain, in the process that ran the search, gives the model of a fresh process"
     assert json.loads((out / "timings/tune.json").read_text())["workers"] == {"worker0": len(single_rows)}
 
 

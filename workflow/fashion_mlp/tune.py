@@ -684,7 +684,8 @@ def run_finish(args: argparse.Namespace, threads: int, configure: bool = True) -
     write_json(args.best_out, {
         "train_block": block,
         "best_trial": {"draw": best_row["draw"], "round": best_row["round"], "val_accuracy": best_row["val_accuracy"],
-                       "hyperparameters": active_hparams(values)},
+                       # sorted: the oracle's order differs with and without gRPC (tune.workers 1)
+                       "hyperparameters": dict(sorted(active_hparams(values).items()))},
         "search": {"trials": len(rows), "train_images": int(search_images),
                    "val_images": int(len(data["y_val"])), "max_epochs": args.max_epochs,
                    "factor": args.factor, "hyperband_iterations": args.hyperband_iterations},
