@@ -102,7 +102,7 @@ def test_metric_key():
 def history_rows():
     # Epoch 2 is the kept one, as if early stopping had restored its weights.
     return [{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + 0.1 * e, "val_loss": 1.1 / e,
-             "val_accuracy": 0.45 + 0.1 * e, "learning_rate": 0.001, "epoch_seconds": 1.5, "kept": int(e == 2)}
+             "val_accuracy": 0.45 + 0.1 * e, "learning_rate": 0.001, "kept": int(e == 2)}
             for e in (1, 2, 3)]
 
 
@@ -116,8 +116,7 @@ def test_history_round_trip_and_training_summary(tmp_path, history_rows):
     rows = evaluate.read_history(path)
     assert rows == [{k: float(v) for k, v in r.items()} for r in history_rows]
     summary = evaluate.training_summary(rows, 101_770)
-    assert summary == {"val_accuracy": pytest.approx(0.65), "kept_epoch": 2, "params": 101_770, "epochs_run": 3,
-                       "train_seconds": 4.5, "seconds_per_epoch": 1.5}
+    assert summary == {"val_accuracy": pytest.approx(0.65), "kept_epoch": 2, "params": 101_770, "epochs_run": 3}
 
 
 # --- figures and predictions CSV -------------------------------------------------------

@@ -181,3 +181,47 @@ def test_exponential_schedule_really_decays_in_a_short_fit(keras, models):
     assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(0.01 * 0.5**3, rel=1e-5)
     assert [row["epoch"] for row in history.rows] == [1, 2, 3]
     assert all(math.isfinite(row["val_loss"]) and row["epoch_seconds"] > 0 for row in history.rows)
+
+
+# --- saving ------------------------------------------------------------------------------
+
+
+def test_the_same_weights_saved_twice_give_the_same_bytes(keras, models, tmp_path):
+    """Keras' .keras files differ from save to save; save_model's depend on the model alone.
+
+    Between the two saves the clock moves on by more than 2 s (a zip member's date has a 2 s
+    resolution) and the model is rebuilt around a new dtype-policy object, which Keras names
+    by its memory address: Keras' own saves differ, save_model's do not. The file still
+    loads in safe mode and predicts the same.
+    """
+    import time
+
+    def build():
+        keras.backend.clear_session()  # the same layer names again
+        keras.config.set_dtype_policy("float32")  # a new policy object, shared by every layer
+        keras.utils.set_random_seed(0)
+        model = models.compile_model(models.build_mlp([16, 8], "relu", [0.0, 0.3], 1e-4, [False, True]), 0.001)
+        model.optimizer.build(model.trainable_variables)  # a trained model's file holds Adam's state too
+        return model
+
+    first = build()
+    first.save(tmp_path / "keras_a.keras")
+    models.save_model(first, tmp_path / "a.keras")
+    time.sleep(2.1)
+    model = build()
+    model.save(tmp_path / "keras_b.keras")
+    models.save_model(model, tmp_path / "b.keras")
+
+    assert (tmp_path / "keras_a.keras").read_bytes() != (tmp_path / "keras_b.keras").read_bytes(), \
+        "Keras' own saves were expected to differ (they record the time and memory addresses)"
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras", "keras_a.keras", "keras_b.keras"], \
+        "no temporary file is left"
+
+    loaded = keras.saving.load_model(tmp_path / "b.keras", safe_mode=True)
+    images = np.random.default_rng(1).random((4, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    for want, got in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(want, got)
+    assert [v.numpy().tolist() for v in loaded.optimizer.variables] == \
+        [v.numpy().tolist() for v in model.optimizer.variables]

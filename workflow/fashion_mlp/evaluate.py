@@ -55,15 +55,17 @@ def read_history(path: Path) -> list[dict]:
 
 
 def training_summary(history: list[dict], n_params: int) -> dict:
-    """Size and cost of the training, and the validation score of the epoch whose weights were kept."""
+    """Size of the model and its training, and the validation score of the epoch whose weights were kept.
+
+    No wall times: they differ on every run, and this file is versioned. They are in the train
+    run's MLflow metrics (fit_seconds, train_seconds, epoch_seconds) and reports/timings/.
+    """
     kept = next((r for r in history if r.get("kept")), history[-1])
     return {
         "val_accuracy": kept["val_accuracy"],
         "kept_epoch": int(kept["epoch"]),
         "params": int(n_params),
         "epochs_run": len(history),
-        "train_seconds": round(sum(r["epoch_seconds"] for r in history), 2),
-        "seconds_per_epoch": round(sum(r["epoch_seconds"] for r in history) / max(len(history), 1), 3),
     }
 
 

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
 
     experiment_id = tracking.init(args.experiment)
     model_path = args.models_dir / f"{winner}.keras"
-    run = tracking.find_run_by_tag(experiment_id, "model_sha256", sha256_file(model_path))
+    model_sha = sha256_file(model_path)
+    run = tracking.find_run_by_tag(experiment_id, "model_sha256", model_sha)
     if run is None:
         from fashion_mlp import PipelineError
 
@@ -60,18 +61,21 @@ def main(argv: list[str] | None = None) -> None:
     tracking.with_retry(client.set_model_version_tag, args.registered_model, version.version,
                         "val_accuracy", str(candidates[winner]["val_accuracy"]))
     ranking = sorted(candidates.values(), key=lambda m: -m["val_accuracy"])
+    # The version number and run id depend on what the MLflow store held before, not on the
+    # pipeline's inputs, so they stay in MLflow (models:/<name>@champion); the model's hash,
+    # also the run's model_sha256 tag, names the same run in a way a rerun reproduces.
     write_json(args.out, {
         "champion": winner,
         "registered_model": args.registered_model,
         "alias": ALIAS,
-        "version": int(version.version),
-        "run_id": run.info.run_id,
+        "model_sha256": model_sha,
         "reason": f"highest validation accuracy ({candidates[winner]['val_accuracy']:.4f}) among "
                   + ", ".join(m["model"] for m in ranking),
         "candidates": [{"model": m["model"], "val_accuracy": m["val_accuracy"], "test_accuracy": m["accuracy"]}
                        for m in ranking],
     })
-    print(f"register: {winner} is {args.registered_model}@{ALIAS} (version {version.version})")
+    print(f"register: {winner} is {args.registered_model}@{ALIAS} (version {version.version}, "
+          f"MLflow run {run.info.run_id})")
 
 
 if __name__ == "__main__":

@@ -28,18 +28,18 @@ FIGURES = (("confusion", "Confusion matrix"), ("curves", "Training/validation cu
 
 def model_table(metrics: list[dict]) -> list[str]:
     lines = [
-        "| Model | Test accuracy | Macro F1 | Test loss | Parameters | Epochs run | Train s | s/epoch | Goal |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| Model | Test accuracy | Macro F1 | Test loss | Parameters | Epochs run | Goal |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for m in metrics:
         goal = GOALS.get(m["model"])
         verdict = "" if goal is None else f"≥ {goal:.3f} {'met' if m['accuracy'] >= goal else '**not met**'}"
         lines.append(
             f"| {m['model']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['loss']:.4f} | "
-            f"{m['params']:,} | {m['epochs_run']} | {m['train_seconds']:.1f} | {m['seconds_per_epoch']:.2f} | {verdict} |"
+            f"{m['params']:,} | {m['epochs_run']} | {verdict} |"
         )
     for name, accuracy in ANCHORS:
-        lines.append(f"| *{name}* | {accuracy:.4f} | | | | | | | anchor |")
+        lines.append(f"| *{name}* | {accuracy:.4f} | | | | | anchor |")
     return lines
 
 
@@ -74,12 +74,13 @@ def tuning_section(tuning: dict, figures_dir: Path, summary_dir: Path) -> list[s
     return [
         "## Hyperparameter search (KerasTuner Hyperband)",
         "",
-        f"{search['trials']} trials in {search['seconds']:.0f} s (max_epochs {search['max_epochs']}, "
+        f"{search['trials']} trials (max_epochs {search['max_epochs']}, "
         f"factor {search['factor']}, {search['hyperband_iterations']} iteration(s)). Trials trained on "
         f"{search['train_images']:,} training images and were scored by accuracy on the "
         f"{search['val_images']:,} validation images. Every trial is a nested MLflow run under the `tune` run.",
         "",
-        f"Best trial {best['trial_id']}: validation accuracy {best['val_accuracy']:.4f} with {hparams}.",
+        f"Best trial (draw {best['draw']}, round {best['round']}): validation accuracy "
+        f"{best['val_accuracy']:.4f} with {hparams}.",
         f"It was retrained as `tuned` (hidden {block['hidden']}, {block['lr_schedule']} schedule, up to "
         f"{block['epochs']} epochs, early stopping on the validation split) and kept epoch "
         f"{tuning['retrain']['kept_epoch']} (validation accuracy {tuning['retrain']['val_accuracy']:.4f}).",
@@ -93,14 +94,33 @@ def champion_section(champion: dict) -> list[str]:
     lines = [
         "## Champion",
         "",
-        f"**{champion['champion']}** is registered as `{champion['registered_model']}@{champion['alias']}` "
-        f"(version {champion['version']}): {champion['reason']}. The test set played no part in the choice.",
+        f"**{champion['champion']}** is registered as `{champion['registered_model']}@{champion['alias']}`: "
+        f"{champion['reason']}. The test set played no part in the choice.",
         "",
         "| Model | Validation accuracy | Test accuracy |",
         "|---|---:|---:|",
     ]
     lines += [f"| {c['model']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} |" for c in champion["candidates"]]
     return lines + [""]
+
+
+def timings_markdown(timings_dir: Path) -> str | None:
+    """The wall times that train and tune left in `timings_dir` (untracked), as Markdown; None if there are none."""
+    models = [read_json(path) for path in sorted(timings_dir.glob("*.json")) if path.stem != "tune"]
+    search = read_json(timings_dir / "tune.json") if (timings_dir / "tune.json").exists() else None
+    if not models and not search:
+        return None
+    lines = ["# Wall times of the last run of each stage", "",
+             "Written by `fashion-mlp report` from the stages' timings files beside it; not versioned.", ""]
+    if models:
+        lines += ["| Model | Epochs run | Train s | s/epoch | MLflow run |", "|---|---:|---:|---:|---|"]
+        lines += [f"| {t['model']} | {t['epochs_run']} | {t['train_seconds']:.1f} | {t['seconds_per_epoch']:.2f} "
+                  f"| {t['mlflow_run_id']} |" for t in models]
+    if search:
+        workers = ", ".join(f"{name} {count}" for name, count in search["workers"].items())
+        lines += ["", f"Hyperband search: {len(search['trials'])} trials in {search['search_seconds']:.0f} s "
+                  f"(trials per worker: {workers}); MLflow run {search['mlflow_run_id']}."]
+    return "\n".join(lines) + "\n"
 
 
 def plot_comparison(metrics: list[dict], path: Path) -> None:
@@ -184,7 +204,8 @@ def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out
         *model_table(metrics),
         "",
         f"Best on the test set: **{best['model']}** ({best['accuracy']:.4f}). Anchors are published "
-        "figures for comparison, not runs of this pipeline.",
+        "figures for comparison, not runs of this pipeline. Wall times differ on every run, so they are "
+        "not in this file: see `reports/timings/` (untracked, rewritten by each run) and MLflow.",
         "",
         f"![Test accuracy per model]({chart_link})",
         "",
@@ -214,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument("--chart_out", type=Path, required=True, help="bar chart comparing the models")
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
+    parser.add_argument("--timings_dir", type=Path,
+                        help="train's and tune's wall times; summary.md there gets them as a table "
+                             "(untracked); default: timings/ beside --out")
     return parser
 
 
@@ -230,6 +254,10 @@ def main(argv: list[str] | None = None) -> None:
                               args.out.parent)
     write_text(args.out, render(metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out,
                                 tuning, champion, demos))
+    timings_dir = args.timings_dir or args.out.parent / "timings"
+    timings = timings_markdown(timings_dir)
+    if timings:
+        write_text(timings_dir / "summary.md", timings)
     print(f"report: wrote {args.out} ({len(metrics)} models)")
 
 

@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 from fashion_mlp.config import add_section_flags, flatten, section_from_args, validate_section
-from fashion_mlp.io import atomic_output, sha256_file
+from fashion_mlp.io import atomic_output, sha256_file, write_json
 from fashion_mlp.runtime import default_threads
 
 # `kept` is 1 on the epoch whose weights were saved (early stopping restores the best), else 0.
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
-                   "kept")
+# Wall times are not columns: a rerun would change the file. Each row's `epoch_seconds` goes to
+# MLflow and to the untracked timings file instead (TIMINGS_DIR).
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "kept")
+TIMINGS_DIR = Path("reports/timings")  # gitignored and no DVC out: wall times, which differ on every run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
     parser.add_argument("--model_out", type=Path, required=True)
     parser.add_argument("--history_out", type=Path, required=True)
+    parser.add_argument("--timings_dir", type=Path, default=TIMINGS_DIR,
+                        help="where <model>.json gets the wall times (untracked); default: %(default)s")
     parser.add_argument("--threads", type=int, default=None,
                         help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores")
     return parser
@@ -100,7 +104,7 @@ def kept_epoch(rows: list[dict], early_stopping_patience: int | None, monitor: s
 
 def write_history(path: Path, rows: list[dict]) -> None:
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -120,21 +124,27 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_arrays(args.data)
     tracking.init(args.experiment)
-    train_and_log(args.model, params, data, args.data, args.seed, threads, args.model_out, args.history_out)
+    train_and_log(args.model, params, data, args.data, args.seed, threads, args.model_out, args.history_out,
+                  timings_dir=args.timings_dir)
 
 
 def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: int, threads: int,
-                  model_out: Path, history_out: Path, tags: dict | None = None) -> dict:
+                  model_out: Path, history_out: Path, tags: dict | None = None,
+                  timings_dir: Path | None = None) -> dict:
     """Build, fit and save one model in its own MLflow run; return the kept epoch's history row.
 
     Expects TensorFlow configured and tracking.init() done. `tune` reuses it for
     the final retrain of the best hyperparameters.
     """
+    import keras
     import mlflow
 
     from fashion_mlp import tracking
-    from fashion_mlp.models import build_mlp
+    from fashion_mlp.models import build_mlp, save_model
 
+    # Seeded here, not only at start-up: in `tune --workers 1` this process has run the whole
+    # search before, and the retrain must not depend on what the search drew.
+    keras.utils.set_random_seed(seed)
     model = build_mlp(params["hidden"], params["activation"], params["dropout"], params["l2"],
                       params["batchnorm"], name=name)
     run_tags = tracking.base_tags("train", data_path) | {"model": name} | (tags or {})
@@ -155,14 +165,20 @@ def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: in
 
         kept = kept_epoch(history.rows, params["early_stopping_patience"], params["early_stopping_monitor"])
         kept["kept"] = 1
-        with atomic_output(model_out) as tmp:
-            model.save(tmp)
+        save_model(model, model_out)
         write_history(history_out, history.rows)
 
+        epoch_seconds = [row["epoch_seconds"] for row in history.rows]
+        times = {"fit_seconds": fit_seconds, "train_seconds": sum(epoch_seconds),
+                 "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds)}
         tracking.with_retry(mlflow.log_metrics, {
-            "fit_seconds": fit_seconds, "epochs_run": len(history.rows), "kept_epoch": kept["epoch"],
+            **times, "epochs_run": len(history.rows), "kept_epoch": kept["epoch"],
             "final_val_loss": kept["val_loss"], "final_val_accuracy": kept["val_accuracy"],
         })
+        if timings_dir is not None:
+            write_json(timings_dir / f"{name}.json", {
+                "model": name, **{k: round(v, 3) for k, v in times.items()}, "epochs_run": len(history.rows),
+                "epoch_seconds": [round(s, 3) for s in epoch_seconds], "mlflow_run_id": run.info.run_id})
         _log_model(model, data["x_val"][:5])
         mlflow.log_artifact(str(history_out), artifact_path="history")
         # evaluate finds this run again through the saved model's hash.

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figure_out", type=Path)
     parser.add_argument("--model_out", type=Path)
     parser.add_argument("--history_out", type=Path)
+    parser.add_argument("--timings_dir", type=Path, default=Path("reports/timings"),
+                        help="finish, all: where tune.json and tuned.json get the wall times and who ran which "
+                             "trial (untracked); default: %(default)s")
     return parser
 
 
@@ -109,12 +112,20 @@ def run_finish(args: argparse.Namespace, section: dict, threads: int, configure:
                             "different searches; rerun the tune jobs")
     search = results[0]["search"]
     ran_by = {trial: f"worker{r['worker']}" for r in results for trial in r["trials_run"]}
-    rows = [row | {"worker": ran_by.get(row["trial_id"], "")} for row in search["trials"]]
+    rows = search["trials"]
     values = search["best_values"]
     best_row = next(row for row in rows if row["trial_id"] == search["best_trial_id"])
     block = best_block(values, section)
-    write_trials(args.trials_out, rows)
+    # KerasTuner's trial ids and the worker that ran a trial follow the order trials were handed
+    # out, which varies from run to run: they go to the untracked timings, and a trial is named
+    # by its draw and round in the versioned files.
+    write_trials(args.trials_out, [{k: v for k, v in row.items() if k != "trial_id"} for row in rows])
     plot_trials(rows, args.figure_out)
+    write_json(args.timings_dir / "tune.json", {
+        "search_seconds": search["seconds"], "mlflow_run_id": search["parent_run_id"],
+        "workers": {f"worker{r['worker']}": len(r["trials_run"]) for r in results},
+        "trials": [{"draw": row["draw"], "round": row["round"], "trial_id": row["trial_id"],
+                    "worker": ran_by.get(row["trial_id"], "")} for row in rows]})
     print(f"tune finish: {len(rows)} trials in {search['seconds']:.0f} s by {len(results)} worker(s); best trial "
           f"{best_row['trial_id']} val_accuracy {best_row['val_accuracy']:.4f}: {block}", flush=True)
 
@@ -127,16 +138,16 @@ def run_finish(args: argparse.Namespace, section: dict, threads: int, configure:
     data = load_arrays(args.data)
     tracking.init(args.experiment)
     kept = train_and_log("tuned", block, data, args.data, args.seed, threads, args.model_out, args.history_out,
-                         tags={"tune_run_id": search["parent_run_id"]})
+                         tags={"tune_run_id": search["parent_run_id"]}, timings_dir=args.timings_dir)
     search_images = section["search_limit_train"] or len(data["y_train"])
     write_json(args.best_out, {
         "train_block": block,
-        "best_trial": {"trial_id": best_row["trial_id"], "val_accuracy": best_row["val_accuracy"],
-                       "hyperparameters": active_hparams(values)},
-        "search": {"trials": len(rows), "seconds": search["seconds"], "train_images": int(search_images),
+        "best_trial": {"draw": best_row["draw"], "round": best_row["round"], "val_accuracy": best_row["val_accuracy"],
+                       # sorted: the oracle's order differs with and without gRPC (tune.workers 1)
+                       "hyperparameters": dict(sorted(active_hparams(values).items()))},
+        "search": {"trials": len(rows), "train_images": int(search_images),
                    "val_images": len(data["y_val"]), "max_epochs": section["max_epochs"],
-                   "factor": section["factor"], "hyperband_iterations": section["hyperband_iterations"],
-                   "workers": {f"worker{r['worker']}": len(r["trials_run"]) for r in results}},
+                   "factor": section["factor"], "hyperband_iterations": section["hyperband_iterations"]},
         "retrain": {"kept_epoch": int(kept["epoch"]), "val_accuracy": kept["val_accuracy"]},
     })
     # every trial's checkpoints
