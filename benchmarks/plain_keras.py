@@ -16,8 +16,8 @@ import argparse
 import json
 import time
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -46,17 +46,26 @@ def main() -> None:
     with np.load(args.data) as data:
         x_train, y_train, x_val, y_val = (data[k] for k in ("x_train", "y_train", "x_val", "y_val"))
 
-    model = keras.Sequential([
-        keras.Input(shape=(28, 28)),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timer = EpochTimer()
-    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=args.epochs,
-                        batch_size=args.batch_size, callbacks=[timer], verbose=2)
+    history = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        callbacks=[timer],
+        verbose=2,
+    )
     model.save(args.model_out)
     print(json.dumps({"epoch_seconds": timer.seconds, "val_accuracy": history.history["val_accuracy"]}))
 

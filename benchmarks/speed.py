@@ -39,8 +39,11 @@ TEST = REPO / "data/prepared/test.npz"
 
 def clean_env(tmp: Path) -> dict[str, str]:
     """No inherited thread caps or engine settings; MLflow writes to a throw-away store."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MLP_", "SNAKEMAKE_", "OMP_", "TF_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MLP_", "SNAKEMAKE_", "OMP_", "TF_"))
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     env["FASHION_MLP_ROOT"] = str(REPO)
@@ -63,9 +66,24 @@ def baseline_block(epochs: int) -> tuple[dict, int]:
 
 
 def run_plain(tmp: Path, env: dict, epochs: int, batch_size: int, seed: int, model_out: Path) -> dict:
-    seconds, out = timed([sys.executable, str(REPO / "benchmarks/plain_keras.py"), "--data", str(TRAIN),
-                          "--epochs", str(epochs), "--batch_size", str(batch_size), "--seed", str(seed),
-                          "--model_out", str(model_out)], tmp, env)
+    seconds, out = timed(
+        [
+            sys.executable,
+            str(REPO / "benchmarks/plain_keras.py"),
+            "--data",
+            str(TRAIN),
+            "--epochs",
+            str(epochs),
+            "--batch_size",
+            str(batch_size),
+            "--seed",
+            str(seed),
+            "--model_out",
+            str(model_out),
+        ],
+        tmp,
+        env,
+    )
     result = json.loads(out.strip().splitlines()[-1])
     return {"wall": seconds, "epoch_seconds": result["epoch_seconds"], "val_accuracy": result["val_accuracy"]}
 
@@ -74,16 +92,35 @@ def run_project(tmp: Path, env: dict, block: dict, seed: int, model_out: Path, t
     from fashion_mlp.config import cli_flags
 
     history = tmp / "history.csv"
-    cmd = ["fashion-mlp", "train", "--model", "baseline", *cli_flags(block).split(), "--seed", str(seed),
-           "--experiment", "speed-benchmark", "--data", str(TRAIN), "--model_out", str(model_out),
-           "--history_out", str(history), "--timings_dir", str(tmp / "timings")]
+    cmd = [
+        "fashion-mlp",
+        "train",
+        "--model",
+        "baseline",
+        *cli_flags(block).split(),
+        "--seed",
+        str(seed),
+        "--experiment",
+        "speed-benchmark",
+        "--data",
+        str(TRAIN),
+        "--model_out",
+        str(model_out),
+        "--history_out",
+        str(history),
+        "--timings_dir",
+        str(tmp / "timings"),
+    ]
     cmd += ["--threads", str(threads)]
     seconds, _ = timed(cmd, tmp, env)
     with open(history, newline="") as fh:
         rows = list(csv.DictReader(fh))
     timings = json.loads((tmp / "timings/baseline.json").read_text())  # the history CSV holds no times
-    return {"wall": seconds, "epoch_seconds": timings["epoch_seconds"],
-            "val_accuracy": [float(r["val_accuracy"]) for r in rows]}
+    return {
+        "wall": seconds,
+        "epoch_seconds": timings["epoch_seconds"],
+        "val_accuracy": [float(r["val_accuracy"]) for r in rows],
+    }
 
 
 def compare_models(plain: Path, project: Path) -> dict:
@@ -95,12 +132,15 @@ def compare_models(plain: Path, project: Path) -> dict:
     from fashion_mlp.data import load_arrays
 
     test = load_arrays(TEST)
-    models = {name: keras.saving.load_model(path, safe_mode=True) for name, path in
-              (("plain", plain), ("project", project))}
-    accuracy = {name: float(np.mean(np.argmax(m.predict(test["x_test"], batch_size=1024, verbose=0), axis=1)
-                                    == test["y_test"])) for name, m in models.items()}
+    models = {
+        name: keras.saving.load_model(path, safe_mode=True) for name, path in (("plain", plain), ("project", project))
+    }
+    accuracy = {
+        name: float(np.mean(np.argmax(m.predict(test["x_test"], batch_size=1024, verbose=0), axis=1) == test["y_test"]))
+        for name, m in models.items()
+    }
     a, b = (m.get_weights() for m in models.values())
-    identical = len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+    identical = len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     return {"test_accuracy": accuracy, "identical_weights": identical}
 
 
@@ -109,8 +149,10 @@ def noop_rerun(cores: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SNAKEMAKE_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     times = {}
-    for name, cmd, idle in (("snakemake", ["snakemake", "--cores", str(cores)], "Nothing to be done"),
-                            ("dvc repro", ["dvc", "repro"], "up to date")):
+    for name, cmd, idle in (
+        ("snakemake", ["snakemake", "--cores", str(cores)], "Nothing to be done"),
+        ("dvc repro", ["dvc", "repro"], "up to date"),
+    ):
         started = time.perf_counter()
         result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
@@ -129,8 +171,10 @@ def table(plain: list[dict], project: list[dict], models: dict, noop: dict, epoc
         return statistics.median(key(r) for r in runs)
 
     p_wall, q_wall = med(plain, lambda r: r["wall"]), med(project, lambda r: r["wall"])
-    p_epoch, q_epoch = med(plain, lambda r: median_epoch(r["epoch_seconds"])), \
-        med(project, lambda r: median_epoch(r["epoch_seconds"]))
+    p_epoch, q_epoch = (
+        med(plain, lambda r: median_epoch(r["epoch_seconds"])),
+        med(project, lambda r: median_epoch(r["epoch_seconds"])),
+    )
     same_val = all(r["val_accuracy"] == plain[0]["val_accuracy"] for r in plain + project)
     acc = models["test_accuracy"]
     lines = [
@@ -161,9 +205,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="epochs of both runs (the tutorial's 10)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each, alternating; medians are shown")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="the project's TF threads: 1, as the train rule and dvc.yaml give it "
-                             "(plain Keras uses every core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="the project's TF threads: 1, as the train rule and dvc.yaml give it (plain Keras uses every core)",
+    )
     parser.add_argument("--cores", type=int, default=2, help="--cores of the no-op Snakemake rerun")
     parser.add_argument("--skip-noop", action="store_true", help="skip the no-op rerun timings")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
@@ -186,8 +233,19 @@ def main() -> None:
     noop = {} if args.skip_noop else noop_rerun(args.cores)
     print(table(plain, project, models, noop, args.epochs, args.threads))
     if args.json:
-        args.json.write_text(json.dumps({"plain": plain, "project": project, "models": models, "noop": noop,
-                                         "block": block, "cpu_count": os.cpu_count()}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "plain": plain,
+                    "project": project,
+                    "models": models,
+                    "noop": noop,
+                    "block": block,
+                    "cpu_count": os.cpu_count(),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,7 @@ SMOKE = {
 
 def engine_env() -> dict[str, str]:
     """The environment a user's shell would give the engines: venv first, no inherited overrides."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MLP_", "SNAKEMAKE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MLP_", "SNAKEMAKE_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
@@ -56,9 +55,19 @@ def engine_env() -> dict[str, str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test's environment minus anything that would steer runs into the repo's store or tag them."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "FASHION_MLP_ROOT", "FASHION_MLP_ENGINE", "DVC_ROOT", "DVC_STAGE",
-                        "OMP_NUM_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "MLFLOW_TRACKING_URI",
+            "FASHION_MLP_ROOT",
+            "FASHION_MLP_ENGINE",
+            "DVC_ROOT",
+            "DVC_STAGE",
+            "OMP_NUM_THREADS",
+        )
+    }
     env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0", **extra)
     return env
 
@@ -66,15 +75,18 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=engine_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode})\n"
-                             f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode})\n"
+            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
+        )
     return result
 
 
 def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """Run `fashion-mlp ARGS` as an engine would, with extra environment variables."""
-    return subprocess.run([str(CLI), *args], cwd=cwd, env=engine_env() | env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(CLI), *args], cwd=cwd, env=engine_env() | env, capture_output=True, text=True, timeout=120
+    )
 
 
 def set_param(params: dict, dotted: str, value) -> None:
@@ -98,8 +110,13 @@ def edit_params(repo: Path, changes: dict) -> None:
 
 def copy_repo(dest: Path) -> Path:
     """Copy the working tree as git sees it (tracked and untracked, minus ignored files)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in filter(None, listed.split("\0")):
         src = REPO / name
         if src.is_file():

@@ -15,7 +15,13 @@ def test_activation_values_match_the_tutorial():
     column = {name: [row[name] for row in table] for name in ("z", *activations.ACTIVATIONS)}
     assert column["z"] == [-5, -3, 0, 2, 5]
     # the tutorial's sigmoid outputs, each to the decimals it prints
-    assert [round(v, d) for v, d in zip(column["sigmoid"], (4, 3, 1, 2, 3))] == [0.0067, 0.047, 0.5, 0.88, 0.993]
+    assert [round(v, d) for v, d in zip(column["sigmoid"], (4, 3, 1, 2, 3), strict=True)] == [
+        0.0067,
+        0.047,
+        0.5,
+        0.88,
+        0.993,
+    ]
     assert column["relu"] == [0, 0, 0, 2, 5]
     assert column["tanh"][2] == 0.0
     assert column["tanh"] == pytest.approx(np.tanh([-5, -3, 0, 2, 5]).tolist())

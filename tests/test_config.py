@@ -6,7 +6,6 @@ import argparse
 import copy
 import importlib
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
@@ -117,65 +116,147 @@ BAD_CASES = [
     ("seed-too-big", _set("seed", 2**32), "'seed'", ["[0, 4294967295]"]),
     ("seed-string", _set("seed", "42"), "'seed'", ["an integer"]),
     ("seed-bool", _set("seed", True), "'seed'", ["an integer"]),
-    ("empty-mirrors", _set("data", "mirrors", []), "'data.mirrors'",
-     ["0 items", "at least 1 item", "non-empty string"]),
+    (
+        "empty-mirrors",
+        _set("data", "mirrors", []),
+        "'data.mirrors'",
+        ["0 items", "at least 1 item", "non-empty string"],
+    ),
     ("empty-mirror-string", _set("data", "mirrors", [""]), "'data.mirrors[0]'", ["a non-empty string"]),
     ("mirrors-not-list", _set("data", "mirrors", "http://x/"), "'data.mirrors'", ["a list"]),
     ("timeout-zero", _set("data", "timeout", 0), "'data.timeout'", ["a number in (0, 600]"]),
     ("timeout-too-long", _set("data", "timeout", 601), "'data.timeout'", ["(0, 600]"]),
     ("val-fraction-high", _set("prepare", "val_fraction", 0.6), "'prepare.val_fraction'", ["(0, 0.5]"]),
     ("val-fraction-zero", _set("prepare", "val_fraction", 0), "'prepare.val_fraction'", ["(0, 0.5]"]),
-    ("limit-train-too-small", _set("prepare", "limit_train", 50), "'prepare.limit_train'",
-     ["null or an integer in [100, 60000]"]),
-    ("limit-test-too-big", _set("prepare", "limit_test", 20000), "'prepare.limit_test'",
-     ["null or an integer in [10, 10000]"]),
-    ("missing-val-fraction", _drop("prepare", "val_fraction"), "'prepare.val_fraction'",
-     ["missing key", "a number in (0, 0.5]"]),
+    (
+        "limit-train-too-small",
+        _set("prepare", "limit_train", 50),
+        "'prepare.limit_train'",
+        ["null or an integer in [100, 60000]"],
+    ),
+    (
+        "limit-test-too-big",
+        _set("prepare", "limit_test", 20000),
+        "'prepare.limit_test'",
+        ["null or an integer in [10, 10000]"],
+    ),
+    (
+        "missing-val-fraction",
+        _drop("prepare", "val_fraction"),
+        "'prepare.val_fraction'",
+        ["missing key", "a number in (0, 0.5]"],
+    ),
     ("missing-mlflow", _drop("mlflow"), "'mlflow'", ["missing key", "a mapping with keys experiment"]),
-    ("missing-hidden", _drop("train", "baseline", "hidden"), "'train.baseline.hidden'",
-     ["missing key", "a list of 1 to 8 items, each an integer in [1, 8192]"]),
-    ("dropout-one", _set("train", "baseline", "dropout", 1.0), "'train.baseline.dropout'",
-     ["a number in [0, 1)"]),
-    ("dropout-list-item", _set("train", "regularized", "dropout", [0.0, -0.1]), "'train.regularized.dropout'",
-     ["a number in [0, 1)", "a list"]),
+    (
+        "missing-hidden",
+        _drop("train", "baseline", "hidden"),
+        "'train.baseline.hidden'",
+        ["missing key", "a list of 1 to 8 items, each an integer in [1, 8192]"],
+    ),
+    ("dropout-one", _set("train", "baseline", "dropout", 1.0), "'train.baseline.dropout'", ["a number in [0, 1)"]),
+    (
+        "dropout-list-item",
+        _set("train", "regularized", "dropout", [0.0, -0.1]),
+        "'train.regularized.dropout'",
+        ["a number in [0, 1)", "a list"],
+    ),
     ("l2-negative", _set("train", "baseline", "l2", -0.01), "'train.baseline.l2'", ["a number in [0, 1]"]),
-    ("bad-activation", _set("train", "baseline", "activation", "relux"), "'train.baseline.activation'",
-     ["one of relu, tanh, sigmoid, elu, gelu"]),
-    ("bad-schedule", _set("train", "regularized", "lr_schedule", "step"), "'train.regularized.lr_schedule'",
-     ["one of constant, exponential, cosine"]),
-    ("lr-zero", _set("train", "baseline", "learning_rate", 0), "'train.baseline.learning_rate'",
-     ["a number in (0, 1]"]),
-    ("decay-above-one", _set("train", "regularized", "lr_decay_rate", 1.5), "'train.regularized.lr_decay_rate'",
-     ["a number in (0, 1]"]),
-    ("batch-size-zero", _set("train", "baseline", "batch_size", 0), "'train.baseline.batch_size'",
-     ["an integer in [1, 60000]"]),
-    ("epochs-string", _set("train", "baseline", "epochs", "10"), "'train.baseline.epochs'",
-     ["an integer in [1, 1000]"]),
-    ("hidden-empty", _set("train", "baseline", "hidden", []), "'train.baseline.hidden'",
-     ["0 items", "a list of 1 to 8 items"]),
-    ("hidden-zero-width", _set("train", "regularized", "hidden", [256, 0]), "'train.regularized.hidden[1]'",
-     ["an integer in [1, 8192]"]),
-    ("patience-zero", _set("train", "regularized", "early_stopping_patience", 0),
-     "'train.regularized.early_stopping_patience'", ["null or an integer >= 1"]),
-    ("steps-per-execution-zero", _set("train", "baseline", "steps_per_execution", 0),
-     "'train.baseline.steps_per_execution'", ["an integer in [1, 10000]"]),
-    ("batchnorm-string", _set("train", "baseline", "batchnorm", "yes"), "'train.baseline.batchnorm'",
-     ["true or false"]),
+    (
+        "bad-activation",
+        _set("train", "baseline", "activation", "relux"),
+        "'train.baseline.activation'",
+        ["one of relu, tanh, sigmoid, elu, gelu"],
+    ),
+    (
+        "bad-schedule",
+        _set("train", "regularized", "lr_schedule", "step"),
+        "'train.regularized.lr_schedule'",
+        ["one of constant, exponential, cosine"],
+    ),
+    (
+        "lr-zero",
+        _set("train", "baseline", "learning_rate", 0),
+        "'train.baseline.learning_rate'",
+        ["a number in (0, 1]"],
+    ),
+    (
+        "decay-above-one",
+        _set("train", "regularized", "lr_decay_rate", 1.5),
+        "'train.regularized.lr_decay_rate'",
+        ["a number in (0, 1]"],
+    ),
+    (
+        "batch-size-zero",
+        _set("train", "baseline", "batch_size", 0),
+        "'train.baseline.batch_size'",
+        ["an integer in [1, 60000]"],
+    ),
+    (
+        "epochs-string",
+        _set("train", "baseline", "epochs", "10"),
+        "'train.baseline.epochs'",
+        ["an integer in [1, 1000]"],
+    ),
+    (
+        "hidden-empty",
+        _set("train", "baseline", "hidden", []),
+        "'train.baseline.hidden'",
+        ["0 items", "a list of 1 to 8 items"],
+    ),
+    (
+        "hidden-zero-width",
+        _set("train", "regularized", "hidden", [256, 0]),
+        "'train.regularized.hidden[1]'",
+        ["an integer in [1, 8192]"],
+    ),
+    (
+        "patience-zero",
+        _set("train", "regularized", "early_stopping_patience", 0),
+        "'train.regularized.early_stopping_patience'",
+        ["null or an integer >= 1"],
+    ),
+    (
+        "steps-per-execution-zero",
+        _set("train", "baseline", "steps_per_execution", 0),
+        "'train.baseline.steps_per_execution'",
+        ["an integer in [1, 10000]"],
+    ),
+    (
+        "batchnorm-string",
+        _set("train", "baseline", "batchnorm", "yes"),
+        "'train.baseline.batchnorm'",
+        ["true or false"],
+    ),
     ("empty-experiment", _set("mlflow", "experiment", ""), "'mlflow.experiment'", ["a string matching"]),
-    ("experiment-with-space", _set("mlflow", "experiment", "my runs"), "'mlflow.experiment'",
-     ["a string matching"]),
+    ("experiment-with-space", _set("mlflow", "experiment", "my runs"), "'mlflow.experiment'", ["a string matching"]),
     ("grid-images-zero", _set("evaluate", "grid_images", 0), "'evaluate.grid_images'", ["an integer in [1, 100]"]),
     ("no-models", _set("train", {}), "'train'", ["is empty", "at least one entry"]),
-    ("misspelt-model-key", _set("train", "baseline", "learnin_rate", 0.01), "'train.baseline.learnin_rate'",
-     ["did you mean 'learning_rate'?", "allowed keys here:", "steps_per_execution"]),
+    (
+        "misspelt-model-key",
+        _set("train", "baseline", "learnin_rate", 0.01),
+        "'train.baseline.learnin_rate'",
+        ["did you mean 'learning_rate'?", "allowed keys here:", "steps_per_execution"],
+    ),
     ("misspelt-top-key", _set("sed", 1), "'sed'", ["did you mean 'seed'?", "allowed keys here:"]),
     ("misspelt-data-key", _set("data", "timeot", 5), "'data.timeot'", ["did you mean 'timeout'?"]),
-    ("dropout-length-mismatch", _set("train", "regularized", "dropout", [0.1, 0.2, 0.3]),
-     "train.regularized.dropout", ["has 3 values but hidden has 2 layers", "one per hidden layer"]),
-    ("batchnorm-length-mismatch", _set("train", "baseline", "batchnorm", [True, False]),
-     "train.baseline.batchnorm", ["has 2 values but hidden has 1 layers"]),
-    ("l2-length-mismatch", _set("train", "regularized", "l2", [0.0, 0.1, 0.2]),
-     "train.regularized.l2", ["has 3 values but hidden has 2 layers"]),
+    (
+        "dropout-length-mismatch",
+        _set("train", "regularized", "dropout", [0.1, 0.2, 0.3]),
+        "train.regularized.dropout",
+        ["has 3 values but hidden has 2 layers", "one per hidden layer"],
+    ),
+    (
+        "batchnorm-length-mismatch",
+        _set("train", "baseline", "batchnorm", [True, False]),
+        "train.baseline.batchnorm",
+        ["has 2 values but hidden has 1 layers"],
+    ),
+    (
+        "l2-length-mismatch",
+        _set("train", "regularized", "l2", [0.0, 0.1, 0.2]),
+        "train.regularized.l2",
+        ["has 3 values but hidden has 2 layers"],
+    ),
 ]
 
 
@@ -199,9 +280,15 @@ def test_validate_accepts_real_params(params):
     validate(params)  # no exception
 
 
-@pytest.mark.parametrize("key, value", [
-    ("dropout", 0.3), ("dropout", [0.25]), ("batchnorm", [True]), ("l2", [0.0, 0.001]),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("dropout", 0.3),
+        ("dropout", [0.25]),
+        ("batchnorm", [True]),
+        ("l2", [0.0, 0.001]),
+    ],
+)
 def test_validate_accepts_scalar_single_or_full_per_layer_values(params, key, value):
     params["train"]["regularized"][key] = value
     validate(params)
@@ -270,7 +357,7 @@ def test_validate_section_train_names_key_and_source(real_params):
 
 def test_validate_section_train_checks_layer_lists(real_params):
     block = dict(real_params["train"]["regularized"], batchnorm=[True, False, True])
-    with pytest.raises(ParamsError, match="train.batchnorm has 3 values but hidden has 2 layers"):
+    with pytest.raises(ParamsError, match=r"train.batchnorm has 3 values but hidden has 2 layers"):
         validate_section("train", block)
 
 
@@ -279,7 +366,7 @@ def test_validate_section_prepare_and_data(real_params):
         validate_section("prepare", {"val_fraction": 0.1, "limit_train": 99, "limit_test": None})
     assert info.value.args[0].startswith("command line: ")
     assert "'prepare.limit_train' = 99" in str(info.value) and "[100, 60000]" in str(info.value)
-    with pytest.raises(ParamsError, match="unknown key 'data.mirror' \\(did you mean 'mirrors'\\?\\)"):
+    with pytest.raises(ParamsError, match=r"unknown key 'data.mirror' \(did you mean 'mirrors'\?\)"):
         validate_section("data", {"mirror": ["x"], "mirrors": ["x"], "timeout": 1})
 
 
@@ -287,24 +374,44 @@ def test_validate_section_prepare_and_data(real_params):
 
 
 def test_cli_flags_renders_types_like_dvc():
-    section = {"hidden": [256, 128], "on": True, "off": False, "limit": None, "lr": 1e-05,
-               "rate": 0.1, "name": "relu", "n": 32}
+    section = {
+        "hidden": [256, 128],
+        "on": True,
+        "off": False,
+        "limit": None,
+        "lr": 1e-05,
+        "rate": 0.1,
+        "name": "relu",
+        "n": 32,
+    }
     assert cli_flags(section) == "--hidden 256 128 --on --limit None --lr 1e-05 --rate 0.1 --name relu --n 32"
 
 
 def test_cli_flags_regularized_style_block():
-    block = {"hidden": [256, 128], "activation": "relu", "dropout": [0.0, 0.3], "l2": [0.0, 0.005],
-             "batchnorm": [False, True], "learning_rate": 0.001, "lr_schedule": "exponential",
-             "lr_decay_rate": 0.9, "batch_size": 32, "epochs": 30, "early_stopping_patience": 3,
-             "early_stopping_monitor": "val_loss",
-             "steps_per_execution": 64}
+    block = {
+        "hidden": [256, 128],
+        "activation": "relu",
+        "dropout": [0.0, 0.3],
+        "l2": [0.0, 0.005],
+        "batchnorm": [False, True],
+        "learning_rate": 0.001,
+        "lr_schedule": "exponential",
+        "lr_decay_rate": 0.9,
+        "batch_size": 32,
+        "epochs": 30,
+        "early_stopping_patience": 3,
+        "early_stopping_monitor": "val_loss",
+        "steps_per_execution": 64,
+    }
     validate_section("train", block)
     assert cli_flags(block) == (
         "--hidden 256 128 --activation relu --dropout 0.0 0.3 --l2 0.0 0.005 --batchnorm False True "
         "--learning_rate 0.001 --lr_schedule exponential --lr_decay_rate 0.9 --batch_size 32 --epochs 30 "
-        "--early_stopping_patience 3 --early_stopping_monitor val_loss --steps_per_execution 64")
+        "--early_stopping_patience 3 --early_stopping_monitor val_loss --steps_per_execution 64"
+    )
     assert cli_flags({"val_fraction": 0.1, "limit_train": None, "limit_test": 500}) == (
-        "--val_fraction 0.1 --limit_train None --limit_test 500")
+        "--val_fraction 0.1 --limit_train None --limit_test 500"
+    )
     assert cli_flags({"batchnorm": True}) == "--batchnorm"
     assert cli_flags({"batchnorm": False}) == ""
 
@@ -315,8 +422,20 @@ def test_cli_flags_round_trip_through_the_train_parser(real_params):
 
     from fashion_mlp.train import build_parser, model_params
 
-    fixed = ["--model", "m", "--seed", "1", "--experiment", "e", "--data", "d.npz",
-             "--model_out", "m.keras", "--history_out", "h.csv"]
+    fixed = [
+        "--model",
+        "m",
+        "--seed",
+        "1",
+        "--experiment",
+        "e",
+        "--data",
+        "d.npz",
+        "--model_out",
+        "m.keras",
+        "--history_out",
+        "h.csv",
+    ]
     for name, block in real_params["train"].items():
         args = build_parser().parse_args(shlex.split(cli_flags(block)) + fixed)
         assert model_params(args) == block, name
@@ -376,12 +495,15 @@ def test_section_flags_round_trip_every_section(real_params, which):
         assert _round_trip(section, block) == block, name
 
 
-@pytest.mark.parametrize("changes", [
-    {"batchnorm": True, "dropout": 0.5, "l2": 1e-05},           # true: a bare flag; scalars stay scalars
-    {"batchnorm": False, "early_stopping_patience": None},      # false: left out; null: None
-    {"hidden": [64, 32, 16], "dropout": [0.1, 0.0, 0.2], "l2": [0.0, 0.001, 0.0], "batchnorm": [True, False, True]},
-    {"hidden": [64], "activation": "gelu", "lr_schedule": "cosine", "early_stopping_monitor": "val_accuracy"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"batchnorm": True, "dropout": 0.5, "l2": 1e-05},  # true: a bare flag; scalars stay scalars
+        {"batchnorm": False, "early_stopping_patience": None},  # false: left out; null: None
+        {"hidden": [64, 32, 16], "dropout": [0.1, 0.0, 0.2], "l2": [0.0, 0.001, 0.0], "batchnorm": [True, False, True]},
+        {"hidden": [64], "activation": "gelu", "lr_schedule": "cosine", "early_stopping_monitor": "val_accuracy"},
+    ],
+)
 def test_section_flags_round_trip_train_edge_cases(real_params, changes):
     block = dict(real_params["train"]["baseline"], **changes)
     assert _round_trip("train", block) == block
@@ -412,8 +534,15 @@ def test_nested_keys_get_plain_dests(real_params):
     assert not any("." in dest for dest in vars(args))
 
 
-STAGES = {"train": "train", "tune": "tune", "demos": "demos", "prepare": "prepare", "evaluate": "evaluate",
-          "download": "data", "register": "mlflow"}
+STAGES = {
+    "train": "train",
+    "tune": "tune",
+    "demos": "demos",
+    "prepare": "prepare",
+    "evaluate": "evaluate",
+    "download": "data",
+    "register": "mlflow",
+}
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -447,17 +576,19 @@ def _parse_error(section: str, argv: list[str]) -> str:
 
 def test_section_flags_errors_name_the_flag(real_params, capsys):
     flags = shlex.split(cli_flags(real_params["train"]["baseline"]))
-    bad = [*flags[:flags.index("--epochs") + 1], "ten", *flags[flags.index("--epochs") + 2:]]
+    bad = [*flags[: flags.index("--epochs") + 1], "ten", *flags[flags.index("--epochs") + 2 :]]
     assert "argument --epochs: invalid int value: 'ten'" in _parse_error("train", bad)
     i = flags.index("--early_stopping_patience")
     assert "argument --early_stopping_patience: invalid int or None value: 'never'" in _parse_error(
-        "train", [*flags[:i + 1], "never", *flags[i + 2:]])
+        "train", [*flags[: i + 1], "never", *flags[i + 2 :]]
+    )
     tune = shlex.split(cli_flags(real_params["tune"]))
     i = tune.index("--space.batchnorm")
     assert "argument --space.batchnorm: expected true or false, got 'maybe'" in _parse_error(
-        "tune", [*tune[:i + 1], "maybe"])
+        "tune", [*tune[: i + 1], "maybe"]
+    )
     i = tune.index("--space.units")
-    assert "argument --space.units: expected 3 arguments" in _parse_error("tune", [*tune[:i + 1], "32", "64"])
+    assert "argument --space.units: expected 3 arguments" in _parse_error("tune", [*tune[: i + 1], "32", "64"])
     _parse_error("prepare", ["--val_fraction", "0.1", "--limit_train", "None"])  # argparse exits on a missing flag
     assert "the following arguments are required: --limit_test" in capsys.readouterr().err
 
@@ -473,12 +604,12 @@ def test_out_of_range_values_are_left_to_validate_section(real_params):
     assert "'train.dropout' = [0.1, 1.5]" in message
     tune = copy.deepcopy(real_params["tune"])
     tune["space"]["layers"] = [3, 1]
-    with pytest.raises(ParamsError, match="tune.space.layers: min 3 is above max 1"):
+    with pytest.raises(ParamsError, match=r"tune.space.layers: min 3 is above max 1"):
         validate_section("tune", _round_trip("tune", tune))
 
 
 def test_section_flags_unknown_section():
-    with pytest.raises(ValueError, match="params.yaml has no section 'trian'"):
+    with pytest.raises(ValueError, match=r"params.yaml has no section 'trian'"):
         add_section_flags(argparse.ArgumentParser(), "trian")
 
 
@@ -487,8 +618,7 @@ def test_section_flags_help_comes_from_the_schema():
     add_section_flags(parser, "tune")
     text = parser.format_help()
     assert "params.yaml tune:" in text and "--space.units N N N" in text and "--search_limit_train N|None" in text
-    assert "tune.space.units: min, max, step; a list of 3 items, each an integer in [1, 8192]" in " ".join(
-        text.split())
+    assert "tune.space.units: min, max, step; a list of 3 items, each an integer in [1, 8192]" in " ".join(text.split())
 
 
 # --- per_layer and flatten -------------------------------------------------------------
@@ -499,7 +629,7 @@ def test_per_layer_broadcasts_and_checks_length():
     assert per_layer([0.2], 3, "dropout") == [0.2, 0.2, 0.2]
     assert per_layer([0.1, 0.2], 2, "dropout") == [0.1, 0.2]
     assert per_layer((False, True), 2, "batchnorm") == [False, True]
-    with pytest.raises(ParamsError, match="x.dropout has 2 values but hidden has 3 layers"):
+    with pytest.raises(ParamsError, match=r"x.dropout has 2 values but hidden has 3 layers"):
         per_layer([0.1, 0.2], 3, "x.dropout")
 
 

@@ -79,8 +79,15 @@ def test_same_stages_and_outputs(engines):
     assert set(snake) == set(dvc), "the engines produce different sets of outputs"
     names = {dvc[outs]["name"]: snake[outs]["rule"] for outs in dvc}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    expected = {"download": "download", "prepare": "prepare", "tune": "tune_finish", "evaluate@tuned": "evaluate",
-                "register": "register", "demos": "demos", "report": "report"}
+    expected = {
+        "download": "download",
+        "prepare": "prepare",
+        "tune": "tune_finish",
+        "evaluate@tuned": "evaluate",
+        "register": "register",
+        "demos": "demos",
+        "report": "report",
+    }
     for model in params["train"]:
         expected[f"train@{model}"] = "train"
         expected[f"evaluate@{model}"] = "evaluate"

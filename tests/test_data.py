@@ -25,7 +25,6 @@ from fashion_mlp.data import (
     sha256_gunzipped,
 )
 
-
 # --- helpers ---------------------------------------------------------------------------
 
 
@@ -45,8 +44,7 @@ def write_gz(path: Path, payload: bytes) -> Path:
 
 def make_split(directory: Path, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[Path, Path]:
     images_name, labels_name, _ = SPLIT_FILES[split]
-    return (write_gz(directory / images_name, idx_bytes(images)),
-            write_gz(directory / labels_name, idx_bytes(labels)))
+    return (write_gz(directory / images_name, idx_bytes(images)), write_gz(directory / labels_name, idx_bytes(labels)))
 
 
 @pytest.fixture
@@ -82,7 +80,7 @@ def test_read_split_parses_images_and_labels(small_split):
 
 
 def test_read_split_accepts_matching_expected_count(small_split):
-    raw_dir, images, *_ = small_split
+    raw_dir, _images, *_ = small_split
     x, y = read_split(raw_dir, "train", expected_count=12)
     assert len(x) == len(y) == 12
 
@@ -258,13 +256,13 @@ def test_wrong_image_shape_names_file(tmp_path, rng):
 
 def test_absurd_header_dimensions_raise_data_error():
     raw = struct.pack(">4I", IMAGES_MAGIC, 2**32 - 1, 2**32 - 1, 2**32 - 1) + b"x" * 10
-    with pytest.raises(DataError, match="some.gz"):
+    with pytest.raises(DataError, match=r"some.gz"):
         parse_idx(raw, IMAGES_MAGIC, "some.gz")
 
 
 def test_overflowing_header_dimensions_raise_data_error():
     raw = struct.pack(">4I", IMAGES_MAGIC, 2**31, 2**31, 4)  # header only; 2**64 bytes promised
-    with pytest.raises(DataError, match="some.gz"):
+    with pytest.raises(DataError, match=r"some.gz"):
         parse_idx(raw, IMAGES_MAGIC, "some.gz")
 
 
@@ -277,8 +275,7 @@ def test_data_error_is_a_pipeline_error():
 
 
 def test_save_and_load_arrays_round_trip(tmp_path, rng):
-    arrays = {"x_train": rng.random((3, 28, 28), dtype=np.float32),
-              "y_train": np.array([1, 2, 3], dtype=np.uint8)}
+    arrays = {"x_train": rng.random((3, 28, 28), dtype=np.float32), "y_train": np.array([1, 2, 3], dtype=np.uint8)}
     path = tmp_path / "train.npz"
     save_arrays(path, **arrays)
     loaded = load_arrays(path)

@@ -17,8 +17,7 @@ from fashion_mlp import demos
 from fashion_mlp.config import ParamsError, cli_flags, section_from_args, validate_section
 
 # A demos section (params.yaml's today), fixed here so that editing params.yaml does not change the tests.
-DEMOS_PARAMS = {"xor_hidden": 8, "xor_epochs": 500, "xor_learning_rate": 0.05,
-                "activation_points": [-5, -3, 0, 2, 5]}
+DEMOS_PARAMS = {"xor_hidden": 8, "xor_epochs": 500, "xor_learning_rate": 0.05, "activation_points": [-5, -3, 0, 2, 5]}
 OUTPUTS = {  # flag -> file name
     "--xor_json": "demos/xor.json",
     "--xor_points_png": "figures/xor_points.png",
@@ -106,8 +105,14 @@ def test_trained_perceptron_stays_below_the_ceiling(seed):
 
 def test_activation_part_loads_no_tensorflow(tmp_path):
     png = tmp_path / "activations.png"
-    proc = subprocess.run([sys.executable, "-c", RUN_CLI, "activations", str(png)],
-                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_CLI, "activations", str(png)],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert png.read_bytes()[:8] == PNG_MAGIC
@@ -136,12 +141,15 @@ def test_proposed_params_validate():
     validate_section("demos", params["demos"])  # the real section passes too
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("xor_hidden", 1, "'demos.xor_hidden' = 1"),
-    ("xor_epochs", 2.5, "'demos.xor_epochs' = 2.5"),
-    ("xor_learning_rate", 0, "'demos.xor_learning_rate' = 0"),
-    ("activation_points", [], "'demos.activation_points' has 0 items"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("xor_hidden", 1, "'demos.xor_hidden' = 1"),
+        ("xor_epochs", 2.5, "'demos.xor_epochs' = 2.5"),
+        ("xor_learning_rate", 0, "'demos.xor_learning_rate' = 0"),
+        ("activation_points", [], "'demos.activation_points' has 0 items"),
+    ],
+)
 def test_bad_params_are_rejected(key, value, expected):
     with pytest.raises(ParamsError, match=expected):
         validate_section("demos", dict(DEMOS_PARAMS, **{key: value}))
@@ -150,7 +158,7 @@ def test_bad_params_are_rejected(key, value, expected):
 def test_main_validates_before_doing_anything(tmp_path):
     argv = cli_argv(tmp_path)[1:]
     argv[argv.index("--xor_hidden") + 1] = "0"
-    with pytest.raises(ParamsError, match="demos.xor_hidden"):
+    with pytest.raises(ParamsError, match=r"demos.xor_hidden"):
         demos.main(argv)
     assert not any(tmp_path.rglob("*"))
 
@@ -165,9 +173,14 @@ def runs(tmp_path_factory):
     procs = {}
     for name in ("a", "b"):
         argv = cli_argv(tmp / name / "reports")
-        procs[name] = subprocess.Popen([sys.executable, "-c", RUN_CLI, *argv],
-                                       cwd=tmp, env=clean_env(), stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-c", RUN_CLI, *argv],
+            cwd=tmp,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     outputs = {}
     for name, proc in procs.items():
         try:

@@ -26,7 +26,8 @@ def params_doc():
 
 def test_parameter_reference_is_generated_from_params_and_schema():
     assert (REPO / "docs/parameters.md").read_text() == params_doc().render(), (
-        "docs/parameters.md has drifted from params.yaml or its schema: run `make docs`")
+        "docs/parameters.md has drifted from params.yaml or its schema: run `make docs`"
+    )
 
 
 def test_parameter_reference_follows_an_edit_of_params_and_schema(tmp_path):
@@ -37,8 +38,11 @@ def test_parameter_reference_follows_an_edit_of_params_and_schema(tmp_path):
     assert edited != text
     params.write_text(edited)
     schema_text = (REPO / "workflow/schemas/params.schema.yaml").read_text()
-    schema.write_text(schema_text.replace("factor: { type: integer, minimum: 2, maximum: 10 }",
-                                          "factor: { type: integer, minimum: 2, maximum: 9 }"))
+    schema.write_text(
+        schema_text.replace(
+            "factor: { type: integer, minimum: 2, maximum: 10 }", "factor: { type: integer, minimum: 2, maximum: 9 }"
+        )
+    )
     page = params_doc().render(params, schema)
     assert "| `tune.hyperband_iterations` | `7` | integer in [1, 10] | runs of the schedule, edited |" in page
     assert "| `tune.factor` | `3` | integer in [2, 9] |" in page
@@ -56,8 +60,13 @@ def test_comments_are_read_inline_with_continuations_or_from_the_lines_above(tmp
         "  b: x\n"
         "  c: 2\n"
     )
-    assert notes == {"seed": "the seed", "sec": "introduces sec", "sec.a": "first and more",
-                     "sec.b": "about b", "sec.c": ""}
+    assert notes == {
+        "seed": "the seed",
+        "sec": "introduces sec",
+        "sec.a": "first and more",
+        "sec.b": "about b",
+        "sec.c": "",
+    }
 
 
 def test_readme_stays_short():
@@ -100,7 +109,10 @@ def test_readme_results_are_the_committed_metrics():
     for model, (test_accuracy, macro_f1, val_accuracy) in rows.items():
         found = json.loads((REPO / f"reports/metrics/{model}.json").read_text())
         assert [test_accuracy, macro_f1, val_accuracy] == [
-            f"{found['accuracy']:.4f}", f"{found['macro_f1']:.4f}", f"{found['val_accuracy']:.4f}"], model
+            f"{found['accuracy']:.4f}",
+            f"{found['macro_f1']:.4f}",
+            f"{found['val_accuracy']:.4f}",
+        ], model
 
 
 def test_the_generator_writes_and_checks(tmp_path):

@@ -37,7 +37,7 @@ def no_proxies(monkeypatch):
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     timeout = 10  # a stuck client cannot hold a handler thread for long
 
-    def log_message(self, format, *args):  # noqa: A002 - keep pytest output clean
+    def log_message(self, format, *args):
         pass
 
 
@@ -125,7 +125,7 @@ def dataset(tmp_path):
     files = {name: hashlib.sha256(p).hexdigest() for name, p in payloads.items()}
     good = tmp_path / "good"
     mismatched = tmp_path / "mismatched"  # valid gzip, wrong content
-    garbage = tmp_path / "garbage"        # not gzip at all
+    garbage = tmp_path / "garbage"  # not gzip at all
     for d in (good, mismatched, garbage):
         d.mkdir()
     for name, payload in payloads.items():
@@ -133,8 +133,14 @@ def dataset(tmp_path):
         (mismatched / name).write_bytes(gz_bytes(payload[:-1] + b"!"))
         (garbage / name).write_bytes(b"<html>404 but with status 200</html>")
     out = tmp_path / "out"
-    return {"payloads": payloads, "files": files, "good": good, "mismatched": mismatched,
-            "garbage": garbage, "out": out}
+    return {
+        "payloads": payloads,
+        "files": files,
+        "good": good,
+        "mismatched": mismatched,
+        "garbage": garbage,
+        "out": out,
+    }
 
 
 def temporaries(directory: Path) -> list[str]:
@@ -159,10 +165,8 @@ def test_mismatched_http_mirror_falls_back_to_second_http_mirror(dataset, http_m
     assert sources == {name: good_url + name for name in dataset["files"]}
     assert_verified(dataset["out"], dataset)
     # mirror 1 really was asked for each file (and rejected on checksum), mirror 2 served them
-    assert sorted(http_mirror.servers[str(dataset["mismatched"])].requests) == sorted(
-        "/" + n for n in dataset["files"])
-    assert sorted(http_mirror.servers[str(dataset["good"])].requests) == sorted(
-        "/" + n for n in dataset["files"])
+    assert sorted(http_mirror.servers[str(dataset["mismatched"])].requests) == sorted("/" + n for n in dataset["files"])
+    assert sorted(http_mirror.servers[str(dataset["good"])].requests) == sorted("/" + n for n in dataset["files"])
     assert "SHA-256" in capsys.readouterr().err
 
 
@@ -179,8 +183,7 @@ def test_unreachable_mirror_then_plain_directory(dataset, closed_port_url):
     out = dataset["out"]
     out.mkdir()
     first, second = dataset["files"]
-    url = download_file(first, dataset["files"][first], [closed_port_url, str(dataset["good"])], out,
-                        TIMEOUT, dead)
+    url = download_file(first, dataset["files"][first], [closed_port_url, str(dataset["good"])], out, TIMEOUT, dead)
     assert url == (dataset["good"] / first).as_uri()
     assert closed_port_url in dead and "unreachable" in dead[closed_port_url]
 
@@ -201,9 +204,9 @@ def test_silent_mirror_costs_one_timeout_not_one_per_file(dataset, silent_mirror
 def test_all_mirrors_fail_lists_every_mirror_and_reason(dataset, http_mirror, closed_port_url, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    not_found_url = http_mirror(empty)                  # HTTP 404
+    not_found_url = http_mirror(empty)  # HTTP 404
     mismatched_url = http_mirror(dataset["mismatched"])  # checksum mismatch
-    missing_dir = tmp_path / "no-such-dir"               # plain directory that does not exist
+    missing_dir = tmp_path / "no-such-dir"  # plain directory that does not exist
     missing_file_url = (tmp_path / "also-missing").as_uri()
     mirrors = [closed_port_url, not_found_url, mismatched_url, str(missing_dir), missing_file_url]
 

@@ -18,10 +18,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import psutil
@@ -76,8 +76,16 @@ def assert_outputs(repo: Path) -> None:
         predictions = (repo / f"reports/predictions/{model}.csv").read_text().splitlines()
         assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 1000
     summary = (repo / "reports/summary.md").read_text()
-    for needle in ("| baseline |", "| regularized |", "0.8833", "0.8700", "0.8660", "0.8710",
-                   "figures/baseline_confusion.png", "figures/model_comparison.png"):
+    for needle in (
+        "| baseline |",
+        "| regularized |",
+        "0.8833",
+        "0.8700",
+        "0.8660",
+        "0.8710",
+        "figures/baseline_confusion.png",
+        "figures/model_comparison.png",
+    ):
         assert needle in summary
 
 
@@ -120,8 +128,10 @@ def assert_traceable(runs, data_sha: str) -> None:
     for r in runs:
         tags = r.data.tags
         missing = {"data_sha256", "git_commit", "host", "pid"} - set(tags)
-        assert not missing, (f"run {r.info.run_name!r} lacks the tags {sorted(missing)}"
-                             " (hyperband.py: trial runs need tracking.base_tags too)")
+        assert not missing, (
+            f"run {r.info.run_name!r} lacks the tags {sorted(missing)}"
+            " (hyperband.py: trial runs need tracking.base_tags too)"
+        )
         assert tags["data_sha256"] == data_sha, r.info.run_name
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"]), r.info.run_name
 
@@ -174,28 +184,29 @@ def assert_demo_outputs(repo: Path) -> None:
     assert "## XOR and activation functions" in (repo / "reports/summary.md").read_text()
 
 
-
 # --- what a run leaves, captured when it ends --------------------------------------------
+
 
 @dataclass
 class Snapshot:
     """One engine invocation and what it left, kept before later tests change the copy."""
 
-    output: str                                  # the engine's stdout and stderr
-    logs: str                                    # every job log under logs/ (Snakemake's)
-    run_ids: set[str]                            # the MLflow runs it created
+    output: str  # the engine's stdout and stderr
+    logs: str  # every job log under logs/ (Snakemake's)
+    run_ids: set[str]  # the MLflow runs it created
     weights: dict[str, list] = field(repr=False)  # model -> its weight arrays
     metrics: dict[str, dict] = field(repr=False)  # model -> test metrics
     predictions: dict[str, bytes] = field(repr=False)
-    lock: str = field(repr=False)                 # dvc.lock: the hash of every output, deps and params
+    lock: str = field(repr=False)  # dvc.lock: the hash of every output, deps and params
     versioned: dict[str, str] = field(repr=False)  # sha256 of every file in git (dvc.lock, metrics, summary, ...)
 
 
 def model_weights(repo: Path) -> dict[str, list]:
     import keras
 
-    return {model: keras.saving.load_model(repo / f"models/{model}.keras", safe_mode=True).get_weights()
-            for model in MODELS}
+    return {
+        model: keras.saving.load_model(repo / f"models/{model}.keras", safe_mode=True).get_weights() for model in MODELS
+    }
 
 
 def run_and_snapshot(repo: Path, cmd: list[str]) -> Snapshot:
@@ -204,10 +215,16 @@ def run_and_snapshot(repo: Path, cmd: list[str]) -> Snapshot:
     logs = "".join(p.read_text(errors="replace") for p in sorted(repo.glob("logs/**/*.log")))
     metrics = {model: json.loads((repo / f"reports/metrics/{model}.json").read_text()) for model in MODELS}
     tracked = run(["git", "ls-files", "-z"], repo).stdout.split("\0")
-    return Snapshot(output=result.stdout + result.stderr, logs=logs, run_ids=set(run_statuses(repo)) - before,
-                    weights=model_weights(repo), metrics=metrics,
-                    predictions={m: (repo / f"reports/predictions/{m}.csv").read_bytes() for m in MODELS},
-                    lock=(repo / "dvc.lock").read_text(), versioned=hashes(repo, filter(None, tracked)))
+    return Snapshot(
+        output=result.stdout + result.stderr,
+        logs=logs,
+        run_ids=set(run_statuses(repo)) - before,
+        weights=model_weights(repo),
+        metrics=metrics,
+        predictions={m: (repo / f"reports/predictions/{m}.csv").read_bytes() for m in MODELS},
+        lock=(repo / "dvc.lock").read_text(),
+        versioned=hashes(repo, filter(None, tracked)),
+    )
 
 
 def assert_same_versioned_files(expected: Snapshot, actual: Snapshot) -> None:
@@ -221,7 +238,7 @@ def assert_same_weights(expected: dict[str, list], actual: dict[str, list]) -> N
     """Bit-identical models, compared array by array (a test that names the differing array)."""
     for model in MODELS:
         assert len(actual[model]) == len(expected[model]), model
-        for i, (want, got) in enumerate(zip(expected[model], actual[model])):
+        for i, (want, got) in enumerate(zip(expected[model], actual[model], strict=True)):
             assert want.dtype == got.dtype and want.shape == got.shape, (model, i)
             assert np.array_equal(want, got), f"{model}: weight array {i} differs"
 
@@ -231,8 +248,11 @@ def output_files(repo: Path) -> dict[str, bool]:
     from dvc.repo import Repo
 
     with Repo(str(repo)) as dvc_repo:
-        return {str(Path(o.fs_path).relative_to(repo)): bool(o.use_cache)
-                for stage in dvc_repo.index.stages for o in stage.outs}
+        return {
+            str(Path(o.fs_path).relative_to(repo)): bool(o.use_cache)
+            for stage in dvc_repo.index.stages
+            for o in stage.outs
+        }
 
 
 def hashes(repo: Path, paths) -> dict[str, str]:
@@ -254,14 +274,16 @@ def in_first_epoch(path: Path, since: float) -> bool:
         return False
 
 
-def kill_mid_training(repo: Path, cmd: list[str], out: Path, watched: Callable[[], list[Path]],
-                      timeout: float = 600) -> str:
+def kill_mid_training(
+    repo: Path, cmd: list[str], out: Path, watched: Callable[[], list[Path]], timeout: float = 600
+) -> str:
     """Run `cmd` in a process group of its own; SIGKILL the whole group once a training is in its
     first epoch, as a power cut or the OOM killer would. Returns what the engine printed."""
     started = time.time()
     with open(out, "w") as sink:
-        engine = subprocess.Popen(cmd, cwd=repo, env=engine_env(), stdout=sink, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        engine = subprocess.Popen(
+            cmd, cwd=repo, env=engine_env(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         while not any(in_first_epoch(path, started) for path in watched()):
             assert engine.poll() is None, f"{cmd} ended before a training began:\n{out.read_text()[-3000:]}"
@@ -304,8 +326,11 @@ def assert_orphans_closed(repo: Path, orphans: set[str]) -> None:
 # --- Snakemake's job timeline -------------------------------------------------------------
 
 # A job's block; the jobs of a group (the search's chief and workers) are indented by 4.
-JOB_START = re.compile(r"^(?P<indent> {0,4})\[([^\]]+)\]\n(?P=indent)(?:local)?rule (\w+):\n"
-                       r"(?:(?P=indent)    .*\n)*?(?P=indent)    jobid: (\d+)$", re.M)
+JOB_START = re.compile(
+    r"^(?P<indent> {0,4})\[([^\]]+)\]\n(?P=indent)(?:local)?rule (\w+):\n"
+    r"(?:(?P=indent)    .*\n)*?(?P=indent)    jobid: (\d+)$",
+    re.M,
+)
 JOB_END = re.compile(r"^\[([^\]]+)\]\nFinished jobid: (\d+) \(Rule: (\w+)\)$", re.M)
 
 
@@ -315,12 +340,13 @@ class Job:
     start: datetime
     end: datetime
 
-    def overlaps(self, other: "Job") -> bool:
+    def overlaps(self, other: Job) -> bool:
         return self.start < other.end and other.start < self.end
 
 
 def job_timeline(output: str) -> list[Job]:
     """Every job of a Snakemake run with its start and end, from the run's log (1 s resolution)."""
+
     def when(stamp: str) -> datetime:
         return datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")
 
@@ -336,8 +362,9 @@ def assert_ran_in_parallel(output: str) -> None:
     trainings = [j for j in jobs if j.rule in ("train", "tune_worker", "tune_finish")]
     assert any(a.overlaps(b) for a in trainings for b in trainings if a is not b), "trainings ran one by one"
     for rule in ("evaluate", "demos"):
-        assert any(a.overlaps(b) for a in jobs if a.rule == rule for b in jobs if b is not a), \
+        assert any(a.overlaps(b) for a in jobs if a.rule == rule for b in jobs if b is not a), (
             f"no {rule} job ran beside another job"
+        )
 
 
 # --- Snakemake: one copy, run twice in parallel, a bad edit, a kill -------------------------
@@ -389,12 +416,12 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot) -
     finally:
         (repo / "params.yaml").write_text(original)  # the next tests start from the run's params
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, flags=re.M))
-    assert planned == {"train": "1", "evaluate": "1", "register": "1", "report": "1", "all": "1",
-                       "total": "5"}, plan
+    assert planned == {"train": "1", "evaluate": "1", "register": "1", "report": "1", "all": "1", "total": "5"}, plan
 
 
-def test_snakemake_twice_in_parallel_without_a_collision(snakemake_repo: Path, snakemake_first: Snapshot,
-                                                         snakemake_second: Snapshot) -> None:
+def test_snakemake_twice_in_parallel_without_a_collision(
+    snakemake_repo: Path, snakemake_first: Snapshot, snakemake_second: Snapshot
+) -> None:
     """Two full runs in a row with --cores 4, the second with --forceall: every job and run succeeds."""
     totals = []
     for snap in (snakemake_first, snakemake_second):
@@ -424,8 +451,12 @@ def test_snakemake_rerun_is_bit_identical(snakemake_first: Snapshot, snakemake_s
 
 def file_states(repo: Path) -> dict[str, tuple[int, str]]:
     """(mtime, sha256) of every file the pipeline wrote."""
-    return {str(p.relative_to(repo)): (p.stat().st_mtime_ns, sha256_file(p))
-            for top in ("data", "models", "reports") for p in sorted((repo / top).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(repo)): (p.stat().st_mtime_ns, sha256_file(p))
+        for top in ("data", "models", "reports")
+        for p in sorted((repo / top).rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_snakemake_bad_edit_is_refused_before_any_job(snakemake_repo: Path, snakemake_second: Snapshot) -> None:
@@ -448,11 +479,16 @@ def test_snakemake_bad_edit_is_refused_before_any_job(snakemake_repo: Path, snak
 
 
 def test_snakemake_killed_mid_training_resumes_with_the_readme_command(
-        snakemake_repo: Path, snakemake_first: Snapshot, snakemake_second: Snapshot, tmp_path: Path) -> None:
+    snakemake_repo: Path, snakemake_first: Snapshot, snakemake_second: Snapshot, tmp_path: Path
+) -> None:
     repo = snakemake_repo
     # Both trainings run at once with 4 cores; kill everything as soon as one is in its first epoch.
-    killed = kill_mid_training(repo, ["snakemake", "--cores", "4", "--forcerun", "train"], tmp_path / "killed.out",
-                               watched=lambda: list((repo / "logs/train").glob("*.log")))
+    killed = kill_mid_training(
+        repo,
+        ["snakemake", "--cores", "4", "--forcerun", "train"],
+        tmp_path / "killed.out",
+        watched=lambda: list((repo / "logs/train").glob("*.log")),
+    )
     assert "rule train:" in killed
     assert list((repo / ".snakemake/incomplete").iterdir()), "the kill interrupted jobs"
     orphans = running_runs(repo)
@@ -494,7 +530,8 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
 
 
 def test_same_params_and_seed_give_identical_models_under_both_engines(
-        snakemake_repo: Path, dvc_repo: Path, snakemake_first: Snapshot, dvc_first: Snapshot) -> None:
+    snakemake_repo: Path, dvc_repo: Path, snakemake_first: Snapshot, dvc_first: Snapshot
+) -> None:
     """Two fresh clones, one run by Snakemake with 4 parallel jobs, one by DVC one stage at a time."""
     tree = ["git", "rev-parse", "HEAD^{tree}"]
     assert run(tree, snakemake_repo).stdout == run(tree, dvc_repo).stdout, "the clones hold the same files"
@@ -506,7 +543,8 @@ def test_same_params_and_seed_give_identical_models_under_both_engines(
 
 
 def test_dvc_bad_edit_then_revert_restores_artifacts_from_cache_without_retraining(
-        dvc_repo: Path, dvc_first: Snapshot) -> None:
+    dvc_repo: Path, dvc_first: Snapshot
+) -> None:
     repo = dvc_repo
     outputs = output_files(repo)
     before = hashes(repo, outputs)
@@ -532,7 +570,8 @@ def test_dvc_bad_edit_then_revert_restores_artifacts_from_cache_without_retraini
 
 
 def test_dvc_push_then_pull_into_an_empty_cache_gives_back_identical_files(
-        dvc_repo: Path, dvc_first: Snapshot, tmp_path: Path) -> None:
+    dvc_repo: Path, dvc_first: Snapshot, tmp_path: Path
+) -> None:
     repo = dvc_repo
     outputs = output_files(repo)
     cached = sorted(path for path, use_cache in outputs.items() if use_cache)
@@ -560,7 +599,8 @@ def lock_holders(repo: Path) -> set[int]:
 
 
 def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
-        dvc_repo: Path, dvc_first: Snapshot, tmp_path: Path) -> None:
+    dvc_repo: Path, dvc_first: Snapshot, tmp_path: Path
+) -> None:
     repo = dvc_repo
     baseline = (repo / "models/baseline.keras").read_bytes()
     regularized = (repo / "models/regularized.keras").read_bytes()
@@ -608,14 +648,17 @@ def test_dvc_plots_and_an_experiment_from_the_command_line(dvc_repo: Path, dvc_f
 
 
 def test_cluster_generic_profile_runs_every_job_as_a_separate_submission_with_the_local_results(
-        fresh_copies, snakemake_first: Snapshot) -> None:
+    fresh_copies, snakemake_first: Snapshot
+) -> None:
     """profiles/cluster-generic hands every job to workflow/scripts/cluster/submit.py, which starts it
     detached, in another working directory, with a login-like environment: nothing is inherited
     from the Snakemake process. The results equal the local run's, bit for bit."""
     repo = fresh_copies["cluster"]
     cluster = run_and_snapshot(repo, ["snakemake", "--profile", "profiles/cluster-generic"])
-    jobs = [json.loads(p.read_text()) | {"exit": (p.parent / "exit").read_text().strip()}
-            for p in sorted((repo / ".snakemake/cluster-jobs").glob("*/job.json"))]
+    jobs = [
+        json.loads(p.read_text()) | {"exit": (p.parent / "exit").read_text().strip()}
+        for p in sorted((repo / ".snakemake/cluster-jobs").glob("*/job.json"))
+    ]
     # download, prepare, demos, 2 trainings, the search (its chief and workers: one group job),
     # tune's retrain, 3 evaluations, register, report (`all` is local)
     assert len(jobs) == 12 and all(job["exit"] == "0" for job in jobs), jobs

@@ -45,9 +45,9 @@ def test_compute_metrics_accuracy_and_per_class(predictions):
     per_class_f1 = [metrics["per_class"][n]["f1"] for n in CLASS_NAMES]
     assert metrics["macro_f1"] == pytest.approx(np.mean(per_class_f1))
     assert metrics["macro_precision"] == pytest.approx(
-        np.mean([metrics["per_class"][n]["precision"] for n in CLASS_NAMES]))
-    assert metrics["macro_recall"] == pytest.approx(
-        np.mean([metrics["per_class"][n]["recall"] for n in CLASS_NAMES]))
+        np.mean([metrics["per_class"][n]["precision"] for n in CLASS_NAMES])
+    )
+    assert metrics["macro_recall"] == pytest.approx(np.mean([metrics["per_class"][n]["recall"] for n in CLASS_NAMES]))
     assert metrics["weighted_f1"] == pytest.approx(np.mean(per_class_f1))  # equal supports
 
 
@@ -101,9 +101,18 @@ def test_metric_key():
 @pytest.fixture
 def history_rows():
     # Epoch 2 is the kept one, as if early stopping had restored its weights.
-    return [{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + 0.1 * e, "val_loss": 1.1 / e,
-             "val_accuracy": 0.45 + 0.1 * e, "learning_rate": 0.001, "kept": int(e == 2)}
-            for e in (1, 2, 3)]
+    return [
+        {
+            "epoch": e,
+            "loss": 1.0 / e,
+            "accuracy": 0.5 + 0.1 * e,
+            "val_loss": 1.1 / e,
+            "val_accuracy": 0.45 + 0.1 * e,
+            "learning_rate": 0.001,
+            "kept": int(e == 2),
+        }
+        for e in (1, 2, 3)
+    ]
 
 
 def test_history_round_trip_and_training_summary(tmp_path, history_rows):
@@ -164,6 +173,6 @@ def test_write_predictions_csv(tmp_path, predictions):
         rows = list(csv.reader(fh))
     assert rows[0] == ["actual", "predicted"]
     assert len(rows) == 1 + len(y_true)
-    assert rows[1:] == [[CLASS_NAMES[t], CLASS_NAMES[p]] for t, p in zip(y_true, y_pred)]
+    assert rows[1:] == [[CLASS_NAMES[t], CLASS_NAMES[p]] for t, p in zip(y_true, y_pred, strict=True)]
     assert ["T-shirt/top", "Trouser"] in rows  # first misclassified image
     assert no_temporaries(path.parent)

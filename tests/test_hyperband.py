@@ -13,19 +13,53 @@ import pytest
 
 from fashion_mlp import hyperband
 
-SECTION = {"max_epochs": 10, "factor": 3, "hyperband_iterations": 1, "workers": 2, "batch_size": 128,
-           "steps_per_execution": 16, "final_epochs": 40, "final_lr_schedule": "cosine", "final_lr_decay_rate": 1.0,
-           "final_early_stopping_patience": 8, "final_early_stopping_monitor": "val_accuracy",
-           "search_limit_train": 20000,
-           "space": {"layers": [1, 3], "units": [32, 1024, 32], "dropout": [0.0, 0.5, 0.1], "l2": [0.0, 1e-05],
-                     "learning_rate": [0.0001, 0.01], "batchnorm": [False, True]}}
-TRIAL = {"layers": 2, "units_0": 512, "units_1": 256, "units_2": 32, "dropout": 0.3, "l2": 1e-05,
-         "learning_rate": 0.001, "batchnorm": 1, "tuner/epochs": 10, "tuner/bracket": 0, "tuner/round": 0}
+SECTION = {
+    "max_epochs": 10,
+    "factor": 3,
+    "hyperband_iterations": 1,
+    "workers": 2,
+    "batch_size": 128,
+    "steps_per_execution": 16,
+    "final_epochs": 40,
+    "final_lr_schedule": "cosine",
+    "final_lr_decay_rate": 1.0,
+    "final_early_stopping_patience": 8,
+    "final_early_stopping_monitor": "val_accuracy",
+    "search_limit_train": 20000,
+    "space": {
+        "layers": [1, 3],
+        "units": [32, 1024, 32],
+        "dropout": [0.0, 0.5, 0.1],
+        "l2": [0.0, 1e-05],
+        "learning_rate": [0.0001, 0.01],
+        "batchnorm": [False, True],
+    },
+}
+TRIAL = {
+    "layers": 2,
+    "units_0": 512,
+    "units_1": 256,
+    "units_2": 32,
+    "dropout": 0.3,
+    "l2": 1e-05,
+    "learning_rate": 0.001,
+    "batchnorm": 1,
+    "tuner/epochs": 10,
+    "tuner/bracket": 0,
+    "tuner/round": 0,
+}
 
 
 def test_active_hparams_drop_bookkeeping_and_unused_layers():
-    assert hyperband.active_hparams(TRIAL) == {"layers": 2, "units_0": 512, "units_1": 256, "dropout": 0.3,
-                                               "l2": 1e-05, "learning_rate": 0.001, "batchnorm": True}
+    assert hyperband.active_hparams(TRIAL) == {
+        "layers": 2,
+        "units_0": 512,
+        "units_1": 256,
+        "dropout": 0.3,
+        "l2": 1e-05,
+        "learning_rate": 0.001,
+        "batchnorm": True,
+    }
 
 
 def test_a_trial_is_keyed_and_seeded_by_its_draw_and_round_only():
@@ -50,11 +84,18 @@ def test_tuner_directory_is_named_by_the_section_seed_and_data():
 def test_best_trial_prefers_the_score_then_the_earlier_draw_then_the_longer_round():
     def trial(trial_id, score, draw, round_num, status="COMPLETED"):
         values = {"tuner/draw": draw, "tuner/round": round_num}
-        return SimpleNamespace(trial_id=trial_id, score=score, status=status,
-                               hyperparameters=SimpleNamespace(values=values))
+        return SimpleNamespace(
+            trial_id=trial_id, score=score, status=status, hyperparameters=SimpleNamespace(values=values)
+        )
 
-    trials = [trial("a", 0.8, 1, 0), trial("b", 0.9, 3, 0), trial("c", 0.9, 2, 0), trial("d", 0.9, 2, 1),
-              trial("e", 0.95, 4, 0, status="FAILED"), trial("f", None, 5, 0, status="COMPLETED")]
+    trials = [
+        trial("a", 0.8, 1, 0),
+        trial("b", 0.9, 3, 0),
+        trial("c", 0.9, 2, 0),
+        trial("d", 0.9, 2, 1),
+        trial("e", 0.95, 4, 0, status="FAILED"),
+        trial("f", None, 5, 0, status="COMPLETED"),
+    ]
     oracle = SimpleNamespace(trials={t.trial_id: t for t in trials})
     assert hyperband.best_trial(oracle).trial_id == "d"
 
@@ -63,8 +104,17 @@ def test_hypermodel_builds_a_model_inside_the_space():
     import keras_tuner as kt
 
     hp = kt.HyperParameters()
-    model = hyperband.hypermodel({"layers": [1, 3], "units": [32, 64, 32], "dropout": [0.0, 0.5, 0.1],
-                                  "l2": [0.0], "learning_rate": [1e-4, 1e-2], "batchnorm": [False, True]}, 1)(hp)
+    model = hyperband.hypermodel(
+        {
+            "layers": [1, 3],
+            "units": [32, 64, 32],
+            "dropout": [0.0, 0.5, 0.1],
+            "l2": [0.0],
+            "learning_rate": [1e-4, 1e-2],
+            "batchnorm": [False, True],
+        },
+        1,
+    )(hp)
     dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
     assert 2 <= len(dense) <= 4 and dense[-1].units == 10
     assert all(32 <= layer.units <= 64 for layer in dense[:-1])
@@ -85,8 +135,9 @@ def search(tmp_path, workers: int, seed: int = 0):
     """A whole Hyperband search with `workers` workers, whose trials end in a shuffled order."""
     import keras_tuner as kt
 
-    oracle = hyperband.lockstep_oracle_class()(kt.Objective("val_accuracy", "max"), max_epochs=9, factor=3,
-                                               hyperband_iterations=1, seed=1)
+    oracle = hyperband.lockstep_oracle_class()(
+        kt.Objective("val_accuracy", "max"), max_epochs=9, factor=3, hyperband_iterations=1, seed=1
+    )
     oracle._set_project_dir(str(tmp_path), f"search-{workers}-{seed}")
     oracle.verbose = 0
     hp = kt.HyperParameters()
@@ -133,8 +184,9 @@ def test_the_lockstep_oracle_decides_the_same_with_any_number_of_workers(tmp_pat
         spread = search(tmp_path, workers, seed)
         assert outcome(spread) == rows, f"{workers} workers, order {seed}"
         spread_best = hyperband.best_trial(spread).hyperparameters.values
-        assert {k: v for k, v in spread_best.items() if k != "tuner/trial_id"} == \
-            {k: v for k, v in best.items() if k != "tuner/trial_id"}
+        assert {k: v for k, v in spread_best.items() if k != "tuner/trial_id"} == {
+            k: v for k, v in best.items() if k != "tuner/trial_id"
+        }
 
 
 def test_trial_rows_show_only_the_layers_a_trial_uses(tmp_path):

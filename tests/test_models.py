@@ -72,7 +72,12 @@ def test_baseline_matches_tutorial(keras, models):
 def test_baseline_from_params_yaml(keras, models, train_params):
     block = train_params["baseline"]
     assert (block["hidden"], block["activation"], block["dropout"], block["l2"], block["batchnorm"]) == (
-        [128], "relu", 0.2, 0.0, False)
+        [128],
+        "relu",
+        0.2,
+        0.0,
+        False,
+    )
     model = _build(models, block)
     assert model.count_params() == 101_770
     assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense", "Dropout", "Dense"]
@@ -95,8 +100,16 @@ def test_regularized_from_params_yaml(keras, models, train_params):
 def test_scalar_options_apply_to_every_layer(keras, models):
     model = models.build_mlp([32, 16], "tanh", 0.5, 0.01, True)
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["Flatten", "Dense", "BatchNormalization", "Dropout",
-                     "Dense", "BatchNormalization", "Dropout", "Dense"]
+    assert kinds == [
+        "Flatten",
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+        "Dense",
+    ]
     hidden = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]
     assert all(layer.activation.__name__ == "tanh" for layer in hidden)
     assert all(float(layer.kernel_regularizer.l2) == pytest.approx(0.01) for layer in hidden)
@@ -167,11 +180,22 @@ def test_exponential_schedule_really_decays_in_a_short_fit(keras, models):
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    data = {"x_train": rng.random((64, 28, 28), dtype=np.float32), "y_train": rng.integers(0, 10, 64),
-            "x_val": rng.random((16, 28, 28), dtype=np.float32), "y_val": rng.integers(0, 10, 16)}
-    params = {"learning_rate": 0.01, "lr_schedule": "exponential", "lr_decay_rate": 0.5, "batch_size": 16,
-              "epochs": 3, "early_stopping_patience": None, "early_stopping_monitor": "val_loss",
-              "steps_per_execution": 2}
+    data = {
+        "x_train": rng.random((64, 28, 28), dtype=np.float32),
+        "y_train": rng.integers(0, 10, 64),
+        "x_val": rng.random((16, 28, 28), dtype=np.float32),
+        "y_val": rng.integers(0, 10, 16),
+    }
+    params = {
+        "learning_rate": 0.01,
+        "lr_schedule": "exponential",
+        "lr_decay_rate": 0.5,
+        "batch_size": 16,
+        "epochs": 3,
+        "early_stopping_patience": None,
+        "early_stopping_monitor": "val_loss",
+        "steps_per_execution": 2,
+    }
     model = models.build_mlp([8], "relu", 0.0, 0.0, False)
     history = make_history_callback()
     fit(model, data, params, [history])
@@ -212,16 +236,19 @@ def test_the_same_weights_saved_twice_give_the_same_bytes(keras, models, tmp_pat
     model.save(tmp_path / "keras_b.keras")
     models.save_model(model, tmp_path / "b.keras")
 
-    assert (tmp_path / "keras_a.keras").read_bytes() != (tmp_path / "keras_b.keras").read_bytes(), \
+    assert (tmp_path / "keras_a.keras").read_bytes() != (tmp_path / "keras_b.keras").read_bytes(), (
         "Keras' own saves were expected to differ (they record the time and memory addresses)"
+    )
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras", "keras_a.keras", "keras_b.keras"], \
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras", "keras_a.keras", "keras_b.keras"], (
         "no temporary file is left"
+    )
 
     loaded = keras.saving.load_model(tmp_path / "b.keras", safe_mode=True)
     images = np.random.default_rng(1).random((4, 28, 28), dtype=np.float32)
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
-    for want, got in zip(model.get_weights(), loaded.get_weights()):
+    for want, got in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(want, got)
-    assert [v.numpy().tolist() for v in loaded.optimizer.variables] == \
-        [v.numpy().tolist() for v in model.optimizer.variables]
+    assert [v.numpy().tolist() for v in loaded.optimizer.variables] == [
+        v.numpy().tolist() for v in model.optimizer.variables
+    ]

@@ -47,7 +47,7 @@ def test_split_is_disjoint_and_covers_everything(labels):
 def test_split_is_deterministic_per_seed(labels):
     a_train, a_val = split_train_val(labels, 0.1, seed=42)
     b_train, b_val = split_train_val(labels, 0.1, seed=42)
-    c_train, c_val = split_train_val(labels, 0.1, seed=43)
+    _c_train, c_val = split_train_val(labels, 0.1, seed=43)
     np.testing.assert_array_equal(a_train, b_train)
     np.testing.assert_array_equal(a_val, b_val)
     assert not np.array_equal(a_val, c_val)
@@ -172,7 +172,7 @@ def test_test_arrays_are_an_untouched_subset_of_the_real_test_set(real_prepared)
     for i, key in enumerate(_row_keys(x_full)):
         index.setdefault(key, []).append(i)
     positions = []
-    for img, label in zip(restored, test["y_test"]):
+    for img, label in zip(restored, test["y_test"], strict=True):
         matches = [i for i in index.get(img.tobytes(), []) if y_full[i] == label]
         assert matches, "a prepared test image is not in the real test set"
         positions.append(matches[0])

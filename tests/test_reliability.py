@@ -71,8 +71,9 @@ def test_sigkill_during_an_atomic_write_leaves_the_old_file_or_none(tmp_path, ex
     target.parent.mkdir()
     if existing is not None:
         target.write_bytes(existing)
-    writer = subprocess.Popen([sys.executable, "-c", DIE_WHILE_WRITING, str(target)], env=engine_env(),
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", DIE_WHILE_WRITING, str(target)], env=engine_env(), stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout.readline().strip() == "writing"
     writer.kill()  # SIGKILL: no cleanup code runs
     writer.wait(timeout=TIMEOUT)
@@ -122,12 +123,15 @@ def corrupt_labels(payload: bytes, case: str) -> bytes:
     raise ValueError(case)
 
 
-@pytest.mark.parametrize("case, needles", [
-    ("bad-magic", ["train-labels-idx1-ubyte.gz", "bad IDX magic number 0x00000803, expected 0x00000801"]),
-    ("label-out-of-range", ["train-labels-idx1-ubyte.gz", "label 10 is outside 0-9"]),
-    ("count-mismatch", ["train-images-idx3-ubyte.gz has 60000 images", "train-labels-idx1-ubyte.gz has 59999"]),
-    ("truncated-archive", ["train-images-idx3-ubyte.gz", "not a valid gzip file or truncated"]),
-])
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("bad-magic", ["train-labels-idx1-ubyte.gz", "bad IDX magic number 0x00000803, expected 0x00000801"]),
+        ("label-out-of-range", ["train-labels-idx1-ubyte.gz", "label 10 is outside 0-9"]),
+        ("count-mismatch", ["train-images-idx3-ubyte.gz has 60000 images", "train-labels-idx1-ubyte.gz has 59999"]),
+        ("truncated-archive", ["train-images-idx3-ubyte.gz", "not a valid gzip file or truncated"]),
+    ],
+)
 def test_prepare_stops_on_bad_data_with_the_file_named_and_writes_nothing(tmp_path, raw_copy, case, needles):
     raw = tmp_path / "raw"
     shutil.copytree(raw_copy, raw)
@@ -138,9 +142,28 @@ def test_prepare_stops_on_bad_data_with_the_file_named_and_writes_nothing(tmp_pa
         labels = raw / "train-labels-idx1-ubyte.gz"
         labels.write_bytes(gz(corrupt_labels(gzip.decompress(labels.read_bytes()), case)))
     out = tmp_path / "prepared"
-    result = cli(["prepare", "--val_fraction", "0.1", "--limit_train", "1000", "--limit_test", "100",
-                  "--seed", "42", "--raw_dir", str(raw), "--train_out", str(out / "train.npz"),
-                  "--test_out", str(out / "test.npz"), "--stats_out", str(out / "stats.json")], tmp_path)
+    result = cli(
+        [
+            "prepare",
+            "--val_fraction",
+            "0.1",
+            "--limit_train",
+            "1000",
+            "--limit_test",
+            "100",
+            "--seed",
+            "42",
+            "--raw_dir",
+            str(raw),
+            "--train_out",
+            str(out / "train.npz"),
+            "--test_out",
+            str(out / "test.npz"),
+            "--stats_out",
+            str(out / "stats.json"),
+        ],
+        tmp_path,
+    )
     assert_clear_error(result, "prepare", *needles)
     assert not out.exists() or list(out.iterdir()) == [], "a failed prepare wrote something"
 
@@ -153,8 +176,10 @@ def test_download_skips_truncated_and_unreachable_mirrors_then_uses_a_good_one(t
         (truncated / name).write_bytes(data[: len(data) // 3])
     unreachable = closed_port_url()
     out = tmp_path / "data" / "raw"
-    result = cli(["download", "--mirrors", str(truncated), unreachable, str(raw_copy), "--timeout", "5",
-                  "--out_dir", str(out)], tmp_path)
+    result = cli(
+        ["download", "--mirrors", str(truncated), unreachable, str(raw_copy), "--timeout", "5", "--out_dir", str(out)],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     for name, sha256 in RAW_FILES.items():
         assert sha256_gunzipped(out / name) == sha256
@@ -171,17 +196,25 @@ def test_download_with_every_mirror_failing_names_file_and_mirrors_and_leaves_no
     (truncated / first).write_bytes((raw_copy / first).read_bytes()[:1000])
     unreachable = closed_port_url()
     out = tmp_path / "data" / "raw"
-    result = cli(["download", "--mirrors", unreachable, str(truncated), "--timeout", "5", "--out_dir", str(out)],
-                 tmp_path)
-    assert_clear_error(result, "download", f"no mirror served a verified {first}", unreachable.rstrip("/"),
-                       (truncated / first).as_uri(), "unreachable", "truncated")
+    result = cli(
+        ["download", "--mirrors", unreachable, str(truncated), "--timeout", "5", "--out_dir", str(out)], tmp_path
+    )
+    assert_clear_error(
+        result,
+        "download",
+        f"no mirror served a verified {first}",
+        unreachable.rstrip("/"),
+        (truncated / first).as_uri(),
+        "unreachable",
+        "truncated",
+    )
     assert list(out.iterdir()) == [], "no partial or unverified file in data/raw"
 
 
 class ShortBodyHandler(http.server.BaseHTTPRequestHandler):
     """Promises the whole file in Content-Length, sends half of it, then hangs up."""
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         body = (self.server.directory / self.path.lstrip("/")).read_bytes()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -190,7 +223,7 @@ class ShortBodyHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
-    def log_message(self, format, *args):  # noqa: A002 - keep pytest output clean
+    def log_message(self, format, *args):
         pass
 
 
@@ -211,7 +244,8 @@ def short_body_mirror(raw_copy, monkeypatch):
 
 
 def test_download_cut_short_by_an_http_mirror_falls_back_and_leaves_no_partial_file(
-        tmp_path, raw_copy, short_body_mirror, capsys):
+    tmp_path, raw_copy, short_body_mirror, capsys
+):
     first = "train-labels-idx1-ubyte.gz"
     out = tmp_path / "raw"
     sources = download_all([short_body_mirror, str(raw_copy)], out, 5.0, files={first: RAW_FILES[first]})
@@ -236,10 +270,26 @@ def closed_port_url() -> str:
 def test_train_command_rejects_a_bad_value_before_writing_or_tracking(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     flags = cli_flags(dict(params["train"]["baseline"], dropout=1.5)).split()
-    result = cli(["train", "--model", "baseline", *flags, "--seed", "42", "--experiment", "exp",
-                  "--data", str(tmp_path / "train.npz"), "--model_out", str(tmp_path / "m.keras"),
-                  "--history_out", str(tmp_path / "h.csv")], tmp_path,
-                 MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = cli(
+        [
+            "train",
+            "--model",
+            "baseline",
+            *flags,
+            "--seed",
+            "42",
+            "--experiment",
+            "exp",
+            "--data",
+            str(tmp_path / "train.npz"),
+            "--model_out",
+            str(tmp_path / "m.keras"),
+            "--history_out",
+            str(tmp_path / "h.csv"),
+        ],
+        tmp_path,
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
     assert_clear_error(result, "train", "train.baseline: 'train.dropout' = 1.5", "a number in [0, 1)")
     assert list(tmp_path.iterdir()) == [], "no model, history or MLflow store"
 
@@ -254,8 +304,14 @@ def test_default_profile_is_found_and_lets_a_killed_run_resume():
     # rerun-incomplete: redo the jobs a kill interrupted; nolock: Snakemake 9 never expires the
     # .snakemake/locks a SIGKILL leaves, so with them every later run would stop until `--unlock`.
     assert profile["rerun-incomplete"] is True and profile["nolock"] is True
-    result = subprocess.run(["snakemake", "--dry-run", "--cores", "2", "--quiet", "all"], cwd=REPO,
-                            env=engine_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        ["snakemake", "--dry-run", "--cores", "2", "--quiet", "all"],
+        cwd=REPO,
+        env=engine_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr
     assert "Using workflow specific profile profiles/default" in result.stderr
 
@@ -266,12 +322,19 @@ def test_a_second_snakemake_in_the_same_checkout_is_refused_before_any_job(smoke
     a second run is refused at once, and the lock dies with its holder, so a SIGKILL leaves none."""
     lock = smoke_repo / ".snakemake" / "run.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        refused = subprocess.run(["snakemake", "--cores", "2"], cwd=smoke_repo, env=engine_env(),
-                                 capture_output=True, text=True, timeout=TIMEOUT)
+        refused = subprocess.run(
+            ["snakemake", "--cores", "2"],
+            cwd=smoke_repo,
+            env=engine_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         assert refused.returncode != 0
         assert "another Snakemake is running" in refused.stdout + refused.stderr
         assert not (smoke_repo / "data").exists(), "no job ran"
@@ -279,8 +342,9 @@ def test_a_second_snakemake_in_the_same_checkout_is_refused_before_any_job(smoke
         holder.kill()
         holder.wait()
     # The holder died without unlocking (as under SIGKILL): the lock is free again.
-    free = subprocess.run([sys.executable, "-c", HOLD_LOCK, str(lock)], capture_output=True, text=True,
-                          timeout=TIMEOUT, input="")
+    free = subprocess.run(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], capture_output=True, text=True, timeout=TIMEOUT, input=""
+    )
     assert free.stdout.strip() == "locked"
 
 
@@ -295,8 +359,9 @@ sys.stdin.read()  # hold until killed (or until stdin closes)
 
 # --- nothing unsafe is loaded, nothing is served beyond this machine ------------------------
 
-SOURCES = sorted([*(REPO / "workflow/fashion_mlp").glob("*.py"), *(REPO / "workflow/rules").glob("*.smk"),
-                  REPO / "Snakefile"])
+SOURCES = sorted(
+    [*(REPO / "workflow/fashion_mlp").glob("*.py"), *(REPO / "workflow/rules").glob("*.smk"), REPO / "Snakefile"]
+)
 
 
 def calls(name: str) -> list[tuple[Path, str]]:
@@ -305,7 +370,7 @@ def calls(name: str) -> list[tuple[Path, str]]:
     for path in SOURCES:
         text = path.read_text()
         for match in re.finditer(rf"\b{re.escape(name)}\(", text):
-            found.append((path, text[match.start():text.find(")", match.end()) + 1]))
+            found.append((path, text[match.start() : text.find(")", match.end()) + 1]))
     return found
 
 
@@ -329,15 +394,20 @@ def test_mlflow_ui_listens_on_localhost_only():
     assert commands and all("--host 127.0.0.1" in line for line in commands), commands
 
 
-
 @pytest.mark.slow
 def test_too_few_cores_for_the_hyperband_workers_is_refused_with_the_fix(smoke_repo):
     """The chief's workers run side by side, a core each: with fewer cores Snakemake would stop
     at the search with a message about pipe groups. This refuses at the start, before any job,
     naming the key and the fix."""
     workers = yaml.safe_load((smoke_repo / "params.yaml").read_text())["tune"]["workers"]
-    result = subprocess.run(["snakemake", "--cores", str(workers - 1)], cwd=smoke_repo, env=engine_env(),
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        ["snakemake", "--cores", str(workers - 1)],
+        cwd=smoke_repo,
+        env=engine_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert f"tune.workers is {workers} but --cores is {workers - 1}" in message, message[-2000:]

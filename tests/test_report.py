@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 import pytest
 
 from conftest import PNG_MAGIC, assert_png, no_temporaries
@@ -15,8 +14,13 @@ from fashion_mlp.data import CLASS_NAMES
 
 def _metrics(model: str, accuracy: float, predictions) -> dict:
     y_true, _, probabilities = predictions
-    return {"model": model, **evaluate.compute_metrics(y_true, probabilities), "accuracy": accuracy,
-            "params": 101_770, "epochs_run": 10}
+    return {
+        "model": model,
+        **evaluate.compute_metrics(y_true, probabilities),
+        "accuracy": accuracy,
+        "params": 101_770,
+        "epochs_run": 10,
+    }
 
 
 @pytest.fixture
@@ -76,8 +80,20 @@ def test_report_main_writes_summary_and_chart(tmp_path, two_models):
     stats = tmp_path / "data_stats.json"
     stats.write_text(json.dumps({"seed": 1, "counts": {"train": 1800, "val": 200, "test": 500}}))
     out, chart = tmp_path / "summary.md", tmp_path / "accuracy.png"
-    report.main(["--metrics", *paths, "--data_stats", str(stats), "--figures_dir", str(tmp_path / "figures"),
-                 "--chart_out", str(chart), "--out", str(out)])
+    report.main(
+        [
+            "--metrics",
+            *paths,
+            "--data_stats",
+            str(stats),
+            "--figures_dir",
+            str(tmp_path / "figures"),
+            "--chart_out",
+            str(chart),
+            "--out",
+            str(out),
+        ]
+    )
     assert_png(chart)
     text = out.read_text()
     assert text.startswith("# Fashion-MNIST MLPs: summary")
@@ -88,12 +104,29 @@ def test_report_main_writes_summary_and_chart(tmp_path, two_models):
 def test_wall_times_go_to_the_untracked_timings_summary_not_the_versioned_one(tmp_path, two_models):
     timings = tmp_path / "reports" / "timings"
     timings.mkdir(parents=True)
-    (timings / "baseline.json").write_text(json.dumps({
-        "model": "baseline", "fit_seconds": 125.0, "train_seconds": 123.4, "seconds_per_epoch": 12.34,
-        "epochs_run": 10, "epoch_seconds": [12.34] * 10, "mlflow_run_id": "abc123"}))
-    (timings / "tune.json").write_text(json.dumps({
-        "search_seconds": 255.2, "mlflow_run_id": "def456", "workers": {"worker0": 30, "worker1": 30},
-        "trials": [{"draw": 1, "round": 0, "trial_id": "0000", "worker": "worker1"}] * 60}))
+    (timings / "baseline.json").write_text(
+        json.dumps(
+            {
+                "model": "baseline",
+                "fit_seconds": 125.0,
+                "train_seconds": 123.4,
+                "seconds_per_epoch": 12.34,
+                "epochs_run": 10,
+                "epoch_seconds": [12.34] * 10,
+                "mlflow_run_id": "abc123",
+            }
+        )
+    )
+    (timings / "tune.json").write_text(
+        json.dumps(
+            {
+                "search_seconds": 255.2,
+                "mlflow_run_id": "def456",
+                "workers": {"worker0": 30, "worker1": 30},
+                "trials": [{"draw": 1, "round": 0, "trial_id": "0000", "worker": "worker1"}] * 60,
+            }
+        )
+    )
     paths = []
     for m in two_models:
         path = tmp_path / "reports" / "metrics" / f"{m['model']}.json"
@@ -103,8 +136,20 @@ def test_wall_times_go_to_the_untracked_timings_summary_not_the_versioned_one(tm
     stats = tmp_path / "reports" / "data_stats.json"
     stats.write_text(json.dumps({"seed": 1, "counts": {"train": 1800, "val": 200, "test": 500}}))
     out = tmp_path / "reports" / "summary.md"
-    report.main(["--metrics", *paths, "--data_stats", str(stats), "--figures_dir", str(tmp_path / "figures"),
-                 "--chart_out", str(tmp_path / "chart.png"), "--out", str(out)])
+    report.main(
+        [
+            "--metrics",
+            *paths,
+            "--data_stats",
+            str(stats),
+            "--figures_dir",
+            str(tmp_path / "figures"),
+            "--chart_out",
+            str(tmp_path / "chart.png"),
+            "--out",
+            str(out),
+        ]
+    )
     text = (timings / "summary.md").read_text()
     assert "| baseline | 10 | 123.4 | 12.34 | abc123 |" in text
     assert "60 trials in 255 s (trials per worker: worker0 30, worker1 30); MLflow run def456" in text

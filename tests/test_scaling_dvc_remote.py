@@ -29,9 +29,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -52,24 +52,31 @@ def unavailable(reason: str) -> None:
 class Sshd:
     port: int
     user: str
-    keyfile: Path       # the client's private key, authorized by this sshd only
-    fingerprint: str    # SHA256:... of the client key, as sshd logs it
-    home: Path          # HOME for the DVC client: an empty .ssh, so no ~/.ssh/config or key of the user
-    log: Path           # sshd's stderr (-e): connections and authentications
+    keyfile: Path  # the client's private key, authorized by this sshd only
+    fingerprint: str  # SHA256:... of the client key, as sshd logs it
+    home: Path  # HOME for the DVC client: an empty .ssh, so no ~/.ssh/config or key of the user
+    log: Path  # sshd's stderr (-e): connections and authentications
 
     def accepted_logins(self) -> int:
         """How many times sshd let the test's client key in, as its log says."""
-        pattern = (rf"Accepted publickey for {re.escape(self.user)} from 127\.0\.0\.1 port \d+ ssh2: "
-                   rf"\S+ {re.escape(self.fingerprint)}")
+        pattern = (
+            rf"Accepted publickey for {re.escape(self.user)} from 127\.0\.0\.1 port \d+ ssh2: "
+            rf"\S+ {re.escape(self.fingerprint)}"
+        )
         return len(re.findall(pattern, self.log.read_text(errors="replace")))
 
 
 def keygen(ssh_keygen: str, path: Path) -> str:
     """A new passphrase-less ed25519 key pair at `path` and `path`.pub; returns its SHA256 fingerprint."""
-    subprocess.run([ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-                   check=True, capture_output=True, timeout=30)
-    listed = subprocess.run([ssh_keygen, "-l", "-E", "sha256", "-f", f"{path}.pub"],
-                            check=True, capture_output=True, text=True, timeout=30).stdout
+    subprocess.run(
+        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    listed = subprocess.run(
+        [ssh_keygen, "-l", "-E", "sha256", "-f", f"{path}.pub"], check=True, capture_output=True, text=True, timeout=30
+    ).stdout
     return listed.split()[1]
 
 
@@ -96,8 +103,13 @@ LogLevel VERBOSE
 def start_sshd(sshd: str, config: Path, log: Path, port: int) -> subprocess.Popen | None:
     """Start sshd in the foreground; its process once it listens, None if the port was taken meanwhile."""
     with open(log, "w") as sink:
-        process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
-                                   stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.time() + 20
     while time.time() < deadline:
         text = log.read_text(errors="replace")
@@ -125,8 +137,9 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def sshd(tmp_path_factory) -> Iterator[Sshd]:
-    server = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
-                                           if os.access(p, os.X_OK)), None)
+    server = shutil.which("sshd") or next(
+        (p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.access(p, os.X_OK)), None
+    )
     ssh_keygen = shutil.which("ssh-keygen")
     if server is None:
         unavailable("no sshd (Debian: openssh-server)")
@@ -159,8 +172,7 @@ def sshd(tmp_path_factory) -> Iterator[Sshd]:
             break
     assert process is not None, "no free loopback port for sshd after 5 tries"
     try:
-        yield Sshd(port=port, user=user, keyfile=directory / "client_key", fingerprint=fingerprint,
-                   home=home, log=log)
+        yield Sshd(port=port, user=user, keyfile=directory / "client_key", fingerprint=fingerprint, home=home, log=log)
     finally:
         stop(process)
 
@@ -178,9 +190,11 @@ def dvc(server: Sshd, repo: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = ["dvc", *args]
     result = subprocess.run(cmd, cwd=repo, env=ssh_env(server), capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode})\n--- stdout\n{result.stdout[-6000:]}\n"
-                             f"--- stderr\n{result.stderr[-6000:]}\n--- sshd log\n"
-                             f"{server.log.read_text(errors='replace')[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode})\n--- stdout\n{result.stdout[-6000:]}\n"
+            f"--- stderr\n{result.stderr[-6000:]}\n--- sshd log\n"
+            f"{server.log.read_text(errors='replace')[-3000:]}"
+        )
     return result
 
 
@@ -221,8 +235,9 @@ def test_dvc_ssh_remote_push_then_pull_gives_back_identical_files(sshd: Sshd, tm
     logins_after_push = sshd.accepted_logins()
     assert logins_after_push >= 1, "the push logged in to the test's sshd with the test's key"
     on_remote = remote_files(remote)
-    assert on_remote == {md5: (md5, size) for md5, size in outputs.values()}, \
+    assert on_remote == {md5: (md5, size) for md5, size in outputs.values()}, (
         "the remote holds every output, under its MD5, content intact, and nothing else"
+    )
 
     shutil.rmtree(repo / ".dvc/cache")
     for path in outputs:

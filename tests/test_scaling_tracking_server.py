@@ -13,6 +13,7 @@ Outside CI the module is skipped when PostgreSQL is not installed; in CI (CI=tru
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -64,8 +65,12 @@ def require_postgres() -> None:
 
 def http(url: str, body: dict | None = None, timeout: float = 30) -> bytes:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
-                                     headers={"Content-Type": "application/json"} if data else {})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="GET" if data is None else "POST",
+        headers={"Content-Type": "application/json"} if data else {},
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.read()
 
@@ -122,10 +127,8 @@ class Server:
     def stop(self) -> int:
         """SIGTERM, as Ctrl-C in the terminal: the script stops mlflow server, then PostgreSQL."""
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 self.children = self.process_tree()
-            except psutil.NoSuchProcess:
-                pass
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=90)
@@ -141,10 +144,8 @@ class Server:
         """Whatever stop() left: processes, a running PostgreSQL, the state directory."""
         self.stop()
         for child in self.children:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-            except psutil.NoSuchProcess:
-                pass
         try:
             server.stop_postgres(self.settings)
         finally:
@@ -162,9 +163,15 @@ def tracking_server(tmp_path_factory) -> Server:
     settings = server.parse_args(args)
     log = tmp_path_factory.mktemp("tracking-server") / "server.log"
     with open(log, "w") as sink:
-        process = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=engine_env(), cwd=state,
-                                   stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *args],
+            env=engine_env(),
+            cwd=state,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     running = Server(settings=settings, process=process, log=log, uri=f"http://127.0.0.1:{port}", children=[])
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -187,10 +194,13 @@ def pipeline(tracking_server: Server, tmp_path_factory) -> Path:
     """The unchanged smoke pipeline, its runs sent to the server by MLFLOW_TRACKING_URI alone."""
     repo = smoke_copy(tmp_path_factory.mktemp("tracked") / "repo")
     env = engine_env() | {"MLFLOW_TRACKING_URI": tracking_server.uri}
-    result = subprocess.run(["snakemake", "--cores", "2"], cwd=repo, env=env, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, (f"snakemake failed ({result.returncode})\n--- stdout\n{result.stdout[-6000:]}"
-                                    f"\n--- stderr\n{result.stderr[-6000:]}\n--- server\n{tracking_server.output()}")
+    result = subprocess.run(
+        ["snakemake", "--cores", "2"], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, (
+        f"snakemake failed ({result.returncode})\n--- stdout\n{result.stdout[-6000:]}"
+        f"\n--- stderr\n{result.stderr[-6000:]}\n--- server\n{tracking_server.output()}"
+    )
     return repo
 
 
@@ -198,17 +208,20 @@ def pipeline(tracking_server: Server, tmp_path_factory) -> Path:
 
 
 def test_pipeline_logs_every_run_trial_artifact_and_the_champion_to_the_postgres_backed_server(
-        tracking_server: Server, pipeline: Path) -> None:
+    tracking_server: Server, pipeline: Path
+) -> None:
     base, repo = tracking_server.uri, pipeline
     params = yaml.safe_load((repo / "params.yaml").read_text())["mlflow"]
 
     experiment = api(base, "experiments/get-by-name", experiment_name=params["experiment"])["experiment"]
-    assert experiment["artifact_location"].startswith("mlflow-artifacts:/"), \
+    assert experiment["artifact_location"].startswith("mlflow-artifacts:/"), (
         "the experiment's artifacts go through the server (--serve-artifacts)"
+    )
     runs = search_runs(base, experiment["experiment_id"])
     by_id = {r["info"]["run_id"]: r for r in runs}
-    assert {r["info"]["status"] for r in runs} == {"FINISHED"}, \
-        {r["info"]["run_name"]: r["info"]["status"] for r in runs}
+    assert {r["info"]["status"] for r in runs} == {"FINISHED"}, {
+        r["info"]["run_name"]: r["info"]["status"] for r in runs
+    }
 
     # One run per model (train and evaluate together), one tune parent, its trials nested under it.
     model_runs = {tags(r).get("model"): r for r in runs if tags(r).get("model") in MODELS}
@@ -255,13 +268,17 @@ def test_pipeline_logs_every_run_trial_artifact_and_the_champion_to_the_postgres
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM runs")
             assert cur.fetchone()[0] == len(runs)
-            cur.execute("SELECT count(*) FROM runs WHERE experiment_id = %s AND status = 'FINISHED'",
-                        (int(experiment["experiment_id"]),))
+            cur.execute(
+                "SELECT count(*) FROM runs WHERE experiment_id = %s AND status = 'FINISHED'",
+                (int(experiment["experiment_id"]),),
+            )
             assert cur.fetchone()[0] == len(runs)
             cur.execute("SELECT count(*) FROM tags WHERE key = 'mlflow.parentRunId' AND value = %s", (parent_id,))
             assert cur.fetchone()[0] == len(trials)
-            cur.execute("SELECT version FROM registered_model_aliases WHERE name = %s AND alias = 'champion'",
-                        (params["registered_model"],))
+            cur.execute(
+                "SELECT version FROM registered_model_aliases WHERE name = %s AND alias = 'champion'",
+                (params["registered_model"],),
+            )
             assert cur.fetchone()[0] == int(version["version"])
     finally:
         conn.close()
@@ -270,8 +287,10 @@ def test_pipeline_logs_every_run_trial_artifact_and_the_champion_to_the_postgres
     for default in ("mlflow.db", "mlartifacts", "mlruns"):
         assert not (repo / default).exists(), f"{default} was written in the copy: the pipeline ignored the server"
 
-    print(f"\ntracking server: {len(runs)} runs ({len(trials)} nested trials), "
-          f"champion {champion['champion']} version {version['version']}")
+    print(
+        f"\ntracking server: {len(runs)} runs ({len(trials)} nested trials), "
+        f"champion {champion['champion']} version {version['version']}"
+    )
 
 
 def test_sigterm_stops_the_server_and_postgres(tracking_server: Server) -> None:
@@ -284,7 +303,7 @@ def test_sigterm_stops_the_server_and_postgres(tracking_server: Server) -> None:
     output = tracking_server.output()
     assert "mlflow-server: stopping mlflow server" in output and "mlflow-server: stopping PostgreSQL" in output
     assert server.running_port(settings) is None, "PostgreSQL still runs"
-    gone, alive = psutil.wait_procs(children, timeout=30)
+    _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {[p.pid for p in alive]}"
     with pytest.raises(urllib.error.URLError):
         http(f"{tracking_server.uri}/health", timeout=5)

@@ -20,8 +20,9 @@ HEAVY = ("tensorflow", "keras", "mlflow", "keras_tuner", "sklearn", "matplotlib"
 
 def imported(cmd: list[str]) -> set[str]:
     """Top-level packages a command imports, from CPython's -X importtime report."""
-    result = subprocess.run([sys.executable, "-X", "importtime", *cmd], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *cmd], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     names = set()
     for line in result.stderr.splitlines():

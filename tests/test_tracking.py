@@ -38,15 +38,22 @@ def test_run_of_a_killed_process_is_marked_killed_by_the_next_stage(tmp_path):
     env = {"MLFLOW_TRACKING_URI": uri, "FASHION_MLP_ROOT": str(REPO)}
     data = tmp_path / "train.npz"
     data.write_bytes(b"stand-in for the prepared data")
-    killed = subprocess.run([sys.executable, "-c", DIE_IN_A_RUN, "exp", str(data)], cwd=tmp_path,
-                            env=engine_env() | env, capture_output=True, text=True, timeout=TIMEOUT)
+    killed = subprocess.run(
+        [sys.executable, "-c", DIE_IN_A_RUN, "exp", str(data)],
+        cwd=tmp_path,
+        env=engine_env() | env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     killed_id = killed.stdout.split()[0]
 
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name("exp").experiment_id
-    nested_id = next(r.info.run_id for r in client.search_runs([experiment_id])
-                     if r.data.tags.get("mlflow.parentRunId") == killed_id)
+    nested_id = next(
+        r.info.run_id for r in client.search_runs([experiment_id]) if r.data.tags.get("mlflow.parentRunId") == killed_id
+    )
     tags = client.get_run(killed_id).data.tags
     assert tags["host"] == socket.gethostname() and tags["pid"].isdigit() and tags["pid_started"]
     assert tags["data_sha256"] and tags["git_commit"]
@@ -63,6 +70,12 @@ def test_run_of_a_killed_process_is_marked_killed_by_the_next_stage(tmp_path):
     result = cli(["init-tracking", "--experiment", "exp"], tmp_path, **env)
     assert result.returncode == 0, result.stderr
     status = {i: client.get_run(i).info.status for i in (killed_id, nested_id, live, elsewhere, untagged, reused)}
-    assert status == {killed_id: "KILLED", nested_id: "KILLED", reused: "KILLED",
-                      live: "RUNNING", elsewhere: "RUNNING", untagged: "RUNNING"}
+    assert status == {
+        killed_id: "KILLED",
+        nested_id: "KILLED",
+        reused: "KILLED",
+        live: "RUNNING",
+        elsewhere: "RUNNING",
+        untagged: "RUNNING",
+    }
     assert f"run {killed_id} was left RUNNING by a process that is gone; marked KILLED" in result.stderr

@@ -73,7 +73,12 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-c", TRAIN_TWICE, str(data), "7", str(tmp_path / f"{name}.npz")],
-            cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for name in ("a", "b")
     }
     for name, proc in procs.items():
@@ -139,9 +144,14 @@ def test_speed_settings_do_not_change_results(tmp_path):
     save_arrays(data, **synthetic_data(2000, 200))  # 63 batches: 8 per call leaves a partial last call
     runs = {"two-threads": (2, ["1", "8", "64"]), "one-thread": (1, ["64"])}
     for name, (threads, spes) in runs.items():
-        result = subprocess.run([sys.executable, "-c", TRAIN_WITH, str(data), str(threads),
-                                 str(tmp_path / f"{name}.npz"), *spes], cwd=tmp_path, env=clean_env(),
-                                capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+        result = subprocess.run(
+            [sys.executable, "-c", TRAIN_WITH, str(data), str(threads), str(tmp_path / f"{name}.npz"), *spes],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT,
+        )
         assert result.returncode == 0, f"{name} failed:\n{result.stderr[-3000:]}"
 
     def arrays(name):
@@ -169,19 +179,63 @@ def trained(tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     model_out = tmp / "models" / "tiny.keras"
     history_out = tmp / "reports" / "history" / "tiny.csv"
-    argv = ["train", "--model", "tiny", "--hidden", "16", "--activation", "relu", "--dropout", "0.1",
-            "--l2", "0.0", "--batchnorm", "false", "--learning_rate", "0.01", "--lr_schedule", "exponential",
-            "--lr_decay_rate", "0.5", "--batch_size", "32", "--epochs", "3", "--early_stopping_patience", "None", "--early_stopping_monitor", "val_loss",
-            "--steps_per_execution", "4", "--seed", "3", "--experiment", "unit-test-train", "--data", str(data),
-            "--model_out", str(model_out), "--history_out", str(history_out), "--threads", "1"]
+    argv = [
+        "train",
+        "--model",
+        "tiny",
+        "--hidden",
+        "16",
+        "--activation",
+        "relu",
+        "--dropout",
+        "0.1",
+        "--l2",
+        "0.0",
+        "--batchnorm",
+        "false",
+        "--learning_rate",
+        "0.01",
+        "--lr_schedule",
+        "exponential",
+        "--lr_decay_rate",
+        "0.5",
+        "--batch_size",
+        "32",
+        "--epochs",
+        "3",
+        "--early_stopping_patience",
+        "None",
+        "--early_stopping_monitor",
+        "val_loss",
+        "--steps_per_execution",
+        "4",
+        "--seed",
+        "3",
+        "--experiment",
+        "unit-test-train",
+        "--data",
+        str(data),
+        "--model_out",
+        str(model_out),
+        "--history_out",
+        str(history_out),
+        "--threads",
+        "1",
+    ]
     command = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "fashion_mlp"]
     # FASHION_MLP_ROOT as the Snakefile exports it (git_commit and the default store resolve against it)
     env = clean_env(MLFLOW_TRACKING_URI=uri, FASHION_MLP_ROOT=str(REPO))
-    proc = subprocess.run(command + argv, cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    proc = subprocess.run(command + argv, cwd=tmp, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, f"fashion-mlp train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    return {"tmp": tmp, "data": data, "uri": uri, "model_out": model_out, "history_out": history_out,
-            "stdout": proc.stdout, "timings": tmp / "reports/timings/tiny.json"}  # the default, under cwd
+    return {
+        "tmp": tmp,
+        "data": data,
+        "uri": uri,
+        "model_out": model_out,
+        "history_out": history_out,
+        "stdout": proc.stdout,
+        "timings": tmp / "reports/timings/tiny.json",
+    }  # the default, under cwd
 
 
 def _history(path: Path) -> tuple[list[str], list[dict]]:
@@ -196,8 +250,11 @@ def test_train_stage_writes_model_and_history(trained):
     model = trained["model_out"]
     assert model.is_file() and model.read_bytes()[:2] == b"PK"  # .keras is a zip archive
     columns, rows = _history(trained["history_out"])
-    assert columns == list(HISTORY_COLUMNS) == [
-        "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "kept"]  # no wall times
+    assert (
+        columns
+        == list(HISTORY_COLUMNS)
+        == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "kept"]
+    )  # no wall times
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["learning_rate"] for r in rows] == pytest.approx([0.01, 0.005, 0.0025], rel=1e-5)
     assert all(0 <= r["accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1 for r in rows)
@@ -278,8 +335,19 @@ def test_train_stage_artifacts_and_model_stay_with_its_store(trained):
 # --- small helpers (no TensorFlow) -------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("1", True), ("yes", True),
-                                         ("false", False), ("False", False), ("0", False), ("no", False)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("True", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
 def test_parse_bool(text, value):
     assert parse_bool(text) is value
 
@@ -290,27 +358,72 @@ def test_parse_bool_rejects_other_text():
 
 
 def _args(*extra: str) -> argparse.Namespace:
-    base = ["--model", "m", "--hidden", "256", "128", "--activation", "relu", "--dropout", "0.0", "0.3",
-            "--l2", "0.0", "--learning_rate", "0.001", "--lr_schedule", "constant", "--lr_decay_rate", "1.0",
-            "--batch_size", "32", "--epochs", "2", "--early_stopping_patience", "None", "--early_stopping_monitor", "val_loss",
-            "--steps_per_execution", "8", "--seed", "1", "--experiment", "e", "--data", "d.npz",
-            "--model_out", "m.keras", "--history_out", "h.csv"]
+    base = [
+        "--model",
+        "m",
+        "--hidden",
+        "256",
+        "128",
+        "--activation",
+        "relu",
+        "--dropout",
+        "0.0",
+        "0.3",
+        "--l2",
+        "0.0",
+        "--learning_rate",
+        "0.001",
+        "--lr_schedule",
+        "constant",
+        "--lr_decay_rate",
+        "1.0",
+        "--batch_size",
+        "32",
+        "--epochs",
+        "2",
+        "--early_stopping_patience",
+        "None",
+        "--early_stopping_monitor",
+        "val_loss",
+        "--steps_per_execution",
+        "8",
+        "--seed",
+        "1",
+        "--experiment",
+        "e",
+        "--data",
+        "d.npz",
+        "--model_out",
+        "m.keras",
+        "--history_out",
+        "h.csv",
+    ]
     return build_parser().parse_args(base + list(extra))
 
 
 def test_model_params_round_trip_dvc_rendering():
     """What cli_flags/DVC render for a params block parses back to the same block."""
     params = model_params(_args("--batchnorm", "False", "True"))
-    assert params == {"hidden": [256, 128], "activation": "relu", "dropout": [0.0, 0.3], "l2": 0.0,
-                      "batchnorm": [False, True], "learning_rate": 0.001, "lr_schedule": "constant",
-                      "lr_decay_rate": 1.0, "batch_size": 32, "epochs": 2, "early_stopping_patience": None,
-                      "early_stopping_monitor": "val_loss",
-                      "steps_per_execution": 8}
+    assert params == {
+        "hidden": [256, 128],
+        "activation": "relu",
+        "dropout": [0.0, 0.3],
+        "l2": 0.0,
+        "batchnorm": [False, True],
+        "learning_rate": 0.001,
+        "lr_schedule": "constant",
+        "lr_decay_rate": 1.0,
+        "batch_size": 32,
+        "epochs": 2,
+        "early_stopping_patience": None,
+        "early_stopping_monitor": "val_loss",
+        "steps_per_execution": 8,
+    }
 
 
 def test_model_params_batchnorm_bare_flag_and_absent():
-    assert model_params(_args("--batchnorm"))["batchnorm"] is True   # DVC renders true as a bare flag
-    assert model_params(_args())["batchnorm"] is False               # and leaves false out
+    assert model_params(_args("--batchnorm"))["batchnorm"] is True  # DVC renders true as a bare flag
+    assert model_params(_args())["batchnorm"] is False  # and leaves false out
 
 
 def test_kept_epoch():
@@ -322,10 +435,12 @@ def test_kept_epoch():
 def test_kept_epoch_follows_the_early_stopping_monitor():
     from fashion_mlp.train import kept_epoch
 
-    rows = [{"epoch": 1, "val_loss": 0.40, "val_accuracy": 0.85},
-            {"epoch": 2, "val_loss": 0.30, "val_accuracy": 0.88},   # lowest val_loss
-            {"epoch": 3, "val_loss": 0.35, "val_accuracy": 0.90},   # highest val_accuracy
-            {"epoch": 4, "val_loss": 0.38, "val_accuracy": 0.89}]
+    rows = [
+        {"epoch": 1, "val_loss": 0.40, "val_accuracy": 0.85},
+        {"epoch": 2, "val_loss": 0.30, "val_accuracy": 0.88},  # lowest val_loss
+        {"epoch": 3, "val_loss": 0.35, "val_accuracy": 0.90},  # highest val_accuracy
+        {"epoch": 4, "val_loss": 0.38, "val_accuracy": 0.89},
+    ]
     assert kept_epoch(rows, None)["epoch"] == 4  # no early stopping: the last weights
     assert kept_epoch(rows, 2, "val_loss")["epoch"] == 2
     assert kept_epoch(rows, 2, "val_accuracy")["epoch"] == 3

@@ -8,18 +8,82 @@ from fashion_mlp import PipelineError, tune
 from fashion_mlp.config import validate_section
 
 ARGV = [
-    "--max_epochs", "10", "--factor", "3", "--hyperband_iterations", "1", "--workers", "2", "--batch_size", "128",
-    "--steps_per_execution", "16", "--final_epochs", "40", "--final_lr_schedule", "cosine",
-    "--final_lr_decay_rate", "1.0", "--final_early_stopping_patience", "8",
-    "--final_early_stopping_monitor", "val_accuracy", "--search_limit_train", "20000",
-    "--space.layers", "1", "3", "--space.units", "32", "1024", "32", "--space.dropout", "0.0", "0.5", "0.1",
-    "--space.l2", "0.0", "1e-05", "--space.learning_rate", "0.0001", "0.01", "--space.batchnorm", "False", "True",
-    "--seed", "42", "--experiment", "e", "--data", "d.npz", "--work_dir", ".tuner",
-    "--trials_out", "t.csv", "--best_out", "b.json", "--figure_out", "f.png", "--model_out", "m.keras",
-    "--history_out", "h.csv",
+    "--max_epochs",
+    "10",
+    "--factor",
+    "3",
+    "--hyperband_iterations",
+    "1",
+    "--workers",
+    "2",
+    "--batch_size",
+    "128",
+    "--steps_per_execution",
+    "16",
+    "--final_epochs",
+    "40",
+    "--final_lr_schedule",
+    "cosine",
+    "--final_lr_decay_rate",
+    "1.0",
+    "--final_early_stopping_patience",
+    "8",
+    "--final_early_stopping_monitor",
+    "val_accuracy",
+    "--search_limit_train",
+    "20000",
+    "--space.layers",
+    "1",
+    "3",
+    "--space.units",
+    "32",
+    "1024",
+    "32",
+    "--space.dropout",
+    "0.0",
+    "0.5",
+    "0.1",
+    "--space.l2",
+    "0.0",
+    "1e-05",
+    "--space.learning_rate",
+    "0.0001",
+    "0.01",
+    "--space.batchnorm",
+    "False",
+    "True",
+    "--seed",
+    "42",
+    "--experiment",
+    "e",
+    "--data",
+    "d.npz",
+    "--work_dir",
+    ".tuner",
+    "--trials_out",
+    "t.csv",
+    "--best_out",
+    "b.json",
+    "--figure_out",
+    "f.png",
+    "--model_out",
+    "m.keras",
+    "--history_out",
+    "h.csv",
 ]
-TRIAL = {"layers": 2, "units_0": 512, "units_1": 256, "units_2": 32, "dropout": 0.3, "l2": 1e-05,
-         "learning_rate": 0.001, "batchnorm": 1, "tuner/epochs": 10, "tuner/bracket": 0, "tuner/round": 0}
+TRIAL = {
+    "layers": 2,
+    "units_0": 512,
+    "units_1": 256,
+    "units_2": 32,
+    "dropout": 0.3,
+    "l2": 1e-05,
+    "learning_rate": 0.001,
+    "batchnorm": 1,
+    "tuner/epochs": 10,
+    "tuner/bracket": 0,
+    "tuner/round": 0,
+}
 
 
 def section(argv: list[str] = ARGV) -> dict:
@@ -29,26 +93,37 @@ def section(argv: list[str] = ARGV) -> dict:
 def test_cli_flags_round_trip_to_the_tune_section():
     params = section()
     validate_section("tune", params)
-    assert params["space"] == {"layers": [1, 3], "units": [32, 1024, 32], "dropout": [0.0, 0.5, 0.1],
-                               "l2": [0.0, 1e-05], "learning_rate": [0.0001, 0.01], "batchnorm": [False, True]}
+    assert params["space"] == {
+        "layers": [1, 3],
+        "units": [32, 1024, 32],
+        "dropout": [0.0, 0.5, 0.1],
+        "l2": [0.0, 1e-05],
+        "learning_rate": [0.0001, 0.01],
+        "batchnorm": [False, True],
+    }
 
 
 def test_every_role_gets_the_same_tuner_directory_and_outputs_do_not_change_it():
     from fashion_mlp.hyperband import settings_key
 
     worker = [*ARGV, "--role", "worker", "--worker_id", "1", "--threads", "1", "--chief_file", ".tuner/chief.json"]
-    keys = {settings_key(section(argv), 42, "d.npz") for argv in
-            (ARGV, [*ARGV[:-2], "--history_out", "elsewhere.csv"], worker)}
+    keys = {
+        settings_key(section(argv), 42, "d.npz")
+        for argv in (ARGV, [*ARGV[:-2], "--history_out", "elsewhere.csv"], worker)
+    }
     i = ARGV.index("--space.units")
-    wider = section([*ARGV[:i + 1], "32", "2048", "32", *ARGV[i + 4:]])
+    wider = section([*ARGV[: i + 1], "32", "2048", "32", *ARGV[i + 4 :]])
     assert len(keys) == 1 and settings_key(wider, 42, "d.npz") not in keys
 
 
-@pytest.mark.parametrize("extra, missing", [
-    (["--role", "chief"], "--chief_file"),
-    (["--role", "worker", "--chief_file", "c.json"], "--worker_id --worker_out"),
-    (["--role", "finish"], "--worker_results"),
-])
+@pytest.mark.parametrize(
+    "extra, missing",
+    [
+        (["--role", "chief"], "--chief_file"),
+        (["--role", "worker", "--chief_file", "c.json"], "--worker_id --worker_out"),
+        (["--role", "finish"], "--worker_results"),
+    ],
+)
 def test_a_role_without_its_flags_is_refused_by_name(extra, missing):
     with pytest.raises(PipelineError, match=f"tune --role {extra[1]} needs {missing}"):
         tune.main([*ARGV, *extra])
@@ -68,10 +143,23 @@ def test_best_block_is_a_valid_train_block_with_the_retrain_settings():
 
 
 def test_plot_trials_draws_rows_as_trial_rows_makes_them(tmp_path):
-    rows = [{"trial_id": f"{i:04d}", "status": "COMPLETED", "val_accuracy": 0.8 + i / 100, "epochs": 2 + i,
-             "bracket": 0, "round": 0, "layers": 1 + i % 3, "units": " ".join(["64"] * (1 + i % 3)),
-             "dropout": 0.1 * i, "l2": [0.0, 1e-5, 1e-4][i % 3], "learning_rate": 10 ** -(2 + i % 2),
-             "batchnorm": bool(i % 2)} for i in range(4)]
+    rows = [
+        {
+            "trial_id": f"{i:04d}",
+            "status": "COMPLETED",
+            "val_accuracy": 0.8 + i / 100,
+            "epochs": 2 + i,
+            "bracket": 0,
+            "round": 0,
+            "layers": 1 + i % 3,
+            "units": " ".join(["64"] * (1 + i % 3)),
+            "dropout": 0.1 * i,
+            "l2": [0.0, 1e-5, 1e-4][i % 3],
+            "learning_rate": 10 ** -(2 + i % 2),
+            "batchnorm": bool(i % 2),
+        }
+        for i in range(4)
+    ]
     rows.append({**rows[0], "trial_id": "0004", "val_accuracy": None})  # a failed trial is left out
     path = tmp_path / "trials.png"
     tune.plot_trials(rows, path)

@@ -42,11 +42,14 @@ def test_a_finished_search_is_read_whatever_the_chief_has_become(tmp_path):
     assert read_chief_file(path, wants_search=True, timeout=5)["search"] == {"trials": []}
 
 
-@pytest.mark.parametrize("content, wants_search, message", [
-    (None, False, r"no tuning chief published its address in .*chief\.json within 1 s"),
-    ({"starting": True}, False, "no tuning chief published its address"),  # still starting
-    ({"host": "127.0.0.1", "port": 1}, True, "no tuning chief published its result"),  # still searching
-])
+@pytest.mark.parametrize(
+    "content, wants_search, message",
+    [
+        (None, False, r"no tuning chief published its address in .*chief\.json within 1 s"),
+        ({"starting": True}, False, "no tuning chief published its address"),  # still starting
+        ({"host": "127.0.0.1", "port": 1}, True, "no tuning chief published its result"),  # still searching
+    ],
+)
 def test_a_chief_that_never_publishes_times_out_naming_the_file(tmp_path, content, wants_search, message):
     path = tmp_path / "chief.json"
     if content is not None:
@@ -55,10 +58,13 @@ def test_a_chief_that_never_publishes_times_out_naming_the_file(tmp_path, conten
         read_chief_file(path, wants_search=wants_search, timeout=1)
 
 
-@pytest.mark.parametrize("content, wants_search, what", [
-    ({"starting": True}, False, "its address"),
-    ({"host": "127.0.0.1", "port": 1}, True, "the result"),
-])
+@pytest.mark.parametrize(
+    "content, wants_search, what",
+    [
+        ({"starting": True}, False, "its address"),
+        ({"host": "127.0.0.1", "port": 1}, True, "the result"),
+    ],
+)
 def test_a_dead_chief_fails_the_worker_at_once(tmp_path, content, wants_search, what):
     path = tmp_path / "chief.json"
     write(path, content | dead())

@@ -35,7 +35,7 @@ def job_span(log: str, rule: str, wildcard: str = "") -> tuple[datetime, datetim
         if f"rule {rule}:" in block and wildcard in block:
             start = datetime.strptime(block.split("]", 1)[0].lstrip("["), "%a %b %d %H:%M:%S %Y")
             jobid = block.split("jobid: ", 1)[1].split()[0]
-            for later in blocks[i + 1:]:
+            for later in blocks[i + 1 :]:
                 if f"Finished jobid: {jobid} " in later:
                     end = datetime.strptime(later.split("]", 1)[0], "%a %b %d %H:%M:%S %Y")
                     break
@@ -81,8 +81,10 @@ def test_every_trial_completes_and_is_a_nested_run_of_the_one_search(distributed
     rows = read_trials(distributed / "reports/tuning/trials.csv")
     assert rows and all(row["status"] == "COMPLETED" for row in rows)
     assert "trial_id" not in rows[0] and "worker" not in rows[0], "they follow the order trials were handed out"
-    ran_by = {(t["draw"], t["round"]): t["worker"]
-              for t in json.loads((distributed / "reports/timings/tune.json").read_text())["trials"]}
+    ran_by = {
+        (t["draw"], t["round"]): t["worker"]
+        for t in json.loads((distributed / "reports/timings/tune.json").read_text())["trials"]
+    }
     assert set(ran_by.values()) == {"worker0", "worker1"}
 
     client = MlflowClient(tracking_uri=f"sqlite:///{distributed / 'mlflow.db'}")
@@ -109,10 +111,12 @@ def test_the_search_equals_a_single_process_search(distributed: Path, tmp_path: 
     params = yaml.safe_load((distributed / "params.yaml").read_text())
     section = params["tune"] | {"workers": 1}
     out = tmp_path / "single"
-    cmd = (f"fashion-mlp tune {cli_flags(section)} --seed {params['seed']} --experiment single"
-           f" --data data/prepared/train.npz --work_dir {out}/tuner --trials_out {out}/trials.csv"
-           f" --best_out {out}/best.json --figure_out {out}/trials.png --model_out {out}/tuned.keras"
-           f" --history_out {out}/tuned.csv --timings_dir {out}/timings")
+    cmd = (
+        f"fashion-mlp tune {cli_flags(section)} --seed {params['seed']} --experiment single"
+        f" --data data/prepared/train.npz --work_dir {out}/tuner --trials_out {out}/trials.csv"
+        f" --best_out {out}/best.json --figure_out {out}/trials.png --model_out {out}/tuned.keras"
+        f" --history_out {out}/tuned.csv --timings_dir {out}/timings"
+    )
     run(["bash", "-c", cmd], distributed)
     distributed_rows = read_trials(distributed / "reports/tuning/trials.csv")
     single_rows = read_trials(out / "trials.csv")
@@ -120,8 +124,9 @@ def test_the_search_equals_a_single_process_search(distributed: Path, tmp_path: 
     # The stage's files are byte for byte the same; only the untracked timings say who ran what.
     assert (out / "trials.csv").read_bytes() == (distributed / "reports/tuning/trials.csv").read_bytes()
     assert (out / "best.json").read_bytes() == (distributed / "reports/tuning/best_hparams.json").read_bytes()
-    assert (out / "tuned.keras").read_bytes() == (distributed / "models/tuned.keras").read_bytes(), \
+    assert (out / "tuned.keras").read_bytes() == (distributed / "models/tuned.keras").read_bytes(), (
         "the retrain, in the process that ran the search, gives the model of a fresh process"
+    )
     assert json.loads((out / "timings/tune.json").read_text())["workers"] == {"worker0": len(single_rows)}
 
 
@@ -139,12 +144,21 @@ def test_a_dead_worker_fails_the_search_within_seconds_instead_of_hanging(distri
 
     params = yaml.safe_load((distributed / "params.yaml").read_text())
     out = tmp_path / "killed"
-    cmd = (f"fashion-mlp tune {cli_flags(params['tune'] | {'workers': 2})} --seed {params['seed']}"
-           f" --experiment killed --data data/prepared/train.npz --work_dir {out}/tuner"
-           f" --trials_out {out}/trials.csv --best_out {out}/best.json --figure_out {out}/trials.png"
-           f" --model_out {out}/tuned.keras --history_out {out}/tuned.csv")
-    proc = subprocess.Popen(["bash", "-c", cmd], cwd=distributed, env=engine_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cmd = (
+        f"fashion-mlp tune {cli_flags(params['tune'] | {'workers': 2})} --seed {params['seed']}"
+        f" --experiment killed --data data/prepared/train.npz --work_dir {out}/tuner"
+        f" --trials_out {out}/trials.csv --best_out {out}/best.json --figure_out {out}/trials.png"
+        f" --model_out {out}/tuned.keras --history_out {out}/tuned.csv"
+    )
+    proc = subprocess.Popen(
+        ["bash", "-c", cmd],
+        cwd=distributed,
+        env=engine_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob("tuner/*/process-worker1.json")) and time.monotonic() < deadline:

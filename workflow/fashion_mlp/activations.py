@@ -49,8 +49,7 @@ def activation_table(points) -> list[dict]:
     """One row per point: z and its sigmoid, tanh, ReLU and softmax (softmax over all the points)."""
     z = np.asarray(points, dtype=float)
     columns = {"sigmoid": sigmoid(z), "tanh": tanh(z), "relu": relu(z), "softmax": softmax(z)}
-    return [{"z": float(value), **{name: float(columns[name][i]) for name in ACTIVATIONS}}
-            for i, value in enumerate(z)]
+    return [{"z": float(value), **{name: float(columns[name][i]) for name in ACTIVATIONS}} for i, value in enumerate(z)]
 
 
 def display_number(value: float, digits: int = 4) -> str:
@@ -66,7 +65,9 @@ def activation_markdown(table: list[dict]) -> str:
         "|---:|---:|---:|---:|---:|",
     ]
     for row in table:
-        lines.append(f"| {display_number(row['z'], 6)} | " + " | ".join(display_number(row[name]) for name in ACTIVATIONS) + " |")
+        lines.append(
+            f"| {display_number(row['z'], 6)} | " + " | ".join(display_number(row[name]) for name in ACTIVATIONS) + " |"
+        )
     total = sum(row["softmax"] for row in table)
     lines += [
         "",
@@ -99,7 +100,8 @@ def plot_activations(points, path: Path, span: float = 6.0) -> None:
         ("Tanh: range (−1, 1), centred on 0", tanh, "tanh(z)", "tab:orange"),
         ("ReLU: max(0, z), range [0, ∞)", relu, "ReLU(z)", "tab:green"),
     )
-    for ax, (title, func, ylabel, colour) in zip(axes.flat, curves):
+    # Three curves on the first three axes; the fourth is softmax's bars.
+    for ax, (title, func, ylabel, colour) in zip(axes.flat, curves, strict=False):
         ax.plot(z, func(z), color=colour, linewidth=2)
         ax.scatter(points, func(points), color="black", zorder=3, s=25, label="table points")
         ax.axhline(0, color="gray", linewidth=0.8)
@@ -111,8 +113,12 @@ def plot_activations(points, path: Path, span: float = 6.0) -> None:
     probabilities = softmax(points)
     bars = ax.bar([display_number(p, 6) for p in points], probabilities, color="tab:purple")
     ax.bar_label(bars, labels=[display_number(p, 3) for p in probabilities], padding=2, fontsize=8)
-    ax.set(title=f"Softmax of the points (sum = {probabilities.sum():.3g})", xlabel="z (logit)",
-           ylabel="softmax(z)", ylim=(0, 1.1))
+    ax.set(
+        title=f"Softmax of the points (sum = {probabilities.sum():.3g})",
+        xlabel="z (logit)",
+        ylabel="softmax(z)",
+        ylim=(0, 1.1),
+    )
     ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Activation functions")
     fig.tight_layout()

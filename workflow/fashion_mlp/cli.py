@@ -26,8 +26,7 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: fashion-mlp <command> [flags]   (fashion-mlp <command> --help for its flags)", "",
-             "commands:"]
+    lines = ["usage: fashion-mlp <command> [flags]   (fashion-mlp <command> --help for its flags)", "", "commands:"]
     lines += [f"  {name:<14} {summary}" for name, (_, summary) in COMMANDS.items()]
     return "\n".join(lines)
 

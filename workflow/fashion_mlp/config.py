@@ -89,10 +89,7 @@ def validate_section(section: str, values: dict, source: str = "command line") -
     checks the Snakefile applies to the whole file.
     """
     schema = load_schema()
-    if section == "train":
-        sub = {"$ref": "#/$defs/model"}
-    else:
-        sub = schema["properties"][section]
+    sub = {"$ref": "#/$defs/model"} if section == "train" else schema["properties"][section]
     problems = _schema_problems(values, sub, root=schema, prefix=section)
     if not problems and section == "train":
         problems = _layer_list_problems(section, values)
@@ -112,6 +109,7 @@ def cli_flags(section: dict, _prefix: str = "") -> str:
     and a nested mapping becomes `--outer.inner value`. The Snakefile uses this so
     both engines run the same command line (tests/test_dag_equality.py checks).
     """
+
     def text(value) -> str:
         return shlex.quote(value) if isinstance(value, str) else str(value)
 
@@ -143,6 +141,7 @@ def parse_bool(text: str) -> bool:
 
 def _or_none(convert):
     """argparse type for a `null or value` param: DVC and cli_flags render null as None."""
+
     def parse(text: str):
         return None if text in ("None", "null", "") else convert(text)
 
@@ -165,10 +164,14 @@ def add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
     """
     label = "train.<model>" if section == "train" else section
     group = parser.add_argument_group(f"params.yaml {label}")
-    for path, schema, (kind, kwargs) in _section_flags(section):
+    for path, schema, (_kind, kwargs) in _section_flags(section):
         help_text = "; ".join(filter(None, [schema.get("description"), accepted(schema, load_schema())]))
-        group.add_argument(f"--{'.'.join(path)}", dest="_".join(path), **kwargs,
-                           help=f"{label}.{'.'.join(path)}: {help_text}".replace("%", "%%"))
+        group.add_argument(
+            f"--{'.'.join(path)}",
+            dest="_".join(path),
+            **kwargs,
+            help=f"{label}.{'.'.join(path)}: {help_text}".replace("%", "%%"),
+        )
 
 
 def section_from_args(args: argparse.Namespace, section: str) -> dict:
@@ -200,8 +203,9 @@ def _section_flags(section: str, schema: dict | None = None, path: tuple = ()) -
         schema = root["$defs"]["model"] if section == "train" else root["properties"][section]
     schema = resolve(schema, root)
     if schema.get("type") == "object" and "properties" in schema:
-        return [leaf for key, sub in schema["properties"].items()
-                for leaf in _section_flags(section, sub, (*path, key))]
+        return [
+            leaf for key, sub in schema["properties"].items() for leaf in _section_flags(section, sub, (*path, key))
+        ]
     return [(path, schema, _flag_kind(schema, root))]
 
 
@@ -219,7 +223,8 @@ def _flag_kind(schema: dict, root: dict) -> tuple[str, dict]:
         kwargs = {"metavar": "{" + ",".join(map(str, item["enum"])) + "}"}
     else:
         convert, metavar = {"integer": (int, "N"), "number": (float, "X"), "boolean": (parse_bool, "BOOL")}.get(
-            item.get("type"), (str, "TEXT"))
+            item.get("type"), (str, "TEXT")
+        )
         if nullable:
             convert, metavar = _or_none(convert), f"{metavar}|None"
         kwargs = {"type": convert, "metavar": metavar}
@@ -282,8 +287,10 @@ def _split_problems(prepare: dict) -> list[str]:
     """A stratified validation split needs at least one image per class."""
     pool = prepare["limit_train"] or 60_000
     if pool * prepare["val_fraction"] < 10:
-        return [f"prepare.val_fraction = {prepare['val_fraction']} of {pool} training images leaves "
-                "fewer than 10 validation images, one per class; raise val_fraction or limit_train"]
+        return [
+            f"prepare.val_fraction = {prepare['val_fraction']} of {pool} training images leaves "
+            "fewer than 10 validation images, one per class; raise val_fraction or limit_train"
+        ]
     return []
 
 
@@ -299,7 +306,6 @@ def _layer_list_problems(name: str, spec: dict) -> list[str]:
 
 
 def _schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") -> list[str]:
-    import jsonschema
     from referencing import Registry, Resource
 
     # Validate `instance` against `schema` with the root's $defs resolvable.
@@ -325,7 +331,8 @@ def _validator_class():
 
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
     return jsonschema.validators.extend(base, type_checker=checker)
 
 

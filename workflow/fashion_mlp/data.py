@@ -81,9 +81,7 @@ def parse_idx(raw: bytes, expected_magic: int, name: str) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     expected = header + math.prod(shape)  # Python ints: a corrupt header cannot overflow
     if len(raw) != expected:
-        raise DataError(
-            f"{name}: IDX header says shape {shape} ({expected} bytes) but the file has {len(raw)} bytes"
-        )
+        raise DataError(f"{name}: IDX header says shape {shape} ({expected} bytes) but the file has {len(raw)} bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -104,9 +102,7 @@ def read_split(
     if images.shape[1:] != IMAGE_SHAPE:
         raise DataError(f"{images_path}: images are {images.shape[1:]}, expected {IMAGE_SHAPE}")
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
-        )
+        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
     if expected_count is not None and len(images) != expected_count:
         raise DataError(f"{images_path}: {len(images)} images, expected {expected_count} for the {split} split")
     if labels.size and labels.max() >= NUM_CLASSES:

@@ -57,8 +57,13 @@ def separating_hyperplane(x: np.ndarray, y: np.ndarray) -> tuple[list[float], fl
     points = np.asarray(x, dtype=float)
     # s_i (w·x_i + b) >= 1  <=>  -s_i [x_i, 1] · [w, b] <= -1
     a_ub = -signs[:, None] * np.hstack([points, np.ones((len(points), 1))])
-    result = linprog(c=np.zeros(points.shape[1] + 1), A_ub=a_ub, b_ub=-np.ones(len(points)),
-                     bounds=[(None, None)] * (points.shape[1] + 1), method="highs")
+    result = linprog(
+        c=np.zeros(points.shape[1] + 1),
+        A_ub=a_ub,
+        b_ub=-np.ones(len(points)),
+        bounds=[(None, None)] * (points.shape[1] + 1),
+        method="highs",
+    )
     if result.status == 2:  # infeasible
         return None
     if result.status != 0:
@@ -79,17 +84,26 @@ def linear_separability_proof(x: np.ndarray, y: np.ndarray) -> dict:
     subsets = []
     for subset in itertools.combinations(range(n), n - 1):
         plane = separating_hyperplane(x[list(subset)], y[list(subset)])
-        subsets.append({"points": list(subset), "separable": plane is not None,
-                        "w": None if plane is None else [round(v, 6) + 0.0 for v in plane[0]],  # no -0.0
-                        "b": None if plane is None else round(plane[1], 6) + 0.0})
+        subsets.append(
+            {
+                "points": list(subset),
+                "separable": plane is not None,
+                "w": None if plane is None else [round(v, 6) + 0.0 for v in plane[0]],  # no -0.0
+                "b": None if plane is None else round(plane[1], 6) + 0.0,
+            }
+        )
     if separating_hyperplane(x, y) is not None:
         best_k = n
     elif any(s["separable"] for s in subsets):
         best_k = n - 1
     else:  # smaller subsets: not reached for XOR
-        best_k = next(k for k in range(n - 2, 0, -1)
-                      if any(separating_hyperplane(x[list(c)], y[list(c)]) is not None
-                             for c in itertools.combinations(range(n), k)))
+        best_k = next(
+            k
+            for k in range(n - 2, 0, -1)
+            if any(
+                separating_hyperplane(x[list(c)], y[list(c)]) is not None for c in itertools.combinations(range(n), k)
+            )
+        )
     return {
         "all_points_separable": best_k == n,
         "subsets_of_size_n_minus_1": subsets,
@@ -137,8 +151,11 @@ def build_xor_mlp(hidden: int, learning_rate: float):
     model.add(keras.Input(shape=(2,), name="x"))
     model.add(keras.layers.Dense(hidden, activation=XOR_ACTIVATION, name="hidden"))
     model.add(keras.layers.Dense(1, activation="sigmoid", name="probability"))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy",
-                  steps_per_execution=100)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="binary_crossentropy",
+        steps_per_execution=100,
+    )
     return model
 
 
@@ -154,8 +171,9 @@ def train_xor_mlp(x: np.ndarray, y: np.ndarray, hidden: int, epochs: int, learni
     x_rep = np.tile(np.asarray(x, dtype=np.float32), (epochs, 1))
     y_rep = np.tile(np.asarray(y, dtype=np.float32), epochs)
     model.fit(x_rep, y_rep, batch_size=len(y), epochs=1, shuffle=False, verbose=0)
-    loss = float(model.evaluate(np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32),
-                                batch_size=len(y), verbose=0))
+    loss = float(
+        model.evaluate(np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32), batch_size=len(y), verbose=0)
+    )
     return model, loss
 
 
@@ -164,8 +182,18 @@ def mlp_probabilities(model, points: np.ndarray) -> np.ndarray:
     return model.predict(np.asarray(points, dtype=np.float32), batch_size=8192, verbose=0).reshape(-1)
 
 
-def xor_summary(x: np.ndarray, y: np.ndarray, proof: dict, perceptron: dict, probabilities: np.ndarray,
-                mlp_loss: float, hidden: int, epochs: int, learning_rate: float, seed: int) -> dict:
+def xor_summary(
+    x: np.ndarray,
+    y: np.ndarray,
+    proof: dict,
+    perceptron: dict,
+    probabilities: np.ndarray,
+    mlp_loss: float,
+    hidden: int,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+) -> dict:
     """Everything the XOR lesson found, as plain JSON types."""
     predictions = (np.asarray(probabilities) > 0.5).astype(int)
     mlp_accuracy = float(np.mean(predictions == y))
@@ -180,17 +208,29 @@ def xor_summary(x: np.ndarray, y: np.ndarray, proof: dict, perceptron: dict, pro
         "mlp_accuracy": mlp_accuracy,
         "mlp_solved": mlp_accuracy == 1.0,
         "points": [
-            {"x": [int(v) for v in point], "label": int(label), "perceptron_prediction": p_pred,
-             "mlp_probability": round(float(prob), 6), "mlp_prediction": int(m_pred)}
-            for point, label, p_pred, prob, m_pred in zip(x, y, perceptron["predictions"], probabilities,
-                                                          predictions)
+            {
+                "x": [int(v) for v in point],
+                "label": int(label),
+                "perceptron_prediction": p_pred,
+                "mlp_probability": round(float(prob), 6),
+                "mlp_prediction": int(m_pred),
+            }
+            for point, label, p_pred, prob, m_pred in zip(
+                x, y, perceptron["predictions"], probabilities, predictions, strict=True
+            )
         ],
         "linear_separability": proof,
-        "perceptron": {"model": "sklearn.linear_model.Perceptron", "weights": perceptron["weights"],
-                       "bias": perceptron["bias"]},
-        "mlp": {"layers": f"Dense({hidden}, {XOR_ACTIVATION}) -> Dense(1, sigmoid)",
-                "optimizer": f"Adam(learning_rate={learning_rate})", "full_batch_steps": epochs,
-                "final_loss": round(mlp_loss, 6)},
+        "perceptron": {
+            "model": "sklearn.linear_model.Perceptron",
+            "weights": perceptron["weights"],
+            "bias": perceptron["bias"],
+        },
+        "mlp": {
+            "layers": f"Dense({hidden}, {XOR_ACTIVATION}) -> Dense(1, sigmoid)",
+            "optimizer": f"Adam(learning_rate={learning_rate})",
+            "full_batch_steps": epochs,
+            "final_loss": round(mlp_loss, 6),
+        },
     }
 
 
@@ -202,8 +242,16 @@ CLASS_COLOURS = ("tab:red", "tab:blue")  # class 0, class 1 (the tutorial's colo
 def _draw_points(ax, x: np.ndarray, y: np.ndarray) -> None:
     for label in (0, 1):
         chosen = y == label
-        ax.scatter(x[chosen, 0], x[chosen, 1], s=140, c=CLASS_COLOURS[label], edgecolors="black",
-                   linewidths=1.2, zorder=3, label=f"class {label}")
+        ax.scatter(
+            x[chosen, 0],
+            x[chosen, 1],
+            s=140,
+            c=CLASS_COLOURS[label],
+            edgecolors="black",
+            linewidths=1.2,
+            zorder=3,
+            label=f"class {label}",
+        )
     ax.set(xlim=PLOT_RANGE, ylim=PLOT_RANGE, xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
 
 
@@ -211,18 +259,31 @@ def plot_xor_points(x: np.ndarray, y: np.ndarray, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.6))
     _draw_points(ax, x, y)
-    for point, label in zip(x, y):
-        ax.annotate(f"({point[0]:g}, {point[1]:g}) → {label}", point, textcoords="offset points",
-                    xytext=(0, 13), ha="center", fontsize=9)
+    for point, label in zip(x, y, strict=True):
+        ax.annotate(
+            f"({point[0]:g}, {point[1]:g}) → {label}",
+            point,
+            textcoords="offset points",
+            xytext=(0, 13),
+            ha="center",
+            fontsize=9,
+        )
     ax.grid(alpha=0.3)
     ax.legend(loc="center")
     ax.set_title("XOR: label 1 when exactly one input is 1")
     save_figure(fig, path)
 
 
-def plot_xor_boundaries(x: np.ndarray, y: np.ndarray, perceptron_field, mlp_field, titles: tuple[str, str],
-                        path: Path, best_line: tuple[list[float], float] | None = None,
-                        resolution: int = 201) -> None:
+def plot_xor_boundaries(
+    x: np.ndarray,
+    y: np.ndarray,
+    perceptron_field,
+    mlp_field,
+    titles: tuple[str, str],
+    path: Path,
+    best_line: tuple[list[float], float] | None = None,
+    resolution: int = 201,
+) -> None:
     """Two panels: each model's predicted class over the square, its boundary, and the four points.
 
     `perceptron_field(points)` returns w·x + b (boundary at 0); `mlp_field(points)`
@@ -238,7 +299,7 @@ def plot_xor_boundaries(x: np.ndarray, y: np.ndarray, perceptron_field, mlp_fiel
     grid = np.column_stack([g1.ravel(), g2.ravel()])
     regions = ListedColormap(["#f4c7c3", "#c6dbef"])  # light red: class 0, light blue: class 1
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 5))
-    for ax, field, threshold, title in zip(axes, (perceptron_field, mlp_field), (0.0, 0.5), titles):
+    for ax, field, threshold, title in zip(axes, (perceptron_field, mlp_field), (0.0, 0.5), titles, strict=True):
         values = np.asarray(field(grid), dtype=float).reshape(g1.shape)
         ax.contourf(g1, g2, (values > threshold).astype(float), levels=[-0.5, 0.5, 1.5], cmap=regions)
         handles = []
@@ -247,14 +308,24 @@ def plot_xor_boundaries(x: np.ndarray, y: np.ndarray, perceptron_field, mlp_fiel
             handles.append(Line2D([], [], color="black", linewidth=1.5, label="decision boundary"))
         else:
             only = int(values.min() > threshold)
-            ax.text(0.5, 0.04, f"no boundary in view: every point → class {only}", ha="center",
-                    transform=ax.transAxes, fontsize=9, bbox={"facecolor": "white", "alpha": 0.8})
+            ax.text(
+                0.5,
+                0.04,
+                f"no boundary in view: every point → class {only}",
+                ha="center",
+                transform=ax.transAxes,
+                fontsize=9,
+                bbox={"facecolor": "white", "alpha": 0.8},
+            )
         _draw_points(ax, x, y)
         if ax is axes[0] and best_line is not None:
             best = perceptron_decision(best_line[0], best_line[1], grid).reshape(g1.shape)
             ax.contour(g1, g2, best, levels=[0.0], colors="dimgray", linewidths=1.5, linestyles="--")
-            handles.append(Line2D([], [], color="dimgray", linewidth=1.5, linestyle="--",
-                                  label="a best possible line (3 of 4 right)"))
+            handles.append(
+                Line2D(
+                    [], [], color="dimgray", linewidth=1.5, linestyle="--", label="a best possible line (3 of 4 right)"
+                )
+            )
         point_handles, _ = ax.get_legend_handles_labels()
         ax.legend(handles=point_handles + handles, loc="upper center", fontsize=8, framealpha=0.9)
         ax.set_title(title, fontsize=10)
@@ -271,8 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_section_flags(parser, "demos")
     # pipeline-wide
     parser.add_argument("--seed", type=int, required=True, help="seed (perceptron shuffling, MLP weights)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores",
+    )
     # outputs
     parser.add_argument("--xor_json", type=Path, required=True, help="XOR results")
     parser.add_argument("--xor_points_png", type=Path, required=True, help="the four points by class")
@@ -292,8 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     write_activation_csv(args.activations_csv, table)
     write_text(args.activations_md, activation_markdown(table))
     plot_activations(args.activation_points, args.activations_png)
-    print("demos: activations at z = " + ", ".join(display_number(r["z"], 6) for r in table) + ": sigmoid "
-          + ", ".join(display_number(r["sigmoid"]) for r in table))
+    print(
+        "demos: activations at z = "
+        + ", ".join(display_number(r["z"], 6) for r in table)
+        + ": sigmoid "
+        + ", ".join(display_number(r["sigmoid"]) for r in table)
+    )
 
     # XOR: the exact limit of one linear unit, a trained perceptron, then the MLP.
     x, y = xor_data()
@@ -305,8 +384,18 @@ def main(argv: list[str] | None = None) -> None:
     configure_tensorflow(args.threads or default_threads(), args.seed)  # before any TensorFlow op
     model, loss = train_xor_mlp(x, y, args.xor_hidden, args.xor_epochs, args.xor_learning_rate)
     probabilities = mlp_probabilities(model, x)
-    summary = xor_summary(x, y, proof, perceptron, probabilities, loss, args.xor_hidden, args.xor_epochs,
-                          args.xor_learning_rate, args.seed)
+    summary = xor_summary(
+        x,
+        y,
+        proof,
+        perceptron,
+        probabilities,
+        loss,
+        args.xor_hidden,
+        args.xor_epochs,
+        args.xor_learning_rate,
+        args.seed,
+    )
     write_json(args.xor_json, summary)
     plot_xor_points(x, y, args.xor_points_png)
     titles = (
@@ -315,13 +404,23 @@ def main(argv: list[str] | None = None) -> None:
         f"MLP, {args.xor_hidden} {XOR_ACTIVATION} hidden units: accuracy {summary['mlp_accuracy']:.2f}",
     )
     best_line = next(((s["w"], s["b"]) for s in proof["subsets_of_size_n_minus_1"] if s["separable"]), None)
-    plot_xor_boundaries(x, y, lambda p: perceptron_decision(perceptron["weights"], perceptron["bias"], p),
-                        lambda p: mlp_probabilities(model, p), titles, args.xor_boundaries_png, best_line)
-    print(f"demos: XOR accuracy: any perceptron <= {summary['perceptron_best_accuracy']:.2f} (LP proof), "
-          f"trained perceptron {summary['perceptron_accuracy']:.2f}, MLP {summary['mlp_accuracy']:.2f}")
+    plot_xor_boundaries(
+        x,
+        y,
+        lambda p: perceptron_decision(perceptron["weights"], perceptron["bias"], p),
+        lambda p: mlp_probabilities(model, p),
+        titles,
+        args.xor_boundaries_png,
+        best_line,
+    )
+    print(
+        f"demos: XOR accuracy: any perceptron <= {summary['perceptron_best_accuracy']:.2f} (LP proof), "
+        f"trained perceptron {summary['perceptron_accuracy']:.2f}, MLP {summary['mlp_accuracy']:.2f}"
+    )
     if not summary["mlp_solved"]:
-        print("demos: warning: the MLP did not classify all four XOR points; "
-              "raise demos.xor_epochs or demos.xor_hidden")
+        print(
+            "demos: warning: the MLP did not classify all four XOR points; raise demos.xor_epochs or demos.xor_hidden"
+        )
 
 
 if __name__ == "__main__":

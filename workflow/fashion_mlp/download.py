@@ -48,8 +48,7 @@ def fetch(url: str, dest: Path, timeout: float) -> None:
     with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         name = Path(urllib.parse.urlparse(url).path).name  # not our temporary file's name
-        with tqdm(total=total, unit="B", unit_scale=True, desc=name, mininterval=1.0,
-                  file=sys.stderr) as bar:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, mininterval=1.0, file=sys.stderr) as bar:
             while block := response.read(CHUNK):
                 out.write(block)
                 bar.update(len(block))
@@ -72,11 +71,13 @@ def _reason(exc: BaseException) -> str:
 def _unreachable(exc: BaseException) -> bool:
     """A failure of the host, not of one file: later files need not try it again."""
     return isinstance(exc, TimeoutError) or (
-        isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError))
+        isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError)
+    )
 
 
-def download_file(filename: str, sha256: str, mirrors: list[str], out_dir: Path, timeout: float,
-                  dead: dict[str, str] | None = None) -> str:
+def download_file(
+    filename: str, sha256: str, mirrors: list[str], out_dir: Path, timeout: float, dead: dict[str, str] | None = None
+) -> str:
     """Place a verified `filename` in `out_dir`; return the URL that served it.
 
     `dead` maps mirrors found unreachable to the reason, and is updated, so a
@@ -110,13 +111,12 @@ def download_file(filename: str, sha256: str, mirrors: list[str], out_dir: Path,
             if _unreachable(exc):
                 dead[mirror] = _reason(exc)
             print(f"download: {filename}: {failures[-1]}; trying the next mirror", file=sys.stderr)
-    raise DownloadError(
-        f"no mirror served a verified {filename}:\n" + "\n".join(f"  - {line}" for line in failures)
-    )
+    raise DownloadError(f"no mirror served a verified {filename}:\n" + "\n".join(f"  - {line}" for line in failures))
 
 
-def download_all(mirrors: list[str], out_dir: Path, timeout: float,
-                 files: dict[str, str] = RAW_FILES) -> dict[str, str]:
+def download_all(
+    mirrors: list[str], out_dir: Path, timeout: float, files: dict[str, str] = RAW_FILES
+) -> dict[str, str]:
     """Download every file of `files` ({name: decompressed sha256}); return {name: source URL}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)

@@ -100,10 +100,15 @@ def lockstep_oracle_class():
                 return None
             best = sorted(candidates, key=lambda t: t.score, reverse=self.objective.direction == "max")[0]
             values = best.hyperparameters.values.copy()
-            values.update({"tuner/trial_id": best.trial_id,
-                           "tuner/epochs": self._get_epochs(number, round_num),
-                           "tuner/initial_epoch": self._get_epochs(number, round_num - 1),
-                           "tuner/bracket": number, "tuner/round": round_num})
+            values.update(
+                {
+                    "tuner/trial_id": best.trial_id,
+                    "tuner/epochs": self._get_epochs(number, round_num),
+                    "tuner/initial_epoch": self._get_epochs(number, round_num - 1),
+                    "tuner/bracket": number,
+                    "tuner/round": round_num,
+                }
+            )
             rounds[round_num].append({"past_id": best.trial_id, "id": trial_id})
             return {"status": "RUNNING", "values": values}
 
@@ -137,14 +142,14 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
 
     class EpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            tracking.with_retry(mlflow.log_metrics, {k: float(v) for k, v in (logs or {}).items()},
-                                step=epoch + 1)
+            tracking.with_retry(mlflow.log_metrics, {k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
 
     class TrackedHyperband(kt.Hyperband):
         def __init__(self, hypermodel, *, objective, max_epochs, factor, hyperband_iterations, **kwargs):
             # kt.Hyperband.__init__ with the lockstep oracle in place of its own
-            oracle = oracle_class(objective, max_epochs=max_epochs, factor=factor,
-                                  hyperband_iterations=hyperband_iterations, seed=seed)
+            oracle = oracle_class(
+                objective, max_epochs=max_epochs, factor=factor, hyperband_iterations=hyperband_iterations, seed=seed
+            )
             kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
             self.trials_run: list[str] = []
 
@@ -160,8 +165,13 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
                 "worker": self.tuner_id,
             }
             keras.utils.set_random_seed(trial_seed(seed, values))
-            with tracking.with_retry(mlflow.start_run, run_name=f"trial-{trial.trial_id}", nested=True,
-                                     parent_run_id=parent_run_id, tags=tags):
+            with tracking.with_retry(
+                mlflow.start_run,
+                run_name=f"trial-{trial.trial_id}",
+                nested=True,
+                parent_run_id=parent_run_id,
+                tags=tags,
+            ):
                 tracking.with_retry(mlflow.log_params, active_hparams(values))
                 kwargs["callbacks"] = [*kwargs.get("callbacks", []), EpochLogger()]
                 result = super().run_trial(trial, *args, **kwargs)  # KerasTuner clears the session first
@@ -236,20 +246,32 @@ def log_search_result(oracle, seconds: float, run_id: str) -> dict:
 
     rows = trial_rows(oracle)
     best = best_trial(oracle)
-    tracking.with_retry(mlflow.log_metrics, {"search_seconds": seconds, "trials": len(rows),
-                                             "best_trial_val_accuracy": best.score})
+    tracking.with_retry(
+        mlflow.log_metrics, {"search_seconds": seconds, "trials": len(rows), "best_trial_val_accuracy": best.score}
+    )
     tracking.with_retry(mlflow.set_tag, "best_trial_id", best.trial_id)
-    print(f"tune: search over, {len(rows)} trials in {seconds:.0f} s; best trial {best.trial_id} "
-          f"val_accuracy {best.score:.4f}", flush=True)
-    return {"trials": rows, "seconds": round(seconds, 1), "parent_run_id": run_id,
-            "best_trial_id": best.trial_id, "best_values": best.hyperparameters.values}
+    print(
+        f"tune: search over, {len(rows)} trials in {seconds:.0f} s; best trial {best.trial_id} "
+        f"val_accuracy {best.score:.4f}",
+        flush=True,
+    )
+    return {
+        "trials": rows,
+        "seconds": round(seconds, 1),
+        "parent_run_id": run_id,
+        "best_trial_id": best.trial_id,
+        "best_values": best.hyperparameters.values,
+    }
 
 
 def active_hparams(values: dict) -> dict:
     """The trial's hyperparameters, without Hyperband's bookkeeping or unused layer widths."""
     layers = values["layers"]
-    active = {k: v for k, v in values.items()
-              if not k.startswith("tuner/") and not (k.startswith("units_") and int(k.split("_")[1]) >= layers)}
+    active = {
+        k: v
+        for k, v in values.items()
+        if not k.startswith("tuner/") and not (k.startswith("units_") and int(k.split("_")[1]) >= layers)
+    }
     return active | {"batchnorm": bool(values["batchnorm"])}  # hp.Choice stores booleans as 0/1
 
 
@@ -259,26 +281,29 @@ def trial_rows(oracle) -> list[dict]:
     for trial in sorted(oracle.trials.values(), key=lambda t: trial_key(t.hyperparameters.values)):
         values = trial.hyperparameters.values
         layers = values["layers"]
-        rows.append({
-            "trial_id": trial.trial_id,
-            "draw": values["tuner/draw"],
-            "status": str(trial.status),
-            "val_accuracy": trial.score,
-            "epochs": values.get("tuner/epochs"),
-            "bracket": values.get("tuner/bracket"),
-            "round": values.get("tuner/round"),
-            "layers": layers,
-            "units": " ".join(str(values[f"units_{i}"]) for i in range(layers)),
-            "dropout": values["dropout"],
-            "l2": values["l2"],
-            "learning_rate": values["learning_rate"],
-            "batchnorm": bool(values["batchnorm"]),
-        })
+        rows.append(
+            {
+                "trial_id": trial.trial_id,
+                "draw": values["tuner/draw"],
+                "status": str(trial.status),
+                "val_accuracy": trial.score,
+                "epochs": values.get("tuner/epochs"),
+                "bracket": values.get("tuner/bracket"),
+                "round": values.get("tuner/round"),
+                "layers": layers,
+                "units": " ".join(str(values[f"units_{i}"]) for i in range(layers)),
+                "dropout": values["dropout"],
+                "l2": values["l2"],
+                "learning_rate": values["learning_rate"],
+                "batchnorm": bool(values["batchnorm"]),
+            }
+        )
     return rows
 
 
 def best_trial(oracle):
     """The trial with the best validation accuracy; ties go to the earlier draw, then the longer round."""
     done = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
-    return min(done, key=lambda t: (-t.score, trial_key(t.hyperparameters.values)[0],
-                                    -trial_key(t.hyperparameters.values)[1]))
+    return min(
+        done, key=lambda t: (-t.score, trial_key(t.hyperparameters.values)[0], -trial_key(t.hyperparameters.values)[1])
+    )

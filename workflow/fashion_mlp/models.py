@@ -15,8 +15,9 @@ from fashion_mlp.io import atomic_output
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip member can carry
 
 
-def build_mlp(hidden: list[int], activation: str = "relu", dropout=0.0, l2=0.0, batchnorm=False,
-              name: str = "mlp") -> keras.Sequential:
+def build_mlp(
+    hidden: list[int], activation: str = "relu", dropout=0.0, l2=0.0, batchnorm=False, name: str = "mlp"
+) -> keras.Sequential:
     """Flatten -> [Dense(width, activation, L2) -> BatchNorm? -> Dropout?] per width -> Dense(10, softmax).
 
     `dropout`, `l2` and `batchnorm` take one value for all hidden layers or a list with one per layer.
@@ -25,8 +26,13 @@ def build_mlp(hidden: list[int], activation: str = "relu", dropout=0.0, l2=0.0, 
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=IMAGE_SHAPE, name="image"))
     model.add(keras.layers.Flatten())
-    for width, rate, penalty, norm in zip(hidden, per_layer(dropout, n, "dropout"),
-                                         per_layer(l2, n, "l2"), per_layer(batchnorm, n, "batchnorm")):
+    for width, rate, penalty, norm in zip(
+        hidden,
+        per_layer(dropout, n, "dropout"),
+        per_layer(l2, n, "l2"),
+        per_layer(batchnorm, n, "batchnorm"),
+        strict=True,
+    ):
         regularizer = keras.regularizers.L2(penalty) if penalty else None
         model.add(keras.layers.Dense(width, activation=activation, kernel_regularizer=regularizer))
         if norm:
@@ -37,8 +43,9 @@ def build_mlp(hidden: list[int], activation: str = "relu", dropout=0.0, l2=0.0, 
     return model
 
 
-def learning_rate_schedule(learning_rate: float, lr_schedule: str, lr_decay_rate: float,
-                           steps_per_epoch: int, epochs: int):
+def learning_rate_schedule(
+    learning_rate: float, lr_schedule: str, lr_decay_rate: float, steps_per_epoch: int, epochs: int
+):
     """A float, or a schedule that changes the rate every step of the run.
 
     `exponential` multiplies the rate by `lr_decay_rate` once per epoch (smoothly,
@@ -99,8 +106,12 @@ def _renumber_shared_objects(config, numbers: dict | None = None):
     in order of first appearance; equal ids stay equal, so the loader shares the same objects."""
     numbers = {} if numbers is None else numbers
     if isinstance(config, dict):
-        return {key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id"
-                else _renumber_shared_objects(value, numbers) for key, value in config.items()}
+        return {
+            key: numbers.setdefault(value, len(numbers) + 1)
+            if key == "shared_object_id"
+            else _renumber_shared_objects(value, numbers)
+            for key, value in config.items()
+        }
     if isinstance(config, list):
         return [_renumber_shared_objects(value, numbers) for value in config]
     return config

@@ -46,11 +46,12 @@ def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:
     counts = np.bincount(labels, minlength=NUM_CLASSES)
-    return {name: int(c) for name, c in zip(CLASS_NAMES, counts)}
+    return {name: int(c) for name, c in zip(CLASS_NAMES, counts, strict=True)}
 
 
-def prepare(raw_dir: Path, val_fraction: float, limit_train: int | None, limit_test: int | None,
-            seed: int) -> tuple[dict, dict, dict]:
+def prepare(
+    raw_dir: Path, val_fraction: float, limit_train: int | None, limit_test: int | None, seed: int
+) -> tuple[dict, dict, dict]:
     """Return (train arrays, test arrays, stats) from the raw IDX files."""
     x_pool, y_pool = read_split(raw_dir, "train")
     x_test, y_test = read_split(raw_dir, "test")

@@ -50,32 +50,47 @@ def main(argv: list[str] | None = None) -> None:
 
         raise PipelineError(f"no MLflow run logged {model_path}; rerun its train stage to register it")
     client = mlflow.MlflowClient()
-    logged = tracking.with_retry(client.search_logged_models, experiment_ids=[experiment_id],
-                                 filter_string=f"source_run_id = '{run.info.run_id}'")
+    logged = tracking.with_retry(
+        client.search_logged_models,
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
     if not logged:
         from fashion_mlp import PipelineError
 
         raise PipelineError(f"MLflow run {run.info.run_id} ({winner}) has no logged model to register")
     version = tracking.with_retry(mlflow.register_model, f"models:/{logged[0].model_id}", args.registered_model)
     tracking.with_retry(client.set_registered_model_alias, args.registered_model, ALIAS, version.version)
-    tracking.with_retry(client.set_model_version_tag, args.registered_model, version.version,
-                        "val_accuracy", str(candidates[winner]["val_accuracy"]))
+    tracking.with_retry(
+        client.set_model_version_tag,
+        args.registered_model,
+        version.version,
+        "val_accuracy",
+        str(candidates[winner]["val_accuracy"]),
+    )
     ranking = sorted(candidates.values(), key=lambda m: -m["val_accuracy"])
     # The version number and run id depend on what the MLflow store held before, not on the
     # pipeline's inputs, so they stay in MLflow (models:/<name>@champion); the model's hash,
     # also the run's model_sha256 tag, names the same run in a way a rerun reproduces.
-    write_json(args.out, {
-        "champion": winner,
-        "registered_model": args.registered_model,
-        "alias": ALIAS,
-        "model_sha256": model_sha,
-        "reason": f"highest validation accuracy ({candidates[winner]['val_accuracy']:.4f}) among "
-                  + ", ".join(m["model"] for m in ranking),
-        "candidates": [{"model": m["model"], "val_accuracy": m["val_accuracy"], "test_accuracy": m["accuracy"]}
-                       for m in ranking],
-    })
-    print(f"register: {winner} is {args.registered_model}@{ALIAS} (version {version.version}, "
-          f"MLflow run {run.info.run_id})")
+    write_json(
+        args.out,
+        {
+            "champion": winner,
+            "registered_model": args.registered_model,
+            "alias": ALIAS,
+            "model_sha256": model_sha,
+            "reason": f"highest validation accuracy ({candidates[winner]['val_accuracy']:.4f}) among "
+            + ", ".join(m["model"] for m in ranking),
+            "candidates": [
+                {"model": m["model"], "val_accuracy": m["val_accuracy"], "test_accuracy": m["accuracy"]}
+                for m in ranking
+            ],
+        },
+    )
+    print(
+        f"register: {winner} is {args.registered_model}@{ALIAS} (version {version.version}, "
+        f"MLflow run {run.info.run_id})"
+    )
 
 
 if __name__ == "__main__":

@@ -16,14 +16,17 @@ from fashion_mlp.io import read_json, write_text
 # Published test accuracies the pipeline is measured against.
 ANCHORS = (
     ("Tutorial baseline MLP (published)", 0.870),
-    ("Tutorial \"improved\" MLP (published)", 0.866),
+    ('Tutorial "improved" MLP (published)', 0.866),
     ("Zalando benchmark: best MLP", 0.8833),
     ("scikit-learn MLPClassifier", 0.871),
 )
 # Accuracy goals on the 10k test set (issues #2 and #3).
 GOALS = {"baseline": 0.880, "regularized": 0.890, "tuned": 0.900}
-FIGURES = (("confusion", "Confusion matrix"), ("curves", "Training/validation curves"),
-           ("predictions", "Predictions grid"))
+FIGURES = (
+    ("confusion", "Confusion matrix"),
+    ("curves", "Training/validation curves"),
+    ("predictions", "Predictions grid"),
+)
 
 
 def model_table(metrics: list[dict]) -> list[str]:
@@ -44,8 +47,10 @@ def model_table(metrics: list[dict]) -> list[str]:
 
 
 def per_class_table(metrics: list[dict]) -> list[str]:
-    lines = ["| Class | " + " | ".join(f"{m['model']} P / R / F1" for m in metrics) + " |",
-             "|---|" + "---|" * len(metrics)]
+    lines = [
+        "| Class | " + " | ".join(f"{m['model']} P / R / F1" for m in metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
     for name in CLASS_NAMES:
         cells = []
         for m in metrics:
@@ -101,7 +106,7 @@ def champion_section(champion: dict) -> list[str]:
         "|---|---:|---:|",
     ]
     lines += [f"| {c['model']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} |" for c in champion["candidates"]]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def timings_markdown(timings_dir: Path) -> str | None:
@@ -110,16 +115,26 @@ def timings_markdown(timings_dir: Path) -> str | None:
     search = read_json(timings_dir / "tune.json") if (timings_dir / "tune.json").exists() else None
     if not models and not search:
         return None
-    lines = ["# Wall times of the last run of each stage", "",
-             "Written by `fashion-mlp report` from the stages' timings files beside it; not versioned.", ""]
+    lines = [
+        "# Wall times of the last run of each stage",
+        "",
+        "Written by `fashion-mlp report` from the stages' timings files beside it; not versioned.",
+        "",
+    ]
     if models:
         lines += ["| Model | Epochs run | Train s | s/epoch | MLflow run |", "|---|---:|---:|---:|---|"]
-        lines += [f"| {t['model']} | {t['epochs_run']} | {t['train_seconds']:.1f} | {t['seconds_per_epoch']:.2f} "
-                  f"| {t['mlflow_run_id']} |" for t in models]
+        lines += [
+            f"| {t['model']} | {t['epochs_run']} | {t['train_seconds']:.1f} | {t['seconds_per_epoch']:.2f} "
+            f"| {t['mlflow_run_id']} |"
+            for t in models
+        ]
     if search:
         workers = ", ".join(f"{name} {count}" for name, count in search["workers"].items())
-        lines += ["", f"Hyperband search: {len(search['trials'])} trials in {search['search_seconds']:.0f} s "
-                  f"(trials per worker: {workers}); MLflow run {search['mlflow_run_id']}."]
+        lines += [
+            "",
+            f"Hyperband search: {len(search['trials'])} trials in {search['search_seconds']:.0f} s "
+            f"(trials per worker: {workers}); MLflow run {search['mlflow_run_id']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -132,12 +147,15 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 3), 4.5))
     bars = ax.bar(names, accuracies, color="tab:blue")
     ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], padding=2)
-    for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3)))):
+    for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3))), strict=True):
         ax.axhline(accuracy, color="gray", linestyle=style, linewidth=1, label=f"{label}: {accuracy:.4f}")
     low = min(accuracies + [a for _, a in ANCHORS])
     n_test = metrics[0]["n_test"]
-    ax.set(ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)), ylabel="Test accuracy",
-           title=f"Test accuracy per model ({n_test:,} test images)")
+    ax.set(
+        ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)),
+        ylabel="Test accuracy",
+        title=f"Test accuracy per model ({n_test:,} test images)",
+    )
     ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
@@ -149,14 +167,18 @@ def demos_section(xor: dict, activations_md: str, figures: dict[str, Path], summ
     `figures`: paths of the "xor_points", "xor_boundaries" and "activations" PNGs
     (missing files are skipped); `summary_dir`: the summary's folder, for relative links.
     """
+
     def link(key: str, alt: str) -> list[str]:
         path = figures.get(key)
         if path is None or not Path(path).exists():
             return []
         return [f"![{alt}]({Path(os.path.relpath(path, summary_dir)).as_posix()})", ""]
 
-    solved = ("classifies all four points" if xor["mlp_solved"]
-              else f"reached only {xor['mlp_accuracy']:.2f} (raise demos.xor_epochs or demos.xor_hidden)")
+    solved = (
+        "classifies all four points"
+        if xor["mlp_solved"]
+        else f"reached only {xor['mlp_accuracy']:.2f} (raise demos.xor_epochs or demos.xor_hidden)"
+    )
     lines = [
         "## XOR and activation functions",
         "",
@@ -185,8 +207,16 @@ def demos_section(xor: dict, activations_md: str, figures: dict[str, Path], summ
     return lines
 
 
-def render(metrics: list[dict], stats: dict, figures_dir: Path, chart: Path, out: Path,
-           tuning: dict | None = None, champion: dict | None = None, demos: list[str] | None = None) -> str:
+def render(
+    metrics: list[dict],
+    stats: dict,
+    figures_dir: Path,
+    chart: Path,
+    out: Path,
+    tuning: dict | None = None,
+    champion: dict | None = None,
+    demos: list[str] | None = None,
+) -> str:
     counts = stats["counts"]
     best = max(metrics, key=lambda m: m["accuracy"])
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
@@ -235,9 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument("--chart_out", type=Path, required=True, help="bar chart comparing the models")
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
-    parser.add_argument("--timings_dir", type=Path,
-                        help="train's and tune's wall times; summary.md there gets them as a table "
-                             "(untracked); default: timings/ beside --out")
+    parser.add_argument(
+        "--timings_dir",
+        type=Path,
+        help="train's and tune's wall times; summary.md there gets them as a table "
+        "(untracked); default: timings/ beside --out",
+    )
     return parser
 
 
@@ -250,10 +283,13 @@ def main(argv: list[str] | None = None) -> None:
     demos = None
     if args.demos_xor and args.demos_activations:
         figures = {key: args.figures_dir / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
-        demos = demos_section(read_json(args.demos_xor), args.demos_activations.read_text(), figures,
-                              args.out.parent)
-    write_text(args.out, render(metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out,
-                                tuning, champion, demos))
+        demos = demos_section(read_json(args.demos_xor), args.demos_activations.read_text(), figures, args.out.parent)
+    write_text(
+        args.out,
+        render(
+            metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out, tuning, champion, demos
+        ),
+    )
     timings_dir = args.timings_dir or args.out.parent / "timings"
     timings = timings_markdown(timings_dir)
     if timings:

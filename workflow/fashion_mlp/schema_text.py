@@ -6,7 +6,7 @@ Used by config for its error messages and for the stage flags' --help.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def resolve(schema: dict, root: dict) -> dict:

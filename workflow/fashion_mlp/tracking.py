@@ -17,8 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from fashion_mlp import PipelineError
 from fashion_mlp.config import project_root
@@ -58,11 +59,17 @@ def engine() -> str:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True,
-                             text=True, check=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=True, timeout=10
+        )
         commit = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError, PipelineError):
         return "unknown"
@@ -116,8 +123,11 @@ def process_tags() -> dict[str, str]:
     """The host and process that own a run; `pid_started` tells a reused pid from the original."""
     import psutil
 
-    return {"host": socket.gethostname(), "pid": str(os.getpid()),
-            "pid_started": f"{psutil.Process().create_time():.2f}"}
+    return {
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "pid_started": f"{psutil.Process().create_time():.2f}",
+    }
 
 
 def process_alive(pid: int, started: str | None = None) -> bool:
@@ -153,14 +163,17 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
     client = mlflow.MlflowClient()
     running = with_retry(client.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'")
     host = socket.gethostname()
-    orphans = {run.info.run_id for run in running
-               if run.data.tags.get("host") == host and run.data.tags.get("pid", "").isdigit()
-               and not process_alive(int(run.data.tags["pid"]), run.data.tags.get("pid_started"))}
+    orphans = {
+        run.info.run_id
+        for run in running
+        if run.data.tags.get("host") == host
+        and run.data.tags.get("pid", "").isdigit()
+        and not process_alive(int(run.data.tags["pid"]), run.data.tags.get("pid_started"))
+    }
     orphans |= {run.info.run_id for run in running if run.data.tags.get("mlflow.parentRunId") in orphans}
     for run_id in sorted(orphans):
         with_retry(client.set_terminated, run_id, status="KILLED")
-        print(f"tracking: run {run_id} was left RUNNING by a process that is gone; marked KILLED",
-              file=sys.stderr)
+        print(f"tracking: run {run_id} was left RUNNING by a process that is gone; marked KILLED", file=sys.stderr)
     return sorted(orphans)
 
 

@@ -33,10 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
     parser.add_argument("--model_out", type=Path, required=True)
     parser.add_argument("--history_out", type=Path, required=True)
-    parser.add_argument("--timings_dir", type=Path, default=TIMINGS_DIR,
-                        help="where <model>.json gets the wall times (untracked); default: %(default)s")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores")
+    parser.add_argument(
+        "--timings_dir",
+        type=Path,
+        default=TIMINGS_DIR,
+        help="where <model>.json gets the wall times (untracked); default: %(default)s",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores",
+    )
     return parser
 
 
@@ -61,8 +69,13 @@ def make_history_callback(on_epoch=None):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:5]},
-                   "learning_rate": self._lr, "epoch_seconds": time.perf_counter() - self._start, "kept": 0}
+            row = {
+                "epoch": epoch + 1,
+                **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:5]},
+                "learning_rate": self._lr,
+                "epoch_seconds": time.perf_counter() - self._start,
+                "kept": 0,
+            }
             self.rows.append(row)
             if on_epoch is not None:
                 on_epoch(row)
@@ -77,18 +90,27 @@ def fit(model, data: dict, params: dict, callbacks: list):
     from fashion_mlp.models import compile_model, learning_rate_schedule
 
     steps_per_epoch = -(-len(data["y_train"]) // params["batch_size"])
-    schedule = learning_rate_schedule(params["learning_rate"], params["lr_schedule"], params["lr_decay_rate"],
-                                      steps_per_epoch, params["epochs"])
+    schedule = learning_rate_schedule(
+        params["learning_rate"], params["lr_schedule"], params["lr_decay_rate"], steps_per_epoch, params["epochs"]
+    )
     compile_model(model, schedule, params["steps_per_execution"])
     if params["early_stopping_patience"] is not None:
-        callbacks = [*callbacks, keras.callbacks.EarlyStopping(
-            monitor=params["early_stopping_monitor"], patience=params["early_stopping_patience"],
-            restore_best_weights=True)]
+        callbacks = [
+            *callbacks,
+            keras.callbacks.EarlyStopping(
+                monitor=params["early_stopping_monitor"],
+                patience=params["early_stopping_patience"],
+                restore_best_weights=True,
+            ),
+        ]
     return model.fit(
-        data["x_train"], data["y_train"],
+        data["x_train"],
+        data["y_train"],
         validation_data=(data["x_val"], data["y_val"]),
-        batch_size=params["batch_size"], epochs=params["epochs"],
-        callbacks=callbacks, verbose=2,
+        batch_size=params["batch_size"],
+        epochs=params["epochs"],
+        callbacks=callbacks,
+        verbose=2,
     )
 
 
@@ -124,13 +146,31 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_arrays(args.data)
     tracking.init(args.experiment)
-    train_and_log(args.model, params, data, args.data, args.seed, threads, args.model_out, args.history_out,
-                  timings_dir=args.timings_dir)
+    train_and_log(
+        args.model,
+        params,
+        data,
+        args.data,
+        args.seed,
+        threads,
+        args.model_out,
+        args.history_out,
+        timings_dir=args.timings_dir,
+    )
 
 
-def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: int, threads: int,
-                  model_out: Path, history_out: Path, tags: dict | None = None,
-                  timings_dir: Path | None = None) -> dict:
+def train_and_log(
+    name: str,
+    params: dict,
+    data: dict,
+    data_path: Path,
+    seed: int,
+    threads: int,
+    model_out: Path,
+    history_out: Path,
+    tags: dict | None = None,
+    timings_dir: Path | None = None,
+) -> dict:
     """Build, fit and save one model in its own MLflow run; return the kept epoch's history row.
 
     Expects TensorFlow configured and tracking.init() done. `tune` reuses it for
@@ -145,14 +185,25 @@ def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: in
     # Seeded here, not only at start-up: in `tune --workers 1` this process has run the whole
     # search before, and the retrain must not depend on what the search drew.
     keras.utils.set_random_seed(seed)
-    model = build_mlp(params["hidden"], params["activation"], params["dropout"], params["l2"],
-                      params["batchnorm"], name=name)
+    model = build_mlp(
+        params["hidden"], params["activation"], params["dropout"], params["l2"], params["batchnorm"], name=name
+    )
     run_tags = tracking.base_tags("train", data_path) | {"model": name} | (tags or {})
     with tracking.with_retry(mlflow.start_run, run_name=name, tags=run_tags) as run:
-        tracking.with_retry(mlflow.log_params, flatten({
-            **params, "model": name, "seed": seed, "threads": threads,
-            "n_train": len(data["y_train"]), "n_val": len(data["y_val"]), "n_params": model.count_params(),
-        }))
+        tracking.with_retry(
+            mlflow.log_params,
+            flatten(
+                {
+                    **params,
+                    "model": name,
+                    "seed": seed,
+                    "threads": threads,
+                    "n_train": len(data["y_train"]),
+                    "n_val": len(data["y_val"]),
+                    "n_params": model.count_params(),
+                }
+            ),
+        )
 
         def log_epoch(row: dict) -> None:
             metrics = {k: v for k, v in row.items() if k not in ("epoch", "kept")}
@@ -169,22 +220,40 @@ def train_and_log(name: str, params: dict, data: dict, data_path: Path, seed: in
         write_history(history_out, history.rows)
 
         epoch_seconds = [row["epoch_seconds"] for row in history.rows]
-        times = {"fit_seconds": fit_seconds, "train_seconds": sum(epoch_seconds),
-                 "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds)}
-        tracking.with_retry(mlflow.log_metrics, {
-            **times, "epochs_run": len(history.rows), "kept_epoch": kept["epoch"],
-            "final_val_loss": kept["val_loss"], "final_val_accuracy": kept["val_accuracy"],
-        })
+        times = {
+            "fit_seconds": fit_seconds,
+            "train_seconds": sum(epoch_seconds),
+            "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+        }
+        tracking.with_retry(
+            mlflow.log_metrics,
+            {
+                **times,
+                "epochs_run": len(history.rows),
+                "kept_epoch": kept["epoch"],
+                "final_val_loss": kept["val_loss"],
+                "final_val_accuracy": kept["val_accuracy"],
+            },
+        )
         if timings_dir is not None:
-            write_json(timings_dir / f"{name}.json", {
-                "model": name, **{k: round(v, 3) for k, v in times.items()}, "epochs_run": len(history.rows),
-                "epoch_seconds": [round(s, 3) for s in epoch_seconds], "mlflow_run_id": run.info.run_id})
+            write_json(
+                timings_dir / f"{name}.json",
+                {
+                    "model": name,
+                    **{k: round(v, 3) for k, v in times.items()},
+                    "epochs_run": len(history.rows),
+                    "epoch_seconds": [round(s, 3) for s in epoch_seconds],
+                    "mlflow_run_id": run.info.run_id,
+                },
+            )
         _log_model(model, data["x_val"][:5])
         mlflow.log_artifact(str(history_out), artifact_path="history")
         # evaluate finds this run again through the saved model's hash.
         tracking.with_retry(mlflow.set_tag, "model_sha256", sha256_file(model_out))
-        print(f"train: {name}: {len(history.rows)} epochs in {fit_seconds:.1f} s, "
-              f"kept epoch {kept['epoch']} with val_accuracy {kept['val_accuracy']:.4f}; MLflow run {run.info.run_id}")
+        print(
+            f"train: {name}: {len(history.rows)} epochs in {fit_seconds:.1f} s, "
+            f"kept epoch {kept['epoch']} with val_accuracy {kept['val_accuracy']:.4f}; MLflow run {run.info.run_id}"
+        )
     return kept
 
 
@@ -199,7 +268,10 @@ def _log_model(model, example) -> None:
     # mlflow.tensorflow handles Keras 3 models; mlflow.keras.log_model (3.17) fails
     # when given an input example because it writes it before creating its folder.
     mlflow.tensorflow.log_model(
-        model, name="model", signature=signature, input_example=example,
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
         # Pinned requirements skip MLflow's slow import-tracing of the model.
         pip_requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"],
     )

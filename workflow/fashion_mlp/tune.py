@@ -54,12 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, required=True, help="seed")
     parser.add_argument("--experiment", required=True, help="mlflow.experiment")
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
-    parser.add_argument("--work_dir", type=Path, required=True,
-                        help="parent of the tuner's directory, which is named by a hash of the settings")
+    parser.add_argument(
+        "--work_dir",
+        type=Path,
+        required=True,
+        help="parent of the tuner's directory, which is named by a hash of the settings",
+    )
     parser.add_argument("--threads", type=int, default=None)
     # which part of the search this process is (see ROLES)
-    parser.add_argument("--role", choices=ROLES, default="all",
-                        help="one part of the search, as Snakemake's rule tune_<role> runs it; all: every part")
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default="all",
+        help="one part of the search, as Snakemake's rule tune_<role> runs it; all: every part",
+    )
     parser.add_argument("--chief_file", type=Path, help="chief, worker: where the chief publishes its address")
     parser.add_argument("--worker_id", type=int, help="worker: 0 .. workers-1")
     parser.add_argument("--worker_out", type=Path, help="worker: the trials it ran and the search's result")
@@ -70,9 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figure_out", type=Path)
     parser.add_argument("--model_out", type=Path)
     parser.add_argument("--history_out", type=Path)
-    parser.add_argument("--timings_dir", type=Path, default=Path("reports/timings"),
-                        help="finish, all: where tune.json and tuned.json get the wall times and who ran which "
-                             "trial (untracked); default: %(default)s")
+    parser.add_argument(
+        "--timings_dir",
+        type=Path,
+        default=Path("reports/timings"),
+        help="finish, all: where tune.json and tuned.json get the wall times and who ran which "
+        "trial (untracked); default: %(default)s",
+    )
     return parser
 
 
@@ -108,8 +120,10 @@ def run_finish(args: argparse.Namespace, section: dict, threads: int, configure:
     results = [read_json(path) for path in args.worker_results]
     searches = {json.dumps(r["search"], sort_keys=True) for r in results}
     if len(searches) != 1:
-        raise PipelineError(f"the workers' results {[str(p) for p in args.worker_results]} describe "
-                            "different searches; rerun the tune jobs")
+        raise PipelineError(
+            f"the workers' results {[str(p) for p in args.worker_results]} describe "
+            "different searches; rerun the tune jobs"
+        )
     search = results[0]["search"]
     ran_by = {trial: f"worker{r['worker']}" for r in results for trial in r["trials_run"]}
     rows = search["trials"]
@@ -121,13 +135,28 @@ def run_finish(args: argparse.Namespace, section: dict, threads: int, configure:
     # by its draw and round in the versioned files.
     write_trials(args.trials_out, [{k: v for k, v in row.items() if k != "trial_id"} for row in rows])
     plot_trials(rows, args.figure_out)
-    write_json(args.timings_dir / "tune.json", {
-        "search_seconds": search["seconds"], "mlflow_run_id": search["parent_run_id"],
-        "workers": {f"worker{r['worker']}": len(r["trials_run"]) for r in results},
-        "trials": [{"draw": row["draw"], "round": row["round"], "trial_id": row["trial_id"],
-                    "worker": ran_by.get(row["trial_id"], "")} for row in rows]})
-    print(f"tune finish: {len(rows)} trials in {search['seconds']:.0f} s by {len(results)} worker(s); best trial "
-          f"{best_row['trial_id']} val_accuracy {best_row['val_accuracy']:.4f}: {block}", flush=True)
+    write_json(
+        args.timings_dir / "tune.json",
+        {
+            "search_seconds": search["seconds"],
+            "mlflow_run_id": search["parent_run_id"],
+            "workers": {f"worker{r['worker']}": len(r["trials_run"]) for r in results},
+            "trials": [
+                {
+                    "draw": row["draw"],
+                    "round": row["round"],
+                    "trial_id": row["trial_id"],
+                    "worker": ran_by.get(row["trial_id"], ""),
+                }
+                for row in rows
+            ],
+        },
+    )
+    print(
+        f"tune finish: {len(rows)} trials in {search['seconds']:.0f} s by {len(results)} worker(s); best trial "
+        f"{best_row['trial_id']} val_accuracy {best_row['val_accuracy']:.4f}: {block}",
+        flush=True,
+    )
 
     if configure:  # (run_single has configured this process already)
         configure_tensorflow(threads, args.seed)
@@ -137,19 +166,41 @@ def run_finish(args: argparse.Namespace, section: dict, threads: int, configure:
 
     data = load_arrays(args.data)
     tracking.init(args.experiment)
-    kept = train_and_log("tuned", block, data, args.data, args.seed, threads, args.model_out, args.history_out,
-                         tags={"tune_run_id": search["parent_run_id"]}, timings_dir=args.timings_dir)
+    kept = train_and_log(
+        "tuned",
+        block,
+        data,
+        args.data,
+        args.seed,
+        threads,
+        args.model_out,
+        args.history_out,
+        tags={"tune_run_id": search["parent_run_id"]},
+        timings_dir=args.timings_dir,
+    )
     search_images = section["search_limit_train"] or len(data["y_train"])
-    write_json(args.best_out, {
-        "train_block": block,
-        "best_trial": {"draw": best_row["draw"], "round": best_row["round"], "val_accuracy": best_row["val_accuracy"],
-                       # sorted: the oracle's order differs with and without gRPC (tune.workers 1)
-                       "hyperparameters": dict(sorted(active_hparams(values).items()))},
-        "search": {"trials": len(rows), "train_images": int(search_images),
-                   "val_images": len(data["y_val"]), "max_epochs": section["max_epochs"],
-                   "factor": section["factor"], "hyperband_iterations": section["hyperband_iterations"]},
-        "retrain": {"kept_epoch": int(kept["epoch"]), "val_accuracy": kept["val_accuracy"]},
-    })
+    write_json(
+        args.best_out,
+        {
+            "train_block": block,
+            "best_trial": {
+                "draw": best_row["draw"],
+                "round": best_row["round"],
+                "val_accuracy": best_row["val_accuracy"],
+                # sorted: the oracle's order differs with and without gRPC (tune.workers 1)
+                "hyperparameters": dict(sorted(active_hparams(values).items())),
+            },
+            "search": {
+                "trials": len(rows),
+                "train_images": int(search_images),
+                "val_images": len(data["y_val"]),
+                "max_epochs": section["max_epochs"],
+                "factor": section["factor"],
+                "hyperband_iterations": section["hyperband_iterations"],
+            },
+            "retrain": {"kept_epoch": int(kept["epoch"]), "val_accuracy": kept["val_accuracy"]},
+        },
+    )
     # every trial's checkpoints
     shutil.rmtree(tuner_dir(args.work_dir, section, args.seed, args.data), ignore_errors=True)
 
@@ -167,15 +218,27 @@ def plot_trials(rows: list[dict], path: Path) -> None:
 
     plt = pyplot()
     done = [r for r in rows if r["val_accuracy"] is not None]
-    panels = (("learning_rate", "Learning rate", "log"), ("units", "Width of the first layer", "linear"),
-              ("layers", "Hidden layers", "linear"), ("dropout", "Dropout", "linear"),
-              ("l2", "L2 penalty (0, then log)", "symlog"), ("batchnorm", "BatchNorm (0 = off, 1 = on)", "linear"))
+    panels = (
+        ("learning_rate", "Learning rate", "log"),
+        ("units", "Width of the first layer", "linear"),
+        ("layers", "Hidden layers", "linear"),
+        ("dropout", "Dropout", "linear"),
+        ("l2", "L2 penalty (0, then log)", "symlog"),
+        ("batchnorm", "BatchNorm (0 = off, 1 = on)", "linear"),
+    )
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharey=True, constrained_layout=True)
-    for ax, (key, label, scale) in zip(axes.flat, panels):
+    for ax, (key, label, scale) in zip(axes.flat, panels, strict=True):
         # units is "512 256" (the first layer is plotted); batchnorm a bool
         xs = [float(r[key].split()[0]) if isinstance(r[key], str) else float(r[key]) for r in done]
-        points = ax.scatter(xs, [r["val_accuracy"] for r in done], c=[r["epochs"] for r in done],
-                            cmap="viridis", s=30, edgecolor="k", linewidth=0.3)
+        points = ax.scatter(
+            xs,
+            [r["val_accuracy"] for r in done],
+            c=[r["epochs"] for r in done],
+            cmap="viridis",
+            s=30,
+            edgecolor="k",
+            linewidth=0.3,
+        )
         if scale == "symlog":
             ax.set_xscale("symlog", linthresh=1e-5)
         elif scale == "log":
@@ -201,16 +264,25 @@ def run_single(args: argparse.Namespace, section: dict, threads: int, worker_out
     x, y, validation = search_data(args.data, section["search_limit_train"], args.seed)
     gc.freeze()  # see tune_distributed.run_worker
     tags = tracking.base_tags("tune", args.data)
-    tuner = make_tuner(section, args.seed, tuner_dir(args.work_dir, section, args.seed, args.data), tags, None,
-                       overwrite=True)
+    tuner = make_tuner(
+        section, args.seed, tuner_dir(args.work_dir, section, args.seed, args.data), tags, None, overwrite=True
+    )
     tuner.tuner_id = "worker0"  # as its trials are tagged and counted with workers
     with search_run(section, args.seed, tags) as run:
         started = time.perf_counter()
         tuner.search(x, y, validation_data=validation, batch_size=section["batch_size"], verbose=2)
         seconds = time.perf_counter() - started
         search = log_search_result(tuner.oracle, seconds, run.info.run_id)
-    write_json(worker_out, {"worker": 0, "threads": threads, "trials_run": tuner.trials_run,
-                            "seconds": round(seconds, 1), "search": search})
+    write_json(
+        worker_out,
+        {
+            "worker": 0,
+            "threads": threads,
+            "trials_run": tuner.trials_run,
+            "seconds": round(seconds, 1),
+            "search": search,
+        },
+    )
     # Free the search's models and caches before the retrain: they would set the peak memory.
     import keras
 

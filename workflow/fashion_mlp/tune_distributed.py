@@ -65,8 +65,12 @@ def run_chief(args: argparse.Namespace, section: dict) -> None:
         protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
         port = server.add_insecure_port(f"{CHIEF_HOST}:0")
         server.start()
-        address = {"host": CHIEF_HOST, "port": port, "parent_run_id": run.info.run_id,
-                   "tuner_dir": str(directory)} | tracking.process_tags()
+        address = {
+            "host": CHIEF_HOST,
+            "port": port,
+            "parent_run_id": run.info.run_id,
+            "tuner_dir": str(directory),
+        } | tracking.process_tags()
         write_json(args.chief_file, address)
         print(f"tune chief: oracle at {CHIEF_HOST}:{port}, search run {run.info.run_id}", flush=True)
         started = time.perf_counter()
@@ -99,15 +103,15 @@ class WorkerWatch:
         if time.monotonic() - self.last_check < 2:
             return
         self.last_check = time.monotonic()
-        workers = {path.stem.removeprefix("process-"): read_json(path)
-                   for path in self.directory.glob("process-worker*.json")}
+        workers = {
+            path.stem.removeprefix("process-"): read_json(path) for path in self.directory.glob("process-worker*.json")
+        }
         if not workers and time.monotonic() - self.started > CHIEF_START_TIMEOUT:
             raise PipelineError(f"no tuning worker started within {CHIEF_START_TIMEOUT} s")
         for name, tags in sorted(workers.items()):
             stopped = name in self.connected and name not in self.oracle.tuner_ids
             if not stopped and not tracking.process_alive(int(tags["pid"]), tags["pid_started"]):
-                raise PipelineError(f"tuning {name} (pid {tags['pid']}) died before the search ended; "
-                                    "see its log")
+                raise PipelineError(f"tuning {name} (pid {tags['pid']}) died before the search ended; see its log")
 
 
 # --- the handshake: the chief file -------------------------------------------------------
@@ -129,13 +133,16 @@ def read_chief_file(path: Path, wants_search: bool, timeout: float) -> dict:
             return address
         if address:
             if not tracking.process_alive(int(address["pid"]), address["pid_started"]):
-                raise PipelineError(f"the tuning chief (pid {address['pid']}) ended before publishing "
-                                    f"{'the result' if wants_search else 'its address'} in {path}; see its log")
+                raise PipelineError(
+                    f"the tuning chief (pid {address['pid']}) ended before publishing "
+                    f"{'the result' if wants_search else 'its address'} in {path}; see its log"
+                )
             if not wants_search and "port" in address:
                 return address
         time.sleep(0.5)
-    raise PipelineError(f"no tuning chief published its {'result' if wants_search else 'address'} in {path} "
-                        f"within {timeout:.0f} s")
+    raise PipelineError(
+        f"no tuning chief published its {'result' if wants_search else 'address'} in {path} within {timeout:.0f} s"
+    )
 
 
 # --- a worker: trials from the chief, run one after another -----------------------------
@@ -153,8 +160,13 @@ def run_worker(args: argparse.Namespace, section: dict, threads: int) -> None:
     else:
         write_json(Path(address["tuner_dir"]) / f"process-{tuner_id}.json", tracking.process_tags())  # for WorkerWatch
         search_over = watch_chief(address)
-        os.environ.update({"KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": address["host"],
-                           "KERASTUNER_ORACLE_PORT": str(address["port"])})
+        os.environ.update(
+            {
+                "KERASTUNER_TUNER_ID": tuner_id,
+                "KERASTUNER_ORACLE_IP": address["host"],
+                "KERASTUNER_ORACLE_PORT": str(address["port"]),
+            }
+        )
         tracking.init(args.experiment)
         x, y, validation = search_data(args.data, section["search_limit_train"], args.seed)
         # KerasTuner runs a full garbage collection before every trial, and each walked all of
@@ -162,8 +174,14 @@ def run_worker(args: argparse.Namespace, section: dict, threads: int) -> None:
         # freezing them leaves each collection only the trials' own objects.
         gc.freeze()
         directory = tuner_dir(args.work_dir, section, args.seed, args.data)
-        tuner = make_tuner(section, args.seed, directory, tracking.base_tags("tune", args.data),
-                           address["parent_run_id"], overwrite=False)
+        tuner = make_tuner(
+            section,
+            args.seed,
+            directory,
+            tracking.base_tags("tune", args.data),
+            address["parent_run_id"],
+            overwrite=False,
+        )
         wait_when_idle(tuner)
         started = time.perf_counter()
         tuner.search(x, y, validation_data=validation, batch_size=section["batch_size"], verbose=2)
@@ -173,8 +191,16 @@ def run_worker(args: argparse.Namespace, section: dict, threads: int) -> None:
         address = read_chief_file(args.chief_file, wants_search=True, timeout=CHIEF_START_TIMEOUT)
         search = address["search"]
         wait_for_exit(address)
-    write_json(args.worker_out, {"worker": args.worker_id, "threads": threads, "trials_run": trials_run,
-                                 "seconds": round(seconds, 1), "search": search})
+    write_json(
+        args.worker_out,
+        {
+            "worker": args.worker_id,
+            "threads": threads,
+            "trials_run": trials_run,
+            "seconds": round(seconds, 1),
+            "search": search,
+        },
+    )
     print(f"tune {tuner_id}: ran {len(trials_run)} trials in {seconds:.0f} s", flush=True)
 
 
@@ -187,8 +213,11 @@ def watch_chief(address: dict) -> threading.Event:
     def watch() -> None:
         while not over.wait(2):
             if not tracking.process_alive(int(address["pid"]), address["pid_started"]):
-                print(f"tune worker: the chief (pid {address['pid']}) died mid-search; stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"tune worker: the chief (pid {address['pid']}) died mid-search; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(3)
 
     threading.Thread(target=watch, name="watch-chief", daemon=True).start()
@@ -232,9 +261,21 @@ def run_processes(command: list[str], threads: int, chief_file: Path, worker_out
     worker_threads = max(1, threads // len(worker_outs))
     procs = {"chief": subprocess.Popen([*command, "--role", "chief", "--chief_file", str(chief_file)])}
     for i, out in enumerate(worker_outs):
-        procs[f"worker{i}"] = subprocess.Popen([*command, "--role", "worker", "--worker_id", str(i),
-                                                "--threads", str(worker_threads), "--chief_file",
-                                                str(chief_file), "--worker_out", str(out)])
+        procs[f"worker{i}"] = subprocess.Popen(
+            [
+                *command,
+                "--role",
+                "worker",
+                "--worker_id",
+                str(i),
+                "--threads",
+                str(worker_threads),
+                "--chief_file",
+                str(chief_file),
+                "--worker_out",
+                str(out),
+            ]
+        )
     try:
         first_failure = None
         while [p for p in procs.values() if p.poll() is None]:

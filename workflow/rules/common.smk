@@ -53,7 +53,8 @@ def check_cores_for_tune_workers():
     raise WorkflowError(
         f"tune.workers is {workers} but --cores is {workflow.cores}: the Hyperband workers run side by side, "
         f"a core each. Give --cores {workers} or more, or set tune.workers to at most {workflow.cores} "
-        "in params.yaml (the search's result is the same).")
+        "in params.yaml (the search's result is the same)."
+    )
 
 
 _RUN_LOCK = []  # the open lock file, held for the life of this Snakemake process
@@ -73,8 +74,9 @@ def hold_run_lock():
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise WorkflowError(f"another Snakemake is running in {workflow.basedir} (it holds {path}); "
-                            "wait for it to finish") from None
+        raise WorkflowError(
+            f"another Snakemake is running in {workflow.basedir} (it holds {path}); " "wait for it to finish"
+        ) from None
     _RUN_LOCK.append(handle)
 
 
@@ -100,8 +102,9 @@ def commit_to_dvc():
             for name in files:
                 path = os.path.join(folder, name)
                 mtimes[path] = os.stat(path).st_mtime_ns
-    result = subprocess.run(["dvc", "commit", "--force", "--quiet"], cwd=workflow.basedir,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["dvc", "commit", "--force", "--quiet"], cwd=workflow.basedir, capture_output=True, text=True
+    )
     for path, mtime in mtimes.items():
         if os.path.exists(path):
             os.utime(path, ns=(mtime, mtime))

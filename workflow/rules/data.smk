@@ -1,17 +1,17 @@
 rule download:
     output:
         RAW,
-    params:
-        flags=section_flags("data"),
     log:
         "logs/download.log",
     benchmark:
         "benchmarks/stages/download.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=500,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=section_flags("data"),
     shell:
         "fashion-mlp download {params.flags} --out_dir data/raw > {log} 2>&1"
 
@@ -24,18 +24,18 @@ rule prepare:
         train="data/prepared/train.npz",
         test="data/prepared/test.npz",
         stats="reports/data_stats.json",
-    params:
-        flags=section_flags("prepare"),
-        seed=config["seed"],
     log:
         "logs/prepare.log",
     benchmark:
         "benchmarks/stages/prepare.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=section_flags("prepare"),
+        seed=config["seed"],
     shell:
         "fashion-mlp prepare {params.flags} --seed {params.seed} --raw_dir data/raw"
         " --train_out {output.train} --test_out {output.test} --stats_out {output.stats} > {log} 2>&1"

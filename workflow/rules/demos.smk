@@ -10,18 +10,18 @@ rule demos:
         table="reports/demos/activations.csv",
         table_md="reports/demos/activations.md",
         activations="reports/figures/activations.png",
-    params:
-        flags=section_flags("demos"),
-        seed=config["seed"],
     log:
         "logs/demos.log",
     benchmark:
         "benchmarks/stages/demos.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=section_flags("demos"),
+        seed=config["seed"],
     shell:
         "fashion-mlp demos {params.flags} --seed {params.seed} --threads {threads}"
         " --xor_json {output.xor} --xor_points_png {output.xor_points}"

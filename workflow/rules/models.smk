@@ -1,27 +1,27 @@
 rule train:
-    wildcard_constraints:
-        model="|".join(MODELS),
     input:
         data="data/prepared/train.npz",  # never test.npz: the test set is evaluate's alone
         code=["workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
     output:
         model="models/{model}.keras",
         history="reports/history/{model}.csv",
-    params:
-        flags=lambda w: section_flags("train", w.model),
-        seed=config["seed"],
-        experiment=config["mlflow"]["experiment"],
     log:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/stages/train/{model}.tsv"
+    wildcard_constraints:
+        model="|".join(MODELS),
+    conda:
+        "../envs/pipeline.yaml"
     # One thread: these small MLPs are bound by per-step overhead, which a second thread
     # only adds to (benchmarks/speed.py); the two trainings then run side by side.
     threads: 1
     resources:
         mem_mb=2500,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=lambda w: section_flags("train", w.model),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
     shell:
         "fashion-mlp train --model {wildcards.model} {params.flags} --seed {params.seed} --threads {threads}"
         " --experiment {params.experiment} --data {input.data}"
@@ -37,25 +37,37 @@ rule evaluate:
     output:
         metrics="reports/metrics/{model}.json",
         predictions="reports/predictions/{model}.csv",
-        confusion=report("reports/figures/{model}_confusion.png", caption="../report/confusion.rst",
-                         category="Models", subcategory="{model}"),
-        curves=report("reports/figures/{model}_curves.png", caption="../report/curves.rst",
-                      category="Models", subcategory="{model}"),
-        grid=report("reports/figures/{model}_predictions.png", caption="../report/predictions.rst",
-                    category="Models", subcategory="{model}"),
-    params:
-        flags=section_flags("evaluate"),
-        seed=config["seed"],
-        experiment=config["mlflow"]["experiment"],
+        confusion=report(
+            "reports/figures/{model}_confusion.png",
+            caption="../report/confusion.rst",
+            category="Models",
+            subcategory="{model}",
+        ),
+        curves=report(
+            "reports/figures/{model}_curves.png",
+            caption="../report/curves.rst",
+            category="Models",
+            subcategory="{model}",
+        ),
+        grid=report(
+            "reports/figures/{model}_predictions.png",
+            caption="../report/predictions.rst",
+            category="Models",
+            subcategory="{model}",
+        ),
     log:
         "logs/evaluate/{model}.log",
     benchmark:
         "benchmarks/stages/evaluate/{model}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1  # predicting 10,000 images is quick; plotting is single-threaded anyway
     resources:
         mem_mb=1500,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=section_flags("evaluate"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
     shell:
         "fashion-mlp evaluate {params.flags} --seed {params.seed} --threads {threads} --experiment {params.experiment}"
         " --model {wildcards.model} --model_path {input.model} --history {input.history}"
@@ -71,18 +83,18 @@ rule register:
         code="workflow/fashion_mlp/register.py",
     output:
         "reports/champion.json",
-    params:
-        registered_model=config["mlflow"]["registered_model"],
-        experiment=config["mlflow"]["experiment"],
     log:
         "logs/register.log",
     benchmark:
         "benchmarks/stages/register.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=800,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        registered_model=config["mlflow"]["registered_model"],
+        experiment=config["mlflow"]["experiment"],
     shell:
         "fashion-mlp register --registered_model {params.registered_model} --experiment {params.experiment}"
         " --metrics {input.metrics} --models_dir models --out {output} > {log} 2>&1"

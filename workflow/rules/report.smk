@@ -8,22 +8,24 @@ rule report:
         champion="reports/champion.json",
         xor="reports/demos/xor.json",
         activations="reports/demos/activations.md",
-        demo_figures=["reports/figures/xor_points.png", "reports/figures/xor_boundaries.png",
-                      "reports/figures/activations.png"],
+        demo_figures=[
+            "reports/figures/xor_points.png",
+            "reports/figures/xor_boundaries.png",
+            "reports/figures/activations.png",
+        ],
         code="workflow/fashion_mlp/report.py",
     output:
         summary="reports/summary.md",
-        chart=report("reports/figures/model_comparison.png", caption="../report/comparison.rst",
-                     category="Summary"),
+        chart=report("reports/figures/model_comparison.png", caption="../report/comparison.rst", category="Summary"),
     log:
         "logs/report.log",
     benchmark:
         "benchmarks/stages/report.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=500,
-    conda:
-        "../envs/pipeline.yaml"
     shell:
         "fashion-mlp report --metrics {input.metrics} --data_stats {input.stats}"
         " --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"

@@ -13,6 +13,7 @@ TUNE_CODE = [
     "workflow/fashion_mlp/models.py",
 ]
 
+
 # A service job: it runs beside its consumers (the workers), which Snakemake starts
 # once the chief has published its address, and is stopped after they finish.
 rule tune_chief:
@@ -20,18 +21,18 @@ rule tune_chief:
         data="data/prepared/train.npz",
     output:
         service(".tuner/chief.json"),
-    params:
-        flags=section_flags("tune"),
-        seed=config["seed"],
-        experiment=config["mlflow"]["experiment"],
     log:
         "logs/tune/chief.log",
+    conda:
+        "../envs/pipeline.yaml"
     # No benchmark: Snakemake may stop a service job before it can write one.
     threads: 0  # it only answers the workers' requests; the cores are theirs
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=section_flags("tune"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
     shell:
         # OMP_NUM_THREADS=0, from threads: 0, is invalid to OpenMP
         "OMP_NUM_THREADS=1 fashion-mlp tune --role chief {params.flags} --seed {params.seed} --experiment {params.experiment}"
@@ -39,28 +40,28 @@ rule tune_chief:
 
 
 rule tune_worker:
-    wildcard_constraints:
-        worker=r"\d+",
     input:
         data="data/prepared/train.npz",  # the search, too, sees only train and validation
         chief=".tuner/chief.json",
         code=TUNE_CODE,
     output:
         temp(".tuner/worker{worker}.json"),
-    params:
-        flags=section_flags("tune"),
-        seed=config["seed"],
-        experiment=config["mlflow"]["experiment"],
     log:
         "logs/tune/worker{worker}.log",
     benchmark:
         "benchmarks/stages/tune/worker{worker}.tsv"
+    wildcard_constraints:
+        worker=r"\d+",
+    conda:
+        "../envs/pipeline.yaml"
     # One thread, like train: several single-thread trials beat one two-thread trial.
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=section_flags("tune"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
     shell:
         "fashion-mlp tune --role worker {params.flags} --seed {params.seed} --experiment {params.experiment}"
         " --data {input.data} --work_dir .tuner --threads {threads} --chief_file {input.chief}"
@@ -78,22 +79,20 @@ rule tune_finish:
         figure=report("reports/figures/tuning_trials.png", caption="../report/tuning.rst", category="Tuning"),
         model="models/tuned.keras",
         history="reports/history/tuned.csv",
-    params:
-        flags=section_flags("tune"),
-        seed=config["seed"],
-        experiment=config["mlflow"]["experiment"],
     log:
         "logs/tune/finish.log",
     benchmark:
         "benchmarks/stages/tune/finish.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 2  # the retrain of the best, alone by then
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        flags=section_flags("tune"),
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
     shell:
         "fashion-mlp tune --role finish {params.flags} --seed {params.seed} --experiment {params.experiment}"
         " --data {input.data} --work_dir .tuner --threads {threads} --worker_results {input.workers}"
         " --trials_out {output.trials} --best_out {output.best} --figure_out {output.figure} --model_out {output.model} --history_out {output.history} > {log} 2>&1"
-
-

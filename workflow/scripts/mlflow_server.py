@@ -86,29 +86,59 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     extra: list[str] = []
     if "--" in argv:
         at = argv.index("--")
-        argv, extra = argv[:at], argv[at + 1:]
+        argv, extra = argv[:at], argv[at + 1 :]
     env = os.environ.get
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Arguments after -- are passed to `mlflow server`.")
-    parser.add_argument("--dir", type=Path, default=Path(env("TRACKING_SERVER_DIR") or REPO / ".mlflow-server"),
-                        help="state directory: postgres/ (the cluster), postgres.log, pgpass "
-                             "(default: $TRACKING_SERVER_DIR or <repo>/.mlflow-server)")
-    parser.add_argument("--artifacts", type=Path, default=env("TRACKING_SERVER_ARTIFACTS"),
-                        help="where the served artifacts are stored "
-                             "(default: $TRACKING_SERVER_ARTIFACTS or <dir>/artifacts)")
-    parser.add_argument("--pg-port", type=int, default=int(env("TRACKING_SERVER_PG_PORT") or 5433),
-                        help="PostgreSQL's port on 127.0.0.1 (default: $TRACKING_SERVER_PG_PORT or 5433)")
-    parser.add_argument("--host", default=env("TRACKING_SERVER_HOST") or "127.0.0.1",
-                        help="interface mlflow server listens on (default: $TRACKING_SERVER_HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(env("TRACKING_SERVER_PORT") or 5000),
-                        help="mlflow server's port (default: $TRACKING_SERVER_PORT or 5000)")
-    parser.add_argument("--workers", type=int, default=int(env("TRACKING_SERVER_WORKERS") or 2),
-                        help="mlflow server's worker processes (default: $TRACKING_SERVER_WORKERS or 2)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Arguments after -- are passed to `mlflow server`."
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(env("TRACKING_SERVER_DIR") or REPO / ".mlflow-server"),
+        help="state directory: postgres/ (the cluster), postgres.log, pgpass "
+        "(default: $TRACKING_SERVER_DIR or <repo>/.mlflow-server)",
+    )
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=env("TRACKING_SERVER_ARTIFACTS"),
+        help="where the served artifacts are stored (default: $TRACKING_SERVER_ARTIFACTS or <dir>/artifacts)",
+    )
+    parser.add_argument(
+        "--pg-port",
+        type=int,
+        default=int(env("TRACKING_SERVER_PG_PORT") or 5433),
+        help="PostgreSQL's port on 127.0.0.1 (default: $TRACKING_SERVER_PG_PORT or 5433)",
+    )
+    parser.add_argument(
+        "--host",
+        default=env("TRACKING_SERVER_HOST") or "127.0.0.1",
+        help="interface mlflow server listens on (default: $TRACKING_SERVER_HOST or 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(env("TRACKING_SERVER_PORT") or 5000),
+        help="mlflow server's port (default: $TRACKING_SERVER_PORT or 5000)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("TRACKING_SERVER_WORKERS") or 2),
+        help="mlflow server's worker processes (default: $TRACKING_SERVER_WORKERS or 2)",
+    )
     args = parser.parse_args(argv)
     state = args.dir.resolve()
     artifacts = (args.artifacts or state / "artifacts").resolve()
-    return Settings(dir=state, artifacts=artifacts, pg_port=args.pg_port, host=args.host, port=args.port,
-                    workers=args.workers, mlflow_args=extra)
+    return Settings(
+        dir=state,
+        artifacts=artifacts,
+        pg_port=args.pg_port,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        mlflow_args=extra,
+    )
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -118,8 +148,7 @@ def pg_bin() -> Path:
     """Debian's PostgreSQL binaries, the newest installed version."""
     found = [Path(p) for p in Path("/").glob(PG_GLOB.lstrip("/")) if (Path(p) / "pg_ctl").is_file()]
     if not found:
-        raise ServerError(f"PostgreSQL is not installed (no {PG_GLOB}/pg_ctl): "
-                          "apt-get install postgresql")
+        raise ServerError(f"PostgreSQL is not installed (no {PG_GLOB}/pg_ctl): apt-get install postgresql")
     return max(found, key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.name)] or [0])
 
 
@@ -132,8 +161,10 @@ def as_pg_user() -> list[str]:
 
         pwd.getpwnam("postgres")
     except KeyError:
-        raise ServerError("running as root, and PostgreSQL refuses to: there is no `postgres` user to run it as "
-                          "(Debian's postgresql package creates it)") from None
+        raise ServerError(
+            "running as root, and PostgreSQL refuses to: there is no `postgres` user to run it as "
+            "(Debian's postgresql package creates it)"
+        ) from None
     return ["runuser", "-u", "postgres", "--"]
 
 
@@ -147,8 +178,10 @@ def pg(settings: Settings, tool: str, *args: str, check: bool = True) -> subproc
     cmd = [*as_pg_user(), str(pg_bin() / tool), *args]
     result = subprocess.run(cmd, cwd="/", capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:
-        raise ServerError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-                          + (f"\n(log: {settings.pg_log})" if tool == "pg_ctl" else ""))
+        raise ServerError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+            + (f"\n(log: {settings.pg_log})" if tool == "pg_ctl" else "")
+        )
     return result
 
 
@@ -162,8 +195,10 @@ def initdb(settings: Settings) -> None:
     """Create the cluster on first use, with a new random password in <dir>/pgpass."""
     if (settings.pgdata / "PG_VERSION").is_file():
         if not settings.pgpass.is_file():
-            raise ServerError(f"{settings.pgdata} exists but {settings.pgpass} (its password) does not: "
-                              f"remove {settings.pgdata} to start afresh")
+            raise ServerError(
+                f"{settings.pgdata} exists but {settings.pgpass} (its password) does not: "
+                f"remove {settings.pgdata} to start afresh"
+            )
         return
     settings.dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
@@ -181,10 +216,23 @@ def initdb(settings: Settings) -> None:
     try:
         reach = subprocess.run([*as_pg_user(), "test", "-w", str(settings.pgdata)], cwd="/")
         if reach.returncode != 0:
-            raise ServerError(f"the postgres user cannot write {settings.pgdata} (a parent directory is closed to "
-                              "it?): choose another --dir / TRACKING_SERVER_DIR, e.g. under /var/tmp")
-        pg(settings, "initdb", "-D", str(settings.pgdata), "-U", SUPERUSER, "--auth=scram-sha-256",
-           f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale")
+            raise ServerError(
+                f"the postgres user cannot write {settings.pgdata} (a parent directory is closed to "
+                "it?): choose another --dir / TRACKING_SERVER_DIR, e.g. under /var/tmp"
+            )
+        pg(
+            settings,
+            "initdb",
+            "-D",
+            str(settings.pgdata),
+            "-U",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        )
     finally:
         pwfile.unlink(missing_ok=True)
 
@@ -212,8 +260,20 @@ def start_postgres(settings: Settings) -> bool:
         settings.pg_log.touch()
         give_to_pg_user(settings.pg_log)
         # Loopback TCP only; -k '' turns the Unix socket off (no /var/run/postgresql needed).
-        pg(settings, "pg_ctl", "start", "-D", str(settings.pgdata), "-l", str(settings.pg_log), "-w", "-t", "60",
-           "-o", f"-p {settings.pg_port} -h 127.0.0.1 -k ''")
+        pg(
+            settings,
+            "pg_ctl",
+            "start",
+            "-D",
+            str(settings.pgdata),
+            "-l",
+            str(settings.pg_log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {settings.pg_port} -h 127.0.0.1 -k ''",
+        )
         started = True
     try:
         create_database(settings)
@@ -233,8 +293,14 @@ def connect(settings: Settings, user: str = ROLE, dbname: str = DATABASE):
     """A psycopg2 connection to the cluster, authenticated through <dir>/pgpass."""
     import psycopg2
 
-    return psycopg2.connect(host="127.0.0.1", port=settings.pg_port, user=user, dbname=dbname,
-                            passfile=str(settings.pgpass), connect_timeout=10)
+    return psycopg2.connect(
+        host="127.0.0.1",
+        port=settings.pg_port,
+        user=user,
+        dbname=dbname,
+        passfile=str(settings.pgpass),
+        connect_timeout=10,
+    )
 
 
 def create_database(settings: Settings) -> None:
@@ -247,12 +313,14 @@ def create_database(settings: Settings) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,))
             if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(ROLE)),
-                            (password(settings),))
+                cur.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(ROLE)), (password(settings),)
+                )
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE),
-                                                                          sql.Identifier(ROLE)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE), sql.Identifier(ROLE))
+                )
     finally:
         conn.close()
 
@@ -267,11 +335,22 @@ def backend_store_uri(settings: Settings) -> str:
 
 def server_command(settings: Settings) -> list[str]:
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    return [mlflow, "server",
-            "--backend-store-uri", backend_store_uri(settings),
-            "--serve-artifacts", "--artifacts-destination", str(settings.artifacts),
-            "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
-            *settings.mlflow_args]
+    return [
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        backend_store_uri(settings),
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(settings.artifacts),
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.workers),
+        *settings.mlflow_args,
+    ]
 
 
 def server_env(settings: Settings) -> dict[str, str]:
@@ -318,8 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         initdb(settings)
         ours = running_port(settings) is None
         start_postgres(settings)
-        print(f"mlflow-server: PostgreSQL {pg_bin().parent.name} on 127.0.0.1:{settings.pg_port} "
-              f"({settings.pgdata}), artifacts in {settings.artifacts}", file=sys.stderr)
+        print(
+            f"mlflow-server: PostgreSQL {pg_bin().parent.name} on 127.0.0.1:{settings.pg_port} "
+            f"({settings.pgdata}), artifacts in {settings.artifacts}",
+            file=sys.stderr,
+        )
         print(f"mlflow-server: export MLFLOW_TRACKING_URI={settings.tracking_uri}", file=sys.stderr, flush=True)
         return run_server(settings)
     except ServerError as exc:

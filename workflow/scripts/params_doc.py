@@ -50,6 +50,7 @@ Try a value without editing the file: `dvc exp run -S <key>=<value>`
 
 # --- comments: params.yaml's lines, at the positions PyYAML gives --------------------------------
 
+
 def _comment_text(line: str) -> str:
     return line.strip()[1:].strip()
 
@@ -67,7 +68,7 @@ def _inline_comment(lines: list[str], key: yaml.Node, value: yaml.Node) -> list[
         return []
     column = after + rest.index("#")
     text = [_comment_text(rest)]
-    for line in lines[row + 1:]:
+    for line in lines[row + 1 :]:
         if not (_is_comment(line) and line.index("#") == column):
             break
         text.append(_comment_text(line))
@@ -106,6 +107,7 @@ def comments(text: str) -> dict[str, str]:
 
 
 # --- the schema, in words -----------------------------------------------------------------------
+
 
 def _resolve(node: dict, schema: dict) -> dict:
     while "$ref" in node:
@@ -161,6 +163,7 @@ def allowed(node: dict, schema: dict) -> str:
 
 # --- values and the page ------------------------------------------------------------------------
 
+
 def value_text(value: object) -> str:
     if value is None:
         return "null"
@@ -188,8 +191,10 @@ def _value_cell(value: object) -> str:
 
 def _table(keys: list[tuple[str, object, str, str]]) -> list[str]:
     rows = ["| Key | Value | Allowed | Meaning |", "|---|---|---|---|"]
-    rows += [f"| `{name}` | {_value_cell(value)} | {_cell(rule)} | {_cell(_prose(meaning))} |"
-             for name, value, rule, meaning in keys]
+    rows += [
+        f"| `{name}` | {_value_cell(value)} | {_cell(rule)} | {_cell(_prose(meaning))} |"
+        for name, value, rule, meaning in keys
+    ]
     return [*rows, ""]
 
 
@@ -224,8 +229,11 @@ def render(params_path: Path = PARAMS, schema_path: Path = SCHEMA) -> str:
     params, schema = yaml.safe_load(text), yaml.safe_load(schema_path.read_text())
     notes = comments(text)
     out = [HEADER]
-    top = [(key, value, allowed(schema["properties"][key], schema), notes.get(key, ""))
-           for key, value in params.items() if not isinstance(value, dict)]
+    top = [
+        (key, value, allowed(schema["properties"][key], schema), notes.get(key, ""))
+        for key, value in params.items()
+        if not isinstance(value, dict)
+    ]
     if top:
         out += ["## Top level", "", *_table(top)]
     for key, value in params.items():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,5 @@ from pathlib import Path
 JOBS = Path(__file__).resolve().parents[3] / ".snakemake" / "cluster-jobs"
 
 for job_id in sys.argv[1:]:
-    try:
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         os.killpg(json.loads((JOBS / job_id / "job.json").read_text())["pid"], signal.SIGTERM)
-    except (FileNotFoundError, ProcessLookupError):
-        pass

@@ -35,13 +35,26 @@ def main() -> None:
     folder.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k in KEEP}
     with open(folder / "output.log", "wb") as log:
-        process = subprocess.Popen(["bash", "-c", WRAPPER, "job", str(args.jobscript.resolve()),
-                                    str(folder / "exit")],
-                                   cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   start_new_session=True)
-    (folder / "job.json").write_text(json.dumps({
-        "pid": process.pid, "jobscript": str(args.jobscript), "threads": args.threads, "mem_mb": args.mem_mb,
-        "env": sorted(env)}))
+        process = subprocess.Popen(
+            ["bash", "-c", WRAPPER, "job", str(args.jobscript.resolve()), str(folder / "exit")],
+            cwd="/",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    (folder / "job.json").write_text(
+        json.dumps(
+            {
+                "pid": process.pid,
+                "jobscript": str(args.jobscript),
+                "threads": args.threads,
+                "mem_mb": args.mem_mb,
+                "env": sorted(env),
+            }
+        )
+    )
     print(job_id)
 
 
