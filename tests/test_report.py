@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import PNG_MAGIC, assert_png, no_temporaries
-from fashion_mlp import demos, evaluate, report
+from fashion_mlp import evaluate, report, xor
+from fashion_mlp.activations import activation_markdown, activation_table
 from fashion_mlp.data import CLASS_NAMES
 
 
@@ -161,11 +162,11 @@ def test_wall_times_go_to_the_untracked_timings_summary_not_the_versioned_one(tm
 def xor_outputs():
     """xor.json and activations.md as `fashion-mlp demos` writes them; the models' results are made up
     (no TensorFlow, scikit-learn or linear programming)."""
-    x, y = demos.xor_data()
+    x, y = xor.xor_data()
     proof = {"all_points_separable": False, "subsets_of_size_n_minus_1": [], "best_achievable_accuracy": 0.75}
     perceptron = {"weights": [0.0, 0.0], "bias": 0.0, "predictions": [0, 0, 0, 0], "accuracy": 0.5}
-    xor = demos.xor_summary(x, y, proof, perceptron, np.array([0.01, 0.99, 0.98, 0.02]), 0.01, 8, 500, 0.05, 42)
-    return json.loads(json.dumps(xor)), demos.activation_markdown(demos.activation_table([-5, -3, 0, 2, 5]))
+    summary = xor.xor_summary(x, y, proof, perceptron, np.array([0.01, 0.99, 0.98, 0.02]), 0.01, 8, 500, 0.05, 42)
+    return json.loads(json.dumps(summary)), activation_markdown(activation_table([-5, -3, 0, 2, 5]))
 
 
 def test_demos_section(tmp_path, xor_outputs):
