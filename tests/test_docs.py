@@ -123,3 +123,18 @@ def test_the_generator_writes_and_checks(tmp_path):
     assert module.main(["--check", "--out", str(out)]) == 0
     out.write_text(out.read_text() + "hand edit\n")
     assert module.main(["--check", "--out", str(out)]) == 1
+
+
+TEST_NAME = re.compile(r"\b(test_\w+\.py)(?:::(test_\w+))?")
+BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
+def test_every_test_the_docs_cite_exists(page):
+    """A guarantee cites the test that proves it; a renamed or deleted test must not leave it unproved."""
+    cited = [m for span in BACKTICKED.findall(page.read_text()) for m in TEST_NAME.findall(span)]
+    for module, name in cited:
+        path = REPO / "tests" / module
+        assert path.is_file(), f"{page.name} cites tests/{module}, which does not exist"
+        if name:
+            assert re.search(rf"^def {name}\(", path.read_text(), re.M), f"{page.name} cites {module}::{name}"
