@@ -44,6 +44,22 @@ SMOKE = {
 }
 
 
+# A Hyperband trial's values as KerasTuner records them: 2 active layers of 3 declared, bookkeeping keys.
+TRIAL = {
+    "layers": 2,
+    "units_0": 512,
+    "units_1": 256,
+    "units_2": 32,
+    "dropout": 0.3,
+    "l2": 1e-05,
+    "learning_rate": 0.001,
+    "batchnorm": 1,
+    "tuner/epochs": 10,
+    "tuner/bracket": 0,
+    "tuner/round": 0,
+}
+
+
 def engine_env() -> dict[str, str]:
     """The environment a user's shell would give the engines: venv first, no inherited overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MLP_", "SNAKEMAKE_"))}

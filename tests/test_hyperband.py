@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import TRIAL
 from fashion_mlp import hyperband
 
 SECTION = {
@@ -34,19 +35,6 @@ SECTION = {
         "learning_rate": [0.0001, 0.01],
         "batchnorm": [False, True],
     },
-}
-TRIAL = {
-    "layers": 2,
-    "units_0": 512,
-    "units_1": 256,
-    "units_2": 32,
-    "dropout": 0.3,
-    "l2": 1e-05,
-    "learning_rate": 0.001,
-    "batchnorm": 1,
-    "tuner/epochs": 10,
-    "tuner/bracket": 0,
-    "tuner/round": 0,
 }
 
 

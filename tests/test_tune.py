@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import TRIAL
 from fashion_mlp import PipelineError, tune
 from fashion_mlp.config import validate_section
 
@@ -71,19 +72,6 @@ ARGV = [
     "--history_out",
     "h.csv",
 ]
-TRIAL = {
-    "layers": 2,
-    "units_0": 512,
-    "units_1": 256,
-    "units_2": 32,
-    "dropout": 0.3,
-    "l2": 1e-05,
-    "learning_rate": 0.001,
-    "batchnorm": 1,
-    "tuner/epochs": 10,
-    "tuner/bracket": 0,
-    "tuner/round": 0,
-}
 
 
 def section(argv: list[str] = ARGV) -> dict:
