@@ -21,6 +21,9 @@ import yaml
 
 from fashion_mlp.io import TMP_MARK
 
+# The smoke pipelines' background runs and their fixtures (snakemake_first, dvc_first, ...).
+pytest_plugins = ["smoke_runs"]
+
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 BIN = Path(sys.executable).parent  # the virtualenv running pytest holds fashion-mlp, snakemake, dvc

@@ -1,12 +1,14 @@
 """End to end on real Fashion-MNIST (a 3000-image subset, 2 epochs), under both engines.
 
-Two fresh copies of the repository, as users' clones would be: one run by Snakemake, one by
-DVC. A pipeline run takes minutes, so each copy is made and run once per module, and the tests
-of an engine go through its copy in file order: first the run itself, then a second run in
-parallel (Snakemake), a bad params edit, a push/pull round trip (DVC), a SIGKILL in the middle
-of a training and the README's command to resume. Whatever a later test compares with (models'
-weights, metrics, logs, MLflow runs) is captured when a run ends, so no test depends on what
-came after it. Each test leaves its copy complete and up to date for the next.
+Three fresh copies of the repository, as users' clones would be: one run by Snakemake with 4
+parallel jobs, one by DVC one stage at a time, one by Snakemake through the cluster-generic
+profile. A run takes minutes, so each copy is run once, in the background from the session's
+start (tests/smoke_runs.py), and the tests of an engine then go through its copy in file
+order: the run itself, a bad params edit, a push/pull round trip (DVC), a SIGKILL in the
+middle of a training and the README's command to resume. The three runs give the same bytes;
+so does the resumed one. Whatever a later test compares with (models' weights, metrics,
+logs, MLflow runs) is captured when a run ends, so no test depends on what came after it.
+Each test leaves its copy complete and up to date for the next.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -28,30 +30,12 @@ import psutil
 import pytest
 import yaml
 
-from conftest import edit_params, engine_env, run, smoke_copy
+from conftest import edit_params, engine_env, run
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
+from smoke_runs import MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
 
 pytestmark = pytest.mark.e2e
-MODELS = ("baseline", "regularized", "tuned")
-
-
-def mlflow_runs(repo: Path) -> list:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("fashion-mnist-mlp")
-    assert experiment is not None, "the experiment was not created in <repo>/mlflow.db"
-    assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
-    return client, client.search_runs([experiment.experiment_id], max_results=10_000)
-
-
-def run_statuses(repo: Path) -> dict[str, str]:
-    """{run id: status} of every MLflow run in the copy's store (none before its first run)."""
-    if not (repo / "mlflow.db").exists():
-        return {}
-    _, runs = mlflow_runs(repo)
-    return {r.info.run_id: r.info.status for r in runs}
 
 
 def assert_outputs(repo: Path) -> None:
@@ -184,49 +168,6 @@ def assert_demo_outputs(repo: Path) -> None:
     assert "## XOR and activation functions" in (repo / "reports/summary.md").read_text()
 
 
-# --- what a run leaves, captured when it ends --------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    """One engine invocation and what it left, kept before later tests change the copy."""
-
-    output: str  # the engine's stdout and stderr
-    logs: str  # every job log under logs/ (Snakemake's)
-    run_ids: set[str]  # the MLflow runs it created
-    weights: dict[str, list] = field(repr=False)  # model -> its weight arrays
-    metrics: dict[str, dict] = field(repr=False)  # model -> test metrics
-    predictions: dict[str, bytes] = field(repr=False)
-    lock: str = field(repr=False)  # dvc.lock: the hash of every output, deps and params
-    versioned: dict[str, str] = field(repr=False)  # sha256 of every file in git (dvc.lock, metrics, summary, ...)
-
-
-def model_weights(repo: Path) -> dict[str, list]:
-    import keras
-
-    return {
-        model: keras.saving.load_model(repo / f"models/{model}.keras", safe_mode=True).get_weights() for model in MODELS
-    }
-
-
-def run_and_snapshot(repo: Path, cmd: list[str]) -> Snapshot:
-    before = set(run_statuses(repo))
-    result = run(cmd, repo)
-    logs = "".join(p.read_text(errors="replace") for p in sorted(repo.glob("logs/**/*.log")))
-    metrics = {model: json.loads((repo / f"reports/metrics/{model}.json").read_text()) for model in MODELS}
-    tracked = run(["git", "ls-files", "-z"], repo).stdout.split("\0")
-    return Snapshot(
-        output=result.stdout + result.stderr,
-        logs=logs,
-        run_ids=set(run_statuses(repo)) - before,
-        weights=model_weights(repo),
-        metrics=metrics,
-        predictions={m: (repo / f"reports/predictions/{m}.csv").read_bytes() for m in MODELS},
-        lock=(repo / "dvc.lock").read_text(),
-        versioned=hashes(repo, filter(None, tracked)),
-    )
-
-
 def assert_same_versioned_files(expected: Snapshot, actual: Snapshot) -> None:
     """Every output's hash (all in dvc.lock) and every file in git is the same, byte for byte."""
     assert actual.lock == expected.lock, "dvc.lock differs"
@@ -253,10 +194,6 @@ def output_files(repo: Path) -> dict[str, bool]:
             for stage in dvc_repo.index.stages
             for o in stage.outs
         }
-
-
-def hashes(repo: Path, paths) -> dict[str, str]:
-    return {path: sha256_file(repo / path) for path in paths}
 
 
 def dvc_status(repo: Path) -> dict:
@@ -367,36 +304,18 @@ def assert_ran_in_parallel(output: str) -> None:
         )
 
 
-# --- Snakemake: one copy, run twice in parallel, a bad edit, a kill -------------------------
-
-
-@pytest.fixture(scope="module")
-def fresh_copies(tmp_path_factory) -> dict[str, Path]:
-    """Fresh clones of one state of the working tree: one per engine, and one for Snakemake's
-    cluster-generic profile. Made together, so that an
-    edit to the tree while the tests run cannot make the engines' inputs differ."""
-    return {engine: smoke_copy(tmp_path_factory.mktemp(engine) / "repo") for engine in ("snakemake", "dvc", "cluster")}
-
-
-@pytest.fixture(scope="module")
-def snakemake_repo(fresh_copies) -> Path:
-    return fresh_copies["snakemake"]
-
-
-@pytest.fixture(scope="module")
-def snakemake_first(snakemake_repo) -> Snapshot:
-    # 4 cores: two 2-thread jobs at a time (trainings, search, evaluations) plus the 1-thread
-    # ones, all on one SQLite store.
-    return run_and_snapshot(snakemake_repo, ["snakemake", "--cores", "4"])
-
-
-@pytest.fixture(scope="module")
-def snakemake_second(snakemake_repo, snakemake_first) -> Snapshot:
-    return run_and_snapshot(snakemake_repo, ["snakemake", "--cores", "4", "--forceall"])
+# --- Snakemake: one copy, its run, a bad edit, a kill -------------------------------------
 
 
 def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot) -> None:
-    repo = snakemake_repo
+    repo, output = snakemake_repo, snakemake_first.output
+    done = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", output, flags=re.M)
+    assert done and done[-1][0] == done[-1][1] and int(done[-1][1]) >= 12, "every job of the run finished"
+    assert "Error in rule" not in output
+    for text in (output, snakemake_first.logs):
+        assert "database is locked" not in text
+    assert_ran_in_parallel(output)
+    assert snakemake_first.run_ids, "the run logged to MLflow"
     assert_outputs(repo)
     assert_tuning_outputs(repo)
     assert_demo_outputs(repo)
@@ -419,36 +338,6 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot) -
     assert planned == {"train": "1", "evaluate": "1", "register": "1", "report": "1", "all": "1", "total": "5"}, plan
 
 
-def test_snakemake_twice_in_parallel_without_a_collision(
-    snakemake_repo: Path, snakemake_first: Snapshot, snakemake_second: Snapshot
-) -> None:
-    """Two full runs in a row with --cores 4, the second with --forceall: every job and run succeeds."""
-    totals = []
-    for snap in (snakemake_first, snakemake_second):
-        done = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", snap.output, flags=re.M)
-        assert done and done[-1][0] == done[-1][1], "every job of the run finished"
-        totals.append(int(done[-1][1]))
-        assert "Error in rule" not in snap.output
-        for text in (snap.output, snap.logs):
-            assert "database is locked" not in text
-        assert_ran_in_parallel(snap.output)
-        assert snap.run_ids, "the run logged to MLflow"
-    assert totals[0] == totals[1] >= 12, "the second run redid every job"
-    statuses = run_statuses(snakemake_repo)
-    assert set(statuses) == snakemake_first.run_ids | snakemake_second.run_ids
-    assert set(statuses.values()) == {"FINISHED"}, statuses
-    _, runs = mlflow_runs(snakemake_repo)
-    assert_traceable(runs, sha256_file(snakemake_repo / "data/prepared/train.npz"))
-
-
-def test_snakemake_rerun_is_bit_identical(snakemake_first: Snapshot, snakemake_second: Snapshot) -> None:
-    """A rerun of every job leaves dvc.lock and every file in git as the first run left them."""
-    assert_same_weights(snakemake_first.weights, snakemake_second.weights)
-    assert snakemake_second.metrics == snakemake_first.metrics
-    assert snakemake_second.predictions == snakemake_first.predictions
-    assert_same_versioned_files(snakemake_first, snakemake_second)
-
-
 def file_states(repo: Path) -> dict[str, tuple[int, str]]:
     """(mtime, sha256) of every file the pipeline wrote."""
     return {
@@ -459,7 +348,7 @@ def file_states(repo: Path) -> dict[str, tuple[int, str]]:
     }
 
 
-def test_snakemake_bad_edit_is_refused_before_any_job(snakemake_repo: Path, snakemake_second: Snapshot) -> None:
+def test_snakemake_bad_edit_is_refused_before_any_job(snakemake_repo: Path) -> None:
     """The schema stops the run while the Snakefile is read: no job starts, so nothing is lost."""
     repo = snakemake_repo
     before = file_states(repo)
@@ -479,9 +368,12 @@ def test_snakemake_bad_edit_is_refused_before_any_job(snakemake_repo: Path, snak
 
 
 def test_snakemake_killed_mid_training_resumes_with_the_readme_command(
-    snakemake_repo: Path, snakemake_first: Snapshot, snakemake_second: Snapshot, tmp_path: Path
+    snakemake_repo: Path, snakemake_first: Snapshot, tmp_path: Path
 ) -> None:
+    """A second and a third invocation on the same store: killed, then resumed. The resumed run's
+    files are byte for byte the first run's, as if nothing had happened."""
     repo = snakemake_repo
+    runs_before = set(run_statuses(repo))
     # Both trainings run at once with 4 cores; kill everything as soon as one is in its first epoch.
     killed = kill_mid_training(
         repo,
@@ -502,22 +394,16 @@ def test_snakemake_killed_mid_training_resumes_with_the_readme_command(
         assert f"run {run_id} was left RUNNING by a process that is gone; marked KILLED" in output
     assert not list((repo / ".snakemake/incomplete").iterdir())
     assert_outputs(repo)
-    assert_same_weights(snakemake_first.weights, model_weights(repo))  # as if never interrupted
+    resumed_snapshot = snapshot(repo, output, runs_before)
+    assert_same_weights(snakemake_first.weights, resumed_snapshot.weights)  # as if never interrupted
+    assert resumed_snapshot.predictions == snakemake_first.predictions
+    assert_same_versioned_files(snakemake_first, resumed_snapshot)
     assert_orphans_closed(repo, orphans)
+    assert {s for r, s in run_statuses(repo).items() if r not in orphans} == {"FINISHED"}
     assert dvc_status(repo) == {}
 
 
 # --- DVC: one copy, a bad edit, a push/pull round trip, a kill ------------------------------
-
-
-@pytest.fixture(scope="module")
-def dvc_repo(fresh_copies) -> Path:
-    return fresh_copies["dvc"]
-
-
-@pytest.fixture(scope="module")
-def dvc_first(dvc_repo) -> Snapshot:
-    return run_and_snapshot(dvc_repo, ["dvc", "repro"])
 
 
 def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
@@ -648,13 +534,12 @@ def test_dvc_plots_and_an_experiment_from_the_command_line(dvc_repo: Path, dvc_f
 
 
 def test_cluster_generic_profile_runs_every_job_as_a_separate_submission_with_the_local_results(
-    fresh_copies, snakemake_first: Snapshot
+    cluster_first: Snapshot, snakemake_first: Snapshot
 ) -> None:
     """profiles/cluster-generic hands every job to workflow/scripts/cluster/submit.py, which starts it
     detached, in another working directory, with a login-like environment: nothing is inherited
     from the Snakemake process. The results equal the local run's, bit for bit."""
-    repo = fresh_copies["cluster"]
-    cluster = run_and_snapshot(repo, ["snakemake", "--profile", "profiles/cluster-generic"])
+    repo, cluster = cluster_first.repo, cluster_first
     jobs = [
         json.loads(p.read_text()) | {"exit": (p.parent / "exit").read_text().strip()}
         for p in sorted((repo / ".snakemake/cluster-jobs").glob("*/job.json"))

@@ -1,5 +1,8 @@
 """Distributed Hyperband: a chief and two workers, run by Snakemake as jobs, on the smoke data.
 
+The search is the one of the Snakemake smoke run (tests/smoke_runs.py: 4 cores, the default
+two workers); later tests in that copy rerun trainings only, never the search.
+
 The search must complete every trial, log each as a nested MLflow run under the one
 search run, and find exactly what a single process finds: the same trials, the same
 scores, the same best hyperparameters (the oracle decides in lockstep, trials are
@@ -16,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import edit_params, run, smoke_copy
+from conftest import run
 from fashion_mlp.config import cli_flags
+from smoke_runs import Snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -45,17 +49,15 @@ def job_span(log: str, rule: str, wildcard: str = "") -> tuple[datetime, datetim
 
 
 @pytest.fixture(scope="module")
-def distributed(tmp_path_factory) -> Path:
-    """A smoke copy searched by 1 chief and 2 workers, Snakemake jobs on 3 cores."""
-    repo = smoke_copy(tmp_path_factory.mktemp("distributed") / "repo")
-    edit_params(repo, {"tune.workers": 2})
-    result = run(["snakemake", "--cores", "3", "reports/tuning/best_hparams.json"], repo)
-    (repo / "snakemake.out").write_text(result.stdout + result.stderr)
+def distributed(snakemake_first: Snapshot) -> Path:
+    """The Snakemake smoke copy, searched by 1 chief and 2 workers as Snakemake jobs."""
+    repo = snakemake_first.repo
+    assert yaml.safe_load((repo / "params.yaml").read_text())["tune"]["workers"] == 2
     return repo
 
 
-def test_chief_and_two_workers_run_as_concurrent_snakemake_jobs(distributed: Path):
-    log = (distributed / "snakemake.out").read_text()
+def test_chief_and_two_workers_run_as_concurrent_snakemake_jobs(distributed: Path, snakemake_first: Snapshot):
+    log = snakemake_first.output
     chief = job_span(log, "tune_chief")
     workers = [job_span(log, "tune_worker", f"worker={i}") for i in (0, 1)]
     # the workers ran while the chief served, side by side
@@ -75,7 +77,7 @@ def test_chief_and_two_workers_run_as_concurrent_snakemake_jobs(distributed: Pat
     assert "tune chief: oracle at 127.0.0.1:" in (logs / "chief.log").read_text()
 
 
-def test_every_trial_completes_and_is_a_nested_run_of_the_one_search(distributed: Path):
+def test_every_trial_completes_and_is_a_nested_run_of_the_one_search(distributed: Path, snakemake_first: Snapshot):
     from mlflow import MlflowClient
 
     rows = read_trials(distributed / "reports/tuning/trials.csv")
@@ -89,7 +91,8 @@ def test_every_trial_completes_and_is_a_nested_run_of_the_one_search(distributed
 
     client = MlflowClient(tracking_uri=f"sqlite:///{distributed / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fashion-mnist-mlp")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    found = client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = [r for r in found if r.info.run_id in snakemake_first.run_ids]
     parents = [r for r in runs if r.info.run_name == "tune"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
