@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import PNG_MAGIC, assert_png, no_temporaries
-from fashion_mlp import evaluate, report, xor
+from fashion_mlp import PipelineError, evaluate, report, uncertainty, xor
 from fashion_mlp.activations import activation_markdown, activation_table
 from fashion_mlp.data import CLASS_NAMES
+from fashion_mlp.stats import pairwise_mcnemar
 
 
 def _metrics(model: str, accuracy: float, predictions) -> dict:
@@ -60,7 +61,8 @@ def test_render_summary(tmp_path, two_models):
     stats = {"seed": 42, "counts": {"train": 54_000, "val": 6_000, "test": 10_000}}
     text = report.render(two_models, stats, figures, chart, out)
     assert "54,000 training, 6,000 validation (stratified, seed 42) and 10,000 test images" in text
-    assert "Best on the test set: **regularized** (0.8851)" in text
+    assert "Highest test accuracy: **regularized** (0.8851). No paired test was run" in text
+    assert "better" not in text  # no test, no claim
     assert "![Test accuracy per model](accuracy.png)" in text
     assert "[Confusion matrix](figures/baseline_confusion.png)" in text
     assert "- **regularized**: " in text and "regularized_confusion" not in text  # missing figures not linked
@@ -187,3 +189,126 @@ def test_demos_section(tmp_path, xor_outputs):
     assert "xor_points" not in "\n".join(report.demos_section(xor, "", {}, tmp_path))
     unsolved = report.demos_section(dict(xor, mlp_solved=False, mlp_accuracy=0.75), "", {}, tmp_path)
     assert "reached only 0.75 (raise demos.xor_epochs or demos.xor_hidden)" in "\n".join(unsolved)
+
+
+# --- intervals, paired tests and calibration (issue 12) --------------------------------------
+
+
+def _with_uncertainty(m: dict, low: float, high: float, temperature: float) -> dict:
+    """A metrics dict as evaluate now writes it: bootstrap intervals and calibration added."""
+    ci = {"method": "percentile bootstrap over test images", "level": 0.95, "resamples": 1000, "seed": 42}
+    calibration = {"bins": 15, "temperature": temperature, "fitted_on": "validation", "val_images": 6000}
+    calibration |= {"ece": 0.0312, "ece_scaled": 0.0081, "nll": 0.3479, "nll_scaled": 0.3301}
+    return m | {
+        "confidence_intervals": ci | {"accuracy": {"low": low, "high": high}, "macro_f1": {"low": 0.87, "high": 0.89}},
+        "calibration": calibration,
+    }
+
+
+def _write_predictions(path, actual, predicted):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["actual,predicted", *(f"{CLASS_NAMES[a]},{CLASS_NAMES[p]}" for a, p in zip(actual, predicted, strict=True))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def three_models(tmp_path, gap: int):
+    """Metrics and prediction CSVs of three models on the same 1,000 images. `strong` gets `gap` more right than
+    `middle`; `weak` gets 100 fewer right than `middle`."""
+    actual = np.arange(1000) % 10
+    wrong = lambda k: np.where(np.arange(1000) < k, (actual + 1) % 10, actual)  # noqa: E731: the first k wrong
+    predicted = {"weak": wrong(200), "middle": wrong(100), "strong": wrong(100 - gap)}
+    metrics, paths = [], []
+    for name, pred in predicted.items():
+        m = {"model": name, **evaluate.compute_metrics(actual, np.eye(10)[pred] * 0.9 + 0.01), "params": 10}
+        m["epochs_run"] = 1
+        metrics.append(_with_uncertainty(m, m["accuracy"] - 0.02, m["accuracy"] + 0.02, 1.2))
+        paths.append(tmp_path / "predictions" / f"{name}.csv")
+        _write_predictions(paths[-1], actual, pred)
+    return metrics, paths
+
+
+def test_model_table_shows_the_intervals(two_models):
+    models = [_with_uncertainty(two_models[0], 0.8757, 0.8883, 1.3), two_models[1]]
+    lines = report.model_table(models)
+    assert "95 % CI" in lines[0] and lines[0].count("|") == lines[1].count("|")
+    row = next(line for line in lines if line.startswith("| baseline |"))
+    assert row.startswith("| baseline | 0.8812 | 0.8757–0.8883 | ")
+    assert "| 0.8700–0.8900 |" in row
+    assert next(line for line in lines if line.startswith("| regularized |")).startswith("| regularized | 0.8851 |  |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_summary_says_better_only_for_a_significant_pair(tmp_path):
+    metrics, paths = three_models(tmp_path, gap=5)  # strong vs middle: 5 discordant images, p = 0.0625
+    pairs = pairwise_mcnemar(uncertainty.read_correct(paths, metrics))
+    sentence = uncertainty.ranking_sentence(metrics, pairs)
+    assert sentence.startswith("Highest test accuracy: **strong** (0.9050). It is significantly better than weak")
+    assert "but the test set cannot tell it from middle (p = 0.062)" in sentence
+    table = "\n".join(uncertainty.significance_section(pairs))
+    assert "| weak | middle | 0 | 100 | -0.1000 |" in table and "| **middle** better |" in table
+    assert "| middle | strong | 0 | 5 | -0.0050 | 0.062 | 0.062 | no significant difference at 0.05 |" in table
+    stats = {"seed": 42, "counts": {"train": 900, "val": 100, "test": 1000}}
+    text = report.render(metrics, stats, tmp_path, tmp_path / "chart.png", tmp_path / "summary.md", pairs=pairs)
+    claims = [line for line in text.splitlines() if "better" in line]
+    assert len(claims) == 3  # the sentence (strong over weak) and the rows weak-middle and weak-strong
+    assert claims[0].startswith("Highest test accuracy") and "better than weak" in claims[0]
+    assert [line.split(" | ")[:2] for line in claims[1:]] == [["| weak", "middle"], ["| weak", "strong"]]
+    assert "## Are the differences real? Paired exact McNemar tests" in text
+
+
+def test_summary_says_better_when_every_pair_is_significant(tmp_path):
+    metrics, paths = three_models(tmp_path, gap=40)
+    pairs = pairwise_mcnemar(uncertainty.read_correct(paths, metrics))
+    assert all(p["better"] for p in pairs)
+    sentence = uncertainty.ranking_sentence(metrics, pairs)
+    assert "It is significantly better than weak (p = " in sentence and ") and middle (p = " in sentence
+    assert "cannot tell" not in sentence
+
+
+def test_no_model_is_called_better_when_no_pair_is_significant(tmp_path):
+    metrics, paths = three_models(tmp_path, gap=2)
+    metrics, paths = metrics[1:], paths[1:]  # middle and strong only: 2 discordant images
+    pairs = pairwise_mcnemar(uncertainty.read_correct(paths, metrics))
+    sentence = uncertainty.ranking_sentence(metrics, pairs)
+    assert "better" not in sentence and "The test set cannot tell it from middle (p = 0.500)" in sentence
+
+
+def test_calibration_section(two_models):
+    models = [_with_uncertainty(two_models[0], 0.87, 0.89, 1.3456), two_models[1]]
+    text = "\n".join(uncertainty.calibration_section(models))
+    assert "| baseline | 1.346 | 0.0312 | 0.0081 | 0.3479 | 0.3301 |" in text
+    assert "regularized" not in text  # no calibration in its metrics, no row
+    assert "validation split, never on the test set" in text
+    assert uncertainty.calibration_section(two_models) == []
+
+
+def test_read_correct_refuses_different_test_images_and_missing_files(tmp_path):
+    metrics, paths = three_models(tmp_path, gap=5)
+    with pytest.raises(PipelineError, match="names no strong.csv"):
+        uncertainty.read_correct(paths[:2], metrics)
+    _write_predictions(paths[2], np.arange(1000) % 9, np.arange(1000) % 9)
+    with pytest.raises(PipelineError, match="do not hold the same test images"):
+        uncertainty.read_correct(paths, metrics)
+    paths[2].write_text("a,b\n1,2\n")
+    with pytest.raises(PipelineError, match="not a predictions CSV"):
+        uncertainty.read_correct(paths, metrics)
+
+
+def test_report_main_runs_the_paired_tests(tmp_path):
+    metrics, predictions = three_models(tmp_path, gap=40)
+    paths = []
+    for m in metrics:
+        paths.append(tmp_path / "metrics" / f"{m['model']}.json")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_text(json.dumps(m))
+    stats = tmp_path / "data_stats.json"
+    stats.write_text(json.dumps({"seed": 1, "counts": {"train": 900, "val": 100, "test": 1000}}))
+    out = tmp_path / "summary.md"
+    report.main(
+        ["--metrics", *map(str, paths), "--predictions", *map(str, predictions), "--data_stats", str(stats)]
+        + ["--figures_dir", str(tmp_path / "figures"), "--chart_out", str(tmp_path / "chart.png"), "--out", str(out)]
+    )
+    text = out.read_text()
+    assert "| weak | strong | 0 | 140 |" in text and "## Calibration" in text
+    assert "It is significantly better than weak" in text
+    assert no_temporaries(tmp_path)

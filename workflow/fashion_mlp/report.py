@@ -1,7 +1,8 @@
 """Stage `report`: reports/summary.md, one table of every model against the published anchors.
 
 Reads only small JSON files (metrics, split counts, search and champion
-summaries), so it is fast and never touches TensorFlow or MLflow.
+summaries) and the per-image prediction CSVs (for the paired tests between
+models), so it is fast and never touches TensorFlow or MLflow.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.io import read_json, write_text
+from fashion_mlp.stats import pairwise_mcnemar
+from fashion_mlp.uncertainty import calibration_section, interval, ranking_sentence, read_correct, significance_section
 
 # Published test accuracies the pipeline is measured against.
 ANCHORS = (
@@ -26,23 +29,24 @@ FIGURES = (
     ("confusion", "Confusion matrix"),
     ("curves", "Training/validation curves"),
     ("predictions", "Predictions grid"),
+    ("reliability", "Reliability diagram"),
 )
 
 
 def model_table(metrics: list[dict]) -> list[str]:
     lines = [
-        "| Model | Test accuracy | Macro F1 | Test loss | Parameters | Epochs run | Goal |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| Model | Test accuracy | 95 % CI | Macro F1 | 95 % CI | Test loss | Parameters | Epochs run | Goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in metrics:
         goal = GOALS.get(m["model"])
         verdict = "" if goal is None else f"≥ {goal:.3f} {'met' if m['accuracy'] >= goal else '**not met**'}"
         lines.append(
-            f"| {m['model']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['loss']:.4f} | "
-            f"{m['params']:,} | {m['epochs_run']} | {verdict} |"
+            f"| {m['model']} | {m['accuracy']:.4f} | {interval(m, 'accuracy')} | {m['macro_f1']:.4f} | "
+            f"{interval(m, 'macro_f1')} | {m['loss']:.4f} | {m['params']:,} | {m['epochs_run']} | {verdict} |"
         )
     for name, accuracy in ANCHORS:
-        lines.append(f"| *{name}* | {accuracy:.4f} | | | | | anchor |")
+        lines.append(f"| *{name}* | {accuracy:.4f} | | | | | | | anchor |")
     return lines
 
 
@@ -216,9 +220,9 @@ def render(
     tuning: dict | None = None,
     champion: dict | None = None,
     demos: list[str] | None = None,
+    pairs: list[dict] | None = None,
 ) -> str:
     counts = stats["counts"]
-    best = max(metrics, key=lambda m: m["accuracy"])
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
     lines = [
         "# Fashion-MNIST MLPs: summary",
@@ -233,12 +237,14 @@ def render(
         "",
         *model_table(metrics),
         "",
-        f"Best on the test set: **{best['model']}** ({best['accuracy']:.4f}). Anchors are published "
+        f"{ranking_sentence(metrics, pairs)} Anchors are published "
         "figures for comparison, not runs of this pipeline. Wall times differ on every run, so they are "
         "not in this file: see `reports/timings/` (untracked, rewritten by each run) and MLflow.",
         "",
         f"![Test accuracy per model]({chart_link})",
         "",
+        *(significance_section(pairs) if pairs else []),
+        *calibration_section(metrics),
         *(tuning_section(tuning, figures_dir, out.parent) if tuning else []),
         *(champion_section(champion) if champion else []),
         "## Per-class precision / recall / F1 (test set)",
@@ -257,6 +263,9 @@ def render(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp report", description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=Path, nargs="+", required=True, help="reports/metrics/<model>.json")
+    parser.add_argument(
+        "--predictions", type=Path, nargs="+", help="reports/predictions/<model>.csv, for the paired tests"
+    )
     parser.add_argument("--data_stats", type=Path, required=True, help="split counts from prepare")
     parser.add_argument("--tuning", type=Path, help="best_hparams.json from tune")
     parser.add_argument("--champion", type=Path, help="champion.json from register")
@@ -277,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     metrics = [read_json(path) for path in args.metrics]
+    pairs = pairwise_mcnemar(read_correct(args.predictions, metrics)) if args.predictions else None
     plot_comparison(metrics, args.chart_out)
     tuning = read_json(args.tuning) if args.tuning else None
     champion = read_json(args.champion) if args.champion else None
@@ -287,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     write_text(
         args.out,
         render(
-            metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out, tuning, champion, demos
+            metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out, tuning, champion, demos,
+            pairs,
         ),
     )
     timings_dir = args.timings_dir or args.out.parent / "timings"
