@@ -69,8 +69,9 @@ def test_log_probabilities_stand_in_for_the_logits():
     """softmax(log p / T) = softmax(z / T): fitting on the model's output is fitting on its logits."""
     z, y = synthetic_logits(5000, 1.5, seed=3)
     from_probabilities = calibration.log_probabilities(softmax(z, axis=1).astype(np.float32))
-    assert calibration.fit_temperature(from_probabilities, y) == pytest.approx(calibration.fit_temperature(z, y), rel=1e-4)
-    assert calibration.fit_temperature(log_softmax(z, axis=1), y) == pytest.approx(calibration.fit_temperature(z, y))
+    direct = calibration.fit_temperature(z, y)
+    assert calibration.fit_temperature(from_probabilities, y) == pytest.approx(direct, rel=1e-4)
+    assert calibration.fit_temperature(log_softmax(z, axis=1), y) == pytest.approx(direct)
     zeros = calibration.log_probabilities(np.array([[1.0, 0.0]], dtype=np.float32))
     assert np.isfinite(zeros).all()  # float32 underflow does not give -inf
 
@@ -95,11 +96,19 @@ def test_scaling_never_changes_a_prediction():
         assert scaled.sum(axis=1) == pytest.approx(np.ones(1000))
 
 
-def test_nll_is_scikit_learns_log_loss():
+def test_nll_is_computed_as_the_metrics_loss():
     from sklearn.metrics import log_loss
 
+    from fashion_mlp.evaluate import compute_metrics
+
     z, y = synthetic_logits(500, 1.0, seed=7)
-    assert calibration.nll(z, y, 2.0) == pytest.approx(log_loss(y, softmax(z / 2.0, axis=1), labels=range(10)))
+    z[0] = [60.0] + [0.0] * 9  # a confident mistake unless its label is 0: clipped like `loss` clips it
+    y[0] = 1
+    expected = log_loss(y, softmax(z / 2.0, axis=1).astype(np.float32), labels=range(10))
+    assert calibration.nll(z, y, 2.0) == pytest.approx(expected)
+    p = softmax(z, axis=1).astype(np.float32)
+    at_one = calibration.nll(calibration.log_probabilities(p), y)
+    assert at_one == pytest.approx(compute_metrics(y, p)["loss"], rel=1e-5)
 
 
 def test_fit_temperature_refuses_mismatched_labels():

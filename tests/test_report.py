@@ -207,15 +207,18 @@ def _with_uncertainty(m: dict, low: float, high: float, temperature: float) -> d
 
 def _write_predictions(path, actual, predicted):
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["actual,predicted", *(f"{CLASS_NAMES[a]},{CLASS_NAMES[p]}" for a, p in zip(actual, predicted, strict=True))]
-    path.write_text("\n".join(lines) + "\n")
+    rows = (f"{CLASS_NAMES[a]},{CLASS_NAMES[p]}" for a, p in zip(actual, predicted, strict=True))
+    path.write_text("\n".join(["actual,predicted", *rows]) + "\n")
 
 
 def three_models(tmp_path, gap: int):
     """Metrics and prediction CSVs of three models on the same 1,000 images. `strong` gets `gap` more right than
     `middle`; `weak` gets 100 fewer right than `middle`."""
     actual = np.arange(1000) % 10
-    wrong = lambda k: np.where(np.arange(1000) < k, (actual + 1) % 10, actual)  # noqa: E731: the first k wrong
+
+    def wrong(k: int) -> np.ndarray:  # the first k images misclassified
+        return np.where(np.arange(1000) < k, (actual + 1) % 10, actual)
+
     predicted = {"weak": wrong(200), "middle": wrong(100), "strong": wrong(100 - gap)}
     metrics, paths = [], []
     for name, pred in predicted.items():
@@ -284,7 +287,7 @@ def test_calibration_section(two_models):
 
 def test_read_correct_refuses_different_test_images_and_missing_files(tmp_path):
     metrics, paths = three_models(tmp_path, gap=5)
-    with pytest.raises(PipelineError, match="names no strong.csv"):
+    with pytest.raises(PipelineError, match=r"names no strong\.csv"):
         uncertainty.read_correct(paths[:2], metrics)
     _write_predictions(paths[2], np.arange(1000) % 9, np.arange(1000) % 9)
     with pytest.raises(PipelineError, match="do not hold the same test images"):
@@ -304,11 +307,24 @@ def test_report_main_runs_the_paired_tests(tmp_path):
     stats = tmp_path / "data_stats.json"
     stats.write_text(json.dumps({"seed": 1, "counts": {"train": 900, "val": 100, "test": 1000}}))
     out = tmp_path / "summary.md"
+    outputs = ["--figures_dir", str(tmp_path / "figures"), "--chart_out", str(tmp_path / "chart.png")]
     report.main(
-        ["--metrics", *map(str, paths), "--predictions", *map(str, predictions), "--data_stats", str(stats)]
-        + ["--figures_dir", str(tmp_path / "figures"), "--chart_out", str(tmp_path / "chart.png"), "--out", str(out)]
+        [
+            *("--metrics", *map(str, paths), "--predictions", *map(str, predictions), "--data_stats", str(stats)),
+            *outputs,
+            *("--out", str(out)),
+        ]
     )
     text = out.read_text()
     assert "| weak | strong | 0 | 140 |" in text and "## Calibration" in text
     assert "It is significantly better than weak" in text
     assert no_temporaries(tmp_path)
+
+
+def test_comparison_chart_draws_the_intervals_as_error_bars(tmp_path, two_models):
+    with_ci = [_with_uncertainty(two_models[0], 0.8757, 0.8883, 1.3), _with_uncertainty(two_models[1], 0.88, 0.89, 1.3)]
+    errors = uncertainty.accuracy_error_bars(with_ci)
+    assert errors == pytest.approx(np.array([[0.8812 - 0.8757, 0.8851 - 0.88], [0.8883 - 0.8812, 0.89 - 0.8851]]))
+    assert uncertainty.accuracy_error_bars([with_ci[0], two_models[1]]) is None  # all or nothing
+    report.plot_comparison(with_ci, tmp_path / "chart.png")
+    assert_png(tmp_path / "chart.png")

@@ -32,10 +32,14 @@ def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood (scikit-learn's log loss) of softmax(logits / T)."""
+    """Mean negative log-likelihood of softmax(logits / T), computed as the metrics' `loss` is.
+
+    That is scikit-learn's log loss of float32 probabilities, which clips each at float32's eps
+    (so no image costs more than 15.9); at T = 1 it equals `loss`.
+    """
     from sklearn.metrics import log_loss
 
-    probabilities = scaled_probabilities(logits, temperature)
+    probabilities = scaled_probabilities(logits, temperature).astype(np.float32)
     return float(log_loss(y_true, probabilities, labels=list(range(probabilities.shape[1]))))
 
 
@@ -102,7 +106,7 @@ def calibrate(
         "bins": bins,
         "temperature": temperature,
         "fitted_on": "validation",
-        "val_images": int(len(y_val)),
+        "val_images": len(y_val),
         "ece": expected_calibration_error(test_probabilities, y_test, bins),
         "ece_scaled": expected_calibration_error(scaled, y_test, bins),
         "nll": nll(test_logits, y_test),

@@ -220,9 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     plot_confusion(y_true, y_pred, args.confusion_png, f"{args.model}: confusion matrix on the test set")
     plot_curves(history, args.curves_png, f"{args.model}: training and validation curves")
     plot_predictions(test["x_test"], y_true, y_pred, args.grid_png, title, args.grid_images, args.seed)
-    calibration.plot_reliability(
-        probabilities, y_true, metrics["calibration"], args.reliability_png, f"{args.model}: reliability on the test set"
-    )
+    reliability_title = f"{args.model}: reliability on the test set"
+    calibration.plot_reliability(probabilities, y_true, metrics["calibration"], args.reliability_png, reliability_title)
     run_id = log_to_mlflow(args, metrics)
     ci, cal = metrics["confidence_intervals"], metrics["calibration"]
     print(

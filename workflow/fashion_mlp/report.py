@@ -14,7 +14,14 @@ from pathlib import Path
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.io import read_json, write_text
 from fashion_mlp.stats import pairwise_mcnemar
-from fashion_mlp.uncertainty import calibration_section, interval, ranking_sentence, read_correct, significance_section
+from fashion_mlp.uncertainty import (
+    accuracy_error_bars,
+    calibration_section,
+    interval,
+    ranking_sentence,
+    read_correct,
+    significance_section,
+)
 
 # Published test accuracies the pipeline is measured against.
 ANCHORS = (
@@ -149,8 +156,9 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     names = [m["model"] for m in metrics]
     accuracies = [m["accuracy"] for m in metrics]
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 3), 4.5))
-    bars = ax.bar(names, accuracies, color="tab:blue")
-    ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], padding=2)
+    errors = accuracy_error_bars(metrics)  # None without intervals
+    bars = ax.bar(names, accuracies, color="tab:blue", yerr=errors, capsize=6)
+    ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], label_type="center", color="white")
     for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3))), strict=True):
         ax.axhline(accuracy, color="gray", linestyle=style, linewidth=1, label=f"{label}: {accuracy:.4f}")
     low = min(accuracies + [a for _, a in ANCHORS])
@@ -158,7 +166,7 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     ax.set(
         ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)),
         ylabel="Test accuracy",
-        title=f"Test accuracy per model ({n_test:,} test images)",
+        title=f"Test accuracy per model ({n_test:,} test images)" + ("" if errors is None else ", 95 % CIs"),
     )
     ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
@@ -297,7 +305,14 @@ def main(argv: list[str] | None = None) -> None:
     write_text(
         args.out,
         render(
-            metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out, tuning, champion, demos,
+            metrics,
+            read_json(args.data_stats),
+            args.figures_dir,
+            args.chart_out,
+            args.out,
+            tuning,
+            champion,
+            demos,
             pairs,
         ),
     )

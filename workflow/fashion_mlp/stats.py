@@ -105,7 +105,7 @@ def pairwise_mcnemar(correct: dict[str, np.ndarray], alpha: float = ALPHA) -> li
     """
     pairs = []
     for a, b in itertools.combinations(correct, 2):
-        pairs.append({"a": a, "b": b, "n": int(len(correct[a])), **mcnemar_exact(correct[a], correct[b])})
+        pairs.append({"a": a, "b": b, "n": len(correct[a]), **mcnemar_exact(correct[a], correct[b])})
     for pair, adjusted in zip(pairs, holm([p["p_value"] for p in pairs]), strict=True):
         pair["p_holm"] = adjusted
         ahead = pair["a"] if pair["only_a_correct"] > pair["only_b_correct"] else pair["b"]

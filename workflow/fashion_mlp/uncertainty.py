@@ -25,6 +25,15 @@ def interval(metrics: dict, key: str) -> str:
     return f"{ci['low']:.4f}–{ci['high']:.4f}" if ci else ""
 
 
+def accuracy_error_bars(metrics: list[dict]) -> np.ndarray | None:
+    """Distances from each accuracy down and up to its interval's ends (matplotlib's yerr), or None."""
+    if not all("confidence_intervals" in m for m in metrics):
+        return None
+    accuracy = np.array([m["accuracy"] for m in metrics])
+    low, high = (np.array([m["confidence_intervals"]["accuracy"][end] for m in metrics]) for end in ("low", "high"))
+    return np.stack([accuracy - low, high - accuracy]).clip(min=0.0)
+
+
 def read_correct(paths: list[Path], metrics: list[dict]) -> dict[str, np.ndarray]:
     """Per model (in the metrics' order), whether each test image was classified correctly.
 
