@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,6 +226,7 @@ def three_models(tmp_path, gap: int):
         m = {"model": name, **evaluate.compute_metrics(actual, np.eye(10)[pred] * 0.9 + 0.01), "params": 10}
         m["epochs_run"] = 1
         metrics.append(_with_uncertainty(m, m["accuracy"] - 0.02, m["accuracy"] + 0.02, 1.2))
+        metrics[-1]["confidence_intervals"]["macro_f1"] = {"low": m["macro_f1"] - 0.02, "high": m["macro_f1"] + 0.02}
         paths.append(tmp_path / "predictions" / f"{name}.csv")
         _write_predictions(paths[-1], actual, pred)
     return metrics, paths
@@ -328,3 +330,58 @@ def test_comparison_chart_draws_the_intervals_as_error_bars(tmp_path, two_models
     assert uncertainty.accuracy_error_bars([with_ci[0], two_models[1]]) is None  # all or nothing
     report.plot_comparison(with_ci, tmp_path / "chart.png")
     assert_png(tmp_path / "chart.png")
+
+
+def check_uncertainty(repo: Path) -> None:
+    """For the end-to-end runs of both engines (issue 12): every evaluated model's metrics JSON holds its
+    intervals and calibration, its reliability diagram exists, and the summary has the paired tests, with
+    "better" only in rows whose Holm-adjusted p is below 0.05, and the calibration table."""
+    models = sorted(path.stem for path in (repo / "reports/metrics").glob("*.json"))
+    counts = json.loads((repo / "reports/data_stats.json").read_text())["counts"]
+    for model in models:
+        m = json.loads((repo / f"reports/metrics/{model}.json").read_text())
+        ci, cal = m["confidence_intervals"], m["calibration"]
+        assert ci["resamples"] >= 1000 and ci["level"] == 0.95, model
+        for key in ("accuracy", "macro_f1"):
+            assert ci[key]["low"] < ci[key]["high"] and ci[key]["low"] - 0.02 <= m[key] <= ci[key]["high"] + 0.02
+        assert cal["fitted_on"] == "validation" and cal["val_images"] == counts["val"] and cal["temperature"] > 0
+        assert 0 <= cal["ece"] <= 1 and 0 <= cal["ece_scaled"] <= 1, model
+        assert cal["nll"] == pytest.approx(m["loss"], rel=1e-4), model  # NLL at T = 1 is the test loss
+        assert_png(repo / f"reports/figures/{model}_reliability.png")
+    summary = (repo / "reports/summary.md").read_text()
+    lines = summary.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Model A | Model B | Only A right |"))
+    rows = [line for line in lines[start + 2 :] if line.startswith("| ")][: len(models) * (len(models) - 1) // 2]
+    assert len(rows) == len(models) * (len(models) - 1) // 2
+    for row in rows:
+        holm_p, verdict = (cell.strip() for cell in row.strip("|").split("|")[-2:])
+        assert ("better" in verdict) == (float(holm_p) < 0.05), row
+    assert any(line.startswith("Highest test accuracy: **") for line in lines)
+    assert all(f"| {model} | " in summary.split("## Calibration", 1)[1] for model in models)
+    assert all(f"figures/{model}_reliability.png" in summary for model in models)
+
+
+def test_check_uncertainty_accepts_what_evaluate_and_report_write(tmp_path):
+    metrics, predictions = three_models(tmp_path / "reports", gap=5)
+    (tmp_path / "reports/figures").mkdir(parents=True)
+    for m in metrics:
+        m["calibration"]["nll"] = m["loss"]
+        (tmp_path / f"reports/figures/{m['model']}_reliability.png").write_bytes(PNG_MAGIC + b"\0" * 2000)
+        path = tmp_path / f"reports/metrics/{m['model']}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(m))
+    stats = {"seed": 1, "counts": {"train": 5400, "val": 6000, "test": 1000}}
+    (tmp_path / "reports/data_stats.json").write_text(json.dumps(stats))
+    report.main(
+        [
+            *("--metrics", *sorted(str(p) for p in (tmp_path / "reports/metrics").glob("*.json"))),
+            *("--predictions", *map(str, predictions), "--data_stats", str(tmp_path / "reports/data_stats.json")),
+            *("--figures_dir", str(tmp_path / "reports/figures"), "--chart_out", str(tmp_path / "chart.png")),
+            *("--out", str(tmp_path / "reports/summary.md")),
+        ]
+    )
+    check_uncertainty(tmp_path)
+    summary = tmp_path / "reports/summary.md"
+    summary.write_text(summary.read_text().replace("no significant difference at 0.05", "**strong** better"))
+    with pytest.raises(AssertionError):
+        check_uncertainty(tmp_path)

@@ -123,9 +123,9 @@ def calibration_section(metrics: list[dict]) -> list[str]:
         "confidence and accuracy weighted by each bin's share of images) and negative log-likelihood (NLL) on the "
         "test set, as trained and after temperature scaling. One temperature T per model divides the softmax "
         "inputs; it is fitted by minimizing the NLL on the validation split, never on the test set. T > 1 means "
-        "the model was over-confident. Scaling never changes a prediction, so the accuracies, intervals and tests "
-        "above stay the same. The registered model is not rescaled: its T is `calibration.temperature` in "
-        "`reports/metrics/<model>.json`, for a consumer to divide the logits by.",
+        "the model was over-confident, T < 1 under-confident. Scaling never changes a prediction, so the "
+        "accuracies, intervals and tests above stay the same. The registered model is not rescaled: its T is "
+        "`calibration.temperature` in `reports/metrics/<model>.json`, for a consumer to divide the logits by.",
         "",
         "| Model | Temperature T | ECE | ECE after scaling | Test NLL | Test NLL after scaling |",
         "|---|---:|---:|---:|---:|---:|",
