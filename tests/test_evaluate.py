@@ -176,3 +176,42 @@ def test_write_predictions_csv(tmp_path, predictions):
     assert rows[1:] == [[CLASS_NAMES[t], CLASS_NAMES[p]] for t, p in zip(y_true, y_pred, strict=True)]
     assert ["T-shirt/top", "Trouser"] in rows  # first misclassified image
     assert no_temporaries(path.parent)
+
+
+# --- intervals and calibration (issue 12) ---------------------------------------------------
+
+
+def test_uncertainty_metrics_are_flat_mlflow_names():
+    ci = {"accuracy": {"low": 0.87, "high": 0.89}, "macro_f1": {"low": 0.86, "high": 0.88}}
+    cal = {"temperature": 1.3, "ece": 0.03, "ece_scaled": 0.01, "nll": 0.35, "nll_scaled": 0.33}
+    scalars = evaluate.uncertainty_metrics({"confidence_intervals": ci, "calibration": cal})
+    assert scalars == {
+        "test_accuracy_ci_low": 0.87,
+        "test_accuracy_ci_high": 0.89,
+        "test_macro_f1_ci_low": 0.86,
+        "test_macro_f1_ci_high": 0.88,
+        "temperature": 1.3,
+        "test_ece": 0.03,
+        "test_ece_scaled": 0.01,
+        "test_nll_scaled": 0.33,
+    }
+
+
+def test_evaluate_needs_the_validation_split_and_the_reliability_figure():
+    parser = evaluate.build_parser()
+    required = {a.dest for a in parser._actions if a.required}
+    assert {"val_data", "reliability_png"} <= required
+    defaults = {a.dest: a.default for a in parser._actions}
+    assert "bootstrap_resamples" in defaults and "calibration_bins" in defaults
+
+
+def test_evaluate_reads_only_the_validation_arrays_of_train_npz(tmp_path):
+    from fashion_mlp.data import DataError, load_arrays
+
+    path = tmp_path / "train.npz"
+    np.savez(path, x_train=np.zeros((5, 2)), y_train=np.zeros(5), x_val=np.ones((2, 2)), y_val=np.ones(2))
+    assert sorted(load_arrays(path, keys=("x_val", "y_val"))) == ["x_val", "y_val"]
+    assert sorted(load_arrays(path)) == ["x_train", "x_val", "y_train", "y_val"]
+    with pytest.raises(DataError, match=r"train\.npz: no array x_val.*holds x_train, y_train"):
+        np.savez(path, x_train=np.zeros((5, 2)), y_train=np.zeros(5))
+        load_arrays(path, keys=("x_val", "y_val"))

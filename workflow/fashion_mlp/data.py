@@ -117,11 +117,14 @@ def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         np.savez(tmp, **arrays)
 
 
-def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an .npz; pickled objects are refused."""
+def load_arrays(path: str | os.PathLike, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Load every array of an .npz, or only `keys` (the others are never read); pickled objects are refused."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+            missing = [key for key in keys or () if key not in npz.files]
+            if missing:
+                raise DataError(f"{path}: no array {', '.join(missing)} (it holds {', '.join(npz.files)})")
+            return {key: npz[key] for key in keys or npz.files}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; run the prepare stage first") from None
     except (ValueError, OSError, zipfile.BadZipFile) as exc:

@@ -1,8 +1,10 @@
 """Stage `evaluate`: score one trained model on the held-out test set and draw its figures.
 
 The only stage that reads `test.npz`. Writes the metrics JSON (scikit-learn's
-classification report plus loss), a predictions CSV for DVC's confusion plot,
-and three PNGs; everything is logged into the model's training run in MLflow.
+classification report plus loss, bootstrap intervals and calibration), a
+predictions CSV for DVC's confusion plot, and four PNGs; everything is logged
+into the model's training run in MLflow. It also reads the validation split of
+`train.npz`, to fit the temperature that the calibration figures report.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_mlp import calibration, stats
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
@@ -67,6 +70,21 @@ def training_summary(history: list[dict], n_params: int) -> dict:
         "kept_epoch": int(kept["epoch"]),
         "params": int(n_params),
         "epochs_run": len(history),
+    }
+
+
+def uncertainty_metrics(metrics: dict) -> dict[str, float]:
+    """The intervals and calibration figures as flat MLflow metric names."""
+    ci, cal = metrics["confidence_intervals"], metrics["calibration"]
+    return {
+        "test_accuracy_ci_low": ci["accuracy"]["low"],
+        "test_accuracy_ci_high": ci["accuracy"]["high"],
+        "test_macro_f1_ci_low": ci["macro_f1"]["low"],
+        "test_macro_f1_ci_high": ci["macro_f1"]["high"],
+        "temperature": cal["temperature"],
+        "test_ece": cal["ece"],
+        "test_ece_scaled": cal["ece_scaled"],
+        "test_nll_scaled": cal["nll_scaled"],
     }
 
 
@@ -157,11 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_path", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True, help="history CSV from train")
     parser.add_argument("--data", type=Path, required=True, help="test.npz from prepare")
+    parser.add_argument("--val_data", type=Path, required=True, help="train.npz from prepare (its validation split)")
     parser.add_argument("--metrics_out", type=Path, required=True)
     parser.add_argument("--predictions_out", type=Path, required=True)
     parser.add_argument("--confusion_png", type=Path, required=True)
     parser.add_argument("--curves_png", type=Path, required=True)
     parser.add_argument("--grid_png", type=Path, required=True)
+    parser.add_argument("--reliability_png", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default as in train)")
     return parser
 
@@ -178,14 +198,20 @@ def main(argv: list[str] | None = None) -> None:
     from fashion_mlp.data import load_arrays
 
     test = load_arrays(args.data)
+    val = load_arrays(args.val_data, keys=("x_val", "y_val"))  # not the 54,000 training images
     model = keras.saving.load_model(args.model_path, safe_mode=True)
     probabilities = model.predict(test["x_test"], batch_size=1024, verbose=0)
+    val_probabilities = model.predict(val["x_val"], batch_size=1024, verbose=0)
     y_true, y_pred = test["y_test"], probabilities.argmax(axis=1)
     history = read_history(args.history)
 
     metrics = {
         "model": args.model,
         **compute_metrics(y_true, probabilities),
+        "confidence_intervals": stats.bootstrap_intervals(y_true, y_pred, args.bootstrap_resamples, args.seed),
+        "calibration": calibration.calibrate(
+            val_probabilities, val["y_val"], probabilities, y_true, args.calibration_bins
+        ),
         **training_summary(history, model.count_params()),
     }
     title = f"{args.model}: test accuracy {metrics['accuracy']:.4f}"
@@ -194,10 +220,14 @@ def main(argv: list[str] | None = None) -> None:
     plot_confusion(y_true, y_pred, args.confusion_png, f"{args.model}: confusion matrix on the test set")
     plot_curves(history, args.curves_png, f"{args.model}: training and validation curves")
     plot_predictions(test["x_test"], y_true, y_pred, args.grid_png, title, args.grid_images, args.seed)
+    reliability_title = f"{args.model}: reliability on the test set"
+    calibration.plot_reliability(probabilities, y_true, metrics["calibration"], args.reliability_png, reliability_title)
     run_id = log_to_mlflow(args, metrics)
+    ci, cal = metrics["confidence_intervals"], metrics["calibration"]
     print(
-        f"evaluate: {args.model}: test accuracy {metrics['accuracy']:.4f}, macro F1 "
-        f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; MLflow run {run_id}"
+        f"evaluate: {args.model}: test accuracy {metrics['accuracy']:.4f} (95 % CI {ci['accuracy']['low']:.4f}-"
+        f"{ci['accuracy']['high']:.4f}), macro F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; "
+        f"ECE {cal['ece']:.4f} -> {cal['ece_scaled']:.4f} at T = {cal['temperature']:.3f}; MLflow run {run_id}"
     )
 
 
@@ -224,6 +254,7 @@ def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
             for k, v in metrics.items()
             if k in ("accuracy", "loss", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")
         }
+        scalars.update(uncertainty_metrics(metrics))
         for name, scores in metrics["per_class"].items():
             for score in ("precision", "recall", "f1"):
                 scalars[f"test_{score}_{metric_key(name)}"] = scores[score]
@@ -231,7 +262,7 @@ def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
         tracking.with_retry(mlflow.set_tags, {"stage": "train,evaluate", "evaluate_engine": tracking.engine()})
         for path in (args.metrics_out, args.predictions_out):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
-        for path in (args.confusion_png, args.curves_png, args.grid_png):
+        for path in (args.confusion_png, args.curves_png, args.grid_png, args.reliability_png):
             mlflow.log_artifact(str(path), artifact_path="figures")
         return active.info.run_id
 

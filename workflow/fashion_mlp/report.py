@@ -1,7 +1,8 @@
 """Stage `report`: reports/summary.md, one table of every model against the published anchors.
 
 Reads only small JSON files (metrics, split counts, search and champion
-summaries), so it is fast and never touches TensorFlow or MLflow.
+summaries) and the per-image prediction CSVs (for the paired tests between
+models), so it is fast and never touches TensorFlow or MLflow.
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ from pathlib import Path
 
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.io import read_json, write_text
+from fashion_mlp.stats import pairwise_mcnemar
+from fashion_mlp.uncertainty import (
+    accuracy_error_bars,
+    calibration_section,
+    interval,
+    ranking_sentence,
+    read_correct,
+    significance_section,
+)
 
 # Published test accuracies the pipeline is measured against.
 ANCHORS = (
@@ -26,23 +36,24 @@ FIGURES = (
     ("confusion", "Confusion matrix"),
     ("curves", "Training/validation curves"),
     ("predictions", "Predictions grid"),
+    ("reliability", "Reliability diagram"),
 )
 
 
 def model_table(metrics: list[dict]) -> list[str]:
     lines = [
-        "| Model | Test accuracy | Macro F1 | Test loss | Parameters | Epochs run | Goal |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| Model | Test accuracy | 95 % CI | Macro F1 | 95 % CI | Test loss | Parameters | Epochs run | Goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in metrics:
         goal = GOALS.get(m["model"])
         verdict = "" if goal is None else f"≥ {goal:.3f} {'met' if m['accuracy'] >= goal else '**not met**'}"
         lines.append(
-            f"| {m['model']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['loss']:.4f} | "
-            f"{m['params']:,} | {m['epochs_run']} | {verdict} |"
+            f"| {m['model']} | {m['accuracy']:.4f} | {interval(m, 'accuracy')} | {m['macro_f1']:.4f} | "
+            f"{interval(m, 'macro_f1')} | {m['loss']:.4f} | {m['params']:,} | {m['epochs_run']} | {verdict} |"
         )
     for name, accuracy in ANCHORS:
-        lines.append(f"| *{name}* | {accuracy:.4f} | | | | | anchor |")
+        lines.append(f"| *{name}* | {accuracy:.4f} | | | | | | | anchor |")
     return lines
 
 
@@ -145,8 +156,9 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     names = [m["model"] for m in metrics]
     accuracies = [m["accuracy"] for m in metrics]
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 3), 4.5))
-    bars = ax.bar(names, accuracies, color="tab:blue")
-    ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], padding=2)
+    errors = accuracy_error_bars(metrics)  # None without intervals
+    bars = ax.bar(names, accuracies, color="tab:blue", yerr=errors, capsize=6)
+    ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], label_type="center", color="white")
     for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3))), strict=True):
         ax.axhline(accuracy, color="gray", linestyle=style, linewidth=1, label=f"{label}: {accuracy:.4f}")
     low = min(accuracies + [a for _, a in ANCHORS])
@@ -154,7 +166,7 @@ def plot_comparison(metrics: list[dict], path: Path) -> None:
     ax.set(
         ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)),
         ylabel="Test accuracy",
-        title=f"Test accuracy per model ({n_test:,} test images)",
+        title=f"Test accuracy per model ({n_test:,} test images)" + ("" if errors is None else ", 95 % CIs"),
     )
     ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
@@ -216,9 +228,9 @@ def render(
     tuning: dict | None = None,
     champion: dict | None = None,
     demos: list[str] | None = None,
+    pairs: list[dict] | None = None,
 ) -> str:
     counts = stats["counts"]
-    best = max(metrics, key=lambda m: m["accuracy"])
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
     lines = [
         "# Fashion-MNIST MLPs: summary",
@@ -233,12 +245,14 @@ def render(
         "",
         *model_table(metrics),
         "",
-        f"Best on the test set: **{best['model']}** ({best['accuracy']:.4f}). Anchors are published "
+        f"{ranking_sentence(metrics, pairs)} Anchors are published "
         "figures for comparison, not runs of this pipeline. Wall times differ on every run, so they are "
         "not in this file: see `reports/timings/` (untracked, rewritten by each run) and MLflow.",
         "",
         f"![Test accuracy per model]({chart_link})",
         "",
+        *(significance_section(pairs) if pairs else []),
+        *calibration_section(metrics),
         *(tuning_section(tuning, figures_dir, out.parent) if tuning else []),
         *(champion_section(champion) if champion else []),
         "## Per-class precision / recall / F1 (test set)",
@@ -257,6 +271,9 @@ def render(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp report", description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=Path, nargs="+", required=True, help="reports/metrics/<model>.json")
+    parser.add_argument(
+        "--predictions", type=Path, nargs="+", help="reports/predictions/<model>.csv, for the paired tests"
+    )
     parser.add_argument("--data_stats", type=Path, required=True, help="split counts from prepare")
     parser.add_argument("--tuning", type=Path, help="best_hparams.json from tune")
     parser.add_argument("--champion", type=Path, help="champion.json from register")
@@ -277,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     metrics = [read_json(path) for path in args.metrics]
+    pairs = pairwise_mcnemar(read_correct(args.predictions, metrics)) if args.predictions else None
     plot_comparison(metrics, args.chart_out)
     tuning = read_json(args.tuning) if args.tuning else None
     champion = read_json(args.champion) if args.champion else None
@@ -287,7 +305,15 @@ def main(argv: list[str] | None = None) -> None:
     write_text(
         args.out,
         render(
-            metrics, read_json(args.data_stats), args.figures_dir, args.chart_out, args.out, tuning, champion, demos
+            metrics,
+            read_json(args.data_stats),
+            args.figures_dir,
+            args.chart_out,
+            args.out,
+            tuning,
+            champion,
+            demos,
+            pairs,
         ),
     )
     timings_dir = args.timings_dir or args.out.parent / "timings"

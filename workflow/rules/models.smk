@@ -33,7 +33,12 @@ rule evaluate:
         model="models/{model}.keras",
         history="reports/history/{model}.csv",
         data="data/prepared/test.npz",
-        code="workflow/fashion_mlp/evaluate.py",
+        val="data/prepared/train.npz",  # only its validation split: it fits the calibration temperature
+        code=[
+            "workflow/fashion_mlp/evaluate.py",
+            "workflow/fashion_mlp/stats.py",
+            "workflow/fashion_mlp/calibration.py",
+        ],
     output:
         metrics="reports/metrics/{model}.json",
         predictions="reports/predictions/{model}.csv",
@@ -55,6 +60,12 @@ rule evaluate:
             category="Models",
             subcategory="{model}",
         ),
+        reliability=report(
+            "reports/figures/{model}_reliability.png",
+            caption="../report/reliability.rst",
+            category="Models",
+            subcategory="{model}",
+        ),
     log:
         "logs/evaluate/{model}.log",
     benchmark:
@@ -71,8 +82,10 @@ rule evaluate:
     shell:
         "fashion-mlp evaluate {params.flags} --seed {params.seed} --threads {threads} --experiment {params.experiment}"
         " --model {wildcards.model} --model_path {input.model} --history {input.history}"
-        " --data {input.data} --metrics_out {output.metrics} --predictions_out {output.predictions}"
+        " --data {input.data} --val_data {input.val} --metrics_out {output.metrics}"
+        " --predictions_out {output.predictions}"
         " --confusion_png {output.confusion} --curves_png {output.curves} --grid_png {output.grid}"
+        " --reliability_png {output.reliability}"
         " > {log} 2>&1"
 
 

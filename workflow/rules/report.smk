@@ -1,6 +1,7 @@
 rule report:
     input:
         metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
+        predictions=expand("reports/predictions/{model}.csv", model=EVALUATED),  # paired McNemar tests
         figures=expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
         stats="reports/data_stats.json",
         best="reports/tuning/best_hparams.json",
@@ -13,7 +14,11 @@ rule report:
             "reports/figures/xor_boundaries.png",
             "reports/figures/activations.png",
         ],
-        code="workflow/fashion_mlp/report.py",
+        code=[
+            "workflow/fashion_mlp/report.py",
+            "workflow/fashion_mlp/stats.py",
+            "workflow/fashion_mlp/uncertainty.py",
+        ],
     output:
         summary="reports/summary.md",
         chart=report("reports/figures/model_comparison.png", caption="../report/comparison.rst", category="Summary"),
@@ -27,7 +32,7 @@ rule report:
     resources:
         mem_mb=500,
     shell:
-        "fashion-mlp report --metrics {input.metrics} --data_stats {input.stats}"
+        "fashion-mlp report --metrics {input.metrics} --predictions {input.predictions} --data_stats {input.stats}"
         " --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
         " --demos_activations {input.activations}"
         " --figures_dir reports/figures --chart_out {output.chart} --out {output.summary} > {log} 2>&1"

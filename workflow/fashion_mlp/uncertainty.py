@@ -1,0 +1,139 @@
+"""The summary's statistics: intervals in the model table, the paired tests, the calibration table.
+
+Markdown only; `stats` and `calibration` compute the figures. The summary says a model is
+better than another only where the Holm-adjusted exact McNemar p-value is below 0.05.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp import PipelineError
+from fashion_mlp.stats import ALPHA
+
+
+def format_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def interval(metrics: dict, key: str) -> str:
+    """'0.8757–0.8883' from the metrics JSON, or '' when evaluate wrote no intervals."""
+    ci = metrics.get("confidence_intervals", {}).get(key)
+    return f"{ci['low']:.4f}–{ci['high']:.4f}" if ci else ""
+
+
+def accuracy_error_bars(metrics: list[dict]) -> np.ndarray | None:
+    """Distances from each accuracy down and up to its interval's ends (matplotlib's yerr), or None."""
+    if not all("confidence_intervals" in m for m in metrics):
+        return None
+    accuracy = np.array([m["accuracy"] for m in metrics])
+    low, high = (np.array([m["confidence_intervals"]["accuracy"][end] for m in metrics]) for end in ("low", "high"))
+    return np.stack([accuracy - low, high - accuracy]).clip(min=0.0)
+
+
+def read_correct(paths: list[Path], metrics: list[dict]) -> dict[str, np.ndarray]:
+    """Per model (in the metrics' order), whether each test image was classified correctly.
+
+    `paths` are evaluate's predictions CSVs (actual,predicted), named <model>.csv. They must list
+    the same true classes in the same order: a paired test needs the same images.
+    """
+    by_model = {Path(path).stem: Path(path) for path in paths}
+    correct, reference = {}, None
+    for model in (m["model"] for m in metrics):
+        path = by_model.get(model)
+        if path is None:
+            raise PipelineError(f"--predictions names no {model}.csv for model {model!r}; got {sorted(by_model)}")
+        try:
+            with open(path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            actual = [row["actual"] for row in rows]
+            predicted = [row["predicted"] for row in rows]
+        except (OSError, KeyError, TypeError) as exc:
+            raise PipelineError(f"{path}: not a predictions CSV with columns actual,predicted ({exc!r})") from None
+        if reference is None:
+            reference = (path, actual)
+        elif actual != reference[1]:
+            raise PipelineError(
+                f"{path} and {reference[0]} do not hold the same test images (their true classes differ); "
+                "rerun evaluate for both on the same test.npz"
+            )
+        correct[model] = np.array(actual) == np.array(predicted)
+    return correct
+
+
+def ranking_sentence(metrics: list[dict], pairs: list[dict] | None) -> str:
+    """The sentence that names the top model; "better" only where its paired test is significant."""
+    best = max(metrics, key=lambda m: m["accuracy"])
+    head = f"Highest test accuracy: **{best['model']}** ({best['accuracy']:.4f})."
+    if pairs is None:
+        return head + " No paired test was run (no predictions given), so no difference is claimed."
+    ahead, tied = [], []
+    for pair in pairs:
+        if best["model"] in (pair["a"], pair["b"]):
+            other = pair["b"] if pair["a"] == best["model"] else pair["a"]
+            (ahead if pair["better"] == best["model"] else tied).append(f"{other} (p = {format_p(pair['p_holm'])})")
+    parts = []
+    if ahead:
+        parts.append("It is significantly better than " + enumerate_words(ahead, "and"))
+    if tied:
+        parts.append(("but the" if ahead else "The") + " test set cannot tell it from " + enumerate_words(tied, "or"))
+    return f"{head} {', '.join(parts)}: paired exact McNemar tests, Holm-adjusted p-values, level {ALPHA}."
+
+
+def enumerate_words(items: list[str], conjunction: str) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+def significance_section(pairs: list[dict]) -> list[str]:
+    n = pairs[0]["n"]
+    lines = [
+        "## Are the differences real? Paired exact McNemar tests",
+        "",
+        f"Every model was scored on the same {n:,} test images, so the models are compared image by image: "
+        "only the images that exactly one model of a pair gets right carry information. The p-value is the exact "
+        "(binomial) McNemar test's; Holm's adjustment over all pairs keeps the chance of any false claim in this "
+        f"table at {ALPHA} or below. Overlapping bootstrap intervals above do not mean that two models are equal: "
+        "the models err on largely the same images, which the paired test accounts for.",
+        "",
+        "| Model A | Model B | Only A right | Only B right | Accuracy A − B | McNemar p | Holm-adjusted p | Verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in pairs:
+        verdict = f"**{p['better']}** better" if p["better"] else f"no significant difference at {ALPHA}"
+        lines.append(
+            f"| {p['a']} | {p['b']} | {p['only_a_correct']:,} | {p['only_b_correct']:,} | "
+            f"{(p['only_a_correct'] - p['only_b_correct']) / p['n']:+.4f} | {format_p(p['p_value'])} | "
+            f"{format_p(p['p_holm'])} | {verdict} |"
+        )
+    return [*lines, ""]
+
+
+def calibration_section(metrics: list[dict]) -> list[str]:
+    calibrated = [m for m in metrics if "calibration" in m]
+    if not calibrated:
+        return []
+    bins = calibrated[0]["calibration"]["bins"]
+    lines = [
+        "## Calibration",
+        "",
+        f"Expected calibration error (ECE: {bins} equal-width bins of top-class confidence, the gap between "
+        "confidence and accuracy weighted by each bin's share of images) and negative log-likelihood (NLL) on the "
+        "test set, as trained and after temperature scaling. One temperature T per model divides the softmax "
+        "inputs; it is fitted by minimizing the NLL on the validation split, never on the test set. T > 1 means "
+        "the model was over-confident, T < 1 under-confident. Scaling never changes a prediction, so the "
+        "accuracies, intervals and tests above stay the same. The registered model is not rescaled: its T is "
+        "`calibration.temperature` in `reports/metrics/<model>.json`, for a consumer to divide the logits by.",
+        "",
+        "| Model | Temperature T | ECE | ECE after scaling | Test NLL | Test NLL after scaling |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in calibrated:
+        c = m["calibration"]
+        lines.append(
+            f"| {m['model']} | {c['temperature']:.3f} | {c['ece']:.4f} | {c['ece_scaled']:.4f} | "
+            f"{c['nll']:.4f} | {c['nll_scaled']:.4f} |"
+        )
+    return [*lines, ""]
