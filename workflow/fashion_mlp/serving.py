@@ -25,22 +25,9 @@ import numpy as np
 
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.images import ImageError, load
+from fashion_mlp.predict import probabilities
 
 INPUT_COLUMN = "image"
-BATCH = 1024  # evaluate's batch size: the same batches give the same floats
-
-
-def probabilities(model, x: np.ndarray) -> np.ndarray:
-    """Class probabilities for (n, 28, 28) scaled images, in batches of `evaluate`'s size.
-
-    predict_on_batch skips the per-call set-up of model.predict (tens of ms), which is most of a
-    single image's latency, and runs the same compiled function on the same batches.
-    """
-    if len(x) == 0:
-        return np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
-    return np.concatenate([np.asarray(model.predict_on_batch(x[i : i + BATCH])) for i in range(0, len(x), BATCH)])
-
-
 def answer(probs: np.ndarray):
     """The response frame: top class, its probability, and every class's probability."""
     import pandas as pd
