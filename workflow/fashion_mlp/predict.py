@@ -126,8 +126,9 @@ def format_row(name: str, ranked: list[tuple[str, float]], width: int) -> str:
     return f"{name:<{width}}  " + "  ".join(f"{cls:<{CLASS_WIDTH}} {p:.3f}" for cls, p in ranked)
 
 
-def predict_files(model, pairs: list[tuple[str, str | None]], k: int, as_json: bool, out=sys.stdout) -> int:
-    """Print one answer per picture, in order; return how many failed."""
+def predict_files(model, pairs: list[tuple[str, str | None]], k: int, as_json: bool, out=None) -> int:
+    """Print one answer per picture, in order (to `out`, default stdout); return how many failed."""
+    out = out or sys.stdout
     failed = 0
     width = min(60, max((len(name) for name, _ in pairs), default=4))
     if not as_json and pairs:
@@ -180,7 +181,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from fashion_mlp.runtime import configure_tensorflow, default_threads
 
-    configure_tensorflow(default_threads(), seed=0)  # as evaluate does: the same floats
+    try:
+        configure_tensorflow(default_threads(), seed=0)  # as evaluate does: the same floats
+    except RuntimeError:
+        pass  # TensorFlow already runs in this process (embedded, tests): its settings stay
     model = load_model(args.model or default_model())
     failed = predict_files(model, pairs, args.top, args.json)
     sys.stdout.flush()
