@@ -9,13 +9,15 @@ image Pillow reads (any size; RGB, RGBA, grayscale, palette, 16-bit...):
 1. apply the EXIF orientation (phone photos), take the first frame, put transparency on white;
 2. convert to grayscale (Pillow's ITU-R 601-2 luma);
 3. invert when the background is light: Fashion-MNIST is a light object on black. The background
-   is the median of the outermost ring of pixels; it is then taken down to 0;
+   is the median of the outermost ring of pixels;
 4. trim the background: keep the box of pixels brighter than the background by more than 5 % of
    the range (Zalando's threshold), so an off-centre object is found where it is;
-5. resize the box's longest edge to 28 (Lanczos), pad the other to 28 with black, centred.
+5. stretch the levels: the background to 0, the object's brightest pixel to 255 (as in
+   Fashion-MNIST, whose images peak at 254-255);
+6. resize the box's longest edge to 28 (Lanczos), pad the other to 28 with black, centred.
 
-An image that is already 28x28 is taken as it is after steps 1-3: it is already in Fashion-MNIST's
-frame, and re-trimming it would shift a Fashion-MNIST image by a pixel.
+An image that is already 28x28 is only taken through steps 1-3 and its background to 0: it is
+already in Fashion-MNIST's frame, and re-trimming would shift a Fashion-MNIST image by a pixel.
 Pillow refuses images above its decompression-bomb limit (Image.MAX_IMAGE_PIXELS, about 89
 million pixels) before decoding them. Every error is an ImageError that names the file.
 """
@@ -106,6 +108,16 @@ def border_level(pixels: np.ndarray) -> float:
     return float(np.median(ring))
 
 
+def levels(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Stretch [low, high] to [0, 255], clipping: the background goes to black, the peak to white."""
+    if low <= 0 and high >= 255:
+        return pixels
+    if high <= low:
+        return np.zeros_like(pixels)
+    stretched = (pixels.astype(np.float64) - low) * (255.0 / (high - low))
+    return np.clip(np.round(stretched), 0, 255).astype(np.uint8)
+
+
 def to_fashion_mnist(image) -> np.ndarray:
     """A decoded Pillow image -> (28, 28) uint8, a light object on black as in Fashion-MNIST."""
     from PIL import Image
@@ -114,21 +126,22 @@ def to_fashion_mnist(image) -> np.ndarray:
     if border_level(pixels) > 127.5:
         pixels = 255 - pixels
     background = border_level(pixels)
-    if background > 0:  # a gray background becomes black; what is darker than it is background too
-        stretched = (pixels.astype(np.float64) - background) * (255.0 / (255.0 - background))
-        pixels = np.clip(np.round(stretched), 0, 255).astype(np.uint8)
     if pixels.shape == (SIDE, SIDE):
-        return pixels
-    rows = np.flatnonzero((pixels > TRIM_THRESHOLD).any(axis=1))
-    cols = np.flatnonzero((pixels > TRIM_THRESHOLD).any(axis=0))
-    if len(rows):  # else a blank picture: keep it whole
-        pixels = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        return levels(pixels, background, 255)
+    rows = np.flatnonzero((pixels > background + TRIM_THRESHOLD).any(axis=1))
+    cols = np.flatnonzero((pixels > background + TRIM_THRESHOLD).any(axis=0))
+    if not len(rows):  # a blank picture
+        return np.zeros((SIDE, SIDE), dtype=np.uint8)
+    pixels = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    # Fashion-MNIST's objects peak at 254-255 (99 % of them): stretch the object's range likewise.
+    pixels = levels(pixels, background, float(pixels.max()))
     height, width = pixels.shape
     factor = SIDE / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     resized = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)
     canvas = Image.new("L", (SIDE, SIDE), 0)
-    canvas.paste(resized, ((SIDE - size[0]) // 2, (SIDE - size[1]) // 2))
+    # The odd pixel of padding goes left and top, as in Fashion-MNIST.
+    canvas.paste(resized, ((SIDE - size[0] + 1) // 2, (SIDE - size[1] + 1) // 2))
     return np.asarray(canvas, dtype=np.uint8)
 
 
