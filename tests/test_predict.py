@@ -85,14 +85,16 @@ def test_json_lines_carry_the_errors_too(tmp_path, tiny_model, capsys):
     with pytest.raises(PipelineError, match="1 of 1"):
         predict.main([str(tmp_path / "empty.png"), "--model", str(tiny_model), "--json"])
     (line,) = capsys.readouterr().out.splitlines()
-    assert json.loads(line) == {"file": str(tmp_path / "empty.png"), "error": f"{tmp_path / 'empty.png'}: empty file (0 bytes), not an image"}
+    path = tmp_path / "empty.png"
+    assert json.loads(line) == {"file": str(path), "error": f"{path}: empty file (0 bytes), not an image"}
 
 
 def test_inputs_expand_directories_globs_and_files_once_each(tmp_path):
     for name in ("b.png", "a.JPG", "c.txt", "sub/d.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    pairs = list(predict.expand([str(tmp_path), str(tmp_path / "*.png"), str(tmp_path / "c.txt"), str(tmp_path / "z*.gif")]))
+    args = [str(tmp_path), str(tmp_path / "*.png"), str(tmp_path / "c.txt"), str(tmp_path / "z*.gif")]
+    pairs = list(predict.expand(args))
     assert pairs == [
         (str(tmp_path / "a.JPG"), None),
         (str(tmp_path / "b.png"), None),
@@ -110,3 +112,30 @@ def test_top_must_be_between_1_and_10(capsys):
 
 def test_the_champion_is_the_default_model():
     assert predict.default_model() == "models:/fashion-mnist-mlp@champion"
+
+
+def check_champion_predicts(repo: Path, n: int = 20) -> None:
+    """For an end-to-end run (after `register`): `fashion-mlp predict` with its default model, the
+    registered champion, gives the classes that `evaluate` wrote for the first n test images."""
+    import csv
+    import subprocess
+
+    from conftest import CLI, engine_env
+    from fashion_mlp.data import load_arrays
+    from fashion_mlp.io import read_json
+
+    champion = read_json(repo / "reports/champion.json")["champion"]
+    with open(repo / f"reports/predictions/{champion}.csv", newline="") as fh:
+        expected = [row["predicted"] for row in csv.DictReader(fh)][:n]
+    x = load_arrays(repo / "data/prepared/test.npz")["x_test"][:n]
+    pictures = repo / "pictures"
+    pictures.mkdir(exist_ok=True)
+    for i, pixels in enumerate(np.round(x * 255).astype(np.uint8)):  # prepare's scaling, undone exactly
+        Image.fromarray(pixels).save(pictures / f"{i:03d}.png")
+    result = subprocess.run(
+        [str(CLI), "predict", str(pictures), "--json", "--top", "1"],
+        cwd=repo, env=engine_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = [json.loads(line)["predictions"][0]["class"] for line in result.stdout.splitlines()]
+    assert got == expected

@@ -10,6 +10,7 @@ The default model is `models:/<mlflow.registered_model>@champion` in the pipelin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import sys
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp predict", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="pictures, directories of them, globs")
     parser.add_argument(
-        "--model", default=None, help="a .keras file or an MLflow model URI (default: the champion, models:/NAME@champion)"
+        "--model", default=None, help="a .keras file or an MLflow model URI (default: models:/NAME@champion)"
     )
     parser.add_argument("--top", type=int, default=3, help="how many classes to show per picture (1-10; default 3)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
@@ -181,10 +182,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from fashion_mlp.runtime import configure_tensorflow, default_threads
 
-    try:
-        configure_tensorflow(default_threads(), seed=0)  # as evaluate does: the same floats
-    except RuntimeError:
-        pass  # TensorFlow already runs in this process (embedded, tests): its settings stay
+    # As evaluate does (the same floats); a process where TensorFlow runs already (tests) keeps its settings.
+    with contextlib.suppress(RuntimeError):
+        configure_tensorflow(default_threads(), seed=0)
     model = load_model(args.model or default_model())
     failed = predict_files(model, pairs, args.top, args.json)
     sys.stdout.flush()

@@ -28,6 +28,8 @@ from fashion_mlp.images import ImageError, load
 from fashion_mlp.predict import probabilities
 
 INPUT_COLUMN = "image"
+
+
 def answer(probs: np.ndarray):
     """The response frame: top class, its probability, and every class's probability."""
     import pandas as pd
