@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test test-fast lint bench install data ui mlflow-server lock clean help
+.PHONY: run test test-fast lint bench install data ui mlflow-server serve lock clean help
 
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench    project train vs plain Keras, and no-op reruns (after make run)"
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server  team tracking server on http://127.0.0.1:5000 (PostgreSQL store, served artifacts)"
+	@echo "make serve    the champion over REST on http://127.0.0.1:5001/invocations (docs/serving.md)"
 	@echo "make lock     regenerate requirements.lock from pyproject.toml"
 	@echo "make docs     regenerate docs/parameters.md from params.yaml and its schema"
 	@echo "make dag      redraw docs/dag.svg, the README's picture of the pipeline (needs Graphviz)"
@@ -69,6 +70,15 @@ ui: install
 # from .mlflow-server/artifacts; settings in the script's docstring (TRACKING_SERVER_* variables).
 mlflow-server: install
 	python workflow/scripts/mlflow_server.py
+
+# The registered champion, whichever version the alias points at (docs/serving.md). The store is
+# the pipeline's unless MLFLOW_TRACKING_URI is set; SERVE_PORT and SERVE_HOST change the address.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 5001
+serve: install
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" mlflow models serve \
+		-m "models:/$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["mlflow"]["registered_model"])')@champion" \
+		--env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 lock: install
 	pip-compile --quiet --extra test --extra dev --extra lint --strip-extras --no-emit-index-url --no-emit-find-links \

@@ -19,6 +19,7 @@ COMMANDS = {
     "tune": ("fashion_mlp.tune", "Hyperband search on the validation split, then retrain the best"),
     "evaluate": ("fashion_mlp.evaluate", "test-set metrics and figures for one model"),
     "register": ("fashion_mlp.register", "register the best model by validation accuracy as champion"),
+    "predict": ("fashion_mlp.predict", "classify pictures (files, directories, globs) with the champion"),
     "report": ("fashion_mlp.report", "reports/summary.md comparing every model"),
     "demos": ("fashion_mlp.demos", "the tutorial's XOR and activation-function lessons"),
     "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),

@@ -14,14 +14,8 @@ import numpy as np
 
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, save_arrays
+from fashion_mlp.images import scale  # shared with predict and the served model: one scaling
 from fashion_mlp.io import write_json
-
-
-def scale(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1]. The only place in the pipeline that scales."""
-    if images.dtype != np.uint8:
-        raise TypeError(f"expected raw uint8 pixels, got {images.dtype}: were they scaled already?")
-    return images.astype(np.float32) / np.float32(255.0)
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

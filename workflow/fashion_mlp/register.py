@@ -2,8 +2,9 @@
 
 Candidates are compared on the validation split only (the accuracy of the
 epoch whose weights were kept, from each metrics JSON); test accuracy is
-reported, never used to choose. The winner's logged model becomes a new
-version of the registered model, and the alias `champion` points at it.
+reported, never used to choose. The winner becomes a new version of the registered
+model, as a pyfunc that takes pictures (fashion_mlp.serving), and the alias
+`champion` points at it.
 """
 
 from __future__ import annotations
@@ -49,17 +50,15 @@ def main(argv: list[str] | None = None) -> None:
         from fashion_mlp import PipelineError
 
         raise PipelineError(f"no MLflow run logged {model_path}; rerun its train stage to register it")
-    client = mlflow.MlflowClient()
-    logged = tracking.with_retry(
-        client.search_logged_models,
-        experiment_ids=[experiment_id],
-        filter_string=f"source_run_id = '{run.info.run_id}'",
-    )
-    if not logged:
-        from fashion_mlp import PipelineError
+    # The registered version is the winner's .keras file wrapped as a pyfunc that takes pictures
+    # (fashion_mlp.serving), logged into the run that trained it: `mlflow models serve` on the alias
+    # answers image bytes with class names. The run's own Keras-flavour model stays as it was.
+    from fashion_mlp import serving
 
-        raise PipelineError(f"MLflow run {run.info.run_id} ({winner}) has no logged model to register")
-    version = tracking.with_retry(mlflow.register_model, f"models:/{logged[0].model_id}", args.registered_model)
+    client = mlflow.MlflowClient()
+    with tracking.resume_run(run.info.run_id):
+        logged = serving.log_model(model_path)
+    version = tracking.with_retry(mlflow.register_model, logged.model_uri, args.registered_model)
     tracking.with_retry(client.set_registered_model_alias, args.registered_model, ALIAS, version.version)
     tracking.with_retry(
         client.set_model_version_tag,
@@ -68,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         "val_accuracy",
         str(candidates[winner]["val_accuracy"]),
     )
+    tracking.with_retry(client.set_model_version_tag, args.registered_model, version.version, "model_sha256", model_sha)
     ranking = sorted(candidates.values(), key=lambda m: -m["val_accuracy"])
     # The version number and run id depend on what the MLflow store held before, not on the
     # pipeline's inputs, so they stay in MLflow (models:/<name>@champion); the model's hash,

@@ -93,7 +93,11 @@ rule register:
     input:
         metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
         models=expand("models/{model}.keras", model=EVALUATED),
-        code="workflow/fashion_mlp/register.py",
+        code=[
+            "workflow/fashion_mlp/register.py",
+            "workflow/fashion_mlp/serving.py",
+            "workflow/fashion_mlp/images.py",
+        ],
     output:
         "reports/champion.json",
     log:
@@ -104,7 +108,7 @@ rule register:
         "../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=800,
+        mem_mb=1500,  # loads TensorFlow: MLflow checks the served model's input example
     params:
         registered_model=config["mlflow"]["registered_model"],
         experiment=config["mlflow"]["experiment"],
