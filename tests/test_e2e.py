@@ -34,8 +34,20 @@ from conftest import edit_params, engine_env, run
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 from smoke_runs import MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
+from test_predict import check_champion_predicts
+from test_report import check_uncertainty
 
 pytestmark = pytest.mark.e2e
+UNCERTAINTY_METRICS = (
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
+    "test_macro_f1_ci_low",
+    "test_macro_f1_ci_high",
+    "temperature",
+    "test_ece",
+    "test_ece_scaled",
+    "test_nll_scaled",
+)
 
 
 def assert_outputs(repo: Path) -> None:
@@ -55,7 +67,7 @@ def assert_outputs(repo: Path) -> None:
         assert 0.5 < metrics["accuracy"] <= 1 and metrics["loss"] > 0 and 0 < metrics["macro_f1"] <= 1
         assert set(metrics["per_class"]) == set(CLASS_NAMES)
         assert metrics["epochs_run"] == 2
-        for kind in ("confusion", "curves", "predictions"):
+        for kind in ("confusion", "curves", "predictions", "reliability"):
             assert (repo / f"reports/figures/{model}_{kind}.png").read_bytes()[:4] == b"\x89PNG"
         predictions = (repo / f"reports/predictions/{model}.csv").read_text().splitlines()
         assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 1000
@@ -96,13 +108,15 @@ def assert_mlflow(repo: Path, engine: str) -> None:
         metrics = json.loads((repo / f"reports/metrics/{model}.json").read_text())
         assert r.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
         assert r.data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
+        for name in UNCERTAINTY_METRICS:
+            assert name in r.data.metrics, f"{model}: no {name} in MLflow"
         tags = r.data.tags
         assert tags["engine"] == engine and tags["stage"] == "train,evaluate"
         assert tags["data_sha256"] == data_sha
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"])
         assert tags["model_sha256"] == sha256_file(repo / f"models/{model}.keras")
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
-        assert f"figures/{model}_confusion.png" in artifacts
+        assert {f"figures/{model}_confusion.png", f"figures/{model}_reliability.png"} <= artifacts
         logged = client.search_logged_models([r.info.experiment_id])
         assert any(m.source_run_id == r.info.run_id for m in logged), "the model is logged to its run"
 
@@ -307,7 +321,7 @@ def assert_ran_in_parallel(output: str) -> None:
 # --- Snakemake: one copy, its run, a bad edit, a kill -------------------------------------
 
 
-def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot) -> None:
+def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot, tmp_path: Path) -> None:
     repo, output = snakemake_repo, snakemake_first.output
     done = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", output, flags=re.M)
     assert done and done[-1][0] == done[-1][1] and int(done[-1][1]) >= 12, "every job of the run finished"
@@ -320,6 +334,8 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot) -
     assert_tuning_outputs(repo)
     assert_demo_outputs(repo)
     assert_mlflow(repo, engine="snakemake")
+    check_uncertainty(repo)
+    check_champion_predicts(repo, tmp_path / "pictures")  # the registered champion, through `fashion-mlp predict`
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
     assert dvc_status(repo) == {}
     run(["snakemake", "--report", "reports/report.html"], repo)
@@ -411,6 +427,7 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
     assert_tuning_outputs(dvc_repo)
     assert_demo_outputs(dvc_repo)
     assert_mlflow(dvc_repo, engine="dvc")
+    check_uncertainty(dvc_repo)
     metrics = run(["dvc", "metrics", "show", "--json"], dvc_repo)
     assert "accuracy" in metrics.stdout
 

@@ -114,7 +114,7 @@ def test_the_champion_is_the_default_model():
     assert predict.default_model() == "models:/fashion-mnist-mlp@champion"
 
 
-def check_champion_predicts(repo: Path, n: int = 20) -> None:
+def check_champion_predicts(repo: Path, pictures: Path, n: int = 20) -> None:
     """For an end-to-end run (after `register`): `fashion-mlp predict` with its default model, the
     registered champion, gives the classes that `evaluate` wrote for the first n test images."""
     import csv
@@ -128,8 +128,7 @@ def check_champion_predicts(repo: Path, n: int = 20) -> None:
     with open(repo / f"reports/predictions/{champion}.csv", newline="") as fh:
         expected = [row["predicted"] for row in csv.DictReader(fh)][:n]
     x = load_arrays(repo / "data/prepared/test.npz")["x_test"][:n]
-    pictures = repo / "pictures"
-    pictures.mkdir(exist_ok=True)
+    pictures.mkdir(parents=True, exist_ok=True)
     for i, pixels in enumerate(np.round(x * 255).astype(np.uint8)):  # prepare's scaling, undone exactly
         Image.fromarray(pixels).save(pictures / f"{i:03d}.png")
     result = subprocess.run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -195,7 +196,9 @@ def test_the_served_champion_answers_pictures_and_refuses_bad_payloads(data, sma
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fashion-mnist-mlp@champion",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # PATH: `mlflow models serve` runs `uvicorn` from the virtualenv
+        cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120

@@ -13,7 +13,9 @@ import argparse
 import contextlib
 import glob
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,31 +82,45 @@ def expand(inputs: list[str]) -> Iterator[tuple[str, str | None]]:
                 yield name, error
 
 
-def load_model(uri: str):
-    """A Keras model from a .keras file or an MLflow model URI (the image pyfunc, or a Keras-flavour model)."""
+def open_model(uri: str):
+    """A Keras model from a .keras file or an MLflow model URI (the image pyfunc, or a Keras-flavour model).
+
+    From MLflow, the model's files are downloaded and its one .keras file loaded in safe mode: the
+    pyfunc wrapper itself is a pickle, and nothing here unpickles.
+    """
     import keras
 
     keras.config.disable_interactive_logging()
     if Path(uri).exists() or uri.endswith(".keras"):
-        try:
-            return keras.saving.load_model(uri, safe_mode=True)
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"{uri}: cannot load this Keras model ({exc})") from None
+        return _keras_file(uri)
     import mlflow
 
     from fashion_mlp import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
-        flavors = mlflow.models.get_model_info(uri).flavors
-        if "tensorflow" in flavors:  # a version registered before the image pyfunc
-            return mlflow.tensorflow.load_model(uri)
-        return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp()))
     except mlflow.exceptions.MlflowException as exc:
         raise PipelineError(
             f"cannot load {uri} from the MLflow store {tracking.tracking_uri()} ({exc.message}); "
             "run the pipeline first (make run), set MLFLOW_TRACKING_URI, or pass --model path/to/model.keras"
         ) from None
+    try:
+        found = sorted(local.rglob("*.keras"))
+        if len(found) != 1:
+            raise PipelineError(f"{uri}: expected one .keras file in the MLflow model, found {len(found)}")
+        return _keras_file(found[0])
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _keras_file(path) -> object:
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: cannot load this Keras model ({exc})") from None
 
 
 def probabilities(model, x: np.ndarray) -> np.ndarray:
@@ -185,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     # As evaluate does (the same floats); a process where TensorFlow runs already (tests) keeps its settings.
     with contextlib.suppress(RuntimeError):
         configure_tensorflow(default_threads(), seed=0)
-    model = load_model(args.model or default_model())
+    model = open_model(args.model or default_model())
     failed = predict_files(model, pairs, args.top, args.json)
     sys.stdout.flush()
     if failed:
