@@ -20,7 +20,7 @@ help:
 	@echo "make bench    project train vs plain Keras, and no-op reruns (after make run)"
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server  team tracking server on http://127.0.0.1:5000 (PostgreSQL store, served artifacts)"
-	@echo "make lock     regenerate requirements.lock from pyproject.toml"
+	@echo "make lock     regenerate requirements.lock (one lock for Python 3.11 to 3.13) from pyproject.toml"
 	@echo "make docs     regenerate docs/parameters.md from params.yaml and its schema"
 	@echo "make dag      redraw docs/dag.svg, the README's picture of the pipeline (needs Graphviz)"
 
@@ -70,9 +70,11 @@ ui: install
 mlflow-server: install
 	python workflow/scripts/mlflow_server.py
 
+# One universal lock (environment markers) for every Python that requires-python allows, resolved
+# from 3.11 up; the pins already in requirements.lock are kept where they still fit.
 lock: install
-	pip-compile --quiet --extra test --extra dev --extra lint --strip-extras --no-emit-index-url --no-emit-find-links \
-		--output-file requirements.lock pyproject.toml
+	uv pip compile --quiet --universal --python-version 3.11 --extra test --extra dev --extra lint \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf .snakemake logs benchmarks/stages
