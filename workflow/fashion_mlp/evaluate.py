@@ -194,14 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     plot_confusion(y_true, y_pred, args.confusion_png, f"{args.model}: confusion matrix on the test set")
     plot_curves(history, args.curves_png, f"{args.model}: training and validation curves")
     plot_predictions(test["x_test"], y_true, y_pred, args.grid_png, title, args.grid_images, args.seed)
-    run_id = log_to_mlflow(args, metrics)
+    run_id = log_to_mlflow(args, metrics, (test["x_test"], y_true))
     print(
         f"evaluate: {args.model}: test accuracy {metrics['accuracy']:.4f}, macro F1 "
         f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; MLflow run {run_id}"
     )
 
 
-def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
+def log_to_mlflow(args: argparse.Namespace, metrics: dict, test: tuple) -> str:
     """Add the test metrics and figures to the run that trained this exact model file."""
     import mlflow
 
@@ -229,6 +229,9 @@ def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
                 scalars[f"test_{score}_{metric_key(name)}"] = scores[score]
         tracking.with_retry(mlflow.log_metrics, scalars)
         tracking.with_retry(mlflow.set_tags, {"stage": "train,evaluate", "evaluate_engine": tracking.engine()})
+        # A reopened train run keeps the invocation that made it; this one's goes beside it.
+        tracking.with_retry(mlflow.set_tags, {f"evaluate_{k}": v for k, v in tracking.invocation_tags().items()})
+        tracking.log_datasets(args.data, {"test": test})
         for path in (args.metrics_out, args.predictions_out):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         for path in (args.confusion_png, args.curves_png, args.grid_png):
