@@ -2,8 +2,10 @@
 # Both create .venv, install the lock file and the project, and make sure the
 # data can be had offline before they start.
 
+# Any supported Python (3.11 to 3.13): make run PYTHON=python3.13. VENV: another virtualenv
+# beside the default one, e.g. .ci/run's VENV=.venv/py3.13 (inside .venv, which every tool skips).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 # Jobs call `fashion-mlp`, `snakemake` and `dvc` from the virtualenv.
 export PATH := $(BIN):$(PATH)
