@@ -31,6 +31,7 @@ if workflow.is_main_process or not os.environ.get("FASHION_MLP_INVOCATION"):
 envvars:
     "FASHION_MLP_INVOCATION",
 
+
 MODELS = list(config["train"])  # trained from their params block by `train`
 EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
 FIGURE_KINDS = ["confusion", "curves", "predictions"]  # evaluate's PNGs, per model
