@@ -183,6 +183,7 @@ def models() -> list[str]:
     return [*params["train"], "tuned"]
 
 
+@pytest.mark.slow  # DVC's index of the real repository (2 s), as test_dag_equality.py
 def test_dvc_yaml_declares_every_trained_model_as_a_model_artifact():
     from dvc.repo import Repo
 
