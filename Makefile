@@ -2,8 +2,10 @@
 # Both create .venv, install the lock file and the project, and make sure the
 # data can be had offline before they start.
 
+# Any supported Python (3.11 to 3.13): make run PYTHON=python3.13. VENV: another virtualenv
+# beside the default one, e.g. .ci/run's VENV=.venv/py3.13 (inside .venv, which every tool skips).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 # Jobs call `fashion-mlp`, `snakemake` and `dvc` from the virtualenv.
 export PATH := $(BIN):$(PATH)
@@ -21,7 +23,7 @@ help:
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server  team tracking server on http://127.0.0.1:5000 (PostgreSQL store, served artifacts)"
 	@echo "make serve    the champion over REST on http://127.0.0.1:5001/invocations (docs/serving.md)"
-	@echo "make lock     regenerate requirements.lock from pyproject.toml"
+	@echo "make lock     regenerate requirements.lock (one lock for Python 3.11 to 3.13) from pyproject.toml"
 	@echo "make docs     regenerate docs/parameters.md from params.yaml and its schema"
 	@echo "make dag      redraw docs/dag.svg, the README's picture of the pipeline (needs Graphviz)"
 
@@ -80,9 +82,11 @@ serve: install
 		-m "models:/$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["mlflow"]["registered_model"])')@champion" \
 		--env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
 
+# One universal lock (environment markers) for every Python that requires-python allows, resolved
+# from 3.11 up; the pins already in requirements.lock are kept where they still fit.
 lock: install
-	pip-compile --quiet --extra test --extra dev --extra lint --strip-extras --no-emit-index-url --no-emit-find-links \
-		--output-file requirements.lock pyproject.toml
+	uv pip compile --quiet --universal --python-version 3.11 --extra test --extra dev --extra lint \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf .snakemake logs benchmarks/stages

@@ -41,7 +41,6 @@ rule all:
 
 onstart:
     hold_run_lock()
-    check_cores_for_tune_workers()
     init_tracking()
 
 

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     plot_predictions(test["x_test"], y_true, y_pred, args.grid_png, title, args.grid_images, args.seed)
     reliability_title = f"{args.model}: reliability on the test set"
     calibration.plot_reliability(probabilities, y_true, metrics["calibration"], args.reliability_png, reliability_title)
-    run_id = log_to_mlflow(args, metrics)
+    run_id = log_to_mlflow(args, metrics, (test["x_test"], y_true))
     ci, cal = metrics["confidence_intervals"], metrics["calibration"]
     print(
         f"evaluate: {args.model}: test accuracy {metrics['accuracy']:.4f} (95 % CI {ci['accuracy']['low']:.4f}-"
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
+def log_to_mlflow(args: argparse.Namespace, metrics: dict, test: tuple) -> str:
     """Add the test metrics and figures to the run that trained this exact model file."""
     import mlflow
 
@@ -260,6 +260,9 @@ def log_to_mlflow(args: argparse.Namespace, metrics: dict) -> str:
                 scalars[f"test_{score}_{metric_key(name)}"] = scores[score]
         tracking.with_retry(mlflow.log_metrics, scalars)
         tracking.with_retry(mlflow.set_tags, {"stage": "train,evaluate", "evaluate_engine": tracking.engine()})
+        # A reopened train run keeps the invocation that made it; this one's goes beside it.
+        tracking.with_retry(mlflow.set_tags, {f"evaluate_{k}": v for k, v in tracking.invocation_tags().items()})
+        tracking.log_datasets(args.data, {"test": test})
         for path in (args.metrics_out, args.predictions_out):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         for path in (args.confusion_png, args.curves_png, args.grid_png, args.reliability_png):

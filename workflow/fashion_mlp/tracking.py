@@ -6,7 +6,10 @@ overrides it (for a team server, say). MLflow is imported lazily: it takes
 seconds, and only train and evaluate need it.
 
 Every run is tagged with the host and process that own it, so that the next
-stage can close runs that a SIGKILL left RUNNING (see close_orphaned_runs).
+stage can close runs that a SIGKILL left RUNNING (see close_orphaned_runs), with
+the pipeline invocation that made it (see invocation_id) and, under `dvc exp run`,
+DVC's experiment name. Runs that fit or score a model log the prepared splits
+they read as MLflow dataset inputs (see log_datasets).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -206,16 +211,103 @@ def find_run_by_tag(experiment_id: str, key: str, value: str):
     return runs[0] if runs else None
 
 
+# --- one id per pipeline invocation, DVC's experiment name ----------------------------------
+
+INVOCATION_VAR = "FASHION_MLP_INVOCATION"  # set by the Snakefile, inherited by every job
+
+
+def invocation_id() -> str:
+    """The id shared by every run of one `snakemake` or `dvc repro` / `dvc exp run` invocation.
+
+    The Snakefile exports FASHION_MLP_INVOCATION (a new one per invocation, passed on to cluster
+    jobs through `envvars:`). DVC has no such id, so under DVC it is derived from the `dvc` process
+    that runs the stage commands (host, pid, start time): the same for all of its stages, new for
+    the next invocation, one per queued experiment. A stage run by hand gets its own. The id is
+    exported, so the processes a stage starts (tune's chief and workers) share it. It only ever
+    goes into MLflow tags, never into a command line or an output, so no tracked file changes.
+    """
+    if not os.environ.get(INVOCATION_VAR):
+        parent = dvc_process() if os.environ.get("DVC_STAGE") else None
+        if parent is not None:
+            key = f"dvc:{socket.gethostname()}:{parent.pid}:{parent.create_time():.2f}"
+            os.environ[INVOCATION_VAR] = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+        else:
+            os.environ[INVOCATION_VAR] = str(uuid.uuid4())
+    return os.environ[INVOCATION_VAR]
+
+
+def dvc_process():
+    """The nearest ancestor process that runs DVC (`dvc repro`, `dvc exp run`, a queue's `dvc exp exec-run`)."""
+    import psutil
+
+    try:
+        for process in psutil.Process().parents():
+            try:
+                argv = process.cmdline()
+            except (psutil.AccessDenied, psutil.NoSuchProcess):
+                continue
+            if any(Path(arg).name == "dvc" for arg in argv[:2]) or argv[1:3] == ["-m", "dvc"]:
+                return process
+    except psutil.Error:
+        pass
+    return None
+
+
+def invocation_tags() -> dict[str, str]:
+    """`invocation_id` on every run (MLflow's Group by), and `dvc_exp_name` under `dvc exp run`."""
+    tags = {"invocation_id": invocation_id()}
+    if os.environ.get("DVC_EXP_NAME"):  # set by DVC for the commands of `dvc exp run`
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
 def base_tags(stage: str, data_path: str | os.PathLike) -> dict[str, str]:
     from fashion_mlp.io import sha256_file
 
-    return {
-        "git_commit": git_commit(),
-        "data_sha256": sha256_file(data_path),
-        "data_file": str(Path(data_path)),
-        "engine": engine(),
-        "stage": stage,
-    } | process_tags()
+    return (
+        {
+            "git_commit": git_commit(),
+            "data_sha256": sha256_file(data_path),
+            "data_file": str(Path(data_path)),
+            "engine": engine(),
+            "stage": stage,
+        }
+        | process_tags()
+        | invocation_tags()
+    )
+
+
+# --- dataset lineage ------------------------------------------------------------------------
+
+DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
+DIGEST_CHARS = 36  # MLflow's limit on a dataset digest; the full SHA-256 is the input's `sha256` tag
+
+
+def log_datasets(path: str | os.PathLike, splits: dict, sha256: str | None = None) -> None:
+    """Log the splits {name: (images, labels)} read from the prepared file `path` as the active
+    run's dataset inputs, in one call: MLflow's Dataset column, with the name, the file's SHA-256
+    as digest and the file as source. Cheap (no copy, no hashing of the arrays), so trials log too.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if sha256 is None:
+        from fashion_mlp.io import sha256_file
+
+        sha256 = sha256_file(path)
+    with warnings.catch_warnings():  # MLflow registers its local source twice (for "" and "file:") and says so
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(Path(path).resolve()))
+    datasets = [
+        mlflow.data.from_numpy(x, targets=y, source=source, name=name, digest=sha256[:DIGEST_CHARS])
+        for name, (x, y) in splits.items()
+    ]
+    with_retry(
+        mlflow.log_inputs,
+        datasets=datasets,
+        contexts=[DATASET_CONTEXTS.get(name, name) for name in splits],
+        tags_list=[{"sha256": sha256}] * len(datasets),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

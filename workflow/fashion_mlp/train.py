@@ -190,6 +190,8 @@ def train_and_log(
     )
     run_tags = tracking.base_tags("train", data_path) | {"model": name} | (tags or {})
     with tracking.with_retry(mlflow.start_run, run_name=name, tags=run_tags) as run:
+        splits = {"train": (data["x_train"], data["y_train"]), "validation": (data["x_val"], data["y_val"])}
+        tracking.log_datasets(data_path, splits, run_tags["data_sha256"])
         tracking.with_retry(
             mlflow.log_params,
             flatten(

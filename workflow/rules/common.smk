@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 
 from snakemake.exceptions import WorkflowError
 
@@ -20,6 +21,16 @@ except ParamsError as exc:
 # Jobs inherit these: the MLflow store resolves against this root whatever a
 # job's working directory, and runs are tagged engine=snakemake.
 os.environ.update(FASHION_MLP_ROOT=workflow.basedir, FASHION_MLP_ENGINE="snakemake")
+# One id per `snakemake` invocation, tagged on every MLflow run it makes (tracking.invocation_id).
+# Local jobs inherit it; `envvars:` passes it to cluster jobs, whose Snakemake keeps it. Only in
+# the environment: in no command or output, so reruns stay byte-identical.
+if workflow.is_main_process or not os.environ.get("FASHION_MLP_INVOCATION"):
+    os.environ["FASHION_MLP_INVOCATION"] = str(uuid.uuid4())
+
+
+envvars:
+    "FASHION_MLP_INVOCATION",
+
 
 MODELS = list(config["train"])  # trained from their params block by `train`
 EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
@@ -39,22 +50,33 @@ def section_flags(*keys):
     return cli_flags(node)
 
 
-def check_cores_for_tune_workers():
-    """Refuse a local run whose --cores cannot hold the Hyperband workers, naming the fix.
+def tune_worker_count():
+    """How many Hyperband workers this run starts: tune.workers, but no more than --cores, at least 1.
 
-    The chief and its workers start together, a core per worker; with fewer cores
-    Snakemake would stop at the search with a message about pipe-group resources.
+    The chief and its workers start together, a core per worker, so `--cores 1` runs one worker
+    (the search's result is the same for any number). On a cluster (--jobs) it is tune.workers.
+    The main Snakemake decides and exports the number; the Snakemake of a cluster job or a group
+    reads it back (`envvars:`), so every process builds the same jobs.
     """
     workers = config["tune"]["workers"]
-    if workflow.resource_settings.nodes is not None:  # a cluster: limited by --jobs, not --cores
-        return
-    if workflow.cores >= workers or not any(job.rule.name == "tune_worker" for job in workflow.dag.needrun_jobs()):
-        return
-    raise WorkflowError(
-        f"tune.workers is {workers} but --cores is {workflow.cores}: the Hyperband workers run side by side, "
-        f"a core each. Give --cores {workers} or more, or set tune.workers to at most {workflow.cores} "
-        "in params.yaml (the search's result is the same)."
-    )
+    if not workflow.is_main_process and os.environ.get("FASHION_MLP_TUNE_WORKERS", "").isdigit():
+        return int(os.environ["FASHION_MLP_TUNE_WORKERS"])
+    cores = workflow.resource_settings.cores
+    if workflow.resource_settings.nodes is None and isinstance(cores, int) and cores < workers:
+        logger.info(
+            f"tune: --cores {cores} runs {max(1, cores)} Hyperband worker(s), not tune.workers {workers} "
+            "(the search's result is the same)"
+        )
+        workers = max(1, cores)
+    os.environ["FASHION_MLP_TUNE_WORKERS"] = str(workers)
+    return workers
+
+
+TUNE_WORKERS = tune_worker_count()
+
+
+envvars:
+    "FASHION_MLP_TUNE_WORKERS",
 
 
 _RUN_LOCK = []  # the open lock file, held for the life of this Snakemake process

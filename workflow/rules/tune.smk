@@ -1,10 +1,10 @@
 # Stage `tune`: Hyperband in KerasTuner's distributed mode, one rule per role of
 # `fashion-mlp tune --role <role>`, each logging to logs/tune/<role>.log: tune_chief serves
-# the oracle while tune.workers tune_worker jobs (worker0, worker1, ...) run the trials,
+# the oracle while tune.workers tune_worker jobs (worker0, worker1, ...; no more than --cores) run the trials,
 # then tune_finish writes the stage's outputs and retrains the best as `tuned`.
 # dvc.yaml runs the same roles in its one stage `tune` (`fashion-mlp tune --role all`).
 
-WORKERS = range(config["tune"]["workers"])
+WORKERS = range(TUNE_WORKERS)  # common.smk: min(tune.workers, --cores), at least 1
 TUNE_CODE = [
     "workflow/fashion_mlp/tune.py",
     "workflow/fashion_mlp/hyperband.py",

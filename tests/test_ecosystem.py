@@ -1,0 +1,300 @@
+"""Issue 15, the tools' own conventions: MLflow dataset inputs and one invocation id per pipeline run,
+DVC's experiment name and model artifacts, DVC experiment queues, one lock for Python 3.11 to 3.13.
+
+The whole-pipeline checks are plain functions for the integrator's end-to-end runs (they are not
+collected as tests): check_mlflow_lineage(repo) after any Snakemake or DVC smoke run, and
+check_queue(repo) after the DVC smoke run's `dvc repro` (it queues three experiments that rerun
+only the baseline's training and what follows it). `snakemake --cores 1`: test_reliability.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, engine_env, run
+
+# --- one id per pipeline invocation ----------------------------------------------------
+
+
+@pytest.fixture
+def tracking(monkeypatch):
+    from fashion_mlp import tracking
+
+    for var in (tracking.INVOCATION_VAR, "DVC_STAGE", "DVC_EXP_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    return tracking
+
+
+class FakeProcess:
+    def __init__(self, pid: int, started: float):
+        self.pid, self.started = pid, started
+
+    def create_time(self) -> float:
+        return self.started
+
+
+def test_the_snakefile_s_invocation_id_is_used_as_is(tracking, monkeypatch):
+    monkeypatch.setenv(tracking.INVOCATION_VAR, "from-the-snakefile")
+    assert tracking.invocation_tags() == {"invocation_id": "from-the-snakefile"}
+
+
+def test_under_dvc_every_stage_of_one_dvc_process_gets_the_same_id(tracking, monkeypatch):
+    monkeypatch.setenv("DVC_STAGE", "train@baseline")
+    monkeypatch.setattr(tracking, "dvc_process", lambda: FakeProcess(4242, 1700000000.5))
+    first = tracking.invocation_id()
+    monkeypatch.delenv(tracking.INVOCATION_VAR)  # the next stage: a new process, the same `dvc repro`
+    assert tracking.invocation_id() == first
+    monkeypatch.delenv(tracking.INVOCATION_VAR)  # the next `dvc repro`
+    monkeypatch.setattr(tracking, "dvc_process", lambda: FakeProcess(4243, 1700000100.5))
+    assert tracking.invocation_id() != first
+    uuid.UUID(first)
+
+
+def test_by_hand_a_stage_gets_its_own_id_and_exports_it_to_its_processes(tracking):
+    import os
+
+    first = tracking.invocation_id()
+    assert os.environ[tracking.INVOCATION_VAR] == first  # tune --role all's chief and workers inherit it
+    uuid.UUID(first)
+
+
+def test_dvc_experiment_name_is_tagged(tracking, monkeypatch):
+    monkeypatch.setenv(tracking.INVOCATION_VAR, "x")
+    monkeypatch.setenv("DVC_EXP_NAME", "sweep-epochs-3")
+    assert tracking.invocation_tags() == {"invocation_id": "x", "dvc_exp_name": "sweep-epochs-3"}
+
+
+# A child of a process whose argv[0] is `dvc`, as a stage command is of `dvc repro`.
+UNDER_DVC = """
+import subprocess, sys
+child = "from fashion_mlp.tracking import dvc_process; import os; print(dvc_process().pid, os.getppid())"
+subprocess.run([sys.argv[1], "-c", child], check=True)  # sys.executable would now be dvc
+"""
+
+
+def test_dvc_process_is_the_nearest_dvc_ancestor():
+    out = subprocess.run(
+        ["bash", "-c", 'exec -a dvc "$0" -c "$1" "$0"', sys.executable, UNDER_DVC],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert out[0] == out[1], out
+
+
+# --- MLflow dataset inputs, read back through MLflow's client ----------------------------------------
+
+LOG_SPLITS = """
+import sys
+import mlflow
+import numpy as np
+from fashion_mlp import tracking
+
+tracking.init("lineage")
+x, y = np.zeros((6, 28, 28), np.float32), np.arange(6, dtype=np.uint8)
+with mlflow.start_run(tags=tracking.base_tags("train", sys.argv[1])) as run:
+    tracking.log_datasets(sys.argv[1], {"train": (x[:4], y[:4]), "validation": (x[4:], y[4:])})
+print(run.info.run_id)
+"""
+
+
+@pytest.mark.slow  # MLflow creates its SQLite store
+def test_splits_are_dataset_inputs_with_name_digest_source_and_the_invocation_tags(tmp_path):
+    from mlflow import MlflowClient
+
+    data = tmp_path / "train.npz"
+    data.write_bytes(b"stand-in for the prepared file")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = engine_env() | {
+        "MLFLOW_TRACKING_URI": uri,
+        "FASHION_MLP_ROOT": str(REPO),
+        "FASHION_MLP_INVOCATION": "invocation-1",
+        "DVC_EXP_NAME": "sweep-1",
+        "PYTHONPATH": str(REPO / "workflow"),
+    }
+    command = [sys.executable, "-c", LOG_SPLITS, str(data)]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ = MlflowClient(tracking_uri=uri).get_run(proc.stdout.split()[-1])
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    inputs = {i.dataset.name: i for i in run_.inputs.dataset_inputs}
+    assert sorted(inputs) == ["train", "validation"]
+    for name, context in (("train", "training"), ("validation", "validation")):
+        dataset = inputs[name].dataset
+        assert dataset.digest == sha[:36] and sha.startswith(dataset.digest)
+        assert json.loads(dataset.source) == {"uri": str(data)} and dataset.source_type == "local"
+        tags = {t.key: t.value for t in inputs[name].tags}
+        assert tags == {"mlflow.data.context": context, "sha256": sha}
+    assert json.loads(inputs["train"].dataset.profile)["features_shape"] == [4, 28, 28]
+    assert run_.data.tags["invocation_id"] == "invocation-1" and run_.data.tags["dvc_exp_name"] == "sweep-1"
+
+
+def check_mlflow_lineage(repo: Path) -> None:
+    """After a Snakemake or DVC smoke run in `repo` (its own store): every run carries an invocation id;
+    those that fit a model read train and validation, the evaluated ones test, each with its file's digest."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, max_results=5000)
+    assert runs, "no MLflow run"
+    digest = {
+        name: hashlib.sha256((repo / f"data/prepared/{name}.npz").read_bytes()).hexdigest()[:36]
+        for name in ("train", "test")
+    }
+    for run_ in runs:
+        tags = run_.data.tags
+        assert tags.get("invocation_id"), f"run {run_.info.run_name} has no invocation_id"
+        inputs = {i.dataset.name: i.dataset for i in run_.inputs.dataset_inputs}
+        if tags.get("model") == "hyperband-search":
+            continue  # the chief's run: it reads no data, its trials do
+        if tags.get("stage") != "evaluate":  # not a run of its own for a model trained elsewhere (dvc pull)
+            assert inputs.keys() >= {"train", "validation"}, (run_.info.run_name, sorted(inputs))
+            assert inputs["train"].digest == inputs["validation"].digest == digest["train"]
+            assert json.loads(inputs["train"].source)["uri"].endswith("data/prepared/train.npz")
+        if "evaluate" in tags.get("stage", ""):
+            assert inputs["test"].digest == digest["test"], run_.info.run_name
+            assert tags.get("evaluate_invocation_id")
+    # One pipeline invocation, one group: the trials share their search's id.
+    by_search = {}
+    for run_ in runs:
+        if run_.data.tags.get("model") == "trial":
+            parent = client.get_run(run_.data.tags["mlflow.parentRunId"])
+            by_search.setdefault(parent.data.tags["invocation_id"], set()).add(run_.data.tags["invocation_id"])
+    assert all(ids == {parent} for parent, ids in by_search.items()), by_search
+
+
+# --- DVC's model artifacts ---------------------------------------------------------------------------
+
+
+def models() -> list[str]:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    return [*params["train"], "tuned"]
+
+
+@pytest.mark.slow  # DVC's index of the real repository (2 s), as test_dag_equality.py
+def test_dvc_yaml_declares_every_trained_model_as_a_model_artifact():
+    from dvc.repo import Repo
+
+    repo = Repo(str(REPO))
+    artifacts = repo.artifacts.read()["dvc.yaml"]  # DVC's own parser and checks
+    by_path = {a.path: (name, a) for name, a in artifacts.items()}
+    assert sorted(by_path) == sorted(f"models/{m}.keras" for m in models())
+    outs = {out.def_path for out in repo.index.outs}  # foreach stages rendered
+    for path, (name, artifact) in by_path.items():
+        assert path in outs, f"{path}: no stage makes it"
+        assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name), name  # DVC's (and Studio's) artifact names
+        assert artifact.type == "model" and artifact.desc and "fashion-mnist" in artifact.labels, name
+
+
+@pytest.mark.slow  # DVC as a subprocess
+def test_dvc_artifacts_get_fetches_a_model_by_name(tmp_path):
+    """`dvc artifacts get` on a tiny DVC repo that declares the project's artifacts section."""
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    for model in models():
+        (repo / "models" / f"{model}.keras").write_bytes(f"stand-in for {model}".encode())
+    run(["dvc", "add", "-q", *(f"models/{m}.keras" for m in models())], repo)
+    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"artifacts": artifacts}))
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "models"], repo)
+    # A version in the model registry is a git tag NAME@vX.Y.Z (what `gto register` makes).
+    run(["git", "tag", "-a", "fashion-mlp-tuned@v1.0.0", "-m", "Registered fashion-mlp-tuned v1.0.0"], repo)
+    out = tmp_path / "got"
+    out.mkdir()
+    run(["dvc", "artifacts", "get", str(repo), "fashion-mlp-tuned", "-o", "tuned.keras"], out)
+    assert (out / "tuned.keras").read_bytes() == b"stand-in for tuned"
+    # The registry's listing (gto, which DVC installs) shows the registered version.
+    listing = json.loads(run([str(Path(sys.executable).parent / "gto"), "show", "--json"], repo).stdout)
+    assert listing["fashion-mlp-tuned"]["version"] == "v1.0.0" and listing["fashion-mlp-tuned"]["registered"]
+
+
+# --- Python 3.11 to 3.13 -----------------------------------------------------------------------------
+
+
+def test_one_lock_for_every_supported_python():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11,<3.14"
+    lock = (REPO / "requirements.lock").read_text()
+    assert "--universal --python-version 3.11" in lock.splitlines()[1]  # resolved for 3.11 and up
+    # shap 0.51.0 is the last release for 3.11: the lock carries both, by marker.
+    assert "shap==0.51.0 ; python_full_version < '3.12'" in lock
+    assert re.search(r"^shap==0\.52\.\d+ ; python_full_version >= '3\.12'$", lock, re.M)
+    assert "uv pip compile" in (REPO / "Makefile").read_text()
+    ci = (REPO / ".ci/run").read_text()
+    assert "3.12" in ci and "3.13" in ci
+
+
+# --- DVC experiment queues (for the DVC end-to-end run) ------------------------------------------------
+
+QUEUE_EPOCHS = (3, 4, 5)  # train.baseline.epochs of the three experiments (the smoke copy has 2)
+QUEUE_TIMEOUT = 1500
+
+
+def check_queue(repo: Path) -> dict:
+    """Three `dvc exp run --queue -S train.baseline.epochs=N`, then `dvc queue start -j 2`, in `repo`:
+    a smoke copy already brought up to date by `dvc repro`. Each experiment reruns only the baseline's
+    training and evaluation, register and report. Every run lands in the repo's one MLflow store, tagged
+    with its experiment's name, and ends FINISHED; no experiment fails and no log says `database is locked`.
+    Two experiments run at once. Returns figures for the report (seconds, runs)."""
+    names = [f"sweep-epochs-{e}" for e in QUEUE_EPOCHS]
+    for epochs, name in zip(QUEUE_EPOCHS, names, strict=True):
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.baseline.epochs={epochs}", "--name", name], repo)
+    started = time.monotonic()
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    status = ""
+    while time.monotonic() - started < QUEUE_TIMEOUT:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(5)
+    seconds = time.monotonic() - started
+    run(["dvc", "queue", "stop"], repo, check=False)
+    return {"seconds": round(seconds)} | check_queue_results(repo, names, status)
+
+
+def check_queue_results(repo: Path, names: list[str], status: str) -> dict:
+    """check_queue's checks once the queue is done; `status` is `dvc queue status`'s last output."""
+    from mlflow import MlflowClient
+
+    logs = {name: run(["dvc", "queue", "logs", name], repo, check=False).stdout for name in names}
+    for name in names:
+        assert re.search(rf"\s{name}\s.*\bSuccess\b", status), f"{name}:\n{status}\n{logs[name][-3000:]}"
+        assert "database is locked" not in logs[name], logs[name][-3000:]
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    shown_names = {exp.get("name") for rev in shown for exp in rev.get("experiments") or []}
+    assert set(names) <= shown_names, shown_names
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    every = client.search_runs(experiments, max_results=5000)
+    assert [r.info.run_name for r in every if r.info.status != "FINISHED"] == []
+    spans, ids = {}, {}
+    for name in names:
+        runs = [r for r in every if r.data.tags.get("dvc_exp_name") == name]
+        assert [r.data.tags["model"] for r in runs] == ["baseline"], (name, [r.data.tags for r in runs])
+        assert runs[0].data.params["epochs"] == str(QUEUE_EPOCHS[names.index(name)])
+        assert "test" in {i.dataset.name for i in runs[0].inputs.dataset_inputs}  # evaluated too
+        spans[name] = (runs[0].info.start_time, runs[0].info.end_time)
+        ids[name] = runs[0].data.tags["invocation_id"]
+    assert len(set(ids.values())) == len(names), ids  # one group per experiment
+    overlapping = sum(
+        1 for a in names for b in names if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+    )
+    assert overlapping >= 1, spans  # two at a time
+    return {"runs": len(every), "overlapping_pairs": overlapping}
