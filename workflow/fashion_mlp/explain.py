@@ -81,9 +81,9 @@ def load_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def check_images(images: np.ndarray, name: str) -> None:
     """An image sample must hold at least one image of 784 pixels."""
-    if images.ndim < 2 or len(images) == 0:
+    if images.ndim >= 1 and len(images) == 0:
         raise ExplainError(f"{name}: the sample is empty (shape {images.shape}); it needs at least one image")
-    if math.prod(images.shape[1:]) != FEATURES:
+    if images.ndim < 2 or math.prod(images.shape[1:]) != FEATURES:
         raise ExplainError(f"{name}: images have shape {images.shape[1:]}, expected {IMAGE_SHAPE} ({FEATURES} pixels)")
 
 
@@ -119,7 +119,9 @@ def predict_fn(model):
 
     def predict(images: np.ndarray) -> np.ndarray:
         shaped = images.reshape(len(images), *model.input_shape[1:])
-        return np.concatenate([np.asarray(model(shaped[i : i + 2048], training=False)) for i in range(0, len(shaped), 2048)])
+        return np.concatenate(
+            [np.asarray(model(shaped[i : i + 2048], training=False)) for i in range(0, len(shaped), 2048)]
+        )
 
     return predict
 
@@ -194,7 +196,13 @@ def explain_model(model, background: np.ndarray, x_test: np.ndarray, y_test: np.
     return {
         "report": rounded(report),
         "sample": (images[:n], targets[:n], {k: v[:n] for k, v in maps.items()}),
-        "examples": (images[n:], y_test[shown], predicted[shown], confidence[shown], {k: v[n:] for k, v in maps.items()}),
+        "examples": (
+            images[n:],
+            y_test[shown],
+            predicted[shown],
+            confidence[shown],
+            {k: v[n:] for k, v in maps.items()},
+        ),
         "deletion": (fractions, curves, areas),
     }
 

@@ -150,7 +150,7 @@ def deletion_curve(
     ranks = np.argsort(-order_by.reshape(n, size), axis=1, kind="stable")
     accuracy = []
     for fraction in fractions:
-        k = int(round(fraction * size))
+        k = round(fraction * size)
         deleted = flat.copy()
         np.put_along_axis(deleted, ranks[:, :k], fill, axis=1)
         predicted = np.asarray(predict(deleted.reshape(images.shape))).argmax(axis=1)

@@ -107,7 +107,15 @@ def plot_deletion(fractions: np.ndarray, curves: dict[str, np.ndarray], areas: d
     names = dict(METHODS) | {"random": "random order (control)"}
     for key, values in curves.items():
         color, style = styles[key]
-        ax.plot(fractions, values, style, color=color, marker="o", markersize=3, label=f"{names[key]}: area {areas[key]:.3f}")
+        ax.plot(
+            fractions,
+            values,
+            style,
+            color=color,
+            marker="o",
+            markersize=3,
+            label=f"{names[key]}: area {areas[key]:.3f}",
+        )
     ax.set(
         xlabel="Share of pixels deleted (set to 0, highest attribution first)",
         ylabel="Accuracy on the explained test images",
