@@ -71,7 +71,8 @@ def test_lrp_conserves_relevance_and_equals_gradient_times_input_without_biases(
     relevance, top = lrp.relevance(model, x, targets, epsilon=0.0)
     np.testing.assert_allclose(relevance.reshape(6, -1).sum(axis=1), top, atol=1e-5)
     # Gradient x input by hand, in float64: W1 diag(relu'(z1)) diag(bn scale) W2[:, c].
-    w1, w2 = (layer.kernel.numpy().astype(np.float64) for layer in model.layers if isinstance(layer, keras.layers.Dense))
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    w1, w2 = (layer.kernel.numpy().astype(np.float64) for layer in dense)
     scale, shift = lrp.batchnorm_affine(model.layers[2])
     assert np.all(shift == 0)
     flat = x.reshape(6, -1).astype(np.float64)
@@ -166,9 +167,9 @@ def test_pick_examples_takes_the_most_confident_mistakes():
 def test_a_file_that_is_not_a_keras_model_is_refused_by_name(tmp_path):
     bad = tmp_path / "broken.keras"
     bad.write_text("not a model")
-    with pytest.raises(explain.ExplainError, match="broken.keras: not a Keras model"):
+    with pytest.raises(explain.ExplainError, match=r"broken\.keras: not a Keras model"):
         explain.load_model_checked(bad)
-    with pytest.raises(explain.ExplainError, match="missing.keras: model file not found"):
+    with pytest.raises(explain.ExplainError, match=r"missing\.keras: model file not found"):
         explain.load_model_checked(tmp_path / "missing.keras")
 
 
@@ -193,7 +194,7 @@ def test_an_empty_or_misshapen_background_sample_is_refused_by_name(tmp_path, x,
 def test_an_npz_without_the_split_is_refused_by_name(tmp_path):
     path = tmp_path / "test.npz"
     np.savez(path, x_val=np.zeros((2, 28, 28)))
-    with pytest.raises(explain.ExplainError, match="test.npz: has no x_test and y_test"):
+    with pytest.raises(explain.ExplainError, match=r"test\.npz: has no x_test and y_test"):
         explain.load_split(path, "test")
 
 
@@ -228,16 +229,17 @@ def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
 
 
 def run_cli(workdir: Path, model_path: Path, out: str) -> subprocess.CompletedProcess:
-    flags = [f"--{key} {value}" for key, value in OPTS.items()]
-    args = " ".join(flags).split() + [
-        *("--seed 3 --threads 1 --experiment explain-test --model tiny".split()),
+    args = [
+        *" ".join(f"--{key} {value}" for key, value in OPTS.items()).split(),
+        *("--seed", "3", "--threads", "1", "--experiment", "explain-test", "--model", "tiny"),
         *("--model_path", str(model_path), "--train_data", "train.npz", "--test_data", "test.npz"),
         *("--json_out", f"{out}/tiny.json", "--deletion_out", f"{out}/tiny_deletion.csv"),
         *("--classes_png", f"{out}/classes.png", "--examples_png", f"{out}/examples.png"),
         *("--deletion_png", f"{out}/deletion.png"),
     ]
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
-    return subprocess.run([str(CLI), "explain", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    command = [str(CLI), "explain", *args]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
