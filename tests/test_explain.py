@@ -150,6 +150,8 @@ def test_stratified_sample_is_seeded_and_balanced():
     assert np.all(np.diff(first) > 0)
     assert np.bincount(labels[first], minlength=10).tolist() == [3] * 10
     assert len(explain.stratified_sample(labels, 50, seed=5)) == 70  # capped at what each class has
+    uneven = explain.stratified_sample(labels, [2] * 5 + [1] * 5, seed=5)
+    assert np.bincount(labels[uneven], minlength=10).tolist() == [2] * 5 + [1] * 5
 
 
 def test_pick_examples_takes_the_most_confident_mistakes():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +64,18 @@ def load_model_checked(path: Path):
 
 def load_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """x_<split> as float32 (N, 28, 28) and y_<split>, refused with a message naming the file if empty or misshapen."""
-    from fashion_mlp.data import DataError, load_arrays
+    import zipfile
 
-    try:
-        arrays = load_arrays(path)
-    except DataError as exc:
-        raise ExplainError(str(exc)) from None
     x_key, y_key = f"x_{split}", f"y_{split}"
-    if x_key not in arrays or y_key not in arrays:
-        raise ExplainError(f"{path}: has no {x_key} and {y_key} arrays (found: {', '.join(sorted(arrays))})")
+    if not Path(path).is_file():
+        raise ExplainError(f"{path}: file not found; run the prepare stage first")
+    try:  # only the two arrays needed: train.npz also holds the validation split
+        with np.load(path, allow_pickle=False) as npz:
+            if x_key not in npz.files or y_key not in npz.files:
+                raise ExplainError(f"{path}: has no {x_key} and {y_key} arrays (found: {', '.join(sorted(npz.files))})")
+            arrays = {x_key: npz[x_key], y_key: npz[y_key]}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ExplainError(f"{path}: not a readable .npz of plain arrays ({exc})") from None
     images, labels = arrays[x_key], arrays[y_key]
     check_images(images, f"{path} ({x_key})")
     if labels.shape != (len(images),):
@@ -87,13 +91,14 @@ def check_images(images: np.ndarray, name: str) -> None:
         raise ExplainError(f"{name}: images have shape {images.shape[1:]}, expected {IMAGE_SHAPE} ({FEATURES} pixels)")
 
 
-def stratified_sample(labels: np.ndarray, n_per_class: int, seed: int) -> np.ndarray:
-    """Sorted indices of up to `n_per_class` images of every class, drawn with `seed`."""
+def stratified_sample(labels: np.ndarray, n_per_class: int | list[int], seed: int) -> np.ndarray:
+    """Sorted indices of up to `n_per_class` images of every class (one count, or one per class), drawn with `seed`."""
     rng = np.random.default_rng(seed)
+    counts = [n_per_class] * NUM_CLASSES if isinstance(n_per_class, int) else n_per_class
     picks = []
-    for cls in range(NUM_CLASSES):
+    for cls, count in enumerate(counts):
         members = np.flatnonzero(labels == cls)
-        picks.append(rng.choice(members, size=min(n_per_class, len(members)), replace=False))
+        picks.append(rng.choice(members, size=min(count, len(members)), replace=False))
     return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
@@ -243,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
     opts = section_from_args(args, "explain")
     validate_section("explain", opts)
@@ -254,13 +260,16 @@ def main(argv: list[str] | None = None) -> None:
 
     model = load_model_checked(args.model_path)
     x_train, y_train = load_split(args.train_data, "train")
-    background = x_train[stratified_sample(y_train, math.ceil(opts["background_size"] / NUM_CLASSES), args.seed)]
-    background = background[: opts["background_size"]]
+    size = opts["background_size"]
+    per_class = [size // NUM_CLASSES + (cls < size % NUM_CLASSES) for cls in range(NUM_CLASSES)]
+    background = x_train[stratified_sample(y_train, per_class, args.seed)]
     check_images(background, f"{args.train_data} (background sample)")
     x_test, y_test = load_split(args.test_data, "test")
     shape = (-1, *model.input_shape[1:])
+    seconds = {"set-up": time.perf_counter() - started}
     result = explain_model(model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed)
 
+    seconds["attributions and checks"] = time.perf_counter() - started - sum(seconds.values())
     report = {"model": args.model, **result["report"]}
     title = args.model
     write_json(args.json_out, report)
@@ -268,7 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     figures.plot_class_maps(*result["sample"], args.classes_png, title)
     figures.plot_examples(*result["examples"], args.examples_png, title)
     figures.plot_deletion(*result["deletion"], args.deletion_png, title)
-    run_id = log_to_mlflow(args, report)
+    seconds["outputs"] = time.perf_counter() - started - sum(seconds.values())
+    # Wall times go to the log and MLflow only: the JSON stays the same from run to run.
+    run_id = log_to_mlflow(args, report, time.perf_counter() - started)
+    seconds["mlflow"] = time.perf_counter() - started - sum(seconds.values())
+    print("explain: seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     print(
         f"explain: {args.model}: SHAP additivity gap {report['shap']['additivity_max_abs_gap']:.2g}, "
         f"randomization rho |SHAP| {report['shap']['randomization']['spearman_abs']:.3f} "
@@ -292,7 +305,7 @@ def metrics_of(report: dict) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def log_to_mlflow(args: argparse.Namespace, report: dict) -> str:
+def log_to_mlflow(args: argparse.Namespace, report: dict, seconds: float) -> str:
     """Add the explanation figures, JSON and numbers to the run that trained this exact model file."""
     import mlflow
 
@@ -309,7 +322,7 @@ def log_to_mlflow(args: argparse.Namespace, report: dict) -> str:
     else:
         active = tracking.resume_run(run.info.run_id)
     with active:
-        tracking.with_retry(mlflow.log_metrics, metrics_of(report))
+        tracking.with_retry(mlflow.log_metrics, metrics_of(report) | {"explain_seconds": seconds})
         tracking.with_retry(mlflow.set_tags, {"explain_engine": tracking.engine()})
         for path in (args.json_out, args.deletion_out):
             mlflow.log_artifact(str(path), artifact_path="explain")
