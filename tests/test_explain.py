@@ -145,12 +145,12 @@ def test_deletion_by_true_attribution_beats_random_order():
 
 def test_stratified_sample_is_seeded_and_balanced():
     labels = np.repeat(np.arange(10), 7)
-    first = explain.stratified_sample(labels, 3, seed=5)
-    assert np.array_equal(first, explain.stratified_sample(labels, 3, seed=5))
+    first = explain_checks.stratified_sample(labels, 3, seed=5)
+    assert np.array_equal(first, explain_checks.stratified_sample(labels, 3, seed=5))
     assert np.all(np.diff(first) > 0)
     assert np.bincount(labels[first], minlength=10).tolist() == [3] * 10
-    assert len(explain.stratified_sample(labels, 50, seed=5)) == 70  # capped at what each class has
-    uneven = explain.stratified_sample(labels, [2] * 5 + [1] * 5, seed=5)
+    assert len(explain_checks.stratified_sample(labels, 50, seed=5)) == 70  # capped at what each class has
+    uneven = explain_checks.stratified_sample(labels, [2] * 5 + [1] * 5, seed=5)
     assert np.bincount(labels[uneven], minlength=10).tolist() == [2] * 5 + [1] * 5
 
 
@@ -158,7 +158,7 @@ def test_pick_examples_takes_the_most_confident_mistakes():
     labels = np.array([0, 1, 2, 3, 4, 5])
     predicted = np.array([0, 2, 2, 4, 4, 0])
     confidence = np.array([0.9, 0.6, 0.8, 0.99, 0.7, 0.7])
-    correct, mistakes = explain.pick_examples(labels, predicted, confidence, np.arange(6), 2, 2)
+    correct, mistakes = explain_checks.pick_examples(labels, predicted, confidence, np.arange(6), 2, 2)
     assert correct.tolist() == [0, 2]
     assert mistakes.tolist() == [3, 5]  # by confidence: 0.99, 0.7 (0.6 left out)
 
