@@ -1,7 +1,7 @@
 # Fashion-MNIST multilayer perceptrons, end to end:
 #   download -> prepare -> train (per model)
 #                       + tune (Hyperband: a chief and N workers, then retrains `tuned`)
-#            -> evaluate (per model) -> register (champion) -> report
+#            -> evaluate, explain (per model) -> register (champion) -> report
 #   demos: the tutorial's XOR and activation-function lessons, into the report
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same
 # commands. Run: snakemake --cores all   (profile: profiles/default)
@@ -21,6 +21,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/tune.smk"
+include: "workflow/rules/explain.smk"
 include: "workflow/rules/demos.smk"
 include: "workflow/rules/report.smk"
 
@@ -37,6 +38,7 @@ rule all:
         rules.demos.output,
         expand("models/{model}.keras", model=EVALUATED),
         expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
+        expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=EXPLAIN_FIGURE_KINDS),
 
 
 onstart:

@@ -84,6 +84,7 @@ def test_same_stages_and_outputs(engines):
         "prepare": "prepare",
         "tune": "tune_finish",
         "evaluate@tuned": "evaluate",
+        "explain@tuned": "explain",
         "register": "register",
         "demos": "demos",
         "report": "report",
@@ -91,6 +92,7 @@ def test_same_stages_and_outputs(engines):
     for model in params["train"]:
         expected[f"train@{model}"] = "train"
         expected[f"evaluate@{model}"] = "evaluate"
+        expected[f"explain@{model}"] = "explain"
     assert names == expected
 
 

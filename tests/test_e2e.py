@@ -34,6 +34,8 @@ from conftest import edit_params, engine_env, run
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 from smoke_runs import MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
+from test_ecosystem import check_mlflow_lineage, check_queue
+from test_explain import check_explain_outputs
 from test_predict import check_champion_predicts
 from test_report import check_uncertainty
 
@@ -335,6 +337,8 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot, t
     assert_demo_outputs(repo)
     assert_mlflow(repo, engine="snakemake")
     check_uncertainty(repo)
+    check_explain_outputs(repo)
+    check_mlflow_lineage(repo)
     check_champion_predicts(repo, tmp_path / "pictures")  # the registered champion, through `fashion-mlp predict`
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
     assert dvc_status(repo) == {}
@@ -428,8 +432,16 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
     assert_demo_outputs(dvc_repo)
     assert_mlflow(dvc_repo, engine="dvc")
     check_uncertainty(dvc_repo)
+    check_explain_outputs(dvc_repo)
+    check_mlflow_lineage(dvc_repo)
     metrics = run(["dvc", "metrics", "show", "--json"], dvc_repo)
     assert "accuracy" in metrics.stdout
+
+
+def test_dvc_queue_runs_three_experiments_two_at_a_time_into_the_one_store(dvc_repo: Path, dvc_first: Snapshot) -> None:
+    """`dvc exp run --queue -S ...` three times, then `dvc queue start -j 2` (README: Sweep values in parallel)."""
+    figures = check_queue(dvc_repo)
+    print(f"\ndvc queue: {figures}")
 
 
 def test_same_params_and_seed_give_identical_models_under_both_engines(

@@ -18,6 +18,7 @@ COMMANDS = {
     "train": ("fashion_mlp.train", "train one MLP from its params block"),
     "tune": ("fashion_mlp.tune", "Hyperband search on the validation split, then retrain the best"),
     "evaluate": ("fashion_mlp.evaluate", "test-set metrics and figures for one model"),
+    "explain": ("fashion_mlp.explain", "SHAP and LRP maps of one model, with sanity and deletion checks"),
     "register": ("fashion_mlp.register", "register the best model by validation accuracy as champion"),
     "predict": ("fashion_mlp.predict", "classify pictures (files, directories, globs) with the champion"),
     "report": ("fashion_mlp.report", "reports/summary.md comparing every model"),

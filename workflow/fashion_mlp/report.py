@@ -219,6 +219,46 @@ def demos_section(xor: dict, activations_md: str, figures: dict[str, Path], summ
     return lines
 
 
+def explain_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -> list[str]:
+    """Markdown lines of the "Explanations" section, from `fashion-mlp explain`'s JSON files (docs/explain.md)."""
+
+    def check(part: dict) -> str:
+        rand = part["randomization"]
+        return f"{rand['spearman_abs']:.2f} ({rand['verdict']})"
+
+    lines = [
+        "## Explanations (SHAP and LRP)",
+        "",
+        "Both methods explain the logit of a class (docs/explain.md). Additivity and conservation: how far "
+        "SHAP values sum from f(x) − E f(background), and how much of the logit LRP's relevance keeps down to the "
+        "pixels. Randomization: Spearman correlation of |maps| between the trained model and the same architecture "
+        "re-initialized; a method FAILS when it stays high, for then it explains the input, not the model. "
+        "Deletion: area under accuracy as pixels are removed, highest attribution first (lower is more faithful); "
+        "random order is the control.",
+        "",
+        "| Model | SHAP additivity gap | LRP relevance out → in | Randomization ρ SHAP | Randomization ρ LRP "
+        "| Deletion area SHAP / LRP / random |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for e in explain:
+        shap, lrp = e["shap"], e["lrp"]
+        kept = lrp["conservation"]
+        lines.append(
+            f"| {e['model']} | {shap['additivity_max_abs_gap']:.1e} | {kept['mean_relevance_out']:.2f} → "
+            f"{kept['mean_relevance_in']:.2f} | {check(shap)} | {check(lrp)} | {shap['deletion_area']:.3f} / "
+            f"{lrp['deletion_area']:.3f} / {e['deletion']['random_area']:.3f} |"
+        )
+    lines.append("")
+    for e in explain:
+        links = []
+        for kind, label in (("classes", "Per-class maps"), ("examples", "Examples"), ("deletion", "Deletion curves")):
+            path = figures_dir / f"{e['model']}_explain_{kind}.png"
+            if path.exists():
+                links.append(f"[{label}]({Path(os.path.relpath(path, summary_dir)).as_posix()})")
+        lines.append(f"- **{e['model']}**: " + " · ".join(links))
+    return [*lines, ""]
+
+
 def render(
     metrics: list[dict],
     stats: dict,
@@ -229,6 +269,7 @@ def render(
     champion: dict | None = None,
     demos: list[str] | None = None,
     pairs: list[dict] | None = None,
+    explain: list[str] | None = None,
 ) -> str:
     counts = stats["counts"]
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
@@ -263,6 +304,7 @@ def render(
         "",
         *figure_links(metrics, figures_dir, out.parent),
         "",
+        *(explain or []),
         *(demos or []),
     ]
     return "\n".join(lines)
@@ -279,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--champion", type=Path, help="champion.json from register")
     parser.add_argument("--demos_xor", type=Path, help="xor.json from demos")
     parser.add_argument("--demos_activations", type=Path, help="activations.md from demos")
+    parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain/<model>.json from explain")
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument("--chart_out", type=Path, required=True, help="bar chart comparing the models")
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
@@ -302,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.demos_xor and args.demos_activations:
         figures = {key: args.figures_dir / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
         demos = demos_section(read_json(args.demos_xor), args.demos_activations.read_text(), figures, args.out.parent)
+    explain = None
+    if args.explain:
+        explain = explain_section([read_json(path) for path in args.explain], args.figures_dir, args.out.parent)
     write_text(
         args.out,
         render(
@@ -314,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
             champion,
             demos,
             pairs,
+            explain,
         ),
     )
     timings_dir = args.timings_dir or args.out.parent / "timings"

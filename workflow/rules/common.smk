@@ -35,6 +35,7 @@ envvars:
 MODELS = list(config["train"])  # trained from their params block by `train`
 EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
 FIGURE_KINDS = ["confusion", "curves", "predictions", "reliability"]  # evaluate's PNGs, per model
+EXPLAIN_FIGURE_KINDS = ["explain_classes", "explain_examples", "explain_deletion"]  # explain's PNGs, per model
 RAW = expand("data/raw/{name}", name=list(RAW_FILES))
 
 

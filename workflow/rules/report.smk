@@ -3,6 +3,8 @@ rule report:
         metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
         predictions=expand("reports/predictions/{model}.csv", model=EVALUATED),  # paired McNemar tests
         figures=expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
+        explain=expand("reports/explain/{model}.json", model=EVALUATED),
+        explain_figures=expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=EXPLAIN_FIGURE_KINDS),
         stats="reports/data_stats.json",
         best="reports/tuning/best_hparams.json",
         trials_figure="reports/figures/tuning_trials.png",
@@ -34,5 +36,5 @@ rule report:
     shell:
         "fashion-mlp report --metrics {input.metrics} --predictions {input.predictions} --data_stats {input.stats}"
         " --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
-        " --demos_activations {input.activations}"
+        " --demos_activations {input.activations} --explain {input.explain}"
         " --figures_dir reports/figures --chart_out {output.chart} --out {output.summary} > {log} 2>&1"

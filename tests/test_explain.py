@@ -1,0 +1,295 @@
+"""The `explain` stage: LRP's epsilon rule, SHAP additivity, the sanity checks and bad input.
+
+Fast tier: tiny nets with seeded random weights, built here, never trained. The one slow test
+runs the CLI twice on tiny files (same bytes; a bad model writes nothing).
+check_explain_outputs(repo) is for the end-to-end runs of both engines.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CLI, PNG_MAGIC, assert_png, clean_env, no_temporaries
+from fashion_mlp import explain, explain_checks, lrp
+from fashion_mlp.report import explain_section
+
+keras = pytest.importorskip("keras")
+
+OPTS = {
+    "background_size": 20,
+    "images_per_class": 2,
+    "grid_correct": 2,
+    "grid_mistakes": 2,
+    "deletion_steps": 4,
+    "lrp_epsilon": 0.01,
+    "randomization_threshold": 0.5,
+}
+
+
+def tiny_mlp(seed: int = 0, zero_bias: bool = False, batchnorm: bool = True, input_shape=(28, 28)):
+    """Flatten -> Dense(12, relu) -> [BatchNorm] -> Dropout -> Dense(10, softmax), with seeded random weights
+    (BatchNorm's moving statistics and beta too, so it is a real affine map; zero when zero_bias)."""
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input(shape=input_shape), keras.layers.Flatten(), keras.layers.Dense(12, activation="relu")]
+    if batchnorm:
+        layers.append(keras.layers.BatchNormalization())
+    layers += [keras.layers.Dropout(0.3), keras.layers.Dense(10, activation="softmax")]
+    model = keras.Sequential(layers)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            layer.bias.assign(np.zeros(layer.units) if zero_bias else rng.normal(0, 0.1, layer.units))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+            layer.beta.assign(np.zeros(n) if zero_bias else rng.normal(0, 0.1, n))
+            layer.moving_mean.assign(np.zeros(n) if zero_bias else rng.normal(0, 0.1, n))
+    return model
+
+
+def images(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 28, 28)).astype(np.float32)
+
+
+def test_lrp_logits_are_the_models_pre_softmax_scores():
+    model, x = tiny_mlp(), images(5)
+    scores = lrp.logits(model, x)
+    softmax = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(softmax, model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_lrp_conserves_relevance_and_equals_gradient_times_input_without_biases():
+    model, x = tiny_mlp(zero_bias=True), images(6)
+    targets = np.arange(6) % 10
+    relevance, top = lrp.relevance(model, x, targets, epsilon=0.0)
+    np.testing.assert_allclose(relevance.reshape(6, -1).sum(axis=1), top, atol=1e-5)
+    # Gradient x input by hand, in float64: W1 diag(relu'(z1)) diag(bn scale) W2[:, c].
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    w1, w2 = (layer.kernel.numpy().astype(np.float64) for layer in dense)
+    scale, shift = lrp.batchnorm_affine(model.layers[2])
+    assert np.all(shift == 0)
+    flat = x.reshape(6, -1).astype(np.float64)
+    active = (flat @ w1) > 0
+    grads = np.stack([w1 @ (active[i] * scale * w2[:, targets[i]]) for i in range(6)])
+    np.testing.assert_allclose(relevance.reshape(6, -1), grads * flat, atol=1e-6)
+
+
+def test_lrp_with_biases_loses_relevance_to_them():
+    model, x = tiny_mlp(zero_bias=False), images(6)
+    result = explain_checks.lrp_attributions(model, x, np.zeros(6, dtype=int), epsilon=0.01)
+    summary = explain_checks.conservation_summary(result["relevance_out"], result["relevance_in"])
+    assert summary["max_abs_gap"] > 1e-4  # the biases absorb some: the report states how much
+
+
+def test_lrp_refuses_a_layer_it_does_not_cover():
+    model = keras.Sequential([keras.Input(shape=(28, 28, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])
+    with pytest.raises(lrp.UnsupportedLayer, match="Conv2D"):
+        lrp.affine_steps(model)
+
+
+def test_shap_additivity_holds():
+    model = tiny_mlp()
+    x, targets = images(4), np.array([3, 3, 7, 3])  # two classes: two explainers, each on its own images
+    result = explain_checks.shap_attributions(model, images(10, seed=2), x, targets)
+    assert result["values"].shape == x.shape
+    assert result["additivity_gaps"].max() < 1e-4
+
+
+def test_randomizing_the_weights_lowers_the_rank_correlation():
+    model, x = tiny_mlp(seed=0), images(6)
+    targets = np.zeros(6, dtype=int)  # one class: one DeepExplainer per model
+    random = explain_checks.randomized_copy(model, seed=7)
+    assert not np.allclose(random.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
+    for attribute in (
+        lambda m: explain_checks.lrp_attributions(m, x, targets, 0.01)["values"],
+        lambda m: explain_checks.shap_attributions(m, images(10, seed=2), x, targets)["values"],
+    ):
+        same = explain_checks.rank_correlation(attribute(model), attribute(model), x)
+        other = explain_checks.rank_correlation(attribute(model), attribute(random), x)
+        assert same["spearman"] == pytest.approx(1.0)
+        assert other["spearman"] < 0.5
+        assert other["spearman_abs"] < same["spearman_abs"]
+        assert other["spearman_abs_on_garment"] < same["spearman_abs_on_garment"]
+
+
+def test_randomization_verdict_fails_a_method_whose_maps_stay_alike():
+    assert explain_checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.2}, 0.5)["verdict"] == "passes"
+    failed = explain_checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.8}, 0.5)
+    assert failed["verdict"] == "FAILS"
+    assert "explain the input, not the model" in failed["meaning"]
+
+
+def test_deletion_by_true_attribution_beats_random_order():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(784, 10))
+    x = rng.random((40, 28, 28))
+
+    def predict(batch):
+        return batch.reshape(len(batch), -1) @ weights
+
+    labels = predict(x).argmax(axis=1)
+    attribution = x.reshape(40, -1) * weights[:, labels].T  # exact for a linear model
+    fractions = np.linspace(0, 1, 11)
+    by_attribution = explain_checks.deletion_curve(predict, x, labels, attribution, fractions)
+    by_chance = explain_checks.deletion_curve(predict, x, labels, rng.random((40, 784)), fractions)
+    assert by_attribution[0] == by_chance[0] == 1.0
+    assert explain_checks.area_under(fractions, by_attribution) < explain_checks.area_under(fractions, by_chance)
+
+
+def test_stratified_sample_is_seeded_and_balanced():
+    labels = np.repeat(np.arange(10), 7)
+    first = explain_checks.stratified_sample(labels, 3, seed=5)
+    assert np.array_equal(first, explain_checks.stratified_sample(labels, 3, seed=5))
+    assert np.all(np.diff(first) > 0)
+    assert np.bincount(labels[first], minlength=10).tolist() == [3] * 10
+    assert len(explain_checks.stratified_sample(labels, 50, seed=5)) == 70  # capped at what each class has
+    uneven = explain_checks.stratified_sample(labels, [2] * 5 + [1] * 5, seed=5)
+    assert np.bincount(labels[uneven], minlength=10).tolist() == [2] * 5 + [1] * 5
+
+
+def test_pick_examples_takes_the_most_confident_mistakes():
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    predicted = np.array([0, 2, 2, 4, 4, 0])
+    confidence = np.array([0.9, 0.6, 0.8, 0.99, 0.7, 0.7])
+    correct, mistakes = explain_checks.pick_examples(labels, predicted, confidence, np.arange(6), 2, 2)
+    assert correct.tolist() == [0, 2]
+    assert mistakes.tolist() == [3, 5]  # by confidence: 0.99, 0.7 (0.6 left out)
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_keras_model_is_refused_by_name(tmp_path):
+    bad = tmp_path / "broken.keras"
+    bad.write_text("not a model")
+    with pytest.raises(explain.ExplainError, match=r"broken\.keras: not a Keras model"):
+        explain.load_model_checked(bad)
+    with pytest.raises(explain.ExplainError, match=r"missing\.keras: model file not found"):
+        explain.load_model_checked(tmp_path / "missing.keras")
+
+
+def test_a_model_whose_input_is_not_784_is_refused_by_name(tmp_path):
+    path = tmp_path / "small.keras"
+    tiny_mlp(input_shape=(10,)).save(path)
+    with pytest.raises(explain.ExplainError, match=r"small.keras: the model's input shape is \(None, 10\)"):
+        explain.load_model_checked(path)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [(np.zeros((0, 28, 28)), "is empty"), (np.zeros((5, 27, 28)), r"shape \(27, 28\)"), (np.zeros(5), r"shape \(\)")],
+)
+def test_an_empty_or_misshapen_background_sample_is_refused_by_name(tmp_path, x, message):
+    path = tmp_path / "train.npz"
+    np.savez(path, x_train=x, y_train=np.zeros(len(x), dtype=np.uint8))
+    with pytest.raises(explain.ExplainError, match=f"train.npz \\(x_train\\).*{message}"):
+        explain.load_split(path, "train")
+
+
+def test_an_npz_without_the_split_is_refused_by_name(tmp_path):
+    path = tmp_path / "test.npz"
+    np.savez(path, x_val=np.zeros((2, 28, 28)))
+    with pytest.raises(explain.ExplainError, match=r"test\.npz: has no x_test and y_test"):
+        explain.load_split(path, "test")
+
+
+# --- the summary's section -----------------------------------------------------------------
+
+
+def report_json(model: str = "baseline") -> dict:
+    check = {"spearman": 0.05, "spearman_abs": 0.7, "spearman_abs_on_garment": 0.3, "threshold": 0.5}
+    return {
+        "model": model,
+        "shap": {"additivity_max_abs_gap": 4e-6, "randomization": check | {"verdict": "FAILS"}, "deletion_area": 0.08},
+        "lrp": {
+            "conservation": {"mean_relevance_out": 9.9, "mean_relevance_in": 9.3},
+            "randomization": check | {"spearman_abs": 0.2, "verdict": "passes"},
+            "deletion_area": 0.03,
+        },
+        "deletion": {"random_area": 0.7},
+    }
+
+
+def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
+    (tmp_path / "baseline_explain_classes.png").write_bytes(PNG_MAGIC)
+    lines = explain_section([report_json()], tmp_path, tmp_path)
+    text = "\n".join(lines)
+    assert "## Explanations" in text
+    assert "| baseline | 4.0e-06 | 9.90 → 9.30 | 0.70 (FAILS) | 0.20 (passes) | 0.080 / 0.030 / 0.700 |" in text
+    assert "[Per-class maps](baseline_explain_classes.png)" in text
+    assert "Examples" not in text.split("- **baseline**")[1]  # a missing figure is not linked
+
+
+# --- the CLI, twice: same bytes; bad input writes nothing ------------------------------------
+
+
+def run_cli(workdir: Path, model_path: Path, out: str) -> subprocess.CompletedProcess:
+    args = [
+        *" ".join(f"--{key} {value}" for key, value in OPTS.items()).split(),
+        *("--seed", "3", "--threads", "1", "--experiment", "explain-test", "--model", "tiny"),
+        *("--model_path", str(model_path), "--train_data", "train.npz", "--test_data", "test.npz"),
+        *("--json_out", f"{out}/tiny.json", "--deletion_out", f"{out}/tiny_deletion.csv"),
+        *("--classes_png", f"{out}/classes.png", "--examples_png", f"{out}/examples.png"),
+        *("--deletion_png", f"{out}/deletion.png"),
+    ]
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    command = [str(CLI), "explain", *args]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_gives_the_same_bytes_twice_and_writes_nothing_for_a_bad_model(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("test", 40)):
+        np.savez(
+            tmp_path / f"{split}.npz",
+            **{f"x_{split}": rng.random((n, 28, 28)).astype(np.float32), f"y_{split}": np.arange(n) % 10},
+        )
+    tiny_mlp().save(tmp_path / "tiny.keras")
+    for out in ("a", "b"):
+        result = run_cli(tmp_path, tmp_path / "tiny.keras", out)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("tiny.json", "tiny_deletion.csv", "classes.png", "examples.png", "deletion.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    report = json.loads((tmp_path / "a" / "tiny.json").read_text())
+    assert report["shap"]["additivity_max_abs_gap"] < 1e-4
+    (tmp_path / "bad.keras").write_text("not a model")
+    result = run_cli(tmp_path, tmp_path / "bad.keras", "c")
+    assert result.returncode != 0
+    assert "bad.keras: not a Keras model" in result.stderr
+    assert not (tmp_path / "c").exists()
+
+
+# --- for the end-to-end runs of both engines -------------------------------------------------
+
+
+def check_explain_outputs(repo: Path) -> None:
+    """What `explain` must leave in a finished run of either engine (called by the e2e tests)."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    steps = params["explain"]["deletion_steps"]
+    for model in [*params["train"], "tuned"]:
+        report = json.loads((repo / "reports" / "explain" / f"{model}.json").read_text())
+        assert report["model"] == model
+        assert report["shap"]["additivity_max_abs_gap"] < 1e-3, model
+        for method in ("shap", "lrp"):
+            assert report[method]["randomization"]["verdict"] in ("passes", "FAILS"), model
+            assert 0.0 <= report[method]["deletion_area"] <= 1.0, model
+        assert report["lrp"]["conservation"]["mean_relevance_out"] != 0
+        with open(repo / "reports" / "explain" / f"{model}_deletion.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert list(rows[0]) == ["fraction", "shap", "lrp", "random"]
+        assert len(rows) == steps + 1
+        assert all(0.0 <= float(row[key]) <= 1.0 for row in rows for key in ("shap", "lrp", "random"))
+        for kind in ("classes", "examples", "deletion"):
+            assert_png(repo / "reports" / "figures" / f"{model}_explain_{kind}.png")
+    assert "## Explanations (SHAP and LRP)" in (repo / "reports" / "summary.md").read_text()
+    assert no_temporaries(repo / "reports" / "explain")

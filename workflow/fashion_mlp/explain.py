@@ -1,0 +1,209 @@
+"""Stage `explain`: SHAP and LRP attributions for one model, with sanity and faithfulness checks.
+
+Reads the model, a stratified background sample of the training split (train.npz) and
+test images (test.npz). Like `evaluate`, it only measures and draws on the test set: no stage
+fits or chooses a model, hyperparameter or threshold on it (docs/explain.md). Both methods
+explain the chosen class's logit, not its softmax probability: a logit is one class's own
+evidence, while a probability also moves with every other class's score and saturates near 1,
+which squeezes a confident prediction's attributions towards 0. SHAP's additivity and LRP's
+conservation are then stated for the same number.
+Writes reports/explain/<model>.json, a deletion-curve CSV (for `dvc plots`) and three figures,
+and logs all of it into the model's training run in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp import PipelineError
+from fashion_mlp.config import add_section_flags, section_from_args, validate_section
+from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
+from fashion_mlp.io import atomic_output, write_json
+from fashion_mlp.runtime import default_threads
+
+FEATURES = math.prod(IMAGE_SHAPE)
+
+
+class ExplainError(PipelineError):
+    """A bad model file or sample for `explain`; the message names the file."""
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+def load_model_checked(path: Path):
+    """The Keras model at `path`, refused with a message naming the file unless it takes 784 features
+    and is made of layers the explainers cover."""
+    import keras
+
+    from fashion_mlp.lrp import UnsupportedLayer, affine_steps
+
+    if not Path(path).is_file():
+        raise ExplainError(f"{path}: model file not found")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, zipfile and h5py errors alike
+        raise ExplainError(f"{path}: not a Keras model ({type(exc).__name__}: {exc})") from None
+    shape = getattr(model, "input_shape", None)
+    if not isinstance(shape, tuple) or None in shape[1:] or math.prod(shape[1:]) != FEATURES:
+        raise ExplainError(f"{path}: the model's input shape is {shape}, expected {FEATURES} features (28 x 28)")
+    try:
+        affine_steps(model)
+    except UnsupportedLayer as exc:
+        raise ExplainError(f"{path}: {exc}") from None
+    if model.output_shape[-1] != NUM_CLASSES:
+        raise ExplainError(f"{path}: the model has {model.output_shape[-1]} outputs, expected {NUM_CLASSES}")
+    return model
+
+
+def load_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """x_<split> as float32 (N, 28, 28) and y_<split>, refused with a message naming the file if empty or misshapen."""
+    import zipfile
+
+    x_key, y_key = f"x_{split}", f"y_{split}"
+    if not Path(path).is_file():
+        raise ExplainError(f"{path}: file not found; run the prepare stage first")
+    try:  # only the two arrays needed: train.npz also holds the validation split
+        with np.load(path, allow_pickle=False) as npz:
+            if x_key not in npz.files or y_key not in npz.files:
+                raise ExplainError(f"{path}: has no {x_key} and {y_key} arrays (found: {', '.join(sorted(npz.files))})")
+            arrays = {x_key: npz[x_key], y_key: npz[y_key]}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ExplainError(f"{path}: not a readable .npz of plain arrays ({exc})") from None
+    images, labels = arrays[x_key], arrays[y_key]
+    check_images(images, f"{path} ({x_key})")
+    if labels.shape != (len(images),):
+        raise ExplainError(f"{path}: {y_key} has shape {labels.shape}, expected ({len(images)},)")
+    return images.reshape(len(images), *IMAGE_SHAPE).astype(np.float32), labels.astype(np.int64)
+
+
+def check_images(images: np.ndarray, name: str) -> None:
+    """An image sample must hold at least one image of 784 pixels."""
+    if images.ndim >= 1 and len(images) == 0:
+        raise ExplainError(f"{name}: the sample is empty (shape {images.shape}); it needs at least one image")
+    if images.ndim < 2 or math.prod(images.shape[1:]) != FEATURES:
+        raise ExplainError(f"{name}: images have shape {images.shape[1:]}, expected {IMAGE_SHAPE} ({FEATURES} pixels)")
+
+
+# --- the stage ----------------------------------------------------------------------
+
+
+def write_deletion_csv(path: Path, fractions: np.ndarray, curves: dict[str, np.ndarray]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["fraction", *curves])
+        for i, fraction in enumerate(fractions):
+            writer.writerow([f"{fraction:.4g}", *(f"{curves[key][i]:.6g}" for key in curves)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-mlp explain", description=__doc__.splitlines()[0])
+    add_section_flags(parser, "explain")
+    parser.add_argument("--seed", type=int, required=True, help="seed (samples, random order, re-initialized weights)")
+    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
+    parser.add_argument("--model", required=True, help="model name")
+    parser.add_argument("--model_path", type=Path, required=True)
+    parser.add_argument("--train_data", type=Path, required=True, help="train.npz: the background sample")
+    parser.add_argument("--test_data", type=Path, required=True, help="test.npz: the explained images")
+    parser.add_argument("--json_out", type=Path, required=True, help="reports/explain/<model>.json")
+    parser.add_argument("--deletion_out", type=Path, required=True, help="deletion curves CSV")
+    parser.add_argument("--classes_png", type=Path, required=True)
+    parser.add_argument("--examples_png", type=Path, required=True)
+    parser.add_argument("--deletion_png", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default as in train)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    opts = section_from_args(args, "explain")
+    validate_section("explain", opts)
+
+    from fashion_mlp.runtime import configure_tensorflow
+
+    configure_tensorflow(args.threads or default_threads(), args.seed)
+    from fashion_mlp import explain_checks as checks
+    from fashion_mlp import explain_figures as figures
+
+    model = load_model_checked(args.model_path)
+    x_train, y_train = load_split(args.train_data, "train")
+    size = opts["background_size"]
+    per_class = [size // NUM_CLASSES + (cls < size % NUM_CLASSES) for cls in range(NUM_CLASSES)]
+    background = x_train[checks.stratified_sample(y_train, per_class, args.seed)]
+    check_images(background, f"{args.train_data} (background sample)")
+    x_test, y_test = load_split(args.test_data, "test")
+    shape = (-1, *model.input_shape[1:])
+    seconds = {"set-up": time.perf_counter() - started}
+    result = checks.explain_model(model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed)
+
+    seconds["attributions and checks"] = time.perf_counter() - started - sum(seconds.values())
+    report = {"model": args.model, **result["report"]}
+    title = args.model
+    write_json(args.json_out, report)
+    write_deletion_csv(args.deletion_out, *result["deletion"][:2])
+    figures.plot_class_maps(*result["sample"], args.classes_png, title)
+    figures.plot_examples(*result["examples"], args.examples_png, title)
+    figures.plot_deletion(*result["deletion"], args.deletion_png, title)
+    seconds["outputs"] = time.perf_counter() - started - sum(seconds.values())
+    # Wall times go to the log and MLflow only: the JSON stays the same from run to run.
+    run_id = log_to_mlflow(args, report, time.perf_counter() - started)
+    seconds["mlflow"] = time.perf_counter() - started - sum(seconds.values())
+    print("explain: seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    print(
+        f"explain: {args.model}: SHAP additivity gap {report['shap']['additivity_max_abs_gap']:.2g}, "
+        f"randomization rho |SHAP| {report['shap']['randomization']['spearman_abs']:.3f} "
+        f"({report['shap']['randomization']['verdict']}), |LRP| {report['lrp']['randomization']['spearman_abs']:.3f} "
+        f"({report['lrp']['randomization']['verdict']}); deletion area SHAP {report['shap']['deletion_area']:.3f}, "
+        f"LRP {report['lrp']['deletion_area']:.3f}, random {report['deletion']['random_area']:.3f}; MLflow run {run_id}"
+    )
+
+
+def metrics_of(report: dict) -> dict[str, float]:
+    """The report's numbers as flat MLflow metric names, explain_<method>_<figure>."""
+    out = {}
+    for method in ("shap", "lrp"):
+        part = report[method]
+        out[f"explain_{method}_deletion_area"] = part["deletion_area"]
+        out[f"explain_{method}_randomization_spearman"] = part["randomization"]["spearman"]
+        out[f"explain_{method}_randomization_spearman_abs"] = part["randomization"]["spearman_abs"]
+    out["explain_shap_additivity_max_abs_gap"] = report["shap"]["additivity_max_abs_gap"]
+    out["explain_lrp_conservation_relative_gap"] = report["lrp"]["conservation"]["mean_abs_gap_relative"]
+    out["explain_random_deletion_area"] = report["deletion"]["random_area"]
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def log_to_mlflow(args: argparse.Namespace, report: dict, seconds: float) -> str:
+    """Add the explanation figures, JSON and numbers to the run that trained this exact model file."""
+    import mlflow
+
+    from fashion_mlp import tracking
+    from fashion_mlp.io import sha256_file
+
+    experiment_id = tracking.init(args.experiment)
+    model_sha = sha256_file(args.model_path)
+    run = tracking.find_run_by_tag(experiment_id, "model_sha256", model_sha)
+    if run is None:
+        print(f"explain: no MLflow run trained {args.model_path} (sha256 {model_sha[:12]}); starting one")
+        tags = tracking.base_tags("explain", args.test_data) | {"model": args.model, "model_sha256": model_sha}
+        active = tracking.with_retry(mlflow.start_run, run_name=args.model, tags=tags)
+    else:
+        active = tracking.resume_run(run.info.run_id)
+    with active:
+        tracking.with_retry(mlflow.log_metrics, metrics_of(report) | {"explain_seconds": seconds})
+        tracking.with_retry(mlflow.set_tags, {"explain_engine": tracking.engine()})
+        for path in (args.json_out, args.deletion_out):
+            mlflow.log_artifact(str(path), artifact_path="explain")
+        for path in (args.classes_png, args.examples_png, args.deletion_png):
+            mlflow.log_artifact(str(path), artifact_path="figures")
+        return active.info.run_id
+
+
+if __name__ == "__main__":
+    main()

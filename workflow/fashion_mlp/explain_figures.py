@@ -1,0 +1,127 @@
+"""The figures of `explain`: per-class mean maps, individual explanations and the deletion curves.
+
+Attributions are signed, drawn on a diverging colormap centred on 0 (red: evidence for the
+class, blue: against) over the image in grey. Saved with figures.save_figure (Agg, atomic),
+so the same arrays give the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp.data import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from fashion_mlp.figures import pyplot, save_figure
+
+CMAP = "RdBu_r"
+METHODS = (("shap", "SHAP (DeepExplainer)"), ("lrp", "LRP (epsilon rule)"))
+
+
+def symmetric_limit(values: np.ndarray) -> float:
+    """The colour scale's half-range: the 99th percentile of |values|, so one hot pixel cannot wash out the rest."""
+    limit = float(np.percentile(np.abs(values), 99)) if values.size else 0.0
+    return limit if limit > 0 else 1.0
+
+
+def overlay(ax, image: np.ndarray, attribution: np.ndarray, limit: float):
+    """The image in grey, the attribution over it (transparent enough to see the garment)."""
+    ax.imshow(image.reshape(IMAGE_SHAPE), cmap="gray_r", vmin=0, vmax=1)
+    shown = ax.imshow(attribution.reshape(IMAGE_SHAPE), cmap=CMAP, vmin=-limit, vmax=limit, alpha=0.75)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return shown
+
+
+def plot_class_maps(
+    images: np.ndarray, labels: np.ndarray, attributions: dict[str, np.ndarray], path: Path, title: str
+) -> None:
+    """One row per method, one panel per class: the mean attribution for that class's logit over its
+    explained test images, over the class's mean image. A class with no explained image stays blank."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(METHODS), NUM_CLASSES, figsize=(1.9 * NUM_CLASSES + 1.2, 2.3 * len(METHODS)))
+    for row, (key, label) in enumerate(METHODS):
+        means = np.zeros((NUM_CLASSES, *IMAGE_SHAPE))
+        present = [cls for cls in range(NUM_CLASSES) if (labels == cls).any()]
+        for cls in present:
+            means[cls] = attributions[key][labels == cls].mean(axis=0).reshape(IMAGE_SHAPE)
+        limit = symmetric_limit(means[present]) if present else 1.0
+        shown = None
+        for cls in range(NUM_CLASSES):
+            ax = axes[row, cls]
+            ax.axis("off")
+            if cls in present:
+                shown = overlay(ax, images[labels == cls].mean(axis=0), means[cls], limit)
+                ax.axis("on")
+                n = int((labels == cls).sum())
+                ax.set_title(f"{CLASS_NAMES[cls]}\n(n = {n})" if row == 0 else CLASS_NAMES[cls], fontsize=8)
+        axes[row, 0].set_ylabel(label, fontsize=9)
+        if shown is not None:
+            fig.colorbar(shown, ax=list(axes[row]), fraction=0.015, pad=0.01, label="mean attribution")
+    fig.suptitle(f"{title}: mean attribution per class (red: for the class, blue: against), over its mean image")
+    save_figure(fig, path)
+
+
+def plot_examples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    attributions: dict[str, np.ndarray],
+    path: Path,
+    title: str,
+) -> None:
+    """One column per image: the image, then each method's map for the predicted class.
+    Mistakes are titled in red; each map has its own symmetric scale."""
+    plt = pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(1 + len(METHODS), max(n, 1), figsize=(1.9 * max(n, 1), 2.2 * (1 + len(METHODS))))
+    axes = np.asarray(axes).reshape(1 + len(METHODS), max(n, 1))
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ok = predicted[i] == labels[i]
+        ax = axes[0, i]
+        ax.imshow(images[i].reshape(IMAGE_SHAPE), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(
+            f"true: {CLASS_NAMES[labels[i]]}\npredicted: {CLASS_NAMES[predicted[i]]}\n(p = {confidence[i]:.2f})",
+            fontsize=7,
+            color="black" if ok else "red",
+        )
+        for row, (key, _) in enumerate(METHODS, start=1):
+            overlay(axes[row, i], images[i], attributions[key][i], symmetric_limit(attributions[key][i]))
+            axes[row, i].axis("on")
+    for row, (_, label) in enumerate(METHODS, start=1):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(
+        f"{title}: correct predictions, then the most confident mistakes (red); maps explain the predicted class"
+    )
+    save_figure(fig, path)
+
+
+def plot_deletion(fractions: np.ndarray, curves: dict[str, np.ndarray], areas: dict[str, float], path: Path, title):
+    """Accuracy as pixels are deleted, per ordering; the random order is the control."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    styles = {"shap": ("tab:red", "-"), "lrp": ("tab:blue", "-"), "random": ("gray", "--")}
+    names = dict(METHODS) | {"random": "random order (control)"}
+    for key, values in curves.items():
+        color, style = styles[key]
+        ax.plot(
+            fractions,
+            values,
+            style,
+            color=color,
+            marker="o",
+            markersize=3,
+            label=f"{names[key]}: area {areas[key]:.3f}",
+        )
+    ax.set(
+        xlabel="Share of pixels deleted (set to 0, highest attribution first)",
+        ylabel="Accuracy on the explained test images",
+        ylim=(0, 1.02),
+        title=f"{title}: deletion curves (lower area = more faithful)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
