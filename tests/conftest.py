@@ -84,6 +84,9 @@ def clean_env(**extra: str) -> dict[str, str]:
             "FASHION_MLP_ENGINE",
             "DVC_ROOT",
             "DVC_STAGE",
+            "DVC_EXP_NAME",
+            "FASHION_MLP_INVOCATION",
+            "FASHION_MLP_TUNE_WORKERS",
             "OMP_NUM_THREADS",
         )
     }
