@@ -157,3 +157,17 @@ def test_snakemake_summary_lists_the_files_dvc_declares(engines):
     assert rows and rows[0][:3] == ["output_file", "date", "rule"], out[:500]
     summary = {row[0] for row in rows[1:] if row[0] and not row[0].startswith(".tuner/")}
     assert summary == set().union(*dvc), sorted(summary ^ set().union(*dvc))
+
+
+def test_only_evaluate_and_explain_read_the_test_split_and_nothing_chooses_on_them(engines):
+    """The tutorial validated on the test set. Here two stages read it, and both only measure:
+    `evaluate` (metrics) and `explain` (attributions). What they write reaches `register`, which
+    chooses by the validation accuracy in the metrics (test_register.py), and `report`; no stage that
+    fits or searches (train, tune) depends on the test split or on anything made from it."""
+    snakemake, dvc = engines
+    for jobs, key in ((snakemake, "rule"), (dvc, "name")):
+        readers = {job[key].split("@")[0] for job in jobs.values() if "data/prepared/test.npz" in job["deps"]}
+        assert readers == {"evaluate", "explain"}, readers
+        from_test = set().union(*(outs for outs, job in jobs.items() if job[key].split("@")[0] in readers))
+        downstream = {job[key].split("@")[0] for job in jobs.values() if job["deps"] & from_test}
+        assert downstream <= {"register", "report"}, downstream

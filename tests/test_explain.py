@@ -17,7 +17,7 @@ import pytest
 
 from conftest import CLI, PNG_MAGIC, assert_png, clean_env, no_temporaries
 from fashion_mlp import explain, explain_checks, lrp
-from fashion_mlp.report import explain_section
+from fashion_mlp.explanations import summary_section
 
 keras = pytest.importorskip("keras")
 
@@ -219,7 +219,7 @@ def report_json(model: str = "baseline") -> dict:
 
 def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
     (tmp_path / "baseline_explain_classes.png").write_bytes(PNG_MAGIC)
-    lines = explain_section([report_json()], tmp_path, tmp_path)
+    lines = summary_section([report_json()], tmp_path, tmp_path)
     text = "\n".join(lines)
     assert "## Explanations" in text
     assert "| baseline | 4.0e-06 | 9.90 → 9.30 | 0.70 (FAILS) | 0.20 (passes) | 0.080 / 0.030 / 0.700 |" in text

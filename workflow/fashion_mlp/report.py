@@ -11,6 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
+from fashion_mlp import explanations
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.io import read_json, write_text
 from fashion_mlp.stats import pairwise_mcnemar
@@ -219,46 +220,6 @@ def demos_section(xor: dict, activations_md: str, figures: dict[str, Path], summ
     return lines
 
 
-def explain_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -> list[str]:
-    """Markdown lines of the "Explanations" section, from `fashion-mlp explain`'s JSON files (docs/explain.md)."""
-
-    def check(part: dict) -> str:
-        rand = part["randomization"]
-        return f"{rand['spearman_abs']:.2f} ({rand['verdict']})"
-
-    lines = [
-        "## Explanations (SHAP and LRP)",
-        "",
-        "Both methods explain the logit of a class (docs/explain.md). Additivity and conservation: how far "
-        "SHAP values sum from f(x) − E f(background), and how much of the logit LRP's relevance keeps down to the "
-        "pixels. Randomization: Spearman correlation of |maps| between the trained model and the same architecture "
-        "re-initialized; a method FAILS when it stays high, for then it explains the input, not the model. "
-        "Deletion: area under accuracy as pixels are removed, highest attribution first (lower is more faithful); "
-        "random order is the control.",
-        "",
-        "| Model | SHAP additivity gap | LRP relevance out → in | Randomization ρ SHAP | Randomization ρ LRP "
-        "| Deletion area SHAP / LRP / random |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for e in explain:
-        shap, lrp = e["shap"], e["lrp"]
-        kept = lrp["conservation"]
-        lines.append(
-            f"| {e['model']} | {shap['additivity_max_abs_gap']:.1e} | {kept['mean_relevance_out']:.2f} → "
-            f"{kept['mean_relevance_in']:.2f} | {check(shap)} | {check(lrp)} | {shap['deletion_area']:.3f} / "
-            f"{lrp['deletion_area']:.3f} / {e['deletion']['random_area']:.3f} |"
-        )
-    lines.append("")
-    for e in explain:
-        links = []
-        for kind, label in (("classes", "Per-class maps"), ("examples", "Examples"), ("deletion", "Deletion curves")):
-            path = figures_dir / f"{e['model']}_explain_{kind}.png"
-            if path.exists():
-                links.append(f"[{label}]({Path(os.path.relpath(path, summary_dir)).as_posix()})")
-        lines.append(f"- **{e['model']}**: " + " · ".join(links))
-    return [*lines, ""]
-
-
 def render(
     metrics: list[dict],
     stats: dict,
@@ -347,7 +308,9 @@ def main(argv: list[str] | None = None) -> None:
         demos = demos_section(read_json(args.demos_xor), args.demos_activations.read_text(), figures, args.out.parent)
     explain = None
     if args.explain:
-        explain = explain_section([read_json(path) for path in args.explain], args.figures_dir, args.out.parent)
+        explain = explanations.summary_section(
+            [read_json(path) for path in args.explain], args.figures_dir, args.out.parent
+        )
     write_text(
         args.out,
         render(

@@ -20,6 +20,7 @@ rule report:
             "workflow/fashion_mlp/report.py",
             "workflow/fashion_mlp/stats.py",
             "workflow/fashion_mlp/uncertainty.py",
+            "workflow/fashion_mlp/explanations.py",
         ],
     output:
         summary="reports/summary.md",

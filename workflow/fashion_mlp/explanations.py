@@ -1,0 +1,49 @@
+"""The summary's "Explanations" section, from `fashion-mlp explain`'s JSON files (docs/explain.md).
+
+Markdown only; `explain` computes the figures. Kept apart from report.py as uncertainty.py is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -> list[str]:
+    """Markdown lines of the "Explanations" section, from `fashion-mlp explain`'s JSON files (docs/explain.md)."""
+
+    def check(part: dict) -> str:
+        rand = part["randomization"]
+        return f"{rand['spearman_abs']:.2f} ({rand['verdict']})"
+
+    lines = [
+        "## Explanations (SHAP and LRP)",
+        "",
+        "Both methods explain the logit of a class (docs/explain.md). Additivity and conservation: how far "
+        "SHAP values sum from f(x) − E f(background), and how much of the logit LRP's relevance keeps down to the "
+        "pixels. Randomization: Spearman correlation of |maps| between the trained model and the same architecture "
+        "re-initialized; a method FAILS when it stays high, for then it explains the input, not the model. "
+        "Deletion: area under accuracy as pixels are removed, highest attribution first (lower is more faithful); "
+        "random order is the control.",
+        "",
+        "| Model | SHAP additivity gap | LRP relevance out → in | Randomization ρ SHAP | Randomization ρ LRP "
+        "| Deletion area SHAP / LRP / random |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for e in explain:
+        shap, lrp = e["shap"], e["lrp"]
+        kept = lrp["conservation"]
+        lines.append(
+            f"| {e['model']} | {shap['additivity_max_abs_gap']:.1e} | {kept['mean_relevance_out']:.2f} → "
+            f"{kept['mean_relevance_in']:.2f} | {check(shap)} | {check(lrp)} | {shap['deletion_area']:.3f} / "
+            f"{lrp['deletion_area']:.3f} / {e['deletion']['random_area']:.3f} |"
+        )
+    lines.append("")
+    for e in explain:
+        links = []
+        for kind, label in (("classes", "Per-class maps"), ("examples", "Examples"), ("deletion", "Deletion curves")):
+            path = figures_dir / f"{e['model']}_explain_{kind}.png"
+            if path.exists():
+                links.append(f"[{label}]({Path(os.path.relpath(path, summary_dir)).as_posix()})")
+        lines.append(f"- **{e['model']}**: " + " · ".join(links))
+    return [*lines, ""]
