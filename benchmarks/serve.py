@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     pngs = [png(pixels) for pixels in x[: max(256, args.files)]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
     env["PYTHONPATH"] = str(REPO / "workflow")
-    if "MLFLOW_TRACKING_URI" in os.environ:
-        env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+    from fashion_mlp import tracking
+
+    env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()  # MLFLOW_TRACKING_URI, or the pipeline's store
     results: dict = {"model": args.model, "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
