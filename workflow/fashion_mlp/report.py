@@ -241,7 +241,8 @@ def render(
         "",
         f"Data: {counts['train']:,} training, {counts['val']:,} validation (stratified, seed {stats['seed']}) "
         f"and {counts['test']:,} test images. Early stopping and model selection saw only the validation "
-        "split; the test set was read once per model, by `evaluate`.",
+        "split. The test set was read only by `evaluate` (metrics) and `explain` (attributions), which "
+        "measure and choose nothing.",
         "",
         "## Models",
         "",

@@ -1,6 +1,6 @@
 rule train:
     input:
-        data="data/prepared/train.npz",  # never test.npz: the test set is evaluate's alone
+        data="data/prepared/train.npz",  # never test.npz: only evaluate and explain read it, to measure
         code=["workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
     output:
         model="models/{model}.keras",
