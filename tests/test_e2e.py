@@ -355,7 +355,15 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot, t
     finally:
         (repo / "params.yaml").write_text(original)  # the next tests start from the run's params
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, flags=re.M))
-    assert planned == {"train": "1", "evaluate": "1", "register": "1", "report": "1", "all": "1", "total": "5"}, plan
+    assert planned == {
+        "train": "1",
+        "evaluate": "1",
+        "explain": "1",
+        "register": "1",
+        "report": "1",
+        "all": "1",
+        "total": "6",
+    }, plan
 
 
 def file_states(repo: Path) -> dict[str, tuple[int, str]]:
@@ -534,7 +542,8 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
 
     rerun = run(["dvc", "repro"], repo)  # the README's command, no clean-up first
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
-    assert ran == {"train@regularized", "evaluate@regularized", "register", "report"}, rerun.stdout
+    expected = {"train@regularized", "evaluate@regularized", "explain@regularized", "register", "report"}
+    assert ran == expected, rerun.stdout
     assert "had been killed. Auto removed it from the lock file" in rerun.stdout + rerun.stderr
     # DVC drops a dead process's entries lazily, from the paths it touches; those left block nothing.
     assert not {pid for pid in lock_holders(repo) if psutil.pid_exists(pid)}, "a live process holds a lock"
@@ -555,7 +564,7 @@ def test_dvc_plots_and_an_experiment_from_the_command_line(dvc_repo: Path, dvc_f
     run(["git", "commit", "-qm", "the state the tests left"], repo)
     experiment = run(["dvc", "exp", "run", "-S", "train.baseline.epochs=1"], repo)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
-    assert ran == {"train@baseline", "evaluate@baseline", "register", "report"}, experiment.stdout
+    assert ran == {"train@baseline", "evaluate@baseline", "explain@baseline", "register", "report"}, experiment.stdout
     assert json.loads((repo / "reports/metrics/baseline.json").read_text())["epochs_run"] == 1
 
 
@@ -574,8 +583,8 @@ def test_cluster_generic_profile_runs_every_job_as_a_separate_submission_with_th
         for p in sorted((repo / ".snakemake/cluster-jobs").glob("*/job.json"))
     ]
     # download, prepare, demos, 2 trainings, the search (its chief and workers: one group job),
-    # tune's retrain, 3 evaluations, register, report (`all` is local)
-    assert len(jobs) == 12 and all(job["exit"] == "0" for job in jobs), jobs
+    # tune's retrain, 3 evaluations, 3 explanations, register, report (`all` is local)
+    assert len(jobs) == 15 and all(job["exit"] == "0" for job in jobs), jobs
     for job in jobs:
         assert not {k for k in job["env"] if k.startswith(("FASHION_MLP_", "MLFLOW_", "OMP_", "SNAKEMAKE_"))}
     assert {job["threads"] for job in jobs} == {1, 2}, "the rules' threads reach the submit command"
