@@ -3,7 +3,7 @@ DVC's experiment name and model artifacts, DVC experiment queues, one lock for P
 
 The whole-pipeline checks are plain functions for the integrator's end-to-end runs (they are not
 collected as tests): check_mlflow_lineage(repo) after any Snakemake or DVC smoke run, and
-check_queue(repo) after the DVC smoke run's `dvc repro` (it queues three experiments that rerun
+check_queue(repo) after the DVC smoke run's `dvc repro` (it queues two experiments that rerun
 only the baseline's training and what follows it). `snakemake --cores 1`: test_reliability.py.
 """
 
@@ -242,12 +242,12 @@ def test_one_lock_for_every_supported_python():
 
 # --- DVC experiment queues (for the DVC end-to-end run) ------------------------------------------------
 
-QUEUE_EPOCHS = (3, 4, 5)  # train.baseline.epochs of the three experiments (the smoke copy has 2)
+QUEUE_EPOCHS = (3, 4)  # train.baseline.epochs of the two experiments (the smoke copy has 2), run side by side
 QUEUE_TIMEOUT = 1500
 
 
 def check_queue(repo: Path) -> dict:
-    """Three `dvc exp run --queue -S train.baseline.epochs=N`, then `dvc queue start -j 2`, in `repo`:
+    """Two `dvc exp run --queue -S train.baseline.epochs=N`, then `dvc queue start -j 2`, in `repo`:
     a smoke copy already brought up to date by `dvc repro`. Each experiment reruns only the baseline's
     training and evaluation, register and report. Every run lands in the repo's one MLflow store, tagged
     with its experiment's name, and ends FINISHED; no experiment fails and no log says `database is locked`.
