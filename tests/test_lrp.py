@@ -163,8 +163,8 @@ def test_every_method_and_check_of_explain_runs_on_a_cnn(tmp_path):
     x_test, y_test = images(20, seed=3), np.arange(20) % 2  # two classes: fewer explainers
     opts = {
         "images_per_class": 3,
-        "grid_correct": 2,
-        "grid_mistakes": 2,
+        "grid_correct": 1,
+        "grid_mistakes": 1,
         "deletion_steps": 4,
         "lrp_epsilon": 0.01,
         "randomization_threshold": 0.5,
