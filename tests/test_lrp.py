@@ -76,7 +76,7 @@ def test_lrp_logits_are_the_cnns_pre_softmax_scores(padding):
     model, x = tiny_cnn(conv=(3, 4), padding=padding), images(4)
     scores = lrp.logits(model, x)
     softmax = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(softmax, model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(softmax, model(x, training=False), atol=1e-5)
 
 
 def test_lrp_on_a_bias_free_cnn_conserves_relevance_and_equals_gradient_times_input():
