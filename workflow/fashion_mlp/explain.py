@@ -42,7 +42,7 @@ def load_model_checked(path: Path):
     and is made of layers the explainers cover."""
     import keras
 
-    from fashion_mlp.lrp import UnsupportedLayer, affine_steps
+    from fashion_mlp.lrp import UnsupportedLayer, layer_steps
 
     if not Path(path).is_file():
         raise ExplainError(f"{path}: model file not found")
@@ -54,7 +54,7 @@ def load_model_checked(path: Path):
     if not isinstance(shape, tuple) or None in shape[1:] or math.prod(shape[1:]) != FEATURES:
         raise ExplainError(f"{path}: the model's input shape is {shape}, expected {FEATURES} features (28 x 28)")
     try:
-        affine_steps(model)
+        layer_steps(model)
     except UnsupportedLayer as exc:
         raise ExplainError(f"{path}: {exc}") from None
     if model.output_shape[-1] != NUM_CLASSES:
