@@ -116,15 +116,21 @@ def _draw_models(ax, xs: list[float], metrics: list[dict], kinds: dict[str, str]
         yerr = None if errors is None else errors[:, i : i + 1]
         label = None if kind in labelled else f"{kind.upper() or 'unknown kind'}: models of this run"
         labelled.add(kind)
-        ax.errorbar(x, m["accuracy"], yerr=yerr, fmt=MARKERS.get(kind, "D"), color="C0" if kind == "mlp" else "C1",
-                    capsize=4, markersize=7, label=label)  # fmt: skip
+        style = {"fmt": MARKERS.get(kind, "D"), "color": "C0" if kind == "mlp" else "C1", "capsize": 4}
+        ax.errorbar(x, m["accuracy"], yerr=yerr, markersize=7, label=label, **style)
         ax.annotate(f"{m['model']} ({kind or '?'})", (x, m["accuracy"]), xytext=(6, 4), textcoords="offset points")
 
 
-def _finish(ax, metrics: list[dict], title: str) -> None:
+def _finish(ax, xs: list[float], metrics: list[dict], title: str) -> None:
+    from matplotlib.ticker import EngFormatter, LogLocator
+
     values = [m["accuracy"] for m in metrics] + [a.accuracy for a in ANCHORS]
     ax.set(ylim=(max(0.0, min(values) - 0.01), min(1.0, max(values) + 0.01)), ylabel="Test accuracy", title=title)
     ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 2.5)  # room for the points' labels
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))  # labels at 1, 2 and 5 of each decade
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(EngFormatter(sep=""))  # 100k, 2M: plainer than 10^5
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="Models (95 % CI) and published anchors", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
@@ -136,9 +142,10 @@ def plot_comparison(metrics: list[dict], path: Path, kinds: dict[str, str] | Non
     kinds = kinds or {}
     fig, ax = pyplot().subplots(figsize=(9, 5))
     _draw_anchors(ax)
-    _draw_models(ax, [m["params"] for m in metrics], metrics, kinds)
+    xs = [m["params"] for m in metrics]
+    _draw_models(ax, xs, metrics, kinds)
     ax.set_xlabel("Parameters (log scale)")
-    _finish(ax, metrics, f"Test accuracy against model size ({metrics[0].get('n_test', 0):,} test images)")
+    _finish(ax, xs, metrics, f"Test accuracy against model size ({metrics[0].get('n_test', 0):,} test images)")
     save_figure(fig, path)
 
 
@@ -170,8 +177,12 @@ def timings_markdown(timings_dir: Path, metrics: list[dict], kinds: dict[str, st
         timed = [t for t in models if t["model"] in accuracy]
         if timed:
             plot_time(timed, [accuracy[t["model"]] for t in timed], kinds, timings_dir / TIME_FIGURE)
-            lines += ["", "Train s is the sum of the epochs' times; `tuned`'s is its retrain alone, without the search.",
-                      "", f"![Test accuracy against training time]({TIME_FIGURE})"]  # fmt: skip
+            lines += [
+                "",
+                "Train s is the sum of the epochs' times; `tuned`'s is its retrain alone, without the search.",
+                "",
+                f"![Test accuracy against training time]({TIME_FIGURE})",
+            ]
     if search:
         workers = ", ".join(f"{name} {count}" for name, count in search["workers"].items())
         lines += [
@@ -188,7 +199,8 @@ def plot_time(timings: list[dict], metrics: list[dict], kinds: dict[str, str], p
 
     fig, ax = pyplot().subplots(figsize=(9, 5))
     _draw_anchors(ax)
-    _draw_models(ax, [max(t["train_seconds"], 1e-3) for t in timings], metrics, kinds)
+    xs = [max(t["train_seconds"], 1e-3) for t in timings]
+    _draw_models(ax, xs, metrics, kinds)
     ax.set_xlabel("Training seconds, this run's wall time (log scale)")
-    _finish(ax, metrics, "Test accuracy against training time")
+    _finish(ax, xs, metrics, "Test accuracy against training time")
     save_figure(fig, path)

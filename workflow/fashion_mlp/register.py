@@ -155,7 +155,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def summary(
-    candidates: dict[str, dict], kinds: dict[str, str], winner: str, best_mlp: str | None, registered_model: str,
+    candidates: dict[str, dict],
+    kinds: dict[str, str],
+    winner: str,
+    best_mlp: str | None,
+    registered_model: str,
     models_dir: Path,
 ) -> dict:
     """champion.json: who holds each alias, why, and every candidate with its kind; no version numbers."""

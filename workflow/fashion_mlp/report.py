@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demos_activations", type=Path, help="activations.md from demos")
     parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain/<model>.json from explain")
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
-    parser.add_argument("--chart_out", type=Path, required=True, help="figure comparing the models: test accuracy against parameters")
+    parser.add_argument(
+        "--chart_out", type=Path, required=True, help="figure comparing the models: test accuracy against parameters"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
     parser.add_argument(
         "--timings_dir",
