@@ -507,3 +507,32 @@ def test_the_timing_report_compares_test_accuracy_with_training_seconds(tmp_path
     assert "| cnn | cnn | 0.9250 | 10 | 200.0 | 20.00 | r |" in text and "| old |  |  | 10 | 5.0 |" in text
     assert_png(timings / "accuracy_vs_time.png")
     assert "200.0" not in (tmp_path / "reports/summary.md").read_text()
+
+
+def check_comparison(repo: Path) -> None:
+    """For the end-to-end runs (issue 14): the summary's one comparison table has a row per evaluated model, with
+    the kind and validation accuracy champion.json and its metrics JSON give, and every anchor; it names the
+    champion's kind and the best MLP; the figure exists; the untracked timing report has its figure."""
+    champion = json.loads((repo / "reports/champion.json").read_text())
+    kinds = {c["model"]: c["kind"] for c in champion["candidates"]}
+    summary = (repo / "reports/summary.md").read_text()
+    for path in sorted((repo / "reports/metrics").glob("*.json")):
+        m = json.loads(path.read_text())
+        assert f"| {m['model']} | {kinds[m['model']]} | {m['val_accuracy']:.4f} | {m['accuracy']:.4f} |" in summary
+    assert all(f"| *{a.name}* | {a.kind} | | {a.accuracy:.4f} |" in summary for a in ANCHORS)
+    best = champion["best_mlp"]
+    mlp = f"best MLP: **{best['model']}**" if best else "no MLP among the models"
+    kind = comparison.KIND_NAMES.get(champion["kind"], champion["kind"])
+    assert f"Champion by validation accuracy: **{champion['champion']}**, {kind}; {mlp}." in summary
+    assert_png(repo / "reports/figures/model_comparison.png")
+    if (repo / "reports/timings/summary.md").exists():
+        assert_png(repo / "reports/timings/accuracy_vs_time.png")
+
+
+def test_check_comparison_accepts_what_report_writes(tmp_path, cnn_run):
+    report.main(cnn_run)
+    check_comparison(tmp_path)
+    summary = tmp_path / "reports/summary.md"
+    summary.write_text(summary.read_text().replace("| cnn | cnn |", "| cnn | mlp |"))
+    with pytest.raises(AssertionError):
+        check_comparison(tmp_path)
