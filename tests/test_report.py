@@ -483,7 +483,7 @@ def test_summary_and_figure_bytes_are_the_same_on_a_second_render(tmp_path, cnn_
         (None, r"baseline\.json: cannot read the metrics JSON"),
         ("{garbled", r"baseline\.json: cannot read the metrics JSON"),
         ('{"model": "baseline", "accuracy": 0.9}', r"baseline\.json: not a metrics JSON from evaluate \(missing "
-         "val_accuracy, params, epochs_run\\)"),
+         "val_accuracy, macro_f1, loss, params, epochs_run\\)"),
     ],
 )  # fmt: skip
 def test_a_missing_or_garbled_metrics_file_is_named(tmp_path, cnn_run, content, message):
