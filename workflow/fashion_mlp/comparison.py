@@ -125,7 +125,8 @@ def _draw_models(ax, xs: list[float], metrics: list[dict], kinds: dict[str, str]
 def _finish(ax, xs: list[float], metrics: list[dict], title: str) -> None:
     from matplotlib.ticker import EngFormatter, LogLocator
 
-    values = [m["accuracy"] for m in metrics] + [a.accuracy for a in ANCHORS]
+    ends = [m.get("confidence_intervals", {}).get("accuracy", {}) for m in metrics]  # whole error bars in view
+    values = [m["accuracy"] for m in metrics] + [v for e in ends for v in e.values()] + [a.accuracy for a in ANCHORS]
     ax.set(ylim=(max(0.0, min(values) - 0.01), min(1.0, max(values) + 0.01)), ylabel="Test accuracy", title=title)
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 1.5, max(xs) * 2.5)  # room for the points' labels
