@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import PNG_MAGIC, assert_png, no_temporaries
-from fashion_mlp import PipelineError, evaluate, report, uncertainty, xor
+from fashion_mlp import PipelineError, comparison, evaluate, report, uncertainty, xor
 from fashion_mlp.activations import activation_markdown, activation_table
+from fashion_mlp.anchors import ANCHORS
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.stats import pairwise_mcnemar
 
@@ -21,6 +22,7 @@ def _metrics(model: str, accuracy: float, predictions) -> dict:
         "model": model,
         **evaluate.compute_metrics(y_true, probabilities),
         "accuracy": accuracy,
+        "val_accuracy": accuracy + 0.01,
         "params": 101_770,
         "epochs_run": 10,
     }
@@ -32,17 +34,21 @@ def two_models(predictions):
 
 
 def test_model_table_rows_and_anchors(two_models):
-    lines = report.model_table(two_models)
-    assert lines[0].startswith("| Model | Test accuracy |")
+    lines = report.model_table(two_models, {"baseline": "mlp", "regularized": "mlp"})
+    assert lines[0].startswith("| Model | Kind | Validation accuracy | Test accuracy |")
     model_rows = [line for line in lines if line.startswith(("| baseline |", "| regularized |"))]
     assert len(model_rows) == 2
-    assert model_rows[0].startswith("| baseline | 0.8812 |")
+    assert model_rows[0].startswith("| baseline | mlp | 0.8912 | 0.8812 |")
     assert "101,770 | 10 | ≥ 0.880" in model_rows[0]
     assert "≥ 0.880 met" in model_rows[0]
     assert "≥ 0.890 **not met**" in model_rows[1]
-    anchor_rows = [line for line in lines if line.endswith("| anchor |")]
-    assert [row.split("|")[2].strip() for row in anchor_rows] == ["0.8700", "0.8660", "0.8833", "0.8710"]
-    assert len(lines) == 2 + 2 + 4
+    anchor_rows = [line for line in lines if "| anchor" in line]
+    assert [row.split("|")[4].strip() for row in anchor_rows] == [
+        "0.8700", "0.8660", "0.8833", "0.8710", "0.9163", "0.9220", "0.9340"
+    ]  # fmt: skip
+    assert "| anchor: settings chosen on test |" in anchor_rows[4] and anchor_rows[5].startswith("| *Small Keras CNN")
+    assert [row.split("|")[2].strip() for row in anchor_rows] == ["mlp"] * 5 + ["cnn"] * 2
+    assert len(lines) == 2 + 2 + 7 and all(line.count("|") == lines[0].count("|") for line in lines)
 
 
 def test_model_table_without_goal(predictions):
@@ -64,12 +70,13 @@ def test_render_summary(tmp_path, two_models):
     assert "54,000 training, 6,000 validation (stratified, seed 42) and 10,000 test images" in text
     assert "Highest test accuracy: **regularized** (0.8851). No paired test was run" in text
     assert "better" not in text  # no test, no claim
-    assert "![Test accuracy per model](accuracy.png)" in text
+    assert "![Test accuracy against parameter count, every model and the published anchors](accuracy.png)" in text
     assert "[Confusion matrix](figures/baseline_confusion.png)" in text
     assert "- **regularized**: " in text and "regularized_confusion" not in text  # missing figures not linked
     assert sum(line.startswith(("| baseline |", "| regularized |")) for line in text.splitlines()) == 2
-    for anchor in ("0.8700", "0.8660", "0.8833", "0.8710"):
+    for anchor in ("0.8700", "0.8660", "0.8833", "0.8710", "0.9163", "0.9220", "0.9340"):
         assert f"| {anchor} |" in text
+    assert "Nøkland & Eidnes, ICML 2019; anokland/local-loss" in text and "cmasch/zalando-fashion-mnist" in text
     for name in CLASS_NAMES:
         assert f"| {name} | " in text
 
@@ -155,10 +162,13 @@ def test_wall_times_go_to_the_untracked_timings_summary_not_the_versioned_one(tm
         ]
     )
     text = (timings / "summary.md").read_text()
-    assert "| baseline | 10 | 123.4 | 12.34 | abc123 |" in text
+    assert "| baseline |  | 0.8812 | 10 | 123.4 | 12.34 | abc123 |" in text
+    assert "![Test accuracy against training time](accuracy_vs_time.png)" in text
+    assert_png(timings / "accuracy_vs_time.png")
     assert "60 trials in 255 s (trials per worker: worker0 30, worker1 30); MLflow run def456" in text
     summary = out.read_text()
-    assert "123.4" not in summary and "s/epoch" not in summary and "reports/timings/" in summary
+    assert "123.4" not in summary and "s/epoch" not in summary and "reports/timings/summary.md" in summary
+    assert "reports/timings/accuracy_vs_time.png" in summary
 
 
 @pytest.fixture
@@ -224,7 +234,7 @@ def three_models(tmp_path, gap: int):
     metrics, paths = [], []
     for name, pred in predicted.items():
         m = {"model": name, **evaluate.compute_metrics(actual, np.eye(10)[pred] * 0.9 + 0.01), "params": 10}
-        m["epochs_run"] = 1
+        m["epochs_run"], m["val_accuracy"] = 1, m["accuracy"]
         metrics.append(_with_uncertainty(m, m["accuracy"] - 0.02, m["accuracy"] + 0.02, 1.2))
         metrics[-1]["confidence_intervals"]["macro_f1"] = {"low": m["macro_f1"] - 0.02, "high": m["macro_f1"] + 0.02}
         paths.append(tmp_path / "predictions" / f"{name}.csv")
@@ -237,9 +247,10 @@ def test_model_table_shows_the_intervals(two_models):
     lines = report.model_table(models)
     assert "95 % CI" in lines[0] and lines[0].count("|") == lines[1].count("|")
     row = next(line for line in lines if line.startswith("| baseline |"))
-    assert row.startswith("| baseline | 0.8812 | 0.8757–0.8883 | ")
+    assert row.startswith("| baseline |  | 0.8912 | 0.8812 | 0.8757–0.8883 | ")
     assert "| 0.8700–0.8900 |" in row
-    assert next(line for line in lines if line.startswith("| regularized |")).startswith("| regularized | 0.8851 |  |")
+    regularized = next(line for line in lines if line.startswith("| regularized |"))
+    assert regularized.startswith("| regularized |  | 0.8951 | 0.8851 |  |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
@@ -328,7 +339,7 @@ def test_comparison_chart_draws_the_intervals_as_error_bars(tmp_path, two_models
     errors = uncertainty.accuracy_error_bars(with_ci)
     assert errors == pytest.approx(np.array([[0.8812 - 0.8757, 0.8851 - 0.88], [0.8883 - 0.8812, 0.89 - 0.8851]]))
     assert uncertainty.accuracy_error_bars([with_ci[0], two_models[1]]) is None  # all or nothing
-    report.plot_comparison(with_ci, tmp_path / "chart.png")
+    comparison.plot_comparison(with_ci, tmp_path / "chart.png", {"baseline": "mlp", "regularized": "cnn"})
     assert_png(tmp_path / "chart.png")
 
 
@@ -385,3 +396,143 @@ def test_check_uncertainty_accepts_what_evaluate_and_report_write(tmp_path):
     summary.write_text(summary.read_text().replace("no significant difference at 0.05", "**strong** better"))
     with pytest.raises(AssertionError):
         check_uncertainty(tmp_path)
+
+
+# --- every model kind compared, champion and best MLP (issue 14) ------------------------------
+
+CNN_CHAMPION = {
+    "champion": "cnn",
+    "kind": "cnn",
+    "registered_model": "fashion-mnist-mlp",
+    "alias": "champion",
+    "model_sha256": "0" * 64,
+    "reason": "highest validation accuracy (0.9300) among cnn, regularized, baseline",
+    "best_mlp": {
+        "model": "regularized",
+        "kind": "mlp",
+        "alias": "best-mlp",
+        "model_sha256": "1" * 64,
+        "reason": "highest validation accuracy (0.8951) among the MLPs regularized, baseline",
+    },
+    "candidates": [
+        {"model": "cnn", "kind": "cnn", "val_accuracy": 0.93, "test_accuracy": 0.925},
+        {"model": "regularized", "kind": "mlp", "val_accuracy": 0.8951, "test_accuracy": 0.8851},
+        {"model": "baseline", "kind": "mlp", "val_accuracy": 0.8912, "test_accuracy": 0.8812},
+    ],
+}
+
+
+@pytest.fixture
+def cnn_run(tmp_path, two_models):
+    """Metrics JSONs of two MLPs and a CNN champion, the split counts and champion.json, as report's flags."""
+    cnn = two_models[0] | {"model": "cnn", "accuracy": 0.925, "val_accuracy": 0.93, "params": 93_322, "epochs_run": 12}
+    paths = []
+    for m in [*two_models, cnn]:
+        paths.append(tmp_path / "reports/metrics" / f"{m['model']}.json")
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+        paths[-1].write_text(json.dumps(_with_uncertainty(m, m["accuracy"] - 0.006, m["accuracy"] + 0.006, 1.3)))
+    stats = {"seed": 1, "counts": {"train": 9, "val": 1, "test": 5}}
+    (tmp_path / "reports/data_stats.json").write_text(json.dumps(stats))
+    (tmp_path / "reports/champion.json").write_text(json.dumps(CNN_CHAMPION))
+    return [
+        *("--metrics", *map(str, paths), "--data_stats", str(tmp_path / "reports/data_stats.json")),
+        *("--champion", str(tmp_path / "reports/champion.json"), "--figures_dir", str(tmp_path / "reports/figures")),
+        *("--chart_out", str(tmp_path / "reports/figures/model_comparison.png")),
+        *("--out", str(tmp_path / "reports/summary.md")),
+    ]
+
+
+def test_summary_names_the_winning_kind_and_the_best_mlp(tmp_path, cnn_run):
+    report.main(cnn_run)
+    text = (tmp_path / "reports/summary.md").read_text()
+    assert "Champion by validation accuracy: **cnn**, a CNN; best MLP: **regularized**." in text
+    assert "**cnn** (a CNN) is registered as `fashion-mnist-mlp@champion`" in text
+    assert "The winning kind is **cnn**." in text
+    assert "The best MLP, **regularized**, is registered as `fashion-mnist-mlp@best-mlp`: highest validation" in text
+    mlp_champion = CNN_CHAMPION | {"champion": "regularized", "kind": "mlp"}
+    lines = "\n".join(comparison.champion_section(mlp_champion))
+    assert "(an MLP)" in lines and "the same version carries `fashion-mnist-mlp@best-mlp`" in lines
+    no_mlp = comparison.champion_section(CNN_CHAMPION | {"best_mlp": None})
+    assert "no version carries the alias `best-mlp`" in "\n".join(no_mlp)
+
+
+def test_the_one_comparison_table_lists_every_model_with_its_kind_and_every_anchor(tmp_path, cnn_run):
+    report.main(cnn_run)
+    text = (tmp_path / "reports/summary.md").read_text()
+    table = [line for line in text.split("## Models", 1)[1].split("\n\n")[1].splitlines()]
+    assert table[0].startswith("| Model | Kind | Validation accuracy | Test accuracy | 95 % CI |")
+    rows = {row.split(" | ")[0].strip("| *"): row for row in table[2:]}
+    assert rows["cnn"].startswith("| cnn | cnn | 0.9300 | 0.9250 | 0.9190–0.9310 |")
+    assert "| 93,322 | 12 |" in rows["cnn"]
+    assert rows["baseline"].startswith("| baseline | mlp | 0.8912 | 0.8812 |")
+    assert {a.name for a in ANCHORS} <= set(rows) and len(rows) == 3 + len(ANCHORS)
+    assert_png(tmp_path / "reports/figures/model_comparison.png")
+
+
+def test_summary_and_figure_bytes_are_the_same_on_a_second_render(tmp_path, cnn_run):
+    outputs = [tmp_path / "reports/summary.md", tmp_path / "reports/figures/model_comparison.png"]
+    report.main(cnn_run)
+    first = [path.read_bytes() for path in outputs]
+    report.main(cnn_run)
+    assert [path.read_bytes() for path in outputs] == first
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, r"baseline\.json: cannot read the metrics JSON"),
+        ("{garbled", r"baseline\.json: cannot read the metrics JSON"),
+        ('{"model": "baseline", "accuracy": 0.9}', r"baseline\.json: not a metrics JSON from evaluate \(missing "
+         "val_accuracy, macro_f1, loss, params, epochs_run\\)"),
+    ],
+)  # fmt: skip
+def test_a_missing_or_garbled_metrics_file_is_named(tmp_path, cnn_run, content, message):
+    path = tmp_path / "reports/metrics/baseline.json"
+    path.unlink()
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(PipelineError, match=message):
+        report.main(cnn_run)
+    assert not (tmp_path / "reports/summary.md").exists()
+
+
+def test_the_timing_report_compares_test_accuracy_with_training_seconds(tmp_path, cnn_run):
+    timings = tmp_path / "reports/timings"
+    timings.mkdir(parents=True)
+    for name, seconds in (("baseline", 60.0), ("cnn", 200.0), ("old", 5.0)):  # `old`: no metrics, no point
+        t = {"model": name, "train_seconds": seconds, "seconds_per_epoch": seconds / 10, "epochs_run": 10}
+        (timings / f"{name}.json").write_text(json.dumps(t | {"mlflow_run_id": "r"}))
+    report.main(cnn_run)
+    text = (timings / "summary.md").read_text()
+    assert "| cnn | cnn | 0.9250 | 10 | 200.0 | 20.00 | r |" in text and "| old |  |  | 10 | 5.0 |" in text
+    assert_png(timings / "accuracy_vs_time.png")
+    assert "200.0" not in (tmp_path / "reports/summary.md").read_text()
+
+
+def check_comparison(repo: Path) -> None:
+    """For the end-to-end runs (issue 14): the summary's one comparison table has a row per evaluated model, with
+    the kind and validation accuracy champion.json and its metrics JSON give, and every anchor; it names the
+    champion's kind and the best MLP; the figure exists; the untracked timing report has its figure."""
+    champion = json.loads((repo / "reports/champion.json").read_text())
+    kinds = {c["model"]: c["kind"] for c in champion["candidates"]}
+    summary = (repo / "reports/summary.md").read_text()
+    for path in sorted((repo / "reports/metrics").glob("*.json")):
+        m = json.loads(path.read_text())
+        assert f"| {m['model']} | {kinds[m['model']]} | {m['val_accuracy']:.4f} | {m['accuracy']:.4f} |" in summary
+    assert all(f"| *{a.name}* | {a.kind} | | {a.accuracy:.4f} |" in summary for a in ANCHORS)
+    best = champion["best_mlp"]
+    mlp = f"best MLP: **{best['model']}**" if best else "no MLP among the models"
+    kind = comparison.KIND_NAMES.get(champion["kind"], champion["kind"])
+    assert f"Champion by validation accuracy: **{champion['champion']}**, {kind}; {mlp}." in summary
+    assert_png(repo / "reports/figures/model_comparison.png")
+    if (repo / "reports/timings/summary.md").exists():
+        assert_png(repo / "reports/timings/accuracy_vs_time.png")
+
+
+def test_check_comparison_accepts_what_report_writes(tmp_path, cnn_run):
+    report.main(cnn_run)
+    check_comparison(tmp_path)
+    summary = tmp_path / "reports/summary.md"
+    summary.write_text(summary.read_text().replace("| cnn | cnn |", "| cnn | mlp |"))
+    with pytest.raises(AssertionError):
+        check_comparison(tmp_path)

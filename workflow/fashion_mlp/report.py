@@ -11,51 +11,19 @@ import argparse
 import os
 from pathlib import Path
 
-from fashion_mlp import explanations
+from fashion_mlp import comparison, explanations
+from fashion_mlp.comparison import champion_section, model_table
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.io import read_json, write_text
 from fashion_mlp.stats import pairwise_mcnemar
-from fashion_mlp.uncertainty import (
-    accuracy_error_bars,
-    calibration_section,
-    interval,
-    ranking_sentence,
-    read_correct,
-    significance_section,
-)
+from fashion_mlp.uncertainty import calibration_section, ranking_sentence, read_correct, significance_section
 
-# Published test accuracies the pipeline is measured against.
-ANCHORS = (
-    ("Tutorial baseline MLP (published)", 0.870),
-    ('Tutorial "improved" MLP (published)', 0.866),
-    ("Zalando benchmark: best MLP", 0.8833),
-    ("scikit-learn MLPClassifier", 0.871),
-)
-# Accuracy goals on the 10k test set (issues #2 and #3).
-GOALS = {"baseline": 0.880, "regularized": 0.890, "tuned": 0.900}
 FIGURES = (
     ("confusion", "Confusion matrix"),
     ("curves", "Training/validation curves"),
     ("predictions", "Predictions grid"),
     ("reliability", "Reliability diagram"),
 )
-
-
-def model_table(metrics: list[dict]) -> list[str]:
-    lines = [
-        "| Model | Test accuracy | 95 % CI | Macro F1 | 95 % CI | Test loss | Parameters | Epochs run | Goal |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for m in metrics:
-        goal = GOALS.get(m["model"])
-        verdict = "" if goal is None else f"≥ {goal:.3f} {'met' if m['accuracy'] >= goal else '**not met**'}"
-        lines.append(
-            f"| {m['model']} | {m['accuracy']:.4f} | {interval(m, 'accuracy')} | {m['macro_f1']:.4f} | "
-            f"{interval(m, 'macro_f1')} | {m['loss']:.4f} | {m['params']:,} | {m['epochs_run']} | {verdict} |"
-        )
-    for name, accuracy in ANCHORS:
-        lines.append(f"| *{name}* | {accuracy:.4f} | | | | | | | anchor |")
-    return lines
 
 
 def per_class_table(metrics: list[dict]) -> list[str]:
@@ -105,72 +73,6 @@ def tuning_section(tuning: dict, figures_dir: Path, summary_dir: Path) -> list[s
         f"![Validation accuracy of every trial]({figure})",
         "",
     ]
-
-
-def champion_section(champion: dict) -> list[str]:
-    lines = [
-        "## Champion",
-        "",
-        f"**{champion['champion']}** is registered as `{champion['registered_model']}@{champion['alias']}`: "
-        f"{champion['reason']}. The test set played no part in the choice.",
-        "",
-        "| Model | Validation accuracy | Test accuracy |",
-        "|---|---:|---:|",
-    ]
-    lines += [f"| {c['model']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} |" for c in champion["candidates"]]
-    return [*lines, ""]
-
-
-def timings_markdown(timings_dir: Path) -> str | None:
-    """The wall times that train and tune left in `timings_dir` (untracked), as Markdown; None if there are none."""
-    models = [read_json(path) for path in sorted(timings_dir.glob("*.json")) if path.stem != "tune"]
-    search = read_json(timings_dir / "tune.json") if (timings_dir / "tune.json").exists() else None
-    if not models and not search:
-        return None
-    lines = [
-        "# Wall times of the last run of each stage",
-        "",
-        "Written by `fashion-mlp report` from the stages' timings files beside it; not versioned.",
-        "",
-    ]
-    if models:
-        lines += ["| Model | Epochs run | Train s | s/epoch | MLflow run |", "|---|---:|---:|---:|---|"]
-        lines += [
-            f"| {t['model']} | {t['epochs_run']} | {t['train_seconds']:.1f} | {t['seconds_per_epoch']:.2f} "
-            f"| {t['mlflow_run_id']} |"
-            for t in models
-        ]
-    if search:
-        workers = ", ".join(f"{name} {count}" for name, count in search["workers"].items())
-        lines += [
-            "",
-            f"Hyperband search: {len(search['trials'])} trials in {search['search_seconds']:.0f} s "
-            f"(trials per worker: {workers}); MLflow run {search['mlflow_run_id']}.",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def plot_comparison(metrics: list[dict], path: Path) -> None:
-    from fashion_mlp.figures import pyplot, save_figure
-
-    plt = pyplot()
-    names = [m["model"] for m in metrics]
-    accuracies = [m["accuracy"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 3), 4.5))
-    errors = accuracy_error_bars(metrics)  # None without intervals
-    bars = ax.bar(names, accuracies, color="tab:blue", yerr=errors, capsize=6)
-    ax.bar_label(bars, labels=[f"{a:.4f}" for a in accuracies], label_type="center", color="white")
-    for (label, accuracy), style in zip(ANCHORS, ("--", ":", "-.", (0, (1, 3))), strict=True):
-        ax.axhline(accuracy, color="gray", linestyle=style, linewidth=1, label=f"{label}: {accuracy:.4f}")
-    low = min(accuracies + [a for _, a in ANCHORS])
-    n_test = metrics[0]["n_test"]
-    ax.set(
-        ylim=(max(0.0, low - 0.03), min(1.0, max(accuracies) + 0.02)),
-        ylabel="Test accuracy",
-        title=f"Test accuracy per model ({n_test:,} test images)" + ("" if errors is None else ", 95 % CIs"),
-    )
-    ax.legend(title="Published anchors", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save_figure(fig, path)
 
 
 def demos_section(xor: dict, activations_md: str, figures: dict[str, Path], summary_dir: Path) -> list[str]:
@@ -246,13 +148,17 @@ def render(
         "",
         "## Models",
         "",
-        *model_table(metrics),
+        *model_table(metrics, comparison.kinds_of(champion)),
         "",
+        *comparison.headline(champion),
         f"{ranking_sentence(metrics, pairs)} Anchors are published "
         "figures for comparison, not runs of this pipeline. Wall times differ on every run, so they are "
-        "not in this file: see `reports/timings/` (untracked, rewritten by each run) and MLflow.",
+        "not in this file: test accuracy against training seconds is in `reports/timings/summary.md` and "
+        f"`reports/timings/{comparison.TIME_FIGURE}` (untracked, rewritten by each run) and in MLflow.",
         "",
-        f"![Test accuracy per model]({chart_link})",
+        f"![Test accuracy against parameter count, every model and the published anchors]({chart_link})",
+        "",
+        *comparison.anchor_sources(),
         "",
         *(significance_section(pairs) if pairs else []),
         *calibration_section(metrics),
@@ -285,24 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demos_activations", type=Path, help="activations.md from demos")
     parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain/<model>.json from explain")
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
-    parser.add_argument("--chart_out", type=Path, required=True, help="bar chart comparing the models")
+    parser.add_argument(
+        "--chart_out", type=Path, required=True, help="figure comparing the models: test accuracy against parameters"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
     parser.add_argument(
         "--timings_dir",
         type=Path,
-        help="train's and tune's wall times; summary.md there gets them as a table "
-        "(untracked); default: timings/ beside --out",
+        help="train's and tune's wall times; summary.md there gets them as a table and "
+        f"{comparison.TIME_FIGURE} as a figure against test accuracy (untracked); default: timings/ beside --out",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    metrics = [read_json(path) for path in args.metrics]
+    metrics = comparison.load_metrics(args.metrics)
     pairs = pairwise_mcnemar(read_correct(args.predictions, metrics)) if args.predictions else None
-    plot_comparison(metrics, args.chart_out)
     tuning = read_json(args.tuning) if args.tuning else None
     champion = read_json(args.champion) if args.champion else None
+    kinds = comparison.kinds_of(champion)
+    comparison.plot_comparison(metrics, args.chart_out, kinds)
     demos = None
     if args.demos_xor and args.demos_activations:
         figures = {key: args.figures_dir / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
@@ -328,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     timings_dir = args.timings_dir or args.out.parent / "timings"
-    timings = timings_markdown(timings_dir)
+    timings = comparison.timings_markdown(timings_dir, metrics, kinds)
     if timings:
         write_text(timings_dir / "summary.md", timings)
     print(f"report: wrote {args.out} ({len(metrics)} models)")

@@ -18,6 +18,8 @@ rule report:
         ],
         code=[
             "workflow/fashion_mlp/report.py",
+            "workflow/fashion_mlp/comparison.py",
+            "workflow/fashion_mlp/anchors.py",
             "workflow/fashion_mlp/stats.py",
             "workflow/fashion_mlp/uncertainty.py",
             "workflow/fashion_mlp/explanations.py",
