@@ -208,7 +208,8 @@ def train_and_log(
     # search before, and the retrain must not depend on what the search drew.
     keras.utils.set_random_seed(seed)
     model = build_model(params, name=name)
-    run_tags = tracking.base_tags("train", data_path) | {"model": name} | (tags or {})
+    kind = {"model": name, "model_kind": params.get("kind", "mlp")}  # the report names the winning kind
+    run_tags = tracking.base_tags("train", data_path) | kind | (tags or {})
     with tracking.with_retry(mlflow.start_run, run_name=name, tags=run_tags) as run:
         splits = {"train": (data["x_train"], data["y_train"]), "validation": (data["x_val"], data["y_val"])}
         tracking.log_datasets(data_path, splits, run_tags["data_sha256"])
