@@ -279,6 +279,9 @@ def test_a_cnn_trained_with_every_lever_saves_only_inference_layers(keras, model
     _, _ = train(tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
     assert len(history.rows) == 2 and all(np.isfinite(r["val_loss"]) for r in history.rows)
+    # EMA: the weights validated in the last epoch are the ones kept and saved
+    predicted = model.predict(data["x_val"], verbose=0).argmax(axis=1)
+    assert float(np.mean(predicted == data["y_val"])) == pytest.approx(history.rows[-1]["val_accuracy"])
 
     with zipfile.ZipFile(tmp_path / "a.keras") as archive:
         config = archive.read("config.json").decode()
@@ -288,3 +291,32 @@ def test_a_cnn_trained_with_every_lever_saves_only_inference_layers(keras, model
     loaded = keras.saving.load_model(tmp_path / "a.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded.predict(data["x_val"], verbose=0), model.predict(data["x_val"], verbose=0))
     assert loaded.optimizer.use_ema
+
+
+# --- for the integrator's end-to-end runs ----------------------------------------------------
+
+
+def check_cnn_model(repo: Path) -> None:
+    """After a smoke run of either engine: every kind: cnn model of params.yaml was trained, saved with
+    inference layers only (loads in safe mode), evaluated, and its MLflow train run is tagged model_kind=cnn."""
+    import keras
+    import mlflow
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    cnns = [name for name, block in params["train"].items() if block.get("kind") == "cnn"]
+    assert cnns, "params.yaml has no kind: cnn model"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    for name in cnns:
+        model = keras.saving.load_model(repo / f"models/{name}.keras", safe_mode=True)
+        kinds = [type(layer).__name__ for layer in model.layers]
+        assert kinds[0] == "Reshape" and "Conv2D" in kinds and not any(k.startswith("Random") for k in kinds)
+        assert model.layers[-1].name == "probabilities" and tuple(model.input_shape) == (None, 28, 28)
+        metrics = json.loads((repo / f"reports/metrics/{name}.json").read_text())
+        assert metrics["model"] == name and metrics["params"] == model.count_params()
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            filter_string=f"tags.model = '{name}'",
+        )
+        kinds = [r.data.tags.get("model_kind") for r in runs]
+        assert "cnn" in kinds and set(kinds) <= {"cnn", None}, kinds  # the train run (evaluate completes it)
