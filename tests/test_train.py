@@ -289,6 +289,7 @@ def test_train_stage_logs_an_mlflow_run(trained):
     assert tags["data_sha256"] == hashlib.sha256(trained["data"].read_bytes()).hexdigest()
     assert tags["model_sha256"] == hashlib.sha256(trained["model_out"].read_bytes()).hexdigest()
     assert tags["engine"] == "cli" and tags["stage"] == "train" and tags["model"] == "tiny"
+    assert tags["model_kind"] == "mlp"  # a block without `kind`
 
     _, rows = _history(trained["history_out"])
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):

@@ -178,11 +178,18 @@ def section_from_args(args: argparse.Namespace, section: str) -> dict:
     """The section as params.yaml spells it, from flags that add_section_flags added.
 
     One-element per-layer lists come back as scalars, an absent per-layer
-    batchnorm as false and a bare one as true.
+    batchnorm as false and a bare one as true. A key some blocks leave out
+    (a model kind's own keys, an optional lever) is left out when its flag is.
     """
     values: dict = {}
-    for path, _, (kind, _) in _section_flags(section):
-        value = getattr(args, "_".join(path))
+    absent_flags = []
+    for path, _, (kind, kwargs) in _section_flags(section):
+        dest = "_".join(path)
+        if not hasattr(args, dest):  # an optional key whose flag was not given
+            if kwargs.get("action") == "store_true":
+                absent_flags.append(path)
+            continue
+        value = getattr(args, dest)
         if kind == "per_layer_bool" and not value:
             value = value is not None  # absent: false; a bare flag: true
         elif kind in ("per_layer", "per_layer_bool") and len(value) == 1:
@@ -191,11 +198,26 @@ def section_from_args(args: argparse.Namespace, section: str) -> dict:
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
+    # cli_flags leaves a false boolean out: inside an optional mapping that is there (its other keys
+    # came), it is false; a mapping none of whose keys came is absent.
+    for path in absent_flags:
+        node = values
+        for key in path[:-1]:
+            node = node.get(key)
+            if not isinstance(node, dict):
+                break
+        else:
+            if len(path) > 1:
+                node[path[-1]] = False
     return values
 
 
-def _section_flags(section: str, schema: dict | None = None, path: tuple = ()) -> list:
-    """(key path, schema, (kind, argparse keywords)) for every leaf key of a section, in schema order."""
+def _section_flags(section: str, schema: dict | None = None, path: tuple = (), optional: bool = False) -> list:
+    """(key path, schema, (kind, argparse keywords)) for every leaf key of a section, in schema order.
+
+    A key outside its mapping's `required` (or inside an optional mapping) gets an optional flag
+    that, when absent, leaves no attribute (argparse.SUPPRESS), so section_from_args leaves it out.
+    """
     root = load_schema()
     if schema is None:
         if section != "train" and section not in root["properties"]:
@@ -203,10 +225,16 @@ def _section_flags(section: str, schema: dict | None = None, path: tuple = ()) -
         schema = root["$defs"]["model"] if section == "train" else root["properties"][section]
     schema = resolve(schema, root)
     if schema.get("type") == "object" and "properties" in schema:
+        required = set(schema.get("required", ()))
         return [
-            leaf for key, sub in schema["properties"].items() for leaf in _section_flags(section, sub, (*path, key))
+            leaf
+            for key, sub in schema["properties"].items()
+            for leaf in _section_flags(section, sub, (*path, key), optional or key not in required)
         ]
-    return [(path, schema, _flag_kind(schema, root))]
+    kind, kwargs = _flag_kind(schema, root)
+    if optional:
+        kwargs = {**kwargs, "required": False, "default": argparse.SUPPRESS}
+    return [(path, schema, (kind, kwargs))]
 
 
 def _flag_kind(schema: dict, root: dict) -> tuple[str, dict]:
@@ -238,15 +266,15 @@ def _flag_kind(schema: dict, root: dict) -> tuple[str, dict]:
     return "plain", {**kwargs, "required": True}
 
 
-def per_layer(value: Any, n_layers: int, name: str) -> list:
-    """Broadcast a scalar to every hidden layer, or check a per-layer list's length."""
+def per_layer(value: Any, n_layers: int, name: str, over: str = "hidden") -> list:
+    """Broadcast a scalar to every layer of the list `over` (hidden, conv or dense), or check a per-layer list."""
     if isinstance(value, (list, tuple)):
         if len(value) == 1:
             return list(value) * n_layers
         if len(value) != n_layers:
             raise ParamsError(
-                f"{name} has {len(value)} values but hidden has {n_layers} layers; "
-                "give one value, or one per hidden layer"
+                f"{name} has {len(value)} values but {over} has {n_layers} layers; "
+                f"give one value, or one per {over} layer"
             )
         return list(value)
     return [value] * n_layers
@@ -295,13 +323,26 @@ def _split_problems(prepare: dict) -> list[str]:
 
 
 def _layer_list_problems(name: str, spec: dict) -> list[str]:
+    """Per-layer lists match their layers; a CNN's conv blocks leave at least one pixel."""
+    if spec.get("kind", "mlp") == "cnn":
+        lists = {"batchnorm": "conv", "dropout": "dense"}
+    else:
+        lists = {"dropout": "hidden", "l2": "hidden", "batchnorm": "hidden"}
     problems = []
-    n_layers = len(spec["hidden"])
-    for key in ("dropout", "l2", "batchnorm"):
+    for key, over in lists.items():
         try:
-            per_layer(spec[key], n_layers, f"{name}.{key}")
+            per_layer(spec[key], len(spec[over]), f"{name}.{key}", over=over)
         except ParamsError as exc:
             problems.append(str(exc))
+    if spec.get("kind") == "cnn":
+        size = 28
+        for _ in spec["conv"]:
+            size = (size - (spec["kernel"] - 1 if spec["padding"] == "valid" else 0)) // 2
+        if size < 1:
+            problems.append(
+                f"{name}.conv: {len(spec['conv'])} conv blocks with kernel {spec['kernel']} and padding "
+                f"{spec['padding']} shrink the 28x28 image to nothing; use fewer blocks or padding same"
+            )
     return problems
 
 
@@ -321,7 +362,7 @@ def _schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") 
     problems = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
         problems.append(describe_error(error, prefix, root_with_target))
-    return problems
+    return list(dict.fromkeys(problems))  # a model kind's keys are checked twice (the schema's allOf)
 
 
 @lru_cache(maxsize=1)

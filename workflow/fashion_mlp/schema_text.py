@@ -47,7 +47,11 @@ def describe_error(error, prefix: str, root: dict) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         where = f"{key}.{missing}" if key != "(top level)" else missing
         sub = schema.get("properties", {}).get(missing, {})
+        if "description" in schema:  # a key one model kind needs (the schema's allOf of if/then)
+            return f"missing key '{where}' (expected {accepted(sub, root)}): {schema['description']}"
         return f"missing key '{where}' (expected {accepted(sub, root)})"
+    if error.validator == "not" and "description" in schema:  # a key of another model kind
+        return f"key '{key}' is not allowed here: {schema['description']}"
     if error.validator == "pattern" and error.schema_path and "propertyNames" in error.schema_path:
         return f"bad model name '{error.instance}' under '{key}': use lower-case letters, digits and _"
     if error.validator in ("minItems", "maxItems") and isinstance(error.instance, list):

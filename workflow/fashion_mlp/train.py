@@ -1,4 +1,4 @@
-"""Stage `train`: fit one MLP from its params.yaml block on the training split, validating on the validation split.
+"""Stage `train`: fit one model (MLP or CNN) from its params.yaml block on the training split, validating on validation.
 
 Reads only `train.npz` (the test set is not an input of this stage), writes
 the model and a per-epoch history CSV, and logs params, per-epoch metrics and
@@ -83,17 +83,39 @@ def make_history_callback(on_epoch=None):
     return EpochHistory()
 
 
-def fit(model, data: dict, params: dict, callbacks: list):
-    """Compile with the configured schedule and fit; the validation split drives early stopping."""
+def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0):
+    """Compile with the configured schedule and fit; the validation split drives early stopping.
+
+    The optional levers of a block (absent: off, and the model and its file are as without them):
+    `label_smoothing` trains on one-hot targets, `ema` keeps a moving average of the weights (the
+    one validated, early-stopped on and saved), and `augment` fits a wrapper that sends each
+    training batch through seeded random layers before `model`; `model` itself, the one saved,
+    never holds them (see models.augmenter).
+    """
     import keras
 
-    from fashion_mlp.models import compile_model, learning_rate_schedule
+    from fashion_mlp.models import augmenter, compile_model, learning_rate_schedule, one_hot
 
     steps_per_epoch = -(-len(data["y_train"]) // params["batch_size"])
     schedule = learning_rate_schedule(
         params["learning_rate"], params["lr_schedule"], params["lr_decay_rate"], steps_per_epoch, params["epochs"]
     )
-    compile_model(model, schedule, params["steps_per_execution"])
+    smoothing = params.get("label_smoothing", 0.0)
+    ema = params.get("ema")
+    compile_model(model, schedule, params["steps_per_execution"], smoothing, ema_momentum=ema)
+    trainer = model
+    augment = params.get("augment") or {}
+    layers = augmenter(augment.get("shift", 0), augment.get("flip", False), seed)
+    if layers is not None:
+        trainer = keras.Sequential([layers, model], name=f"{model.name}_training")
+        # The same optimizer object: the saved `model` keeps the state it was trained with.
+        compile_model(trainer, schedule, params["steps_per_execution"], smoothing, optimizer=model.optimizer)
+    y_train, y_val = data["y_train"], data["y_val"]
+    if smoothing:
+        y_train, y_val = one_hot(y_train), one_hot(y_val)
+    if ema is not None:
+        # First, so that validation, early stopping and the restored weights all see the averaged weights.
+        callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), *callbacks]
     if params["early_stopping_patience"] is not None:
         callbacks = [
             *callbacks,
@@ -103,10 +125,10 @@ def fit(model, data: dict, params: dict, callbacks: list):
                 restore_best_weights=True,
             ),
         ]
-    return model.fit(
+    return trainer.fit(
         data["x_train"],
-        data["y_train"],
-        validation_data=(data["x_val"], data["y_val"]),
+        y_train,
+        validation_data=(data["x_val"], y_val),
         batch_size=params["batch_size"],
         epochs=params["epochs"],
         callbacks=callbacks,
@@ -180,15 +202,14 @@ def train_and_log(
     import mlflow
 
     from fashion_mlp import tracking
-    from fashion_mlp.models import build_mlp, save_model
+    from fashion_mlp.models import build_model, save_model
 
     # Seeded here, not only at start-up: in `tune --workers 1` this process has run the whole
     # search before, and the retrain must not depend on what the search drew.
     keras.utils.set_random_seed(seed)
-    model = build_mlp(
-        params["hidden"], params["activation"], params["dropout"], params["l2"], params["batchnorm"], name=name
-    )
-    run_tags = tracking.base_tags("train", data_path) | {"model": name} | (tags or {})
+    model = build_model(params, name=name)
+    kind = {"model": name, "model_kind": params.get("kind", "mlp")}  # the report names the winning kind
+    run_tags = tracking.base_tags("train", data_path) | kind | (tags or {})
     with tracking.with_retry(mlflow.start_run, run_name=name, tags=run_tags) as run:
         splits = {"train": (data["x_train"], data["y_train"]), "validation": (data["x_val"], data["y_val"])}
         tracking.log_datasets(data_path, splits, run_tags["data_sha256"])
@@ -213,7 +234,7 @@ def train_and_log(
 
         history = make_history_callback(on_epoch=log_epoch)
         started = time.perf_counter()
-        fit(model, data, params, [history])
+        fit(model, data, params, [history], seed=seed)
         fit_seconds = time.perf_counter() - started
 
         kept = kept_epoch(history.rows, params["early_stopping_patience"], params["early_stopping_monitor"])
