@@ -27,7 +27,7 @@ import pytest
 from conftest import DEBIAN_DATA, engine_env, run, smoke_copy
 from fashion_mlp.io import sha256_file
 
-MODELS = ("baseline", "regularized", "tuned")
+MODELS = ("baseline", "regularized", "cnn", "tuned")
 RUN_TIMEOUT = 1200  # seconds; three runs share two cores
 
 # One fresh copy per run. 4 cores for Snakemake: two 2-thread jobs at a time (trainings, search,

@@ -37,8 +37,10 @@ from fashion_mlp.io import sha256_file
 from smoke_runs import CLUSTER_TARGET, MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
 from test_ecosystem import check_mlflow_lineage, check_queue
 from test_explain import check_explain_outputs
+from test_model_kinds import check_cnn_model
 from test_predict import check_champion_predicts
-from test_report import check_uncertainty
+from test_register import check_registry_aliases
+from test_report import check_comparison, check_uncertainty
 
 pytestmark = pytest.mark.e2e
 UNCERTAINTY_METRICS = (
@@ -92,7 +94,7 @@ def assert_mlflow(repo: Path, engine: str) -> None:
     client, runs = mlflow_runs(repo)
     model_runs = [r for r in runs if r.data.tags.get("model") in MODELS]
     by_model = {r.data.tags["model"]: r for r in model_runs}
-    assert sorted(by_model) == sorted(MODELS) and len(model_runs) == 3, "one run per model, train and evaluate together"
+    assert sorted(by_model) == sorted(MODELS) and len(model_runs) == len(MODELS), "a run per model"
     assert all(r.info.status == "FINISHED" for r in runs)
     assert_traceable(runs, sha256_file(repo / "data/prepared/train.npz"))
     assert_tuning_runs(client, runs, by_model["tuned"])
@@ -104,7 +106,9 @@ def assert_mlflow(repo: Path, engine: str) -> None:
         if model in params["train"]:
             spec = params["train"][model]
             assert r.data.params["learning_rate"] == str(spec["learning_rate"])
-            assert r.data.params["hidden"] == str(spec["hidden"])
+            assert r.data.params["hidden" if spec.get("kind", "mlp") == "mlp" else "conv"] == str(
+                spec.get("hidden", spec.get("conv"))
+            )
         assert r.data.params["epochs"] == "2" and r.data.params["seed"] == str(params["seed"])
         history = client.get_metric_history(r.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [1, 2], "per-epoch metrics with step = epoch"
@@ -341,6 +345,9 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot, t
     check_explain_outputs(repo)
     check_mlflow_lineage(repo)
     check_champion_predicts(repo, tmp_path / "pictures")  # the registered champion, through `fashion-mlp predict`
+    check_cnn_model(repo)
+    check_registry_aliases(repo)
+    check_comparison(repo)
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
     assert dvc_status(repo) == {}
     run(["snakemake", "--report", "reports/report.html"], repo)
@@ -443,6 +450,9 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
     check_uncertainty(dvc_repo)
     check_explain_outputs(dvc_repo)
     check_mlflow_lineage(dvc_repo)
+    check_cnn_model(dvc_repo)
+    check_registry_aliases(dvc_repo)
+    check_comparison(dvc_repo)
     metrics = run(["dvc", "metrics", "show", "--json"], dvc_repo)
     assert "accuracy" in metrics.stdout
 

@@ -36,7 +36,7 @@ from conftest import REPO, engine_env, free_ports, missing_service, smoke_copy
 
 pytestmark = pytest.mark.e2e
 SCRIPT = REPO / "workflow/scripts/mlflow_server.py"
-MODELS = ("baseline", "regularized", "tuned")
+MODELS = ("baseline", "regularized", "cnn", "tuned")
 START_TIMEOUT = 180  # seconds for PostgreSQL and mlflow server to answer
 PNG = b"\x89PNG"
 
