@@ -179,15 +179,8 @@ _RUNS: SmokeRuns | None = None
 def pytest_collection_modifyitems(session, config, items) -> None:
     global _RUNS
     needed = {FIXTURES[name] for item in items for name in getattr(item, "fixturenames", ()) if name in FIXTURES}
-
     # The runs go in the background now; the tests that wait for them go last, in their files' order.
-    # Before them, the e2e tests with engine runs of their own (the PostgreSQL server's pipeline, the
-    # search alone, the SSH remote): they overlap the background runs instead of following them on a
-    # machine that the waiting tests' one-stage-at-a-time engines leave half idle.
-    def waits(item) -> bool:
-        return any(name in FIXTURES for name in getattr(item, "fixturenames", ()))
-
-    items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None, waits(item)))
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
     if needed and DEBIAN_DATA.is_dir() and not config.option.collectonly:
         _RUNS = SmokeRuns([name for name in COMMANDS if name in needed])
 
