@@ -38,7 +38,7 @@ rule explain:
         "benchmarks/stages/explain/{model}.tsv"
     conda:
         "../envs/pipeline.yaml"
-    threads: 1  # DeepExplainer runs one image at a time; the three models run side by side
+    threads: 1  # DeepExplainer runs one image at a time; the models run side by side
     resources:
         mem_mb=2000,
     params:
