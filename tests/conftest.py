@@ -170,6 +170,23 @@ def smoke_repo(tmp_path: Path) -> Path:
     return smoke_copy(tmp_path / "repo")
 
 
+@pytest.fixture(scope="module")
+def keras():
+    """Keras, imported when a test asks for it (test_models.py, test_model_kinds.py)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+@pytest.fixture(scope="module")
+def models(keras):
+    """fashion_mlp.models, imported after the `keras` fixture quiets TensorFlow's log."""
+    from fashion_mlp import models
+
+    return models
+
+
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 

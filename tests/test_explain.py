@@ -40,11 +40,19 @@ def tiny_mlp(seed: int = 0, zero_bias: bool = False, batchnorm: bool = True, inp
     if batchnorm:
         layers.append(keras.layers.BatchNormalization())
     layers += [keras.layers.Dropout(0.3), keras.layers.Dense(10, activation="softmax")]
-    model = keras.Sequential(layers)
+    return seed_biases_and_norms(keras.Sequential(layers), seed, zero_bias)
+
+
+def seed_biases_and_norms(model, seed: int, zero_bias: bool):
+    """`model` with seeded random biases (Dense, Conv2D) and BatchNorm statistics, so that BatchNorm is a
+    real affine map; the biases, beta and moving means zero when zero_bias (tests/test_lrp.py too)."""
+    import keras
+
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            layer.bias.assign(np.zeros(layer.units) if zero_bias else rng.normal(0, 0.1, layer.units))
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            n = layer.bias.shape[0]
+            layer.bias.assign(np.zeros(n) if zero_bias else rng.normal(0, 0.1, n))
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.gamma.assign(rng.uniform(0.5, 1.5, n))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fashion_mlp import explain, explain_checks, explain_figures, lrp
+from test_explain import images, seed_biases_and_norms
 
 keras = pytest.importorskip("keras")
 
@@ -36,23 +37,7 @@ def tiny_cnn(
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(10, activation="softmax", name="probabilities"))
-    model = keras.Sequential(layers)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
-            n = layer.bias.shape[0]
-            layer.bias.assign(np.zeros(n) if zero_bias else rng.normal(0, 0.1, n))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
-            layer.beta.assign(np.zeros(n) if zero_bias else rng.normal(0, 0.1, n))
-            layer.moving_mean.assign(np.zeros(n) if zero_bias else rng.normal(0, 0.1, n))
-    return model
-
-
-def images(n: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 28, 28)).astype(np.float32)
+    return seed_biases_and_norms(keras.Sequential(layers), seed, zero_bias)
 
 
 def gradient_times_input(model, x: np.ndarray, targets: np.ndarray) -> np.ndarray:

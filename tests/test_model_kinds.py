@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import zipfile
 from pathlib import Path
@@ -46,21 +45,6 @@ TINY_CNN = {
 }
 DROP = object()  # a key left out
 LEVERS = {"label_smoothing": 0.1, "augment": {"shift": 2, "flip": True}, "ema": 0.9}
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    return keras
-
-
-@pytest.fixture(scope="module")
-def models(keras):
-    from fashion_mlp import models
-
-    return models
 
 
 def _round_trip(block: dict) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +11,6 @@ import pytest
 from fashion_mlp.config import ParamsError, load_params
 
 PARAMS_PATH = Path(__file__).resolve().parents[1] / "params.yaml"
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    return keras
-
-
-@pytest.fixture(scope="module")
-def models(keras):
-    from fashion_mlp import models
-
-    return models
 
 
 @pytest.fixture(scope="module")
