@@ -130,6 +130,31 @@ def test_best_block_is_a_valid_train_block_with_the_retrain_settings():
     assert block["early_stopping_monitor"] == "val_accuracy"
 
 
+def test_the_retrain_levers_reach_the_best_block_only_when_set():
+    assert not {"label_smoothing", "augment", "ema"} & set(tune.best_block(TRIAL, section()))
+    levers = [
+        *["--final_label_smoothing", "0.1", "--final_augment.shift", "2", "--final_augment.flip"],
+        *["--final_ema", "0.99"],
+    ]
+    params = section([*ARGV, *levers])
+    validate_section("tune", params)
+    block = tune.best_block(TRIAL, params)
+    validate_section("train", block)
+    assert block["label_smoothing"] == 0.1 and block["ema"] == 0.99
+    assert block["augment"] == {"shift": 2, "flip": True}
+
+
+def test_a_new_retrain_recipe_reuses_the_finished_search_but_a_new_search_does_not():
+    from fashion_mlp.hyperband import settings_key
+
+    key = settings_key(section(), 42, "d.npz")
+    i = ARGV.index("--final_epochs")
+    longer = section([*ARGV[: i + 1], "200", *ARGV[i + 2 :], "--final_augment.shift", "2"])
+    assert settings_key(longer, 42, "d.npz") == key
+    j = ARGV.index("--max_epochs")
+    assert settings_key(section([*ARGV[: j + 1], "9", *ARGV[j + 2 :]]), 42, "d.npz") != key
+
+
 def test_plot_trials_draws_rows_as_trial_rows_makes_them(tmp_path):
     rows = [
         {

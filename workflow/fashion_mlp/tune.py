@@ -109,6 +109,8 @@ def best_block(values: dict, section: dict) -> dict:
         "early_stopping_patience": section["final_early_stopping_patience"],
         "early_stopping_monitor": section["final_early_stopping_monitor"],
         "steps_per_execution": section["steps_per_execution"],
+        # the retrain's optional levers (tune.final_label_smoothing, ...), left out when absent as in a train block
+        **{key: section[f"final_{key}"] for key in ("label_smoothing", "augment", "ema") if f"final_{key}" in section},
     }
 
 

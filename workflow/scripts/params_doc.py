@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from fashion_mlp.schema_text import resolve as _resolve  # follows any local $ref, e.g. into $defs/model
+
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
 SCHEMA = REPO / "workflow/schemas/params.schema.yaml"
@@ -107,12 +109,6 @@ def comments(text: str) -> dict[str, str]:
 
 
 # --- the schema, in words -----------------------------------------------------------------------
-
-
-def _resolve(node: dict, schema: dict) -> dict:
-    while "$ref" in node:
-        node = schema["$defs"][node["$ref"].split("/")[-1]]
-    return node
 
 
 def _range(node: dict) -> str:
