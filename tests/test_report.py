@@ -536,3 +536,48 @@ def test_check_comparison_accepts_what_report_writes(tmp_path, cnn_run):
     summary.write_text(summary.read_text().replace("| cnn | cnn |", "| cnn | mlp |"))
     with pytest.raises(AssertionError):
         check_comparison(tmp_path)
+
+
+# --- recorded preset runs (fashion-mlp preset) ---------------------------------------------------
+
+
+def preset_record(metrics_path: Path) -> dict:
+    metrics = json.loads(metrics_path.read_text()) | {"model": "regularized", "accuracy": 0.9112}
+    return {
+        "preset": "mlp-long",
+        "description": "A longer retrain.",
+        "model": "regularized",
+        "kind": "mlp",
+        "goal": 0.91,
+        "command": "dvc exp run --temp -n mlp-long -S tune.final_epochs=150",
+        "code_commit": "a" * 40,
+        "experiment_commit": "b" * 40,
+        "recorded": "2026-12-03",
+        "seconds": 1234,
+        "metrics": metrics,
+    }
+
+
+def test_a_recorded_preset_is_its_own_row_with_its_goal_and_command(tmp_path, cnn_run):
+    presets = tmp_path / "reports/presets"
+    presets.mkdir()
+    (presets / "mlp-long.json").write_text(json.dumps(preset_record(tmp_path / "reports/metrics/regularized.json")))
+    report.main([*cnn_run, "--presets_dir", str(presets)])
+    text = (tmp_path / "reports/summary.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| regularized (preset mlp-long) |"))
+    assert row.startswith("| regularized (preset mlp-long) | mlp |") and "| 0.9112 |" in row
+    assert row.endswith("| ≥ 0.910 met |")
+    assert "## Longer recipes (presets)" in text
+    assert "Ran in 20.6 min on 2026-12-03 (code aaaaaaa, experiment commit bbbbbbb): `dvc exp run --temp" in text
+    # the calibration and per-class tables hold this run's models only
+    assert "regularized (preset" not in text.split("## Calibration", 1)[1]
+
+
+def test_no_presets_directory_means_no_preset_rows_and_a_bad_record_is_named(tmp_path, cnn_run):
+    report.main([*cnn_run, "--presets_dir", str(tmp_path / "absent")])
+    assert "Longer recipes" not in (tmp_path / "reports/summary.md").read_text()
+    presets = tmp_path / "reports/presets"
+    presets.mkdir()
+    (presets / "broken.json").write_text(json.dumps({"preset": "broken", "metrics": {}}))
+    with pytest.raises(PipelineError, match=r"broken\.json: not a record of `fashion-mlp preset` \(missing descr"):
+        report.main([*cnn_run, "--presets_dir", str(presets)])

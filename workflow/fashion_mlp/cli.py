@@ -22,6 +22,7 @@ COMMANDS = {
     "register": ("fashion_mlp.register", "register the best model by validation accuracy as champion"),
     "predict": ("fashion_mlp.predict", "classify pictures (files, directories, globs) with the champion"),
     "report": ("fashion_mlp.report", "reports/summary.md comparing every model"),
+    "preset": ("fashion_mlp.presets", "run a recipe too long for the default run as a DVC experiment; record it"),
     "demos": ("fashion_mlp.demos", "the tutorial's XOR and activation-function lessons"),
     "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),
 }

@@ -19,6 +19,8 @@ from fashion_mlp.uncertainty import accuracy_error_bars, interval
 # Accuracy goals on the 10k test set, by model name (issues #2, #3 and #14's CNN row).
 GOALS = {"baseline": 0.880, "regularized": 0.890, "tuned": 0.900, "cnn": 0.925}
 REQUIRED = ("model", "accuracy", "val_accuracy", "macro_f1", "loss", "params", "epochs_run")  # the table reads them
+PRESET_KEYS = ("preset", "description", "model", "kind", "command", "code_commit", "experiment_commit", "recorded",
+               "seconds", "metrics")  # fmt: skip
 MARKERS = {"mlp": "o", "cnn": "s"}  # other kinds: "D"
 KIND_NAMES = {"mlp": "an MLP", "cnn": "a CNN"}
 TIME_FIGURE = "accuracy_vs_time.png"  # in the timings folder, beside its summary.md
@@ -39,6 +41,53 @@ def load_metrics(paths: list[Path]) -> list[dict]:
     return metrics
 
 
+def load_presets(directory: Path | None) -> list[dict]:
+    """The recorded preset runs (`fashion-mlp preset NAME` wrote reports/presets/NAME.json), by name.
+
+    Each becomes a row named `<model> (preset <name>)` with the preset's goal; a file that is not such
+    a record is an error naming it. No directory: no presets.
+    """
+    if directory is None or not directory.is_dir():
+        return []
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        record = read_json(path)
+        missing = [key for key in PRESET_KEYS if key not in record] if isinstance(record, dict) else list(PRESET_KEYS)
+        missing += [f"metrics.{key}" for key in REQUIRED if key not in record.get("metrics", {})] if not missing else []
+        if missing:
+            raise PipelineError(f"{path}: not a record of `fashion-mlp preset` (missing {', '.join(missing)})")
+        records.append(record)
+    return records
+
+
+def preset_rows(presets: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """The presets' metrics as rows of the model table and figure, and their kinds."""
+    rows = [{**p["metrics"], "model": f"{p['model']} (preset {p['preset']})", "goal": p.get("goal")} for p in presets]
+    return rows, {row["model"]: p["kind"] for row, p in zip(rows, presets, strict=True)}
+
+
+def preset_section(presets: list[dict]) -> list[str]:
+    """Where each preset row comes from: its recipe, command, commits and wall time."""
+    if not presets:
+        return []
+    lines = [
+        "## Longer recipes (presets)",
+        "",
+        "Recipes too long for the default run, each run once as a DVC experiment by `fashion-mlp preset <name>` "
+        "(presets/<name>.yaml holds its params.yaml overrides) and recorded in reports/presets/<name>.json. "
+        "Every choice in them was made on the validation split, as in the default run; their rows above are "
+        "that record, not this run.",
+        "",
+    ]
+    for p in presets:
+        lines += [
+            f"- **{p['model']} (preset {p['preset']})**: {p['description'].strip()} "
+            f"Ran in {p['seconds'] / 60:.1f} min on {p['recorded']} (code {p['code_commit'][:7]}, experiment "
+            f"commit {p['experiment_commit'][:7]}): `{p['command']}`",
+        ]
+    return [*lines, ""]
+
+
 def kinds_of(champion: dict | None) -> dict[str, str]:
     """Model name -> kind, as register recorded them in champion.json ({} without it)."""
     return {c["model"]: c["kind"] for c in (champion or {}).get("candidates", []) if "kind" in c}
@@ -53,7 +102,7 @@ def model_table(metrics: list[dict], kinds: dict[str, str] | None = None) -> lis
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in metrics:
-        goal = GOALS.get(m["model"])
+        goal = GOALS.get(m["model"], m.get("goal"))  # a preset row carries its own goal
         verdict = "" if goal is None else f"≥ {goal:.3f} {'met' if m['accuracy'] >= goal else '**not met**'}"
         lines.append(
             f"| {m['model']} | {kinds.get(m['model'], '')} | {m['val_accuracy']:.4f} | {m['accuracy']:.4f} | "

@@ -133,9 +133,11 @@ def render(
     demos: list[str] | None = None,
     pairs: list[dict] | None = None,
     explain: list[str] | None = None,
+    presets: list[dict] | None = None,
 ) -> str:
     counts = stats["counts"]
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
+    rows, preset_kinds = comparison.preset_rows(presets or [])
     lines = [
         "# Fashion-MNIST MLPs: summary",
         "",
@@ -148,7 +150,7 @@ def render(
         "",
         "## Models",
         "",
-        *model_table(metrics, comparison.kinds_of(champion)),
+        *model_table(metrics + rows, comparison.kinds_of(champion) | preset_kinds),
         "",
         *comparison.headline(champion),
         f"{ranking_sentence(metrics, pairs)} Anchors are published "
@@ -160,6 +162,7 @@ def render(
         "",
         *comparison.anchor_sources(),
         "",
+        *comparison.preset_section(presets or []),
         *(significance_section(pairs) if pairs else []),
         *calibration_section(metrics),
         *(tuning_section(tuning, figures_dir, out.parent) if tuning else []),
@@ -192,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain/<model>.json from explain")
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument(
+        "--presets_dir", type=Path, help="reports/presets: recorded runs of `fashion-mlp preset`, one row each"
+    )
+    parser.add_argument(
         "--chart_out", type=Path, required=True, help="figure comparing the models: test accuracy against parameters"
     )
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
@@ -211,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     tuning = read_json(args.tuning) if args.tuning else None
     champion = read_json(args.champion) if args.champion else None
     kinds = comparison.kinds_of(champion)
-    comparison.plot_comparison(metrics, args.chart_out, kinds)
+    presets = comparison.load_presets(args.presets_dir)
+    rows, preset_kinds = comparison.preset_rows(presets)
+    comparison.plot_comparison(metrics + rows, args.chart_out, kinds | preset_kinds)
     demos = None
     if args.demos_xor and args.demos_activations:
         figures = {key: args.figures_dir / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
@@ -234,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             demos,
             pairs,
             explain,
+            presets,
         ),
     )
     timings_dir = args.timings_dir or args.out.parent / "timings"

@@ -1,0 +1,101 @@
+"""presets.py: a preset's overrides are checked before anything runs; its record comes from the experiment's commit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO
+from fashion_mlp import PipelineError, presets
+from fashion_mlp.config import load_params
+
+
+def write_preset(tmp_path, **content):
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_every_shipped_preset_applies_to_params_yaml_and_turns_into_one_command():
+    params = load_params(REPO / "params.yaml")
+    shipped = sorted((REPO / "presets").glob("*.yaml"))
+    assert shipped, "presets/ holds at least the MLP preset of issue 14"
+    for path in shipped:
+        preset = presets.load_preset(path)
+        applied = presets.apply_overrides(params, preset["set"], str(path))
+        assert applied != params
+        argv = presets.command(path.stem, preset["set"])
+        assert argv[:6] == ["dvc", "exp", "run", "--temp", "-n", path.stem]
+        assert len(argv) == 6 + 2 * len(preset["set"])
+
+
+def test_overrides_replace_leaves_and_render_as_dvc_reads_them():
+    params = load_params(REPO / "params.yaml")
+    overrides = {"tune.final_epochs": 150, "tune.final_augment.flip": True, "tune.final_ema": None}
+    applied = presets.apply_overrides(params, overrides, "p.yaml")
+    assert applied["tune"]["final_epochs"] == 150 and applied["tune"]["final_augment"]["flip"] is True
+    assert params["tune"]["final_epochs"] != 150  # the loaded params are left alone
+    assert presets.command("x", overrides)[6:] == [
+        *("-S", "tune.final_epochs=150", "-S", "tune.final_augment.flip=true", "-S", "tune.final_ema=null"),
+    ]
+    assert presets.render(0.1) == "0.1" and presets.render([32, 64]) == "[32,64]"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"tune.final_epoch": 3}, r"p\.yaml: set\.tune\.final_epoch: params\.yaml has no key tune\.final_epoch"),
+        ({"tune.final_augment": 2}, r"set\.tune\.final_augment: a mapping; set its keys one by one"),
+        ({"tune.final_epochs": 0}, r"p\.yaml applied to params\.yaml: 'tune\.final_epochs' = 0 is not allowed"),
+    ],
+)
+def test_a_bad_override_is_refused_by_name(overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        presets.apply_overrides(load_params(REPO / "params.yaml"), overrides, "p.yaml")
+
+
+def test_a_missing_or_incomplete_preset_file_is_named(tmp_path):
+    with pytest.raises(PipelineError, match=r"nope\.yaml: no such preset"):
+        presets.load_preset(tmp_path / "nope.yaml")
+    with pytest.raises(PipelineError, match=r"long\.yaml: missing model, set"):
+        presets.load_preset(write_preset(tmp_path, description="d"))
+    with pytest.raises(PipelineError, match=r"long\.yaml: `set` must map params\.yaml keys"):
+        presets.load_preset(write_preset(tmp_path, description="d", model="tuned", set={}))
+
+
+def test_dry_run_checks_and_prints_the_command_without_running_it(capsys, tmp_path):
+    path = write_preset(tmp_path, description="d", model="tuned", set={"tune.final_epochs": 40})
+    presets.main(["long", "--presets_dir", str(tmp_path), "--params", str(REPO / "params.yaml"), "--dry_run"])
+    assert capsys.readouterr().out.strip() == "dvc exp run --temp -n long -S tune.final_epochs=40"
+    assert not (tmp_path / "reports").exists() and path.exists()
+
+
+def test_the_record_is_read_from_the_experiments_commit(tmp_path):
+    """A git repository with a commit under DVC's experiment ref, as `dvc exp run -n long` leaves one."""
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
+    baseline = git("rev-parse", "HEAD")
+    (tmp_path / "reports/metrics").mkdir(parents=True)
+    (tmp_path / "reports/metrics/tuned.json").write_text(json.dumps({"model": "tuned", "accuracy": 0.91}))
+    candidates = [{"model": "tuned", "kind": "mlp"}, {"model": "cnn", "kind": "cnn"}]
+    (tmp_path / "reports/champion.json").write_text(json.dumps({"candidates": candidates}))
+    git("add", "reports")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "exp")
+    rev = git("rev-parse", "HEAD")
+    git("update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/long", rev)
+    git("reset", "-q", "--hard", baseline)
+
+    assert presets.experiment_rev("long", baseline, tmp_path) == rev
+    with pytest.raises(PipelineError, match=r"no DVC experiment 'short' on commit"):
+        presets.experiment_rev("short", baseline, tmp_path)
+    preset = {"description": "d", "model": "tuned", "goal": 0.91, "set": {"tune.final_epochs": 40}}
+    record = presets.record("long", preset, ["dvc", "exp", "run"], rev, baseline, 600.4, tmp_path)
+    assert record["metrics"] == {"model": "tuned", "accuracy": 0.91} and record["kind"] == "mlp"
+    assert (record["seconds"], record["command"], record["experiment_commit"]) == (600, "dvc exp run", rev)

@@ -1,0 +1,143 @@
+"""`fashion-mlp preset NAME`: a recipe too long for the default run, as one DVC experiment, and its recorded result.
+
+A preset (presets/NAME.yaml) is a list of params.yaml overrides. This command checks them against
+the schema, runs `dvc exp run --temp -n NAME -S key=value ...` (a temporary copy of the repository:
+the workspace and its outputs stay as they are; stages whose params did not change come from DVC's
+cache), then reads the experiment's metrics of the preset's model from its git commit and writes
+reports/presets/NAME.json. `report` shows that file as its own row, with the command that made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from fashion_mlp import PipelineError
+from fashion_mlp.config import ParamsError, load_params, validate
+from fashion_mlp.io import write_json
+
+REQUIRED = ("description", "model", "set")
+
+
+def load_preset(path: Path) -> dict:
+    """presets/NAME.yaml as a dict; an unreadable file or a missing key is an error naming the file."""
+    try:
+        preset = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such preset (the presets are the files in {path.parent}/)") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    missing = [key for key in REQUIRED if not isinstance(preset, dict) or key not in preset]
+    if missing:
+        raise PipelineError(f"{path}: missing {', '.join(missing)} (a preset has {', '.join(REQUIRED)})")
+    if not isinstance(preset["set"], dict) or not preset["set"]:
+        raise PipelineError(f"{path}: `set` must map params.yaml keys (dotted, e.g. tune.final_epochs) to values")
+    return preset
+
+
+def apply_overrides(params: dict, overrides: dict, source: str) -> dict:
+    """params with every `dotted.key: value` of `overrides` replaced, checked against the schema.
+
+    Only existing keys can be set, as with `dvc exp run -S`: a typo is an error naming it, not a new key.
+    """
+    result = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        node, parts = result, dotted.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        last = parts[-1]
+        if not isinstance(node, dict) or last not in node:
+            raise PipelineError(f"{source}: set.{dotted}: params.yaml has no key {dotted}")
+        if isinstance(node[last], dict):
+            raise PipelineError(f"{source}: set.{dotted}: a mapping; set its keys one by one ({dotted}.<key>)")
+        node[last] = value
+    try:
+        validate(result, source=f"{source} applied to params.yaml")
+    except ParamsError as exc:
+        raise PipelineError(str(exc)) from None
+    return result
+
+
+def render(value) -> str:
+    """A value as `-S key=value` spells it (YAML scalars: true, null, 0.1)."""
+    if isinstance(value, list):
+        return "[" + ",".join(render(v) for v in value) + "]"
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+def command(name: str, overrides: dict) -> list[str]:
+    """The `dvc exp run` command line of the preset."""
+    sets = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={render(value)}")]
+    return ["dvc", "exp", "run", "--temp", "-n", name, *sets]
+
+
+def experiment_rev(name: str, baseline: str, repo: Path) -> str:
+    """The commit of DVC experiment `name` based on `baseline` (refs/exps/<ab>/<cdef...>/<name>)."""
+    refs = git(["for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], repo).split("\n")
+    wanted = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+    found = [line.split()[0] for line in refs if line.endswith(" " + wanted)]
+    if not found:
+        raise PipelineError(f"no DVC experiment {name!r} on commit {baseline[:7]}: did `dvc exp run` fail?")
+    return found[0]
+
+
+def git(args: list[str], repo: Path) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def record(name: str, preset: dict, argv: list[str], rev: str, baseline: str, seconds: float, repo: Path) -> dict:
+    """What report shows of a preset run: its metrics, the command and the commits behind them."""
+    metrics = json.loads(git(["show", f"{rev}:reports/metrics/{preset['model']}.json"], repo))
+    champion = json.loads(git(["show", f"{rev}:reports/champion.json"], repo))  # register read the kind
+    kind = next(c["kind"] for c in champion["candidates"] if c["model"] == preset["model"])
+    return {
+        "preset": name,
+        "description": preset["description"],
+        "model": preset["model"],
+        "kind": kind,
+        "goal": preset.get("goal"),
+        "command": " ".join(argv),
+        "code_commit": baseline,
+        "experiment_commit": rev,
+        "recorded": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "seconds": round(seconds),
+        "metrics": metrics,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-mlp preset", description=__doc__)
+    parser.add_argument("name", help="a preset: presets/<name>.yaml")
+    parser.add_argument("--presets_dir", type=Path, default=Path("presets"), help="default: %(default)s")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: %(default)s")
+    parser.add_argument("--out_dir", type=Path, default=Path("reports/presets"), help="default: %(default)s")
+    parser.add_argument("--dry_run", action="store_true", help="check the preset and print its command only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    source = args.presets_dir / f"{args.name}.yaml"
+    preset = load_preset(source)
+    apply_overrides(load_params(args.params), preset["set"], str(source))
+    run_argv = command(args.name, preset["set"])
+    print(" ".join(run_argv))
+    if args.dry_run:
+        return
+    repo = args.params.resolve().parent
+    if git(["status", "--porcelain", "--untracked-files=no"], repo):
+        raise PipelineError("commit or stash your changes first: the experiment runs the committed code and params")
+    baseline = git(["rev-parse", "HEAD"], repo)
+    started = time.monotonic()
+    subprocess.run(run_argv, cwd=repo, check=True)
+    seconds = time.monotonic() - started
+    result = record(args.name, preset, run_argv, experiment_rev(args.name, baseline, repo), baseline, seconds, repo)
+    write_json(args.out_dir / f"{args.name}.json", result)
+    print(f"{args.out_dir / args.name}.json: {preset['model']} test accuracy {result['metrics']['accuracy']:.4f}")
