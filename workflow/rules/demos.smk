@@ -18,16 +18,20 @@ rule demos:
         "logs/demos.log",
     benchmark:
         "benchmarks/stages/demos.tsv"
+    priority: -5
     conda:
         "../envs/pipeline.yaml"
-    threads: 1
+    # It computes on one thread (--threads 1 below) but reserves two cores, so on two cores it waits
+    # until both are free, after the search: started beside download, it held a core when prepare
+    # ended, and the search's two-core group then waited behind every training (4 idle core-minutes).
+    threads: 2
     resources:
         mem_mb=1000,
     params:
         flags=section_flags("demos"),
         seed=config["seed"],
     shell:
-        "fashion-mlp demos {params.flags} --seed {params.seed} --threads {threads}"
+        "fashion-mlp demos {params.flags} --seed {params.seed} --threads 1"
         " --xor_json {output.xor} --xor_points_png {output.xor_points}"
         " --xor_boundaries_png {output.xor_boundaries} --activations_csv {output.table}"
         " --activations_md {output.table_md} --activations_png {output.activations} > {log} 2>&1"

@@ -5,6 +5,10 @@
 # dvc.yaml runs the same roles in its one stage `tune` (`fashion-mlp tune --role all`).
 
 WORKERS = range(TUNE_WORKERS)  # common.smk: min(tune.workers, --cores), at least 1
+# The search and its retrain are the run's longest chain: they go first. Without a priority,
+# Snakemake filled each freed core with a one-core training, and the search, whose group needs
+# tune.workers cores at once, started only after all of them (7 min into a 15-min run).
+SEARCH_PRIORITY = 10
 TUNE_CODE = [
     "workflow/fashion_mlp/tune.py",
     "workflow/fashion_mlp/hyperband.py",
@@ -23,6 +27,7 @@ rule tune_chief:
         service(".tuner/chief.json"),
     log:
         "logs/tune/chief.log",
+    priority: SEARCH_PRIORITY
     conda:
         "../envs/pipeline.yaml"
     # No benchmark: Snakemake may stop a service job before it can write one.
@@ -52,6 +57,7 @@ rule tune_worker:
         "benchmarks/stages/tune/worker{worker}.tsv"
     wildcard_constraints:
         worker=r"\d+",
+    priority: SEARCH_PRIORITY
     conda:
         "../envs/pipeline.yaml"
     # One thread, like train: several single-thread trials beat one two-thread trial.
@@ -83,9 +89,12 @@ rule tune_finish:
         "logs/tune/finish.log",
     benchmark:
         "benchmarks/stages/tune/finish.tsv"
+    priority: SEARCH_PRIORITY
     conda:
         "../envs/pipeline.yaml"
-    threads: 2  # the retrain of the best, alone by then
+    # One thread, like train: on two, the retrain of a small MLP took 115 s but 137 CPU-s, and a
+    # training (the CNN's) can use the other core meanwhile.
+    threads: 1
     resources:
         mem_mb=2000,
     params:
