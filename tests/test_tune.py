@@ -144,17 +144,6 @@ def test_the_retrain_levers_reach_the_best_block_only_when_set():
     assert block["augment"] == {"shift": 2, "flip": True}
 
 
-def test_a_new_retrain_recipe_reuses_the_finished_search_but_a_new_search_does_not():
-    from fashion_mlp.hyperband import settings_key
-
-    key = settings_key(section(), 42, "d.npz")
-    i = ARGV.index("--final_epochs")
-    longer = section([*ARGV[: i + 1], "200", *ARGV[i + 2 :], "--final_augment.shift", "2"])
-    assert settings_key(longer, 42, "d.npz") == key
-    j = ARGV.index("--max_epochs")
-    assert settings_key(section([*ARGV[: j + 1], "9", *ARGV[j + 2 :]]), 42, "d.npz") != key
-
-
 def test_plot_trials_draws_rows_as_trial_rows_makes_them(tmp_path):
     rows = [
         {

@@ -188,11 +188,9 @@ def settings_key(section: dict, seed: int, data: str | Path) -> str:
     """A short hash of everything that defines the search, naming its working directory.
 
     The chief, the workers and finish must agree on it, so it depends on the tune
-    section, the seed and the data, and on nothing role-specific. The retrain's
-    `final_*` keys are left out: a new retrain recipe reuses a finished search.
+    section, the seed and the data, and on nothing role-specific.
     """
-    search = {key: value for key, value in section.items() if not key.startswith("final_")}
-    keyed = {"tune": search, "seed": seed, "data": str(data)}
+    keyed = {"tune": section, "seed": seed, "data": str(data)}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
