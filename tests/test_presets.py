@@ -83,10 +83,10 @@ def test_the_record_is_read_from_the_experiments_commit(tmp_path):
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
     baseline = git("rev-parse", "HEAD")
     (tmp_path / "reports/metrics").mkdir(parents=True)
-    (tmp_path / "reports/metrics/tuned.json").write_text(json.dumps({"model": "tuned", "accuracy": 0.91}))
-    candidates = [{"model": "tuned", "kind": "mlp"}, {"model": "cnn", "kind": "cnn"}]
-    (tmp_path / "reports/champion.json").write_text(json.dumps({"candidates": candidates}))
-    git("add", "reports")
+    for model in ("tuned", "cnn", "base"):
+        (tmp_path / f"reports/metrics/{model}.json").write_text(json.dumps({"model": model, "accuracy": 0.91}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"cnn": {"kind": "cnn"}, "base": {}}}))
+    git("add", "reports", "params.yaml")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "exp")
     rev = git("rev-parse", "HEAD")
     git("update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/long", rev)
@@ -99,3 +99,10 @@ def test_the_record_is_read_from_the_experiments_commit(tmp_path):
     record = presets.record("long", preset, ["dvc", "exp", "run"], rev, baseline, 600.4, tmp_path)
     assert record["metrics"] == {"model": "tuned", "accuracy": 0.91} and record["kind"] == "mlp"
     assert (record["seconds"], record["command"], record["experiment_commit"]) == (600, "dvc exp run", rev)
+    assert presets.record("long", preset | {"model": "cnn"}, [], rev, baseline, None, tmp_path)["kind"] == "cnn"
+    assert presets.record("long", preset | {"model": "base"}, [], rev, baseline, None, tmp_path)["seconds"] is None
+    with pytest.raises(PipelineError, match=r"the experiment's commit [0-9a-f]{7} has no reports/metrics/nope\.json"):
+        presets.record("long", preset | {"model": "nope"}, [], rev, baseline, None, tmp_path)
+    assert presets.model_kind({"train": {}}, "tuned") == "mlp"
+    with pytest.raises(PipelineError, match=r"model 'nope' is neither tuned nor a block of train"):
+        presets.model_kind({"train": {}}, "nope")

@@ -80,10 +80,10 @@ def preset_section(presets: list[dict]) -> list[str]:
         "",
     ]
     for p in presets:
+        took = "" if p["seconds"] is None else f"in {p['seconds'] / 60:.1f} min "  # None: recorded afterwards, untimed
         lines += [
-            f"- **{p['model']} (preset {p['preset']})**: {p['description'].strip()} "
-            f"Ran in {p['seconds'] / 60:.1f} min on {p['recorded']} (code {p['code_commit'][:7]}, experiment "
-            f"commit {p['experiment_commit'][:7]}): `{p['command']}`",
+            f"- **{p['model']} (preset {p['preset']})**: {p['description'].strip()} Ran {took}on {p['recorded']} "
+            f"(code {p['code_commit'][:7]}, experiment commit {p['experiment_commit'][:7]}): `{p['command']}`",
         ]
     return [*lines, ""]
 

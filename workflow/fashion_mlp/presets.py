@@ -92,11 +92,29 @@ def git(args: list[str], repo: Path) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def record(name: str, preset: dict, argv: list[str], rev: str, baseline: str, seconds: float, repo: Path) -> dict:
+def show(rev: str, path: str, repo: Path) -> str:
+    """A git-tracked file as commit `rev` holds it (the metrics JSONs are in git, not DVC's cache)."""
+    try:
+        return git(["show", f"{rev}:{path}"], repo)
+    except subprocess.CalledProcessError:
+        raise PipelineError(f"the experiment's commit {rev[:7]} has no {path}") from None
+
+
+def model_kind(params: dict, model: str) -> str:
+    """A model's kind as params.yaml sets it: tune retrains an MLP; a train block says, mlp when absent."""
+    if model == "tuned":
+        return "mlp"
+    if model not in params["train"]:
+        raise PipelineError(f"model {model!r} is neither tuned nor a block of train: in params.yaml")
+    return params["train"][model].get("kind", "mlp")
+
+
+def record(
+    name: str, preset: dict, argv: list[str], rev: str, baseline: str, seconds: float | None, repo: Path
+) -> dict:
     """What report shows of a preset run: its metrics, the command and the commits behind them."""
-    metrics = json.loads(git(["show", f"{rev}:reports/metrics/{preset['model']}.json"], repo))
-    champion = json.loads(git(["show", f"{rev}:reports/champion.json"], repo))  # register read the kind
-    kind = next(c["kind"] for c in champion["candidates"] if c["model"] == preset["model"])
+    metrics = json.loads(show(rev, f"reports/metrics/{preset['model']}.json", repo))
+    kind = model_kind(yaml.safe_load(show(rev, "params.yaml", repo)), preset["model"])
     return {
         "preset": name,
         "description": preset["description"],
@@ -107,7 +125,7 @@ def record(name: str, preset: dict, argv: list[str], rev: str, baseline: str, se
         "code_commit": baseline,
         "experiment_commit": rev,
         "recorded": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "seconds": round(seconds),
+        "seconds": None if seconds is None else round(seconds),
         "metrics": metrics,
     }
 
@@ -119,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: %(default)s")
     parser.add_argument("--out_dir", type=Path, default=Path("reports/presets"), help="default: %(default)s")
     parser.add_argument("--dry_run", action="store_true", help="check the preset and print its command only")
+    parser.add_argument(
+        "--record_only",
+        action="store_true",
+        help="record the experiment NAME that already ran on this commit, without running it again",
+    )
+    parser.add_argument(
+        "--seconds", type=float, help="with --record_only: the wall time the run took, if it was measured"
+    )
     return parser
 
 
@@ -132,12 +158,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         return
     repo = args.params.resolve().parent
-    if git(["status", "--porcelain", "--untracked-files=no"], repo):
-        raise PipelineError("commit or stash your changes first: the experiment runs the committed code and params")
     baseline = git(["rev-parse", "HEAD"], repo)
-    started = time.monotonic()
-    subprocess.run(run_argv, cwd=repo, check=True)
-    seconds = time.monotonic() - started
+    if args.record_only:
+        seconds = args.seconds
+    else:
+        if git(["status", "--porcelain", "--untracked-files=no"], repo):
+            raise PipelineError("commit or stash your changes first: the experiment runs the committed code and params")
+        started = time.monotonic()
+        subprocess.run(run_argv, cwd=repo, check=True)
+        seconds = time.monotonic() - started
     result = record(args.name, preset, run_argv, experiment_rev(args.name, baseline, repo), baseline, seconds, repo)
     write_json(args.out_dir / f"{args.name}.json", result)
     print(f"{args.out_dir / args.name}.json: {preset['model']} test accuracy {result['metrics']['accuracy']:.4f}")
