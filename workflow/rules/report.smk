@@ -1,6 +1,7 @@
 rule report:
     input:
         metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
+        presets="reports/presets",  # recorded runs of `fashion-mlp preset`, a row each (docs/models.md)
         predictions=expand("reports/predictions/{model}.csv", model=EVALUATED),  # paired McNemar tests
         figures=expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
         explain=expand("reports/explain/{model}.json", model=EVALUATED),
@@ -40,4 +41,4 @@ rule report:
         "fashion-mlp report --metrics {input.metrics} --predictions {input.predictions} --data_stats {input.stats}"
         " --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
         " --demos_activations {input.activations} --explain {input.explain}"
-        " --figures_dir reports/figures --chart_out {output.chart} --out {output.summary} > {log} 2>&1"
+        " --figures_dir reports/figures --presets_dir {input.presets} --chart_out {output.chart} --out {output.summary} > {log} 2>&1"
