@@ -98,21 +98,30 @@ def test_every_relative_link_points_to_a_file_that_exists(page):
 
 
 def test_readme_results_are_the_committed_metrics():
-    """The README's results table quotes reports/metrics/*.json; it must say what they say."""
-    rows = {}
+    """The README's results table quotes reports/metrics/*.json and reports/presets/*.json (a row
+    `<model> (preset <name>)`); it must say what they say."""
+    rows, presets = {}, {}
     for line in README.read_text().splitlines():
         cells = [cell.strip(" *") for cell in line.strip().strip("|").split("|")]
+        preset = re.fullmatch(r"\w+ \(preset ([\w-]+)\)", cells[0])
         if len(cells) >= 4 and (REPO / f"reports/metrics/{cells[0]}.json").exists():
             rows[cells[0]] = cells[1:4]
+        elif len(cells) >= 4 and preset:
+            presets[preset.group(1)] = cells[1:4]
     metrics = sorted(path.stem for path in (REPO / "reports/metrics").glob("*.json"))
     assert sorted(rows) == metrics, "the README's results table should have one row per model"
-    for model, (test_accuracy, macro_f1, val_accuracy) in rows.items():
-        found = json.loads((REPO / f"reports/metrics/{model}.json").read_text())
+    recorded = sorted(path.stem for path in (REPO / "reports/presets").glob("*.json"))
+    assert sorted(presets) == recorded, "the README's results table should have one row per recorded preset"
+    quoted = [(f"reports/metrics/{m}.json", None, cells) for m, cells in rows.items()]
+    quoted += [(f"reports/presets/{p}.json", "metrics", cells) for p, cells in presets.items()]
+    for path, key, (test_accuracy, macro_f1, val_accuracy) in quoted:
+        found = json.loads((REPO / path).read_text())
+        found = found[key] if key else found
         assert [test_accuracy, macro_f1, val_accuracy] == [
             f"{found['accuracy']:.4f}",
             f"{found['macro_f1']:.4f}",
             f"{found['val_accuracy']:.4f}",
-        ], model
+        ], path
 
 
 def test_the_generator_writes_and_checks(tmp_path):
