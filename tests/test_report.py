@@ -581,3 +581,6 @@ def test_no_presets_directory_means_no_preset_rows_and_a_bad_record_is_named(tmp
     (presets / "broken.json").write_text(json.dumps({"preset": "broken", "metrics": {}}))
     with pytest.raises(PipelineError, match=r"broken\.json: not a record of `fashion-mlp preset` \(missing descr"):
         report.main([*cnn_run, "--presets_dir", str(presets)])
+    (presets / "broken.json").write_text("{garbled")
+    with pytest.raises(PipelineError, match=r"broken\.json: cannot read the preset record"):
+        report.main([*cnn_run, "--presets_dir", str(presets)])

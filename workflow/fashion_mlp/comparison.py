@@ -51,7 +51,10 @@ def load_presets(directory: Path | None) -> list[dict]:
         return []
     records = []
     for path in sorted(directory.glob("*.json")):
-        record = read_json(path)
+        try:
+            record = read_json(path)
+        except ValueError as exc:
+            raise PipelineError(f"{path}: cannot read the preset record ({exc})") from None
         missing = [key for key in PRESET_KEYS if key not in record] if isinstance(record, dict) else list(PRESET_KEYS)
         missing += [f"metrics.{key}" for key in REQUIRED if key not in record.get("metrics", {})] if not missing else []
         if missing:
