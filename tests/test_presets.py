@@ -106,3 +106,20 @@ def test_the_record_is_read_from_the_experiments_commit(tmp_path):
     assert presets.model_kind({"train": {}}, "tuned") == "mlp"
     with pytest.raises(PipelineError, match=r"model 'nope' is neither tuned nor a block of train"):
         presets.model_kind({"train": {}}, "nope")
+
+
+def test_a_run_is_refused_outside_git_or_with_uncommitted_changes(tmp_path, monkeypatch):
+    path = write_preset(tmp_path, description="d", model="tuned", set={"tune.final_epochs": 40})
+    argv = ["long", "--presets_dir", str(path.parent), "--params", str(REPO / "params.yaml")]
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.setenv("FASHION_MLP_ROOT", str(checkout))
+    with pytest.raises(PipelineError, match=r"checkout is not a git checkout"):
+        presets.main(argv)
+    subprocess.run(["git", "init", "-q"], cwd=checkout, check=True)
+    (checkout / "params.yaml").write_text("seed: 1\n")
+    subprocess.run(["git", "add", "params.yaml"], cwd=checkout, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "p"], cwd=checkout, check=True)
+    (checkout / "params.yaml").write_text("seed: 2\n")
+    with pytest.raises(PipelineError, match=r"commit or stash your changes first"):
+        presets.main(argv)

@@ -55,8 +55,11 @@ def load_presets(directory: Path | None) -> list[dict]:
             record = read_json(path)
         except ValueError as exc:
             raise PipelineError(f"{path}: cannot read the preset record ({exc})") from None
-        missing = [key for key in PRESET_KEYS if key not in record] if isinstance(record, dict) else list(PRESET_KEYS)
-        missing += [f"metrics.{key}" for key in REQUIRED if key not in record.get("metrics", {})] if not missing else []
+        if not isinstance(record, dict):
+            missing = list(PRESET_KEYS)
+        else:  # the record's own keys first, then the metrics' keys that the table reads
+            missing = [key for key in PRESET_KEYS if key not in record]
+            missing = missing or [f"metrics.{key}" for key in REQUIRED if key not in record["metrics"]]
         if missing:
             raise PipelineError(f"{path}: not a record of `fashion-mlp preset` (missing {', '.join(missing)})")
         records.append(record)

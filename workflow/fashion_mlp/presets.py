@@ -20,8 +20,9 @@ from pathlib import Path
 import yaml
 
 from fashion_mlp import PipelineError
-from fashion_mlp.config import ParamsError, load_params, validate
+from fashion_mlp.config import ParamsError, load_params, project_root, validate
 from fashion_mlp.io import write_json
+from fashion_mlp.tracking import git_commit
 
 REQUIRED = ("description", "model", "set")
 
@@ -157,12 +158,15 @@ def main(argv: list[str] | None = None) -> None:
     print(" ".join(run_argv))
     if args.dry_run:
         return
-    repo = args.params.resolve().parent
-    baseline = git(["rev-parse", "HEAD"], repo)
+    repo = project_root()
+    commit = git_commit()  # "<sha>", "<sha>-dirty" or "unknown", as every MLflow run is tagged
+    if commit == "unknown":
+        raise PipelineError(f"{repo} is not a git checkout: a preset runs as a DVC experiment on a commit")
+    baseline = commit.removesuffix("-dirty")
     if args.record_only:
         seconds = args.seconds
     else:
-        if git(["status", "--porcelain", "--untracked-files=no"], repo):
+        if commit.endswith("-dirty"):
             raise PipelineError("commit or stash your changes first: the experiment runs the committed code and params")
         started = time.monotonic()
         subprocess.run(run_argv, cwd=repo, check=True)
