@@ -79,3 +79,29 @@ def test_run_of_a_killed_process_is_marked_killed_by_the_next_stage(tmp_path):
         untagged: "RUNNING",
     }
     assert f"run {killed_id} was left RUNNING by a process that is gone; marked KILLED" in result.stderr
+
+
+def test_the_dataset_insert_race_and_a_locked_store_are_retried_other_errors_are_not(monkeypatch):
+    """Two Hyperband workers logging the same splits at once: one insert loses MLflow's race for the
+    datasets row (seen in a cluster smoke run: a trial FAILED). The transaction is rolled back, and a retry
+    finds the row."""
+    from fashion_mlp import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    failures = [
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest",
+        "(sqlite3.OperationalError) database is locked",
+    ]
+
+    def flaky():
+        if failures:
+            raise RuntimeError(failures.pop(0))
+        return "logged"
+
+    assert tracking.with_retry(flaky) == "logged" and failures == []
+
+    def broken():
+        raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: runs.run_uuid")
+
+    with pytest.raises(RuntimeError, match=r"runs\.run_uuid"):
+        tracking.with_retry(broken)

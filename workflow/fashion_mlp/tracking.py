@@ -80,17 +80,24 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _is_locked(exc: BaseException) -> bool:
-    return "database is locked" in str(exc) or "database table is locked" in str(exc)
+def _is_transient(exc: BaseException) -> bool:
+    """SQLite is locked by another writer, or another process inserted the same dataset row between
+    MLflow's lookup and its insert (two Hyperband workers logging the same splits at once): the
+    transaction was rolled back, and a retry finds the row."""
+    text = str(exc)
+    return any(
+        sign in text
+        for sign in ("database is locked", "database table is locked", "UNIQUE constraint failed: datasets.")
+    )
 
 
 def with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
-    """Call fn, retrying with jittered exponential backoff while SQLite says it is locked."""
+    """Call fn, retrying with jittered exponential backoff while the store's failure is transient."""
     for attempt in range(RETRIES):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if not _is_locked(exc) or attempt == RETRIES - 1:
+            if not _is_transient(exc) or attempt == RETRIES - 1:
                 raise
             time.sleep(min(0.2 * 2**attempt, 5.0) * (0.5 + random.random()))
     raise AssertionError("unreachable")
