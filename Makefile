@@ -30,8 +30,10 @@ help:
 run: install data
 	snakemake --cores all
 
+# One pytest-xdist worker per core. loadgroup keeps the tests of one smoke copy on one worker, in
+# order (tests/smoke_runs.py groups them); no reorder keeps the unit tests first, while the copies run.
 test: install data
-	python -m pytest
+	python -m pytest --numprocesses auto --dist loadgroup --no-loadscope-reorder
 
 # After every edit: leaves out the tests marked slow (training, engine subprocesses) and e2e.
 test-fast: install data

@@ -13,9 +13,14 @@ tree while the tests run cannot make the engines' inputs differ.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import pickle
+import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -111,63 +116,109 @@ def snapshot(repo: Path, output: str, runs_before: set[str], models=MODELS) -> S
 
 # --- the background runs -------------------------------------------------------------------
 
+# Under pytest-xdist (make test: -n 2) every worker collects the same tests, so each knows which runs
+# are needed; the first to get the lock starts them and the others attach. The root directory comes
+# from the controller (or the one process without xdist) through the environment, which the workers
+# inherit. A run's snapshot is taken once, by the first test that needs it and before any test can
+# touch the copy, and pickled for the other worker: the tests that change a copy share a worker.
+ROOT_VAR = "FASHION_MLP_TEST_SMOKE_ROOT"
+GROUPS = {"dvc_first": "smoke-dvc", "snakemake_first": "smoke-snakemake"}  # the first that matches
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 @dataclass
 class BackgroundRun:
+    """An engine started in its own session, its exit code written to a file that any worker can read."""
+
     name: str
-    repo: Path
-    process: subprocess.Popen
-    out: Path
-    started: float
+    dir: Path  # <root>/<name>: repo/, engine.out, exit-code, run.json, snapshot.pickle
+
+    @property
+    def repo(self) -> Path:
+        return self.dir / "repo"
+
+    def start(self) -> None:
+        out, code = self.dir / "engine.out", shlex.quote(str(self.dir / "exit-code"))
+        # sh writes the exit code when the engine ends, through a rename, so a reader never sees half of it.
+        script = f'"$@"; echo $? > {code}.tmp && mv {code}.tmp {code}'
+        with open(out, "w") as sink:
+            process = subprocess.Popen(
+                ["sh", "-c", script, "sh", *COMMANDS[self.name]],
+                cwd=self.repo,
+                env=engine_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a test's killpg of its own engine cannot reach these
+            )
+        (self.dir / "run.json").write_text(json.dumps({"pid": process.pid, "started": time.time()}))
+
+    def exit_code(self) -> int | None:
+        path = self.dir / "exit-code"
+        return int(path.read_text()) if path.exists() else None
+
+    def kill(self) -> None:
+        if self.exit_code() is None and (self.dir / "run.json").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(json.loads((self.dir / "run.json").read_text())["pid"], signal.SIGKILL)
 
     def wait(self) -> Snapshot:
-        try:
-            code = self.process.wait(timeout=max(1.0, self.started + RUN_TIMEOUT - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
-            raise AssertionError(f"the {self.name} smoke run took over {RUN_TIMEOUT} s") from None
-        output = self.out.read_text(errors="replace")
+        started = json.loads((self.dir / "run.json").read_text())["started"]
+        while (code := self.exit_code()) is None:
+            if time.time() > started + RUN_TIMEOUT:
+                self.kill()
+                raise AssertionError(f"the {self.name} smoke run took over {RUN_TIMEOUT} s")
+            time.sleep(1)
+        output = (self.dir / "engine.out").read_text(errors="replace")
         cmd = " ".join(COMMANDS[self.name])
         assert code == 0, f"{cmd} failed ({code}) in {self.repo}\n--- output\n{output[-8000:]}"
         return snapshot(self.repo, output, set(), MODELS_OF.get(self.name, MODELS))
 
+    def result(self) -> Snapshot:
+        """The run's snapshot: taken by the first caller in any worker, read back by the others."""
+        saved = self.dir / "snapshot.pickle"
+        with locked(self.dir / "lock"):
+            if not saved.exists():
+                taken = self.wait()
+                saved.write_bytes(pickle.dumps(taken))
+                return taken
+            return pickle.loads(saved.read_bytes())
+
 
 class SmokeRuns:
-    """The runs the selected tests need, started together; each waited for and captured once."""
+    """The runs the selected tests need, started together once per session (not once per worker)."""
 
-    def __init__(self, names: list[str]) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="fashion-mlp-smoke-"))
-        self.runs: dict[str, BackgroundRun] = {}
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root = root
+        self.runs = {name: BackgroundRun(name, root / name) for name in names}
+        with locked(root / "lock"):
+            if not (root / "started").exists():
+                for run in self.runs.values():  # every copy before any run starts
+                    smoke_copy(run.repo)
+                for run in self.runs.values():
+                    run.start()
+                (root / "started").write_text("\n".join(names))
         self.snapshots: dict[str, Snapshot] = {}
-        copies = {name: smoke_copy(self.root / name / "repo") for name in names}  # all before any run starts
-        for name, repo in copies.items():
-            out = self.root / name / "engine.out"
-            with open(out, "w") as sink:
-                process = subprocess.Popen(
-                    COMMANDS[name],
-                    cwd=repo,
-                    env=engine_env(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # a test's killpg of its own engine cannot reach these
-                )
-            self.runs[name] = BackgroundRun(name, repo, process, out, time.monotonic())
 
     def result(self, name: str) -> Snapshot:
         if name not in self.runs:
             pytest.fail(f"the {name} smoke run was not started: its test was not seen at collection")
         if name not in self.snapshots:
-            self.snapshots[name] = self.runs[name].wait()
+            self.snapshots[name] = self.runs[name].result()
         return self.snapshots[name]
 
-    def stop(self, keep: bool) -> None:
-        for background in self.runs.values():
-            if background.process.poll() is None:
-                os.killpg(background.process.pid, 9)
-                background.process.wait()
-        if not keep:
-            shutil.rmtree(self.root, ignore_errors=True)
+
+def is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 # --- pytest hooks and fixtures (registered by conftest.py) --------------------------------
@@ -175,19 +226,49 @@ class SmokeRuns:
 _RUNS: SmokeRuns | None = None
 
 
-@pytest.hookimpl(trylast=True)  # after -m / -k have deselected
-def pytest_collection_modifyitems(session, config, items) -> None:
+def pytest_configure(config) -> None:
+    if not is_worker(config):  # the xdist controller, or the only process
+        os.environ[ROOT_VAR] = tempfile.mkdtemp(prefix="fashion-mlp-smoke-")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker turns the groups into node ids
+def pytest_collection_modifyitems(items) -> None:
+    # The e2e tests go last, those that wait for a run after those that do not (the PostgreSQL-backed
+    # pipeline, the SSH remote, serving), in their files' order.
+    items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None, uses_a_run(item)))
+    for item in items:
+        group = next((g for fixture, g in GROUPS.items() if fixture in getattr(item, "fixturenames", ())), None)
+        if group:  # one worker runs every test of a copy, in order (pytest -n 2 --dist loadgroup)
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k have deselected: start the runs the selected tests need
+def pytest_collection_finish(session) -> None:
     global _RUNS
-    needed = {FIXTURES[name] for item in items for name in getattr(item, "fixturenames", ()) if name in FIXTURES}
-    # The runs go in the background now; the tests that wait for them go last, in their files' order.
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
-    if needed and DEBIAN_DATA.is_dir() and not config.option.collectonly:
-        _RUNS = SmokeRuns([name for name in COMMANDS if name in needed])
+    if getattr(session.config.option, "loadgroup", False):  # on xdist's workers, with --dist loadgroup
+        grouped = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group")]
+        if any("@" not in nodeid for nodeid in grouped):  # then two workers could change one copy at once
+            raise pytest.UsageError("pytest-xdist did not group the e2e tests: see pytest-dev/pytest-xdist#1386")
+    needed = {FIXTURES[name] for item in session.items for name in item.fixturenames if name in FIXTURES}
+    if needed and DEBIAN_DATA.is_dir() and not session.config.option.collectonly:
+        _RUNS = SmokeRuns(Path(os.environ[ROOT_VAR]), [name for name in COMMANDS if name in needed])
+
+
+def uses_a_run(item) -> bool:
+    return any(name in FIXTURES for name in getattr(item, "fixturenames", ()))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    if _RUNS is not None:
-        _RUNS.stop(keep=exitstatus != 0)  # a failed session keeps the copies to look at
+    if is_worker(session.config):
+        return  # the controller ends the runs, after every worker
+    root = Path(os.environ.pop(ROOT_VAR))
+    for name in COMMANDS:
+        if (root / name).is_dir():
+            BackgroundRun(name, root / name).kill()
+    if exitstatus == 0 or not any(root.iterdir()):  # a failed session keeps the copies to look at
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(f"\nthe smoke runs' copies are kept in {root}")
 
 
 def _result(name: str) -> Snapshot:
