@@ -31,6 +31,9 @@ from fashion_mlp.config import project_root
 
 T = TypeVar("T")
 RETRIES = 8
+# The backoff's jitter has its own generator: a retry that drew from `random`, which the stages seed,
+# would shift the weights Keras initializes next, so a trial's result would depend on lock contention.
+_JITTER = random.Random()
 
 
 def default_tracking_uri() -> str:
@@ -99,7 +102,7 @@ def with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
         except Exception as exc:
             if not _is_transient(exc) or attempt == RETRIES - 1:
                 raise
-            time.sleep(min(0.2 * 2**attempt, 5.0) * (0.5 + random.random()))
+            time.sleep(min(0.2 * 2**attempt, 5.0) * (0.5 + _JITTER.random()))
     raise AssertionError("unreachable")
 
 
