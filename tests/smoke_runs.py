@@ -51,6 +51,7 @@ MODELS_OF = {"cluster": ("tuned",)}  # the models a run makes, if not all of MOD
 # DVC runs one stage at a time, and the tests that need its run take longest after it: its run is the
 # suite's critical path, so the other two yield the CPU to it (nice), and finish while its tests run.
 NICENESS = {"snakemake": 5, "cluster": 10}
+WORKER_NICENESS = 5  # pytest-xdist's workers, once the runs have started
 FIXTURES = {"snakemake_first": "snakemake", "dvc_first": "dvc", "cluster_first": "cluster"}
 
 
@@ -235,14 +236,28 @@ def pytest_configure(config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker turns the groups into node ids
-def pytest_collection_modifyitems(items) -> None:
-    # The e2e tests go last, those that wait for a run after those that do not (the PostgreSQL-backed
-    # pipeline, the SSH remote, serving), in their files' order.
-    items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None, uses_a_run(item)))
+def pytest_collection_modifyitems(config, items) -> None:
+    """Order the tests, and group them for pytest-xdist (make test: -n auto --dist loadgroup).
+
+    One process: the e2e tests go last, those that wait for a run after those that do not, so that
+    the other tests run while the engines do. Under xdist, a worker takes the tests of the DVC run
+    first and waits for it (the engines keep the cores busy meanwhile): DVC's run and its tests are the
+    suite's longest chain. The other worker goes through the rest, the Snakemake run's tests last.
+    Each group runs on one worker, in order: the tests of one smoke copy, or of one module (so that its
+    module-scoped fixtures, such as trainings, are made once, not once per worker)."""
     for item in items:
-        group = next((g for fixture, g in GROUPS.items() if fixture in getattr(item, "fixturenames", ())), None)
-        if group:  # one worker runs every test of a copy, in order (pytest -n 2 --dist loadgroup)
-            item.add_marker(pytest.mark.xdist_group(group))
+        run = next((g for fixture, g in GROUPS.items() if fixture in item.fixturenames), None)
+        item.add_marker(pytest.mark.xdist_group(run or item.path.stem))
+    dvc_first = is_worker(config)
+    items.sort(key=lambda item: (dvc_first and group(item) != GROUPS["dvc_first"], is_e2e(item), uses_a_run(item)))
+
+
+def group(item) -> str:
+    return item.get_closest_marker("xdist_group").args[0]
+
+
+def is_e2e(item) -> bool:
+    return item.get_closest_marker("e2e") is not None
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k have deselected: start the runs the selected tests need
@@ -251,10 +266,12 @@ def pytest_collection_finish(session) -> None:
     if getattr(session.config.option, "loadgroup", False):  # on xdist's workers, with --dist loadgroup
         grouped = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group")]
         if any("@" not in nodeid for nodeid in grouped):  # then two workers could change one copy at once
-            raise pytest.UsageError("pytest-xdist did not group the e2e tests: see pytest-dev/pytest-xdist#1386")
+            raise pytest.UsageError("pytest-xdist did not group the tests: see pytest-dev/pytest-xdist#1386")
     needed = {FIXTURES[name] for item in session.items for name in item.fixturenames if name in FIXTURES}
     if needed and DEBIAN_DATA.is_dir() and not session.config.option.collectonly:
         _RUNS = SmokeRuns(Path(os.environ[ROOT_VAR]), [name for name in COMMANDS if name in needed])
+        if is_worker(session.config):
+            os.nice(WORKER_NICENESS)  # after the runs started: the DVC run keeps its priority over the tests
 
 
 def uses_a_run(item) -> bool:
