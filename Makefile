@@ -30,10 +30,12 @@ help:
 run: install data
 	snakemake --cores all
 
-# One pytest-xdist worker per core. loadgroup keeps the tests of one smoke copy on one worker, in
-# order (tests/smoke_runs.py groups them); no reorder keeps the unit tests first, while the copies run.
+# pytest-xdist: a worker per core, and one more that mostly waits for the DVC smoke run before its
+# tests (tests/smoke_runs.py orders and groups the tests: loadgroup keeps the tests of one smoke copy,
+# or of one module, on one worker and in order; no reorder keeps that order).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install data
-	python -m pytest --numprocesses auto --dist loadgroup --no-loadscope-reorder
+	python -m pytest --numprocesses $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # After every edit: leaves out the tests marked slow (training, engine subprocesses) and e2e.
 test-fast: install data

@@ -237,27 +237,31 @@ def pytest_configure(config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker turns the groups into node ids
 def pytest_collection_modifyitems(config, items) -> None:
-    """Order the tests, and group them for pytest-xdist (make test: -n auto --dist loadgroup).
+    """Order the tests, and group them for pytest-xdist (make test: --dist loadgroup).
 
     One process: the e2e tests go last, those that wait for a run after those that do not, so that
-    the other tests run while the engines do. Under xdist, a worker takes the tests of the DVC run
-    first and waits for it (the engines keep the cores busy meanwhile): DVC's run and its tests are the
-    suite's longest chain. The other worker goes through the rest, the Snakemake run's tests last.
-    Each group runs on one worker, in order: the tests of one smoke copy, or of one module (so that its
-    module-scoped fixtures, such as trainings, are made once, not once per worker)."""
+    the other tests run while the engines do. Under xdist (make test starts one worker more than there
+    are cores), the first worker takes the tests of the DVC run and waits for it: DVC's run and its tests
+    are the suite's longest chain. The next take the e2e tests that need no run (the PostgreSQL-backed
+    pipeline, the SSH remote), which also run beside the engines; then the unit tests, and the Snakemake
+    run's tests last. Each group runs on one worker, in order: the tests of one smoke copy, or of one
+    module (so that its module-scoped fixtures, such as trainings, are made once, not once per worker)."""
     for item in items:
         run = next((g for fixture, g in GROUPS.items() if fixture in item.fixturenames), None)
         item.add_marker(pytest.mark.xdist_group(run or item.path.stem))
-    dvc_first = is_worker(config)
-    items.sort(key=lambda item: (dvc_first and group(item) != GROUPS["dvc_first"], is_e2e(item), uses_a_run(item)))
+    if is_worker(config):
+        items.sort(key=lambda item: 0 if group(item) == GROUPS["dvc_first"] else (2, 1, 3)[rank(item)])
+    else:
+        items.sort(key=rank)
+
+
+def rank(item) -> int:
+    """0: a unit test, 1: an e2e test of its own, 2: an e2e test of a smoke run."""
+    return 0 if item.get_closest_marker("e2e") is None else 1 if not uses_a_run(item) else 2
 
 
 def group(item) -> str:
     return item.get_closest_marker("xdist_group").args[0]
-
-
-def is_e2e(item) -> bool:
-    return item.get_closest_marker("e2e") is not None
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k have deselected: start the runs the selected tests need
