@@ -39,7 +39,7 @@ test: install data
 
 # After every edit: leaves out the tests marked slow (training, engine subprocesses) and e2e.
 test-fast: install data
-	python -m pytest -m "not slow and not e2e"
+	python -m pytest -m "not slow and not e2e" --numprocesses auto --dist loadgroup
 
 # Settings in pyproject.toml ([tool.ruff], [tool.snakefmt]). `ruff format .` and `snakefmt .` fix layout.
 lint: install
