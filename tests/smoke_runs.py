@@ -1,9 +1,10 @@
 """The smoke pipelines that the end-to-end tests inspect, started in the background at the session's start.
 
-A smoke run takes one to three minutes, much of it on one core: DVC runs one stage at a time, and
-each job spends seconds importing TensorFlow. So, once pytest knows which runs the selected tests
-need, it copies the repository once per run and starts them all side by side, moves the e2e tests to
-the end, and runs the other tests meanwhile. A test gets a run through its fixture (`snakemake_first`,
+A smoke run takes minutes, much of it on one core: DVC runs one stage at a time, and each job
+spends seconds importing TensorFlow. So, once pytest knows which runs the selected tests need, it
+copies the repository once per run and starts them all side by side, orders the tests so that the
+others run meanwhile, and (under pytest-xdist, as `make test` runs) groups them so that the tests of
+one copy share a worker (docs/testing.md). A test gets a run through its fixture (`snakemake_first`,
 `dvc_first`, `cluster_first`, or `snakemake_repo` / `dvc_repo` for the copy), which waits for that run
 and captures what it left (a Snapshot) before any test touches the copy.
 
@@ -120,11 +121,12 @@ def snapshot(repo: Path, output: str, runs_before: set[str], models=MODELS) -> S
 
 # --- the background runs -------------------------------------------------------------------
 
-# Under pytest-xdist (make test: -n 2) every worker collects the same tests, so each knows which runs
-# are needed; the first to get the lock starts them and the others attach. The root directory comes
-# from the controller (or the one process without xdist) through the environment, which the workers
-# inherit. A run's snapshot is taken once, by the first test that needs it and before any test can
-# touch the copy, and pickled for the other worker: the tests that change a copy share a worker.
+# Under pytest-xdist (make test: a worker per core, plus one) every worker collects the same tests,
+# so each knows which runs are needed; the first to get the lock starts them and the others attach.
+# The root directory comes from the controller (or the one process without xdist) through the
+# environment, which the workers inherit. A run's snapshot is taken once, by the first test that needs
+# it and before any test can touch the copy, and pickled for the other workers: the tests that change
+# a copy share a worker.
 ROOT_VAR = "FASHION_MLP_TEST_SMOKE_ROOT"
 GROUPS = {"dvc_first": "smoke-dvc", "snakemake_first": "smoke-snakemake"}  # the first that matches
 
