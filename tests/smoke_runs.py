@@ -281,7 +281,7 @@ def pytest_collection_finish(session) -> None:
 
 
 def uses_a_run(item) -> bool:
-    return any(name in FIXTURES for name in getattr(item, "fixturenames", ()))
+    return any(name in FIXTURES for name in item.fixturenames)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
