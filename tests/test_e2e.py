@@ -564,7 +564,7 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
     assert_orphans_closed(repo, orphans)
 
 
-def test_dvc_plots_and_an_experiment_from_the_command_line(dvc_repo: Path, dvc_first: Snapshot) -> None:
+def test_dvc_plots_an_experiment_and_a_preset_from_the_command_line(dvc_repo: Path, dvc_first: Snapshot) -> None:
     repo = dvc_repo
     run(["dvc", "plots", "show", "--out", "plots_html"], repo)
     page = (repo / "plots_html/index.html").read_text()
@@ -579,6 +579,24 @@ def test_dvc_plots_and_an_experiment_from_the_command_line(dvc_repo: Path, dvc_f
     assert ran == {"demos", "report"}, experiment.stdout
     table = (repo / "reports/demos/activations.csv").read_text().splitlines()
     assert [float(row.split(",")[0]) for row in table[1:]] == [-4.0, 0.0, 4.0], table
+
+    # The same change as a preset (docs/models.md): a file of overrides, one command, a temporary
+    # copy that leaves the workspace alone, and a record that the report shows as a row.
+    preset = {"description": "two points", "model": "baseline", "set": {"demos.activation_points": [-3, 3]}}
+    (repo / "presets/two-points.yaml").write_text(yaml.safe_dump(preset))
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "the experiment above, and a preset"], repo)
+    ran = run(["fashion-mlp", "preset", "two-points"], repo)
+    assert set(re.findall(r"Running stage '([^']+)'", ran.stdout)) == {"demos", "report"}, ran.stdout
+    record = json.loads((repo / "reports/presets/two-points.json").read_text())
+    assert record["command"] == "dvc exp run --temp -n two-points -S demos.activation_points=[-3,3]"
+    assert record["metrics"] == json.loads((repo / "reports/metrics/baseline.json").read_text())
+    shown = run(["git", "show", f"{record['experiment_commit']}:reports/demos/activations.csv"], repo).stdout
+    assert [float(row.split(",")[0]) for row in shown.splitlines()[1:]] == [-3.0, 3.0], shown
+    assert (repo / "reports/demos/activations.csv").read_text().splitlines() == table, "the workspace moved"
+    assert run(["git", "status", "--porcelain"], repo).stdout.split() == ["??", "reports/presets/two-points.json"]
+    run(["dvc", "repro", "report"], repo)
+    assert "| baseline (preset two-points) |" in (repo / "reports/summary.md").read_text()
 
 
 # --- Snakemake on a cluster executor ------------------------------------------------------
