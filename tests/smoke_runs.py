@@ -52,7 +52,7 @@ MODELS_OF = {"cluster": ("tuned",)}  # the models a run makes, if not all of MOD
 # DVC runs one stage at a time, and the tests that need its run take longest after it: its run is the
 # suite's critical path, so the other two yield the CPU to it (nice), and finish while its tests run.
 NICENESS = {"snakemake": 5, "cluster": 10}
-WORKER_NICENESS = 5  # pytest-xdist's workers, once the runs have started
+WORKER_NICENESS = 5  # pytest-xdist's workers, from their first test outside the DVC run's group
 FIXTURES = {"snakemake_first": "snakemake", "dvc_first": "dvc", "cluster_first": "cluster"}
 
 
@@ -276,8 +276,18 @@ def pytest_collection_finish(session) -> None:
     needed = {FIXTURES[name] for item in session.items for name in item.fixturenames if name in FIXTURES}
     if needed and DEBIAN_DATA.is_dir() and not session.config.option.collectonly:
         _RUNS = SmokeRuns(Path(os.environ[ROOT_VAR]), [name for name in COMMANDS if name in needed])
-        if is_worker(session.config):
-            os.nice(WORKER_NICENESS)  # after the runs started: the DVC run keeps its priority over the tests
+
+
+_NICED = False
+
+
+def pytest_runtest_setup(item) -> None:
+    """A worker yields the CPU (nice) from its first test outside the DVC run's group, after the runs
+    started: the DVC run and its tests, the longest chain, keep their priority over everything else."""
+    global _NICED
+    if not _NICED and is_worker(item.config) and group(item) != GROUPS["dvc_first"]:
+        os.nice(WORKER_NICENESS)
+        _NICED = True
 
 
 def uses_a_run(item) -> bool:
