@@ -20,6 +20,7 @@ rule prepare:
     input:
         RAW,
         "workflow/fashion_mlp/prepare.py",
+        "workflow/fashion_mlp/images.py",  # the scaling, shared with predict and serving
     output:
         train="data/prepared/train.npz",
         test="data/prepared/test.npz",
