@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fashion_mlp import PipelineError
 from fashion_mlp.anchors import ANCHORS
-from fashion_mlp.io import read_json
+from fashion_mlp.io import read_json, read_metrics
 from fashion_mlp.uncertainty import accuracy_error_bars, interval
 
 # Accuracy goals on the 10k test set, by model name (issues #2, #3 and #14's CNN row).
@@ -27,18 +27,8 @@ TIME_FIGURE = "accuracy_vs_time.png"  # in the timings folder, beside its summar
 
 
 def load_metrics(paths: list[Path]) -> list[dict]:
-    """evaluate's metrics JSONs, in order; a missing, garbled or incomplete file is an error naming it."""
-    metrics = []
-    for path in paths:
-        try:
-            m = read_json(path)
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"{path}: cannot read the metrics JSON ({exc})") from None
-        missing = [key for key in REQUIRED if key not in m] if isinstance(m, dict) else list(REQUIRED)
-        if missing:
-            raise PipelineError(f"{path}: not a metrics JSON from evaluate (missing {', '.join(missing)})")
-        metrics.append(m)
-    return metrics
+    """evaluate's metrics JSONs, in order, with every key the table reads."""
+    return read_metrics(paths, REQUIRED)
 
 
 def load_presets(directory: Path | None) -> list[dict]:

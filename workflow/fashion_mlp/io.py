@@ -1,4 +1,5 @@
-"""Atomic file output and hashing: a crash leaves the old file or none, never half a file."""
+"""Atomic file output, hashing, and evaluate's metrics JSONs read back: a crash leaves the old file or
+none, never half a file; a bad input is an error naming its file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from fashion_mlp import PipelineError
 
 TMP_MARK = ".tmp-"
 
@@ -66,6 +69,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as fh:
         return json.load(fh)
+
+
+def read_metrics(paths: list[Path], required: tuple[str, ...]) -> list[dict]:
+    """evaluate's metrics JSONs, in order (register and report read them); a missing, garbled or
+    incomplete file (without one of `required`) is an error naming it."""
+    metrics = []
+    for path in paths:
+        try:
+            m = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"{path}: cannot read the metrics JSON ({exc})") from None
+        missing = [key for key in required if key not in m] if isinstance(m, dict) else list(required)
+        if missing:
+            raise PipelineError(f"{path}: not a metrics JSON from evaluate (missing {', '.join(missing)})")
+        metrics.append(m)
+    return metrics
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

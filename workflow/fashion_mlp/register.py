@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fashion_mlp import PipelineError
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
-from fashion_mlp.io import read_json, sha256_file, write_json
+from fashion_mlp.io import read_metrics, sha256_file, write_json
 
 ALIAS = "champion"
 MLP_ALIAS = "best-mlp"
@@ -61,17 +61,7 @@ def model_kind(path: Path) -> str:
 
 def read_candidates(paths: list[Path]) -> dict[str, dict]:
     """Metrics JSONs by model name; a missing, garbled or incomplete file is an error naming it."""
-    candidates = {}
-    for path in paths:
-        try:
-            metrics = read_json(path)
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"{path}: cannot read the metrics JSON ({exc})") from None
-        missing = [key for key in ("model", "val_accuracy", "accuracy") if key not in metrics]
-        if not isinstance(metrics, dict) or missing:
-            raise PipelineError(f"{path}: not a metrics JSON from evaluate (missing {', '.join(missing) or 'all'})")
-        candidates[metrics["model"]] = metrics
-    return candidates
+    return {m["model"]: m for m in read_metrics(paths, ("model", "val_accuracy", "accuracy"))}
 
 
 def choices(candidates: dict[str, dict], kinds: dict[str, str]) -> tuple[str, str | None]:
