@@ -141,6 +141,16 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def keep_niceness(pid: int, niceness: int) -> None:
+    """Give the session that `pid` leads the niceness its processes have (best effort).
+
+    With the kernel's autogroups (/proc/sys/kernel/sched_autogroup_enabled), a process's nice value
+    counts only against the processes of its own session, and a new session starts at 0: without
+    this, `nice` on a run in its own session would not make it yield to the DVC run at all."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+
+
 @dataclass
 class BackgroundRun:
     """An engine started in its own session, its exit code written to a file that any worker can read."""
@@ -166,6 +176,7 @@ class BackgroundRun:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a test's killpg of its own engine cannot reach these
             )
+        keep_niceness(process.pid, NICENESS.get(self.name, 0))
         (self.dir / "run.json").write_text(json.dumps({"pid": process.pid, "started": time.time()}))
 
     def exit_code(self) -> int | None:

@@ -11,6 +11,7 @@ that submitted it. Job state lives in .snakemake/cluster-jobs/<id>/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +22,17 @@ JOBS = Path(__file__).resolve().parents[3] / ".snakemake" / "cluster-jobs"
 KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "TMPDIR", "TZ")
 # The job's exit status goes to `exit` atomically, so status.py never reads half of it.
 WRAPPER = 'bash "$1"; code=$?; echo $code > "$2.tmp" && mv "$2.tmp" "$2"'
+
+
+def keep_priority(pid: int) -> None:
+    """The job's new session keeps the submitter's niceness, as a batch queue's priority would carry over.
+
+    With the kernel's autogroups, niceness counts within a session, and a new session starts at 0, so
+    a detached job would otherwise outrank everything its submitter was niced below (best effort)."""
+    with contextlib.suppress(OSError, ValueError):
+        niceness = int(Path("/proc/self/autogroup").read_text().split()[-1])
+        if niceness > 0:
+            Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
 
 
 def main() -> None:
@@ -44,6 +56,7 @@ def main() -> None:
             stderr=log,
             start_new_session=True,
         )
+    keep_priority(process.pid)
     (folder / "job.json").write_text(
         json.dumps(
             {
