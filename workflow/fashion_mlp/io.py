@@ -1,5 +1,5 @@
-"""Atomic file output, hashing, and evaluate's metrics JSONs read back: a crash leaves the old file or
-none, never half a file; a bad input is an error naming its file."""
+"""Atomic file output, hashing and reading JSON back: a crash leaves the old file or none, never half a
+file, and a bad metrics file is an error naming it."""
 
 from __future__ import annotations
 
