@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     per_class = [size // NUM_CLASSES + (cls < size % NUM_CLASSES) for cls in range(NUM_CLASSES)]
     background = x_train[checks.stratified_sample(y_train, per_class, args.seed)]
     check_images(background, f"{args.train_data} (background sample)")
+    del x_train, y_train  # 170 MB that nothing else reads
     x_test, y_test = load_split(args.test_data, "test")
     shape = (-1, *model.input_shape[1:])
     seconds = {"set-up": time.perf_counter() - started}
