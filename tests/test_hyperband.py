@@ -1,7 +1,7 @@
 """hyperband.py: the space, the lockstep oracle, trial keys and seeds, the search's rows and best.
 
-No model is trained: the oracle is driven by hand, with scores that depend only on a trial's
-hyperparameters, as a seeded trial's do.
+The oracle is driven by hand, with scores that depend only on a trial's hyperparameters, as a
+seeded trial's do; one slow test trains a real trial.
 """
 
 from __future__ import annotations
@@ -195,3 +195,41 @@ def test_search_subset_is_all_or_a_stratified_seeded_subset(limit):
     else:
         assert len(sy) == limit and np.array_equal(np.bincount(sy), [3] * 10)
         assert np.array_equal(sx, hyperband.search_subset(x, y, limit, seed=3)[0])
+
+
+# --- a tracked trial, trained --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_trial_trains_the_same_whatever_its_mlflow_calls_draw_from_random(tmp_path, monkeypatch, keras):
+    """An MLflow call may draw from the global `random` (urllib3's retry jitter, against a tracking
+    server); Keras' initializers draw from it too. A trial is seeded after its MLflow calls, so
+    such a draw leaves its training alone."""
+    import mlflow
+    import numpy as np
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((120, 28, 28), dtype=np.float32), rng.integers(0, 10, 120)
+    data = tmp_path / "train.npz"
+    np.savez(data, x_train=x, y_train=y)
+    tags = {"data_file": str(data), "data_sha256": "0" * 64}
+    section = SECTION | {"max_epochs": 1, "steps_per_execution": 1}  # one bracket of one 1-epoch trial
+
+    def trial_losses(name: str) -> list[float]:
+        tuner = hyperband.make_tuner(section, 7, tmp_path / name / "search", tags, None, overwrite=True)
+        tuner.tuner_id = "worker0"
+        with mlflow.start_run(run_name=name):
+            tuner.search(x[:100], y[:100], validation_data=(x[100:], y[100:]), batch_size=20, verbose=0)
+        return [t.metrics.get_last_value("val_loss") for t in tuner.oracle.trials.values()]
+
+    quiet = trial_losses("quiet")
+    start_run = mlflow.start_run
+
+    def start_run_after_a_retry(*args, **kwargs):
+        random.random()  # what urllib3's Retry draws for its backoff jitter
+        return start_run(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "start_run", start_run_after_a_retry)
+    assert trial_losses("retried") == quiet and len(quiet) == 1

@@ -164,7 +164,6 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
                 "model": "trial",
                 "worker": self.tuner_id,
             }
-            keras.utils.set_random_seed(trial_seed(seed, values))
             with tracking.with_retry(
                 mlflow.start_run,
                 run_name=f"trial-{trial.trial_id}",
@@ -177,6 +176,9 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
                 splits = {"train": (args[0], args[1]), "validation": kwargs["validation_data"]}
                 tracking.log_datasets(base_tags["data_file"], splits, base_tags["data_sha256"])
                 kwargs["callbacks"] = [*kwargs.get("callbacks", []), EpochLogger()]
+                # Seeded last: an MLflow call before may draw from `random` (an HTTP retry's jitter),
+                # which Keras' initializers draw from too.
+                keras.utils.set_random_seed(trial_seed(seed, values))
                 result = super().run_trial(trial, *args, **kwargs)  # KerasTuner clears the session first
             self.trials_run.append(trial.trial_id)
             return result
