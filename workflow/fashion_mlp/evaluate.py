@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_mlp import calibration, stats
+from fashion_mlp import calibration, inference, stats
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     test = load_arrays(args.data)
     val = load_arrays(args.val_data, keys=("x_val", "y_val"))  # not the 54,000 training images
     model = keras.saving.load_model(args.model_path, safe_mode=True)
-    probabilities = model.predict(test["x_test"], batch_size=1024, verbose=0)
-    val_probabilities = model.predict(val["x_val"], batch_size=1024, verbose=0)
+    probabilities = inference.probabilities(model, test["x_test"])
+    val_probabilities = inference.probabilities(model, val["x_val"])
     y_true, y_pred = test["y_test"], probabilities.argmax(axis=1)
     history = read_history(args.history)
 

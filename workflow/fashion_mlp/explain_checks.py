@@ -10,10 +10,12 @@ explain_model runs them all on one model's samples. Pure functions of arrays and
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
 
+from fashion_mlp import inference
 from fashion_mlp.data import NUM_CLASSES
 
 
@@ -194,25 +196,9 @@ def pick_examples(
     return np.array(chosen, dtype=np.int64), mistakes.astype(np.int64)
 
 
-# Images per forward pass. A padded 32-filter conv block holds 100 KB of activations per image:
-# 2,048 at a time took explain of the cnn-long preset to 1.97 GB peak, 256 keeps it lower.
-PREDICT_CHUNK = 256
-
-
-def predict_fn(model):
-    """Class scores of images, in chunks, without model.predict's per-call tf.data set-up."""
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        shaped = images.reshape(len(images), *model.input_shape[1:])
-        chunks = range(0, len(shaped), PREDICT_CHUNK)
-        return np.concatenate([np.asarray(model(shaped[i : i + PREDICT_CHUNK], training=False)) for i in chunks])
-
-    return predict
-
-
 def explain_model(model, background: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, opts: dict, seed: int):
     """Every number and map of the stage, computed before anything is written."""
-    predict = predict_fn(model)
+    predict = functools.partial(inference.probabilities, model)
     probabilities = predict(x_test)
     predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
     sample = stratified_sample(y_test, opts["images_per_class"], seed)

@@ -24,10 +24,10 @@ import numpy as np
 from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.images import ImageError, load
+from fashion_mlp.inference import probabilities
 
 DEFAULT_REGISTERED_MODEL = "fashion-mnist-mlp"
 CHUNK = 1024  # pictures decoded and predicted at a time: bounded memory for big directories
-BATCH = 1024  # evaluate's batch size: the same batches give the same floats
 GLOB_CHARS = set("*?[")
 CLASS_WIDTH = max(len(name) for name in CLASS_NAMES)
 
@@ -121,17 +121,6 @@ def _keras_file(path) -> object:
         return keras.saving.load_model(path, safe_mode=True)
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{path}: cannot load this Keras model ({exc})") from None
-
-
-def probabilities(model, x: np.ndarray) -> np.ndarray:
-    """Class probabilities for (n, 28, 28) scaled images, in batches of `evaluate`'s size.
-
-    predict_on_batch skips the per-call set-up of model.predict (tens of ms, most of one picture's
-    latency when served) and runs the same compiled function on the same batches.
-    """
-    if len(x) == 0:
-        return np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
-    return np.concatenate([np.asarray(model.predict_on_batch(x[i : i + BATCH])) for i in range(0, len(x), BATCH)])
 
 
 def top_k(probs: np.ndarray, k: int) -> list[tuple[str, float]]:

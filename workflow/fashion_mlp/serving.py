@@ -25,7 +25,7 @@ import numpy as np
 
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.images import ImageError, load
-from fashion_mlp.predict import probabilities
+from fashion_mlp.inference import probabilities
 
 INPUT_COLUMN = "image"
 

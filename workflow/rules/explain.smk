@@ -10,6 +10,7 @@ rule explain:
             "workflow/fashion_mlp/explain_checks.py",
             "workflow/fashion_mlp/explain_figures.py",
             "workflow/fashion_mlp/lrp.py",
+            "workflow/fashion_mlp/inference.py",
         ],
     output:
         json="reports/explain/{model}.json",

@@ -41,6 +41,7 @@ rule evaluate:
             "workflow/fashion_mlp/evaluate.py",
             "workflow/fashion_mlp/stats.py",
             "workflow/fashion_mlp/calibration.py",
+            "workflow/fashion_mlp/inference.py",
         ],
     output:
         metrics="reports/metrics/{model}.json",
