@@ -100,6 +100,7 @@ rule register:
         code=[
             "workflow/fashion_mlp/register.py",
             "workflow/fashion_mlp/serving.py",
+            "workflow/fashion_mlp/inference.py",
             "workflow/fashion_mlp/images.py",
         ],
     output:
