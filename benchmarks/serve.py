@@ -64,7 +64,13 @@ def served_uri(model: str, store: Path, env: dict) -> str:
         "info = serving.log_model(sys.argv[1]); print(info.model_uri)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, model], cwd=store, env=env, capture_output=True, text=True, check=True
+        # resolved: the logging process runs in the throw-away store, not where the path was given
+        [sys.executable, "-c", code, str(Path(model).resolve())],
+        cwd=store,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.strip().splitlines()[-1]
 
