@@ -208,8 +208,10 @@ def test_a_trial_trains_the_same_whatever_its_mlflow_calls_draw_from_random(tmp_
     import mlflow
     import numpy as np
 
+    from fashion_mlp import tracking
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.init("trial-seeding")  # points MLflow at that store, as every stage does
     rng = np.random.default_rng(0)
     x, y = rng.random((120, 28, 28), dtype=np.float32), rng.integers(0, 10, 120)
     data = tmp_path / "train.npz"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fashion_mlp import PipelineError
 from fashion_mlp.anchors import ANCHORS
-from fashion_mlp.io import read_json, read_metrics
+from fashion_mlp.io import read_json
 from fashion_mlp.uncertainty import accuracy_error_bars, interval
 
 # Accuracy goals on the 10k test set, by model name (issues #2, #3 and #14's CNN row).
@@ -24,11 +24,6 @@ PRESET_KEYS = ("preset", "description", "model", "kind", "command", "code_commit
 MARKERS = {"mlp": "o", "cnn": "s"}  # other kinds: "D"
 KIND_NAMES = {"mlp": "an MLP", "cnn": "a CNN"}
 TIME_FIGURE = "accuracy_vs_time.png"  # in the timings folder, beside its summary.md
-
-
-def load_metrics(paths: list[Path]) -> list[dict]:
-    """evaluate's metrics JSONs, in order, with every key the table reads."""
-    return read_metrics(paths, REQUIRED)
 
 
 def load_presets(directory: Path | None) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from fashion_mlp import comparison, explanations
 from fashion_mlp.comparison import champion_section, model_table
 from fashion_mlp.data import CLASS_NAMES
-from fashion_mlp.io import read_json, write_text
+from fashion_mlp.io import read_json, read_metrics, write_text
 from fashion_mlp.stats import pairwise_mcnemar
 from fashion_mlp.uncertainty import calibration_section, ranking_sentence, read_correct, significance_section
 
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    metrics = comparison.load_metrics(args.metrics)
+    metrics = read_metrics(args.metrics, comparison.REQUIRED)
     pairs = pairwise_mcnemar(read_correct(args.predictions, metrics)) if args.predictions else None
     tuning = read_json(args.tuning) if args.tuning else None
     champion = read_json(args.champion) if args.champion else None
