@@ -11,7 +11,6 @@ that submitted it. Job state lives in .snakemake/cluster-jobs/<id>/.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -20,19 +19,24 @@ from pathlib import Path
 
 JOBS = Path(__file__).resolve().parents[3] / ".snakemake" / "cluster-jobs"
 KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "TMPDIR", "TZ")
-# The job's exit status goes to `exit` atomically, so status.py never reads half of it.
-WRAPPER = 'bash "$1"; code=$?; echo $code > "$2.tmp" && mv "$2.tmp" "$2"'
+# In the job's new session, before the job starts: the submitter's niceness ($3, see
+# submitter_niceness). The job's exit status goes to `exit` atomically, so status.py never reads half of it.
+WRAPPER = (
+    '[ "$3" -gt 0 ] && { echo "$3" > /proc/self/autogroup; } 2>/dev/null; '
+    'bash "$1"; code=$?; echo $code > "$2.tmp" && mv "$2.tmp" "$2"'
+)
 
 
-def keep_priority(pid: int) -> None:
-    """The job's new session keeps the submitter's niceness, as a batch queue's priority would carry over.
+def submitter_niceness() -> int:
+    """The niceness of the submitter's session, which the job's session takes, as a batch queue's
+    priority would carry over; 0 without autogroups.
 
     With the kernel's autogroups, niceness counts within a session, and a new session starts at 0, so
-    a detached job would otherwise outrank everything its submitter was niced below (best effort)."""
-    with contextlib.suppress(OSError, ValueError):
-        niceness = int(Path("/proc/self/autogroup").read_text().split()[-1])
-        if niceness > 0:
-            Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+    a detached job would otherwise outrank everything its submitter was niced below."""
+    try:
+        return max(0, int(Path("/proc/self/autogroup").read_text().split()[-1]))
+    except (OSError, ValueError):
+        return 0
 
 
 def main() -> None:
@@ -46,9 +50,10 @@ def main() -> None:
     folder = JOBS / job_id
     folder.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k in KEEP}
+    niceness = str(submitter_niceness())
     with open(folder / "output.log", "wb") as log:
         process = subprocess.Popen(
-            ["bash", "-c", WRAPPER, "job", str(args.jobscript.resolve()), str(folder / "exit")],
+            ["bash", "-c", WRAPPER, "job", str(args.jobscript.resolve()), str(folder / "exit"), niceness],
             cwd="/",
             env=env,
             stdin=subprocess.DEVNULL,
@@ -56,7 +61,6 @@ def main() -> None:
             stderr=log,
             start_new_session=True,
         )
-    keep_priority(process.pid)
     (folder / "job.json").write_text(
         json.dumps(
             {
