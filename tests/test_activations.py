@@ -1,4 +1,4 @@
-"""The activation-function lesson (fashion_mlp.activations): values, stability and the table's files."""
+"""The activation-function lesson (fashion_mlp.lessons.activations): values, stability and the table's files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from fashion_mlp import activations
+from fashion_mlp.lessons import activations
 
 
 def test_activation_values_match_the_tutorial():

@@ -99,7 +99,7 @@ def test_scaling_never_changes_a_prediction():
 def test_nll_is_computed_as_the_metrics_loss():
     from sklearn.metrics import log_loss
 
-    from fashion_mlp.evaluate import compute_metrics
+    from fashion_mlp.stages.evaluate import compute_metrics
 
     z, y = synthetic_logits(500, 1.0, seed=7)
     z[0] = [60.0] + [0.0] * 9  # a confident mistake unless its label is 0: clipped like `loss` clips it

@@ -420,7 +420,7 @@ def test_cli_flags_round_trip_through_the_train_parser(real_params):
     """Each real train block, rendered as DVC would, parses back to the same block."""
     import shlex
 
-    from fashion_mlp.train import build_parser, model_params
+    from fashion_mlp.stages.train import build_parser, model_params
 
     fixed = [
         "--model",
@@ -549,7 +549,7 @@ STAGES = {
 def test_every_stage_parses_its_section_with_the_helper(real_params, stage):
     """Each stage's own parser reads back what both engines give it."""
     section = STAGES[stage]
-    parser = importlib.import_module(f"fashion_mlp.{stage}").build_parser()
+    parser = importlib.import_module(f"fashion_mlp.stages.{stage}").build_parser()
     others = []  # the stage's other required flags, with a placeholder value
     for action in parser._actions:
         if action.required and action.dest not in {"_".join(k.split(".")) for k in _flag_names(section)}:

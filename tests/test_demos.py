@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from conftest import PNG_MAGIC, REPO, SUBPROCESS_TIMEOUT, clean_env
-from fashion_mlp import demos
 from fashion_mlp.config import ParamsError, cli_flags, section_from_args, validate_section
+from fashion_mlp.stages import demos
 
 # A demos section (params.yaml's today), fixed here so that editing params.yaml does not change the tests.
 DEMOS_PARAMS = {"xor_hidden": 8, "xor_epochs": 500, "xor_learning_rate": 0.05, "activation_points": [-5, -3, 0, 2, 5]}
@@ -33,7 +33,7 @@ from fashion_mlp import cli
 if sys.argv[1] == "demos":
     cli.main(sys.argv[1:])
 else:  # the activation part alone: it must not load TensorFlow
-    from fashion_mlp import activations
+    from fashion_mlp.lessons import activations
     table = activations.activation_table([-5, -3, 0, 2, 5])
     activations.activation_markdown(table)
     activations.plot_activations([-5, -3, 0, 2, 5], sys.argv[2])
@@ -70,7 +70,7 @@ def test_activation_part_loads_no_tensorflow(tmp_path):
 def test_demos_is_a_cli_command():
     from fashion_mlp.cli import COMMANDS
 
-    assert COMMANDS["demos"][0] == "fashion_mlp.demos"
+    assert COMMANDS["demos"][0] == "fashion_mlp.stages.demos"
 
 
 def test_flags_round_trip_dvc_rendering(tmp_path):

@@ -1,4 +1,4 @@
-"""Mirror fallback and checksum rejection (fashion_mlp.download) against real loopback HTTP servers."""
+"""Mirror fallback and checksum rejection (fashion_mlp.stages.download) against real loopback HTTP servers."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from conftest import DEBIAN_DATA
 from fashion_mlp.config import ParamsError
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
-from fashion_mlp.download import DownloadError, download_all, download_file, main, source_url
 from fashion_mlp.io import TMP_MARK
+from fashion_mlp.stages.download import DownloadError, download_all, download_file, main, source_url
 
 TIMEOUT = 5.0  # seconds; every server here answers at once, so nothing waits this long
 

@@ -1,4 +1,4 @@
-"""Metrics, figures and prediction CSVs (fashion_mlp.evaluate); the summary is in test_report.py."""
+"""Metrics, figures and prediction CSVs (fashion_mlp.stages.evaluate); the summary is in test_report.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_png, no_temporaries
-from fashion_mlp import evaluate
 from fashion_mlp.data import CLASS_NAMES
+from fashion_mlp.stages import evaluate
 
 # The synthetic `predictions` fixture (40 images, known mistakes) is in conftest.py: the report's tests share it.
 
@@ -116,7 +116,7 @@ def history_rows():
 
 
 def test_history_round_trip_and_training_summary(tmp_path, history_rows):
-    from fashion_mlp.train import HISTORY_COLUMNS, write_history
+    from fashion_mlp.training import HISTORY_COLUMNS, write_history
 
     path = tmp_path / "history.csv"
     write_history(path, history_rows)

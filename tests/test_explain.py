@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import CLI, PNG_MAGIC, assert_png, clean_env, no_temporaries
-from fashion_mlp import explain, explain_checks, lrp
-from fashion_mlp.explanations import summary_section
+from fashion_mlp.attribution import checks, lrp, methods, model_report
+from fashion_mlp.stages import explain
+from fashion_mlp.summary.explanations import summary_section
 
 keras = pytest.importorskip("keras")
 
@@ -91,8 +92,8 @@ def test_lrp_conserves_relevance_and_equals_gradient_times_input_without_biases(
 
 def test_lrp_with_biases_loses_relevance_to_them():
     model, x = tiny_mlp(zero_bias=False), images(6)
-    result = explain_checks.lrp_attributions(model, x, np.zeros(6, dtype=int), epsilon=0.01)
-    summary = explain_checks.conservation_summary(result["relevance_out"], result["relevance_in"])
+    result = methods.lrp_attributions(model, x, np.zeros(6, dtype=int), epsilon=0.01)
+    summary = methods.conservation_summary(result["relevance_out"], result["relevance_in"])
     assert summary["max_abs_gap"] > 1e-4  # the biases absorb some: the report states how much
 
 
@@ -105,7 +106,7 @@ def test_lrp_refuses_a_layer_it_does_not_cover():
 def test_shap_additivity_holds():
     model = tiny_mlp()
     x, targets = images(4), np.array([3, 3, 7, 3])  # two classes: two explainers, each on its own images
-    result = explain_checks.shap_attributions(model, images(10, seed=2), x, targets)
+    result = methods.shap_attributions(model, images(10, seed=2), x, targets)
     assert result["values"].shape == x.shape
     assert result["additivity_gaps"].max() < 1e-4
 
@@ -113,14 +114,14 @@ def test_shap_additivity_holds():
 def test_randomizing_the_weights_lowers_the_rank_correlation():
     model, x = tiny_mlp(seed=0), images(6)
     targets = np.zeros(6, dtype=int)  # one class: one DeepExplainer per model
-    random = explain_checks.randomized_copy(model, seed=7)
+    random = checks.randomized_copy(model, seed=7)
     assert not np.allclose(random.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
     for attribute in (
-        lambda m: explain_checks.lrp_attributions(m, x, targets, 0.01)["values"],
-        lambda m: explain_checks.shap_attributions(m, images(10, seed=2), x, targets)["values"],
+        lambda m: methods.lrp_attributions(m, x, targets, 0.01)["values"],
+        lambda m: methods.shap_attributions(m, images(10, seed=2), x, targets)["values"],
     ):
-        same = explain_checks.rank_correlation(attribute(model), attribute(model), x)
-        other = explain_checks.rank_correlation(attribute(model), attribute(random), x)
+        same = checks.rank_correlation(attribute(model), attribute(model), x)
+        other = checks.rank_correlation(attribute(model), attribute(random), x)
         assert same["spearman"] == pytest.approx(1.0)
         assert other["spearman"] < 0.5
         assert other["spearman_abs"] < same["spearman_abs"]
@@ -128,8 +129,8 @@ def test_randomizing_the_weights_lowers_the_rank_correlation():
 
 
 def test_randomization_verdict_fails_a_method_whose_maps_stay_alike():
-    assert explain_checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.2}, 0.5)["verdict"] == "passes"
-    failed = explain_checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.8}, 0.5)
+    assert checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.2}, 0.5)["verdict"] == "passes"
+    failed = checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.8}, 0.5)
     assert failed["verdict"] == "FAILS"
     assert "explain the input, not the model" in failed["meaning"]
 
@@ -145,20 +146,20 @@ def test_deletion_by_true_attribution_beats_random_order():
     labels = predict(x).argmax(axis=1)
     attribution = x.reshape(40, -1) * weights[:, labels].T  # exact for a linear model
     fractions = np.linspace(0, 1, 11)
-    by_attribution = explain_checks.deletion_curve(predict, x, labels, attribution, fractions)
-    by_chance = explain_checks.deletion_curve(predict, x, labels, rng.random((40, 784)), fractions)
+    by_attribution = checks.deletion_curve(predict, x, labels, attribution, fractions)
+    by_chance = checks.deletion_curve(predict, x, labels, rng.random((40, 784)), fractions)
     assert by_attribution[0] == by_chance[0] == 1.0
-    assert explain_checks.area_under(fractions, by_attribution) < explain_checks.area_under(fractions, by_chance)
+    assert checks.area_under(fractions, by_attribution) < checks.area_under(fractions, by_chance)
 
 
 def test_stratified_sample_is_seeded_and_balanced():
     labels = np.repeat(np.arange(10), 7)
-    first = explain_checks.stratified_sample(labels, 3, seed=5)
-    assert np.array_equal(first, explain_checks.stratified_sample(labels, 3, seed=5))
+    first = model_report.stratified_sample(labels, 3, seed=5)
+    assert np.array_equal(first, model_report.stratified_sample(labels, 3, seed=5))
     assert np.all(np.diff(first) > 0)
     assert np.bincount(labels[first], minlength=10).tolist() == [3] * 10
-    assert len(explain_checks.stratified_sample(labels, 50, seed=5)) == 70  # capped at what each class has
-    uneven = explain_checks.stratified_sample(labels, [2] * 5 + [1] * 5, seed=5)
+    assert len(model_report.stratified_sample(labels, 50, seed=5)) == 70  # capped at what each class has
+    uneven = model_report.stratified_sample(labels, [2] * 5 + [1] * 5, seed=5)
     assert np.bincount(labels[uneven], minlength=10).tolist() == [2] * 5 + [1] * 5
 
 
@@ -166,7 +167,7 @@ def test_pick_examples_takes_the_most_confident_mistakes():
     labels = np.array([0, 1, 2, 3, 4, 5])
     predicted = np.array([0, 2, 2, 4, 4, 0])
     confidence = np.array([0.9, 0.6, 0.8, 0.99, 0.7, 0.7])
-    correct, mistakes = explain_checks.pick_examples(labels, predicted, confidence, np.arange(6), 2, 2)
+    correct, mistakes = model_report.pick_examples(labels, predicted, confidence, np.arange(6), 2, 2)
     assert correct.tolist() == [0, 2]
     assert mistakes.tolist() == [3, 5]  # by confidence: 0.99, 0.7 (0.6 left out)
 

@@ -1,4 +1,4 @@
-"""hyperband.py: the space, the lockstep oracle, trial keys and seeds, the search's rows and best.
+"""tuning/hyperband.py: the space, the lockstep oracle, trial keys and seeds, the search's rows and best.
 
 The oracle is driven by hand, with scores that depend only on a trial's hyperparameters, as a
 seeded trial's do; one slow test trains a real trial.
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import TRIAL
-from fashion_mlp import hyperband
+from fashion_mlp.tuning import hyperband
 
 SECTION = {
     "max_epochs": 10,

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_mlp import images, prepare
+from fashion_mlp import images
 from fashion_mlp.images import ImageError
+from fashion_mlp.stages import prepare
 
 
 def fashion_like(seed: int = 0) -> np.ndarray:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fashion_mlp import explain, explain_checks, explain_figures, lrp
+from fashion_mlp.attribution import checks, lrp, methods, model_report
+from fashion_mlp.attribution import figures as attribution_figures
+from fashion_mlp.stages import explain
 from test_explain import images, seed_biases_and_norms
 
 keras = pytest.importorskip("keras")
@@ -89,8 +91,8 @@ def test_lrp_max_pooling_gives_each_windows_relevance_to_its_max():
 
 def test_lrp_on_a_cnn_with_biases_loses_relevance_to_them_and_says_how_much():
     model, x = tiny_cnn(conv=(3,)), images(4)
-    result = explain_checks.lrp_attributions(model, x, np.zeros(4, dtype=int), epsilon=0.01)
-    summary = explain_checks.conservation_summary(result["relevance_out"], result["relevance_in"])
+    result = methods.lrp_attributions(model, x, np.zeros(4, dtype=int), epsilon=0.01)
+    summary = methods.conservation_summary(result["relevance_out"], result["relevance_in"])
     assert np.all(np.isfinite(result["values"]))
     assert summary["max_abs_gap"] > 1e-4
 
@@ -120,15 +122,15 @@ def test_a_saved_cnn_passes_the_model_check(tmp_path):
 def test_lrp_randomization_lowers_the_rank_correlation_on_a_cnn():
     model, x = tiny_cnn(conv=(3,)), images(6)
     targets = np.zeros(6, dtype=int)
-    random = explain_checks.randomized_copy(model, seed=7)
+    random = checks.randomized_copy(model, seed=7)
     assert [type(layer).__name__ for layer in random.layers] == [type(layer).__name__ for layer in model.layers]
     assert not np.allclose(random.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
 
     def attribute(m):
-        return explain_checks.lrp_attributions(m, x, targets, 0.01)["values"]
+        return methods.lrp_attributions(m, x, targets, 0.01)["values"]
 
-    same = explain_checks.rank_correlation(attribute(model), attribute(model), x)
-    other = explain_checks.rank_correlation(attribute(model), attribute(random), x)
+    same = checks.rank_correlation(attribute(model), attribute(model), x)
+    other = checks.rank_correlation(attribute(model), attribute(random), x)
     assert same["spearman"] == pytest.approx(1.0)
     assert other["spearman"] < 0.5
     assert other["spearman_abs_on_garment"] < same["spearman_abs_on_garment"]
@@ -136,7 +138,7 @@ def test_lrp_randomization_lowers_the_rank_correlation_on_a_cnn():
 
 def test_shap_additivity_holds_on_a_cnn():
     model, x = tiny_cnn(conv=(3,)), images(3)
-    result = explain_checks.shap_attributions(model, images(5, seed=2), x, np.full(3, 4))  # one class: one explainer
+    result = methods.shap_attributions(model, images(5, seed=2), x, np.full(3, 4))  # one class: one explainer
     assert result["values"].shape == x.shape
     assert result["additivity_gaps"].max() < 1e-5
 
@@ -155,14 +157,14 @@ def test_every_method_and_check_of_explain_runs_on_a_cnn(tmp_path):
         "randomization_threshold": 0.5,
     }
     background = rng.random((10, 28, 28)).astype(np.float32)
-    result = explain_checks.explain_model(model, background, x_test, y_test, opts, seed=3)
+    result = model_report.explain_model(model, background, x_test, y_test, opts, seed=3)
     report = result["report"]
     assert report["shap"]["additivity_max_abs_gap"] < 1e-5
     assert report["lrp"]["conservation"]["mean_relevance_out"] != 0
     for method in ("shap", "lrp"):
         assert report[method]["randomization"]["verdict"] in ("passes", "FAILS")
         assert 0.0 <= report[method]["deletion_area"] <= 1.0
-    explain_figures.plot_class_maps(*result["sample"], tmp_path / "classes.png", "cnn")
-    explain_figures.plot_examples(*result["examples"], tmp_path / "examples.png", "cnn")
-    explain_figures.plot_deletion(*result["deletion"], tmp_path / "deletion.png", "cnn")
+    attribution_figures.plot_class_maps(*result["sample"], tmp_path / "classes.png", "cnn")
+    attribution_figures.plot_examples(*result["examples"], tmp_path / "examples.png", "cnn")
+    attribution_figures.plot_deletion(*result["deletion"], tmp_path / "deletion.png", "cnn")
     assert all((tmp_path / f"{kind}.png").stat().st_size > 0 for kind in ("classes", "examples", "deletion"))

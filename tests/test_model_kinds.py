@@ -244,7 +244,7 @@ def test_augmentation_is_seeded_random_in_training_and_off_at_inference(keras, m
 def test_a_cnn_trained_with_every_lever_saves_only_inference_layers(keras, models, tmp_path):
     """A short fit with augmentation, label smoothing and EMA: the saved file holds no random layer,
     loads in safe mode, predicts what the trained model predicts, and is the same bytes twice."""
-    from fashion_mlp.train import fit, make_history_callback
+    from fashion_mlp.training import fit, make_history_callback
     from test_train import synthetic_data
 
     data = synthetic_data(64, 32)

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import DEBIAN_DATA
-from fashion_mlp import PipelineError, predict
+from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import scale
+from fashion_mlp.stages import predict
 
 N = 64
 

@@ -1,4 +1,4 @@
-"""Split and scaling properties of fashion_mlp.prepare."""
+"""Split and scaling properties of fashion_mlp.stages.prepare."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 from conftest import DEBIAN_DATA
 from fashion_mlp.config import optional_int
-from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split
-from fashion_mlp.prepare import class_counts, prepare, scale, split_train_val, stratified_indices
+from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, stratified_indices
+from fashion_mlp.stages.prepare import class_counts, prepare, scale, split_train_val
 
 needs_real_data = pytest.mark.skipif(not DEBIAN_DATA.is_dir(), reason=f"{DEBIAN_DATA} not installed")
 

@@ -1,4 +1,4 @@
-"""presets.py: a preset's overrides are checked before anything runs; its record comes from the experiment's commit."""
+"""stages/preset.py: overrides are checked before anything runs; the record comes from the experiment's commit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from fashion_mlp import PipelineError, presets
+from fashion_mlp import PipelineError
 from fashion_mlp.config import load_params
+from fashion_mlp.stages import preset as presets
 
 
 def write_preset(tmp_path, **content):

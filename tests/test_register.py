@@ -1,4 +1,4 @@
-"""Choosing the champion and the best MLP (fashion_mlp.register): by validation accuracy, never by test accuracy."""
+"""Choosing the champion and the best MLP (stages/register.py): by validation accuracy, never by test accuracy."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import ClassVar
 
 import pytest
 
-from fashion_mlp import PipelineError, register
+from fashion_mlp import PipelineError
 from fashion_mlp.io import sha256_file
+from fashion_mlp.stages import register
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,8 @@ import yaml
 from conftest import DEBIAN_DATA, REPO, cli, engine_env
 from fashion_mlp.config import cli_flags
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
-from fashion_mlp.download import download_all
 from fashion_mlp.io import TMP_MARK, remove_stale_temporaries, write_text
+from fashion_mlp.stages.download import download_all
 
 TIMEOUT = 120
 

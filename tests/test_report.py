@@ -1,4 +1,4 @@
-"""The summary (fashion_mlp.report): the model table, the rendered markdown and the command."""
+"""The summary (fashion_mlp.stages.report): the model table, the rendered markdown and the command."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import PNG_MAGIC, assert_png, no_temporaries
-from fashion_mlp import PipelineError, comparison, evaluate, report, uncertainty, xor
-from fashion_mlp.activations import activation_markdown, activation_table
-from fashion_mlp.anchors import ANCHORS
+from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES
+from fashion_mlp.lessons import xor
+from fashion_mlp.lessons.activations import activation_markdown, activation_table
+from fashion_mlp.stages import evaluate, report
 from fashion_mlp.stats import pairwise_mcnemar
+from fashion_mlp.summary import calibration_table, comparison_figure, lessons, models_table, significance
+from fashion_mlp.summary import champion as champion_text
+from fashion_mlp.summary.anchors import ANCHORS
 
 
 def _metrics(model: str, accuracy: float, predictions) -> dict:
@@ -34,7 +38,7 @@ def two_models(predictions):
 
 
 def test_model_table_rows_and_anchors(two_models):
-    lines = report.model_table(two_models, {"baseline": "mlp", "regularized": "mlp"})
+    lines = models_table.model_table(two_models, {"baseline": "mlp", "regularized": "mlp"})
     assert lines[0].startswith("| Model | Kind | Validation accuracy | Test accuracy |")
     model_rows = [line for line in lines if line.startswith(("| baseline |", "| regularized |"))]
     assert len(model_rows) == 2
@@ -52,7 +56,7 @@ def test_model_table_rows_and_anchors(two_models):
 
 
 def test_model_table_without_goal(predictions):
-    lines = report.model_table([_metrics("wide", 0.9, predictions)])
+    lines = models_table.model_table([_metrics("wide", 0.9, predictions)])
     row = next(line for line in lines if line.startswith("| wide |"))
     assert row.rstrip().endswith("|  |")
     assert "met" not in row
@@ -188,7 +192,7 @@ def test_demos_section(tmp_path, xor_outputs):
     figures["xor_points"].parent.mkdir()
     for path in figures.values():
         path.write_bytes(PNG_MAGIC)
-    lines = report.demos_section(xor, activations_md, figures, tmp_path)
+    lines = lessons.demos_section(xor, activations_md, figures, tmp_path)
     text = "\n".join(lines)
     assert lines[0] == "## XOR and activation functions"
     assert "| 0.75 |" in text and "| 1.00 |" in text and "classifies all four points" in text
@@ -197,8 +201,8 @@ def test_demos_section(tmp_path, xor_outputs):
     for key in figures:
         assert f"(figures/{key}.png)" in text
     # missing figures are left out rather than linked
-    assert "xor_points" not in "\n".join(report.demos_section(xor, "", {}, tmp_path))
-    unsolved = report.demos_section(dict(xor, mlp_solved=False, mlp_accuracy=0.75), "", {}, tmp_path)
+    assert "xor_points" not in "\n".join(lessons.demos_section(xor, "", {}, tmp_path))
+    unsolved = lessons.demos_section(dict(xor, mlp_solved=False, mlp_accuracy=0.75), "", {}, tmp_path)
     assert "reached only 0.75 (raise demos.xor_epochs or demos.xor_hidden)" in "\n".join(unsolved)
 
 
@@ -244,7 +248,7 @@ def three_models(tmp_path, gap: int):
 
 def test_model_table_shows_the_intervals(two_models):
     models = [_with_uncertainty(two_models[0], 0.8757, 0.8883, 1.3), two_models[1]]
-    lines = report.model_table(models)
+    lines = models_table.model_table(models)
     assert "95 % CI" in lines[0] and lines[0].count("|") == lines[1].count("|")
     row = next(line for line in lines if line.startswith("| baseline |"))
     assert row.startswith("| baseline |  | 0.8912 | 0.8812 | 0.8757–0.8883 | ")
@@ -256,11 +260,11 @@ def test_model_table_shows_the_intervals(two_models):
 
 def test_summary_says_better_only_for_a_significant_pair(tmp_path):
     metrics, paths = three_models(tmp_path, gap=5)  # strong vs middle: 5 discordant images, p = 0.0625
-    pairs = pairwise_mcnemar(uncertainty.read_correct(paths, metrics))
-    sentence = uncertainty.ranking_sentence(metrics, pairs)
+    pairs = pairwise_mcnemar(significance.read_correct(paths, metrics))
+    sentence = significance.ranking_sentence(metrics, pairs)
     assert sentence.startswith("Highest test accuracy: **strong** (0.9050). It is significantly better than weak")
     assert "but the test set cannot tell it from middle (p = 0.062)" in sentence
-    table = "\n".join(uncertainty.significance_section(pairs))
+    table = "\n".join(significance.significance_section(pairs))
     assert "| weak | middle | 0 | 100 | -0.1000 |" in table and "| **middle** better |" in table
     assert "| middle | strong | 0 | 5 | -0.0050 | 0.062 | 0.062 | no significant difference at 0.05 |" in table
     stats = {"seed": 42, "counts": {"train": 900, "val": 100, "test": 1000}}
@@ -274,9 +278,9 @@ def test_summary_says_better_only_for_a_significant_pair(tmp_path):
 
 def test_summary_says_better_when_every_pair_is_significant(tmp_path):
     metrics, paths = three_models(tmp_path, gap=40)
-    pairs = pairwise_mcnemar(uncertainty.read_correct(paths, metrics))
+    pairs = pairwise_mcnemar(significance.read_correct(paths, metrics))
     assert all(p["better"] for p in pairs)
-    sentence = uncertainty.ranking_sentence(metrics, pairs)
+    sentence = significance.ranking_sentence(metrics, pairs)
     assert "It is significantly better than weak (p = " in sentence and ") and middle (p = " in sentence
     assert "cannot tell" not in sentence
 
@@ -284,30 +288,30 @@ def test_summary_says_better_when_every_pair_is_significant(tmp_path):
 def test_no_model_is_called_better_when_no_pair_is_significant(tmp_path):
     metrics, paths = three_models(tmp_path, gap=2)
     metrics, paths = metrics[1:], paths[1:]  # middle and strong only: 2 discordant images
-    pairs = pairwise_mcnemar(uncertainty.read_correct(paths, metrics))
-    sentence = uncertainty.ranking_sentence(metrics, pairs)
+    pairs = pairwise_mcnemar(significance.read_correct(paths, metrics))
+    sentence = significance.ranking_sentence(metrics, pairs)
     assert "better" not in sentence and "The test set cannot tell it from middle (p = 0.500)" in sentence
 
 
 def test_calibration_section(two_models):
     models = [_with_uncertainty(two_models[0], 0.87, 0.89, 1.3456), two_models[1]]
-    text = "\n".join(uncertainty.calibration_section(models))
+    text = "\n".join(calibration_table.calibration_section(models))
     assert "| baseline | 1.346 | 0.0312 | 0.0081 | 0.3479 | 0.3301 |" in text
     assert "regularized" not in text  # no calibration in its metrics, no row
     assert "validation split, never on the test set" in text
-    assert uncertainty.calibration_section(two_models) == []
+    assert calibration_table.calibration_section(two_models) == []
 
 
 def test_read_correct_refuses_different_test_images_and_missing_files(tmp_path):
     metrics, paths = three_models(tmp_path, gap=5)
     with pytest.raises(PipelineError, match=r"names no strong\.csv"):
-        uncertainty.read_correct(paths[:2], metrics)
+        significance.read_correct(paths[:2], metrics)
     _write_predictions(paths[2], np.arange(1000) % 9, np.arange(1000) % 9)
     with pytest.raises(PipelineError, match="do not hold the same test images"):
-        uncertainty.read_correct(paths, metrics)
+        significance.read_correct(paths, metrics)
     paths[2].write_text("a,b\n1,2\n")
     with pytest.raises(PipelineError, match="not a predictions CSV"):
-        uncertainty.read_correct(paths, metrics)
+        significance.read_correct(paths, metrics)
 
 
 def test_report_main_runs_the_paired_tests(tmp_path):
@@ -336,10 +340,10 @@ def test_report_main_runs_the_paired_tests(tmp_path):
 
 def test_comparison_chart_draws_the_intervals_as_error_bars(tmp_path, two_models):
     with_ci = [_with_uncertainty(two_models[0], 0.8757, 0.8883, 1.3), _with_uncertainty(two_models[1], 0.88, 0.89, 1.3)]
-    errors = uncertainty.accuracy_error_bars(with_ci)
+    errors = comparison_figure.accuracy_error_bars(with_ci)
     assert errors == pytest.approx(np.array([[0.8812 - 0.8757, 0.8851 - 0.88], [0.8883 - 0.8812, 0.89 - 0.8851]]))
-    assert uncertainty.accuracy_error_bars([with_ci[0], two_models[1]]) is None  # all or nothing
-    comparison.plot_comparison(with_ci, tmp_path / "chart.png", {"baseline": "mlp", "regularized": "cnn"})
+    assert comparison_figure.accuracy_error_bars([with_ci[0], two_models[1]]) is None  # all or nothing
+    comparison_figure.plot_comparison(with_ci, tmp_path / "chart.png", {"baseline": "mlp", "regularized": "cnn"})
     assert_png(tmp_path / "chart.png")
 
 
@@ -450,9 +454,9 @@ def test_summary_names_the_winning_kind_and_the_best_mlp(tmp_path, cnn_run):
     assert "The winning kind is **cnn**." in text
     assert "The best MLP, **regularized**, is registered as `fashion-mnist-mlp@best-mlp`: highest validation" in text
     mlp_champion = CNN_CHAMPION | {"champion": "regularized", "kind": "mlp"}
-    lines = "\n".join(comparison.champion_section(mlp_champion))
+    lines = "\n".join(champion_text.champion_section(mlp_champion))
     assert "(an MLP)" in lines and "the same version carries `fashion-mnist-mlp@best-mlp`" in lines
-    no_mlp = comparison.champion_section(CNN_CHAMPION | {"best_mlp": None})
+    no_mlp = champion_text.champion_section(CNN_CHAMPION | {"best_mlp": None})
     assert "no version carries the alias `best-mlp`" in "\n".join(no_mlp)
 
 
@@ -522,7 +526,7 @@ def check_comparison(repo: Path) -> None:
     assert all(f"| *{a.name}* | {a.kind} | | {a.accuracy:.4f} |" in summary for a in ANCHORS)
     best = champion["best_mlp"]
     mlp = f"best MLP: **{best['model']}**" if best else "no MLP among the models"
-    kind = comparison.KIND_NAMES.get(champion["kind"], champion["kind"])
+    kind = champion_text.KIND_NAMES.get(champion["kind"], champion["kind"])
     assert f"Champion by validation accuracy: **{champion['champion']}**, {kind}; {mlp}." in summary
     assert_png(repo / "reports/figures/model_comparison.png")
     if (repo / "reports/timings/summary.md").exists():

@@ -167,8 +167,9 @@ def register_champion(store: Path, model_path: Path) -> None:
     """What the pipeline does, on a throw-away store: a train run tagged with the model's hash, then register."""
     import mlflow
 
-    from fashion_mlp import register, tracking
+    from fashion_mlp import tracking
     from fashion_mlp.io import sha256_file, write_json
+    from fashion_mlp.stages import register
 
     tracking.init("serve-test")
     with mlflow.start_run(run_name="small", tags={"model_sha256": sha256_file(model_path)}):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import TRIAL
-from fashion_mlp import PipelineError, tune
+from fashion_mlp import PipelineError
 from fashion_mlp.config import validate_section
+from fashion_mlp.stages import tune
 
 ARGV = [
     "--max_epochs",
@@ -92,7 +93,7 @@ def test_cli_flags_round_trip_to_the_tune_section():
 
 
 def test_every_role_gets_the_same_tuner_directory_and_outputs_do_not_change_it():
-    from fashion_mlp.hyperband import settings_key
+    from fashion_mlp.tuning.hyperband import settings_key
 
     worker = [*ARGV, "--role", "worker", "--worker_id", "1", "--threads", "1", "--chief_file", ".tuner/chief.json"]
     keys = {

@@ -1,4 +1,4 @@
-"""tune_distributed.py's pure parts: the chief-file handshake and the chief's watch on its workers.
+"""tuning/distributed.py's pure parts: the chief-file handshake and the chief's watch on its workers.
 
 No chief or worker is started here (test_tune_distributed_e2e.py runs them): the files they
 exchange are written by hand, with this process standing in for a live one.
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from fashion_mlp import PipelineError, tracking
-from fashion_mlp.tune_distributed import WorkerWatch, read_chief_file
+from fashion_mlp.tuning.distributed import WorkerWatch, read_chief_file
 
 
 def alive() -> dict:

@@ -1,11 +1,11 @@
-"""The XOR lesson (fashion_mlp.xor): what one linear threshold unit can and cannot separate."""
+"""The XOR lesson (fashion_mlp.lessons.xor): what one linear threshold unit can and cannot separate."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fashion_mlp import xor
+from fashion_mlp.lessons import xor
 
 
 def test_xor_data():

@@ -1,9 +1,11 @@
 """Fashion-MNIST multilayer perceptrons as a reproducible Snakemake + DVC + MLflow pipeline.
 
-One module per stage (download, prepare, train, evaluate, report), each with a
-`main(argv)`; shared concerns live in config (params), io (atomic files),
-data (Fashion-MNIST formats), models (Keras), runtime (TensorFlow set-up) and
-tracking (MLflow).
+The folders are rooms by role: stages/ (one module per pipeline stage or command, each with a
+`main(argv)`), tuning/ (the search's machinery), attribution/ (explanations as numbers and
+figures), summary/ (the sections of reports/summary.md) and lessons/ (the tutorial's lessons).
+The shared libraries sit at the top: config (params.yaml), io (atomic files), data (Fashion-MNIST
+formats), models (Keras), training, inference, tracking (MLflow), runtime (TensorFlow set-up)...
+No library imports a stage.
 """
 
 __version__ = "0.1.0"

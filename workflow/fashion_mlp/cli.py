@@ -13,17 +13,17 @@ import sys
 from fashion_mlp import PipelineError
 
 COMMANDS = {
-    "download": ("fashion_mlp.download", "fetch and verify the four Fashion-MNIST archives"),
-    "prepare": ("fashion_mlp.prepare", "parse, scale once, split train/val; keep test apart"),
-    "train": ("fashion_mlp.train", "train one MLP from its params block"),
-    "tune": ("fashion_mlp.tune", "Hyperband search on the validation split, then retrain the best"),
-    "evaluate": ("fashion_mlp.evaluate", "test-set metrics and figures for one model"),
-    "explain": ("fashion_mlp.explain", "SHAP and LRP maps of one model, with sanity and deletion checks"),
-    "register": ("fashion_mlp.register", "register the best model by validation accuracy as champion"),
-    "predict": ("fashion_mlp.predict", "classify pictures (files, directories, globs) with the champion"),
-    "report": ("fashion_mlp.report", "reports/summary.md comparing every model"),
-    "preset": ("fashion_mlp.presets", "run a recipe too long for the default run as a DVC experiment; record it"),
-    "demos": ("fashion_mlp.demos", "the tutorial's XOR and activation-function lessons"),
+    "download": ("fashion_mlp.stages.download", "fetch and verify the four Fashion-MNIST archives"),
+    "prepare": ("fashion_mlp.stages.prepare", "parse, scale once, split train/val; keep test apart"),
+    "train": ("fashion_mlp.stages.train", "train one MLP from its params block"),
+    "tune": ("fashion_mlp.stages.tune", "Hyperband search on the validation split, then retrain the best"),
+    "evaluate": ("fashion_mlp.stages.evaluate", "test-set metrics and figures for one model"),
+    "explain": ("fashion_mlp.stages.explain", "SHAP and LRP maps of one model, with sanity and deletion checks"),
+    "register": ("fashion_mlp.stages.register", "register the best model by validation accuracy as champion"),
+    "predict": ("fashion_mlp.stages.predict", "classify pictures (files, directories, globs) with the champion"),
+    "report": ("fashion_mlp.stages.report", "reports/summary.md comparing every model"),
+    "preset": ("fashion_mlp.stages.preset", "run a recipe too long for the default run as a DVC experiment; record it"),
+    "demos": ("fashion_mlp.stages.demos", "the tutorial's XOR and activation-function lessons"),
     "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),
 }
 

@@ -129,3 +129,13 @@ def load_arrays(path: str | os.PathLike, keys: tuple[str, ...] | None = None) ->
         raise DataError(f"{path}: file not found; run the prepare stage first") from None
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz of plain arrays ({exc})") from None
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a seeded subset of size n with the class proportions of `labels`, in original order."""
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(labels):
+        return np.arange(len(labels))
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+    return np.sort(keep)

@@ -10,6 +10,8 @@ from snakemake.exceptions import WorkflowError
 
 # The pipeline's package, importable even without `pip install -e .`.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+from fashion_mlp.cli import COMMANDS  # noqa: E402
+from fashion_mlp.code_deps import stage_code  # noqa: E402
 from fashion_mlp.config import ParamsError, cli_flags, validate  # noqa: E402
 from fashion_mlp.data import RAW_FILES  # noqa: E402
 
@@ -41,6 +43,11 @@ RAW = expand("data/raw/{name}", name=list(RAW_FILES))
 
 wildcard_constraints:
     model="|".join(EVALUATED),
+
+
+def code(command):
+    """The source files a stage's outputs depend on: its module's import closure (fashion_mlp/code_deps.py)."""
+    return stage_code(COMMANDS[command][0])
 
 
 def section_flags(*keys):

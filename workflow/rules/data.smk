@@ -1,4 +1,6 @@
 rule download:
+    input:
+        code=code("download"),
     output:
         RAW,
     log:
@@ -19,8 +21,7 @@ rule download:
 rule prepare:
     input:
         RAW,
-        "workflow/fashion_mlp/prepare.py",
-        "workflow/fashion_mlp/images.py",  # the scaling, shared with predict and serving
+        code("prepare"),  # images.py among them: the scaling, shared with predict and serving
     output:
         train="data/prepared/train.npz",
         test="data/prepared/test.npz",

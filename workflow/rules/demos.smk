@@ -2,11 +2,7 @@
 # Independent of the data; the report can include its outputs.
 rule demos:
     input:
-        code=[
-            "workflow/fashion_mlp/demos.py",
-            "workflow/fashion_mlp/xor.py",
-            "workflow/fashion_mlp/activations.py",
-        ],
+        code=code("demos"),
     output:
         xor="reports/demos/xor.json",
         xor_points="reports/figures/xor_points.png",

@@ -5,13 +5,7 @@ rule explain:
         model="models/{model}.keras",
         train="data/prepared/train.npz",  # the background sample: training images only
         test="data/prepared/test.npz",
-        code=[
-            "workflow/fashion_mlp/explain.py",
-            "workflow/fashion_mlp/explain_checks.py",
-            "workflow/fashion_mlp/explain_figures.py",
-            "workflow/fashion_mlp/lrp.py",
-            "workflow/fashion_mlp/inference.py",
-        ],
+        code=code("explain"),
     output:
         json="reports/explain/{model}.json",
         deletion="reports/explain/{model}_deletion.csv",

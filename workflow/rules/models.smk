@@ -1,7 +1,7 @@
 rule train:
     input:
         data="data/prepared/train.npz",  # never test.npz: only evaluate and explain read it, to measure
-        code=["workflow/fashion_mlp/train.py", "workflow/fashion_mlp/models.py"],
+        code=code("train"),
     output:
         model="models/{model}.keras",
         history="reports/history/{model}.csv",
@@ -37,12 +37,7 @@ rule evaluate:
         history="reports/history/{model}.csv",
         data="data/prepared/test.npz",
         val="data/prepared/train.npz",  # only its validation split: it fits the calibration temperature
-        code=[
-            "workflow/fashion_mlp/evaluate.py",
-            "workflow/fashion_mlp/stats.py",
-            "workflow/fashion_mlp/calibration.py",
-            "workflow/fashion_mlp/inference.py",
-        ],
+        code=code("evaluate"),
     output:
         metrics="reports/metrics/{model}.json",
         predictions="reports/predictions/{model}.csv",
@@ -97,12 +92,7 @@ rule register:
     input:
         metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
         models=expand("models/{model}.keras", model=EVALUATED),
-        code=[
-            "workflow/fashion_mlp/register.py",
-            "workflow/fashion_mlp/serving.py",
-            "workflow/fashion_mlp/inference.py",
-            "workflow/fashion_mlp/images.py",
-        ],
+        code=code("register"),
     output:
         "reports/champion.json",
     log:

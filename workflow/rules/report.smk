@@ -17,14 +17,7 @@ rule report:
             "reports/figures/xor_boundaries.png",
             "reports/figures/activations.png",
         ],
-        code=[
-            "workflow/fashion_mlp/report.py",
-            "workflow/fashion_mlp/comparison.py",
-            "workflow/fashion_mlp/anchors.py",
-            "workflow/fashion_mlp/stats.py",
-            "workflow/fashion_mlp/uncertainty.py",
-            "workflow/fashion_mlp/explanations.py",
-        ],
+        code=code("report"),
     output:
         summary="reports/summary.md",
         chart=report("reports/figures/model_comparison.png", caption="../report/comparison.rst", category="Summary"),

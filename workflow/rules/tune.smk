@@ -9,13 +9,7 @@ WORKERS = range(TUNE_WORKERS)  # common.smk: min(tune.workers, --cores), at leas
 # Snakemake filled each freed core with a one-core training, and the search, whose group needs
 # tune.workers cores at once, started only after all of them (7 min into a 15-min run).
 SEARCH_PRIORITY = 10
-TUNE_CODE = [
-    "workflow/fashion_mlp/tune.py",
-    "workflow/fashion_mlp/hyperband.py",
-    "workflow/fashion_mlp/tune_distributed.py",
-    "workflow/fashion_mlp/train.py",
-    "workflow/fashion_mlp/models.py",
-]
+TUNE_CODE = code("tune")
 
 
 # A service job: it runs beside its consumers (the workers), which Snakemake starts

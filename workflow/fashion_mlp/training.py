@@ -1,56 +1,23 @@
-"""Stage `train`: fit one model (MLP or CNN) from its params.yaml block on the training split, validating on validation.
+"""Training one model, shared by `train` and `tune`'s retrain: fit, keep the validated epoch, save, log.
 
-Reads only `train.npz` (the test set is not an input of this stage), writes
-the model and a per-epoch history CSV, and logs params, per-epoch metrics and
-the model to one MLflow run that `evaluate` later completes.
+Expects TensorFlow configured (runtime.configure_tensorflow) and MLflow pointed at its store
+(tracking.init). Reads nothing but the arrays it is given: the test split never reaches it.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from pathlib import Path
 
-from fashion_mlp.config import add_section_flags, flatten, section_from_args, validate_section
+from fashion_mlp.config import flatten
 from fashion_mlp.io import atomic_output, sha256_file, write_json
-from fashion_mlp.runtime import default_threads
 
 # `kept` is 1 on the epoch whose weights were saved (early stopping restores the best), else 0.
 # Wall times are not columns: a rerun would change the file. Each row's `epoch_seconds` goes to
 # MLflow and to the untracked timings file instead (TIMINGS_DIR).
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "kept")
 TIMINGS_DIR = Path("reports/timings")  # gitignored and no DVC out: wall times, which differ on every run
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fashion-mlp train", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model name: the key under train: in params.yaml")
-    add_section_flags(parser, "train")
-    # pipeline-wide
-    parser.add_argument("--seed", type=int, required=True, help="seed")
-    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
-    parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
-    parser.add_argument("--model_out", type=Path, required=True)
-    parser.add_argument("--history_out", type=Path, required=True)
-    parser.add_argument(
-        "--timings_dir",
-        type=Path,
-        default=TIMINGS_DIR,
-        help="where <model>.json gets the wall times (untracked); default: %(default)s",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores",
-    )
-    return parser
-
-
-def model_params(args: argparse.Namespace) -> dict:
-    """The train.<model> block as params.yaml spells it."""
-    return section_from_args(args, "train")
 
 
 def make_history_callback(on_epoch=None):
@@ -153,34 +120,6 @@ def write_history(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    params = model_params(args)
-    validate_section("train", params, source=f"train.{args.model}")
-    threads = args.threads or default_threads()
-
-    from fashion_mlp.runtime import configure_tensorflow
-
-    configure_tensorflow(threads, args.seed)
-
-    from fashion_mlp import tracking
-    from fashion_mlp.data import load_arrays
-
-    data = load_arrays(args.data)
-    tracking.init(args.experiment)
-    train_and_log(
-        args.model,
-        params,
-        data,
-        args.data,
-        args.seed,
-        threads,
-        args.model_out,
-        args.history_out,
-        timings_dir=args.timings_dir,
-    )
-
-
 def train_and_log(
     name: str,
     params: dict,
@@ -195,8 +134,8 @@ def train_and_log(
 ) -> dict:
     """Build, fit and save one model in its own MLflow run; return the kept epoch's history row.
 
-    Expects TensorFlow configured and tracking.init() done. `tune` reuses it for
-    the final retrain of the best hyperparameters.
+    Expects TensorFlow configured and tracking.init() done. The `train` stage calls it for a
+    params.yaml block, `tune` for the retrain of the best hyperparameters.
     """
     import keras
     import mlflow
@@ -298,7 +237,3 @@ def _log_model(model, example) -> None:
         # Pinned requirements skip MLflow's slow import-tracing of the model.
         pip_requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"],
     )
-
-
-if __name__ == "__main__":
-    main()

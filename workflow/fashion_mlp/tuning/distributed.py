@@ -24,9 +24,9 @@ from concurrent import futures
 from pathlib import Path
 
 from fashion_mlp import PipelineError, tracking
-from fashion_mlp.hyperband import log_search_result, make_tuner, search_data, search_run, tuner_dir
 from fashion_mlp.io import read_json, write_json
 from fashion_mlp.runtime import configure_tensorflow
+from fashion_mlp.tuning.hyperband import log_search_result, make_tuner, search_data, search_run, tuner_dir
 
 CHIEF_HOST = "127.0.0.1"  # Snakemake runs a service job on its consumers' node
 CHIEF_START_TIMEOUT = 600  # seconds a worker waits for the chief's address, and the chief for a first worker

@@ -1,6 +1,6 @@
 """The summary's "Explanations" section, from `fashion-mlp explain`'s JSON files (docs/explain.md).
 
-Markdown only; `explain` computes the figures. Kept apart from report.py as uncertainty.py is.
+Markdown only; `explain` computes the figures.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Command `demos`: the tutorial's two warm-up lessons, XOR and the activation functions, reproduced.
 
-The lessons live in fashion_mlp.xor and fashion_mlp.activations; this module
+The lessons live in fashion_mlp.lessons.xor and fashion_mlp.lessons.activations; this module
 reads the demos section of params.yaml and writes their outputs.
 """
 
@@ -9,16 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fashion_mlp import xor
-from fashion_mlp.activations import (
+from fashion_mlp.config import add_section_flags, section_from_args, validate_section
+from fashion_mlp.io import write_json, write_text
+from fashion_mlp.lessons import xor
+from fashion_mlp.lessons.activations import (
     activation_markdown,
     activation_table,
     display_number,
     plot_activations,
     write_activation_csv,
 )
-from fashion_mlp.config import add_section_flags, section_from_args, validate_section
-from fashion_mlp.io import write_json, write_text
 from fashion_mlp.runtime import default_threads
 
 

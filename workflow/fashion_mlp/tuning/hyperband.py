@@ -5,7 +5,7 @@
 - the tuner that seeds each trial by its place in the search and logs it as a nested MLflow run;
 - the finished search: its trials, in search order, and its best trial.
 
-Roles and processes are tune_distributed.py's job, the stage's outputs tune.py's. TensorFlow,
+Roles and processes are distributed.py's job, the stage's outputs stages/tune.py's. TensorFlow,
 Keras, KerasTuner and MLflow are imported only when a tuner is built or a result is logged.
 """
 
@@ -217,7 +217,7 @@ def make_tuner(section: dict, seed: int, directory: Path, tags: dict, parent_run
 
 def search_subset(x, y, limit: int | None, seed: int):
     """The trials' training data: all of it, or a stratified, seeded subset of `limit` images."""
-    from fashion_mlp.prepare import stratified_indices
+    from fashion_mlp.data import stratified_indices
 
     if limit is None:
         return x, y

@@ -1,7 +1,7 @@
-"""The summary's statistics: intervals in the model table, the paired tests, the calibration table.
+"""The summary's paired tests: the sentence that names the best model, and the McNemar table.
 
-Markdown only; `stats` and `calibration` compute the figures. The summary says a model is
-better than another only where the Holm-adjusted exact McNemar p-value is below 0.05.
+Markdown only; `stats` computes the tests. The summary says a model is better than another only
+where the Holm-adjusted exact McNemar p-value is below 0.05.
 """
 
 from __future__ import annotations
@@ -17,21 +17,6 @@ from fashion_mlp.stats import ALPHA
 
 def format_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def interval(metrics: dict, key: str) -> str:
-    """'0.8757–0.8883' from the metrics JSON, or '' when evaluate wrote no intervals."""
-    ci = metrics.get("confidence_intervals", {}).get(key)
-    return f"{ci['low']:.4f}–{ci['high']:.4f}" if ci else ""
-
-
-def accuracy_error_bars(metrics: list[dict]) -> np.ndarray | None:
-    """Distances from each accuracy down and up to its interval's ends (matplotlib's yerr), or None."""
-    if not all("confidence_intervals" in m for m in metrics):
-        return None
-    accuracy = np.array([m["accuracy"] for m in metrics])
-    low, high = (np.array([m["confidence_intervals"]["accuracy"][end] for m in metrics]) for end in ("low", "high"))
-    return np.stack([accuracy - low, high - accuracy]).clip(min=0.0)
 
 
 def read_correct(paths: list[Path], metrics: list[dict]) -> dict[str, np.ndarray]:
@@ -107,33 +92,5 @@ def significance_section(pairs: list[dict]) -> list[str]:
             f"| {p['a']} | {p['b']} | {p['only_a_correct']:,} | {p['only_b_correct']:,} | "
             f"{(p['only_a_correct'] - p['only_b_correct']) / p['n']:+.4f} | {format_p(p['p_value'])} | "
             f"{format_p(p['p_holm'])} | {verdict} |"
-        )
-    return [*lines, ""]
-
-
-def calibration_section(metrics: list[dict]) -> list[str]:
-    calibrated = [m for m in metrics if "calibration" in m]
-    if not calibrated:
-        return []
-    bins = calibrated[0]["calibration"]["bins"]
-    lines = [
-        "## Calibration",
-        "",
-        f"Expected calibration error (ECE: {bins} equal-width bins of top-class confidence, the gap between "
-        "confidence and accuracy weighted by each bin's share of images) and negative log-likelihood (NLL) on the "
-        "test set, as trained and after temperature scaling. One temperature T per model divides the softmax "
-        "inputs; it is fitted by minimizing the NLL on the validation split, never on the test set. T > 1 means "
-        "the model was over-confident, T < 1 under-confident. Scaling never changes a prediction, so the "
-        "accuracies, intervals and tests above stay the same. The registered model is not rescaled: its T is "
-        "`calibration.temperature` in `reports/metrics/<model>.json`, for a consumer to divide the logits by.",
-        "",
-        "| Model | Temperature T | ECE | ECE after scaling | Test NLL | Test NLL after scaling |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for m in calibrated:
-        c = m["calibration"]
-        lines.append(
-            f"| {m['model']} | {c['temperature']:.3f} | {c['ece']:.4f} | {c['ece_scaled']:.4f} | "
-            f"{c['nll']:.4f} | {c['nll_scaled']:.4f} |"
         )
     return [*lines, ""]

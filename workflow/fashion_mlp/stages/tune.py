@@ -8,16 +8,16 @@ validation split) is a run of its own, tagged with the search's run id, and
 
 The search is KerasTuner's distributed mode, in three roles (--role), each run by
 the Snakemake rule tune_<role> and logged to logs/tune/<role>.log:
-- chief: serves Hyperband's oracle and owns the search run (tune_distributed.py);
+- chief: serves Hyperband's oracle and owns the search run (tuning/distributed.py);
   it publishes its address in the chief file (.tuner/chief.json);
 - worker (tune.workers of them: worker0, worker1, ...): runs the trials the chief
-  hands out (tune_distributed.py) and writes what it ran to .tuner/worker<N>.json;
+  hands out (tuning/distributed.py) and writes what it ran to .tuner/worker<N>.json;
 - finish: writes the trials table, figure and best block, then retrains (here).
 `--role all` (DVC's `tune` stage, or by hand) runs the chief and the workers as
 processes, with the same files in <work_dir>/all/, and then finishes; with
 tune.workers 1 it runs the whole search in this process, without a chief.
 The oracle makes the decisions a single process would, so the result does not
-depend on the number of workers (see hyperband.py).
+depend on the number of workers (see tuning/hyperband.py).
 """
 
 from __future__ import annotations
@@ -33,10 +33,17 @@ from pathlib import Path
 
 from fashion_mlp import PipelineError, tracking
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
-from fashion_mlp.hyperband import active_hparams, log_search_result, make_tuner, search_data, search_run, tuner_dir
 from fashion_mlp.io import atomic_output, read_json, write_json
 from fashion_mlp.runtime import configure_tensorflow, default_threads
-from fashion_mlp.tune_distributed import run_chief, run_processes, run_worker
+from fashion_mlp.tuning.distributed import run_chief, run_processes, run_worker
+from fashion_mlp.tuning.hyperband import (
+    active_hparams,
+    log_search_result,
+    make_tuner,
+    search_data,
+    search_run,
+    tuner_dir,
+)
 
 ROLES = ("all", "chief", "worker", "finish")
 ROLE_FLAGS = {  # what each role needs beyond the tune section
@@ -164,7 +171,7 @@ def run_finish(args: argparse.Namespace, section: dict, threads: int, configure:
         configure_tensorflow(threads, args.seed)
 
     from fashion_mlp.data import load_arrays
-    from fashion_mlp.train import train_and_log
+    from fashion_mlp.training import train_and_log
 
     data = load_arrays(args.data)
     tracking.init(args.experiment)
@@ -264,7 +271,7 @@ def run_single(args: argparse.Namespace, section: dict, threads: int, worker_out
     configure_tensorflow(threads, args.seed)
     tracking.init(args.experiment)
     x, y, validation = search_data(args.data, section["search_limit_train"], args.seed)
-    gc.freeze()  # see tune_distributed.run_worker
+    gc.freeze()  # see tuning.distributed.run_worker
     tags = tracking.base_tags("tune", args.data)
     tuner = make_tuner(
         section, args.seed, tuner_dir(args.work_dir, section, args.seed, args.data), tags, None, overwrite=True

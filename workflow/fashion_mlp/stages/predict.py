@@ -25,6 +25,7 @@ from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.images import ImageError, load
 from fashion_mlp.inference import probabilities
+from fashion_mlp.tracking import CHAMPION_ALIAS
 
 DEFAULT_REGISTERED_MODEL = "fashion-mnist-mlp"
 CHUNK = 1024  # pictures decoded and predicted at a time: bounded memory for big directories
@@ -34,8 +35,6 @@ CLASS_WIDTH = max(len(name) for name in CLASS_NAMES)
 
 def default_model() -> str:
     """models:/<mlflow.registered_model>@champion, the name read from params.yaml when there is one."""
-    from fashion_mlp.register import ALIAS
-
     name = DEFAULT_REGISTERED_MODEL
     try:
         from fashion_mlp.config import load_params, project_root
@@ -43,7 +42,7 @@ def default_model() -> str:
         name = load_params(project_root() / "params.yaml")["mlflow"]["registered_model"]
     except (PipelineError, OSError, KeyError):
         pass  # outside a checkout: the pipeline's default name
-    return f"models:/{name}@{ALIAS}"
+    return f"models:/{name}@{CHAMPION_ALIAS}"
 
 
 def image_suffixes() -> set[str]:

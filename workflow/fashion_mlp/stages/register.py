@@ -17,9 +17,8 @@ from pathlib import Path
 from fashion_mlp import PipelineError
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import read_metrics, sha256_file, write_json
+from fashion_mlp.tracking import CHAMPION_ALIAS, MLP_ALIAS
 
-ALIAS = "champion"
-MLP_ALIAS = "best-mlp"
 # Keras layer classes that make a network convolutional (Conv2D, SeparableConv2D, DepthwiseConv2D, ...).
 CONV_PREFIXES = ("Conv", "SeparableConv", "DepthwiseConv")
 
@@ -124,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
         tags = {"model": name, "kind": kinds[name], "val_accuracy": str(candidates[name]["val_accuracy"])}
         versions[name] = register_version(experiment_id, args.registered_model, args.models_dir / f"{name}.keras", tags)
     client = mlflow.MlflowClient()
-    tracking.with_retry(client.set_registered_model_alias, args.registered_model, ALIAS, versions[winner].version)
+    tracking.with_retry(
+        client.set_registered_model_alias, args.registered_model, CHAMPION_ALIAS, versions[winner].version
+    )
     if best_mlp is not None:
         version = versions[best_mlp].version
         tracking.with_retry(client.set_registered_model_alias, args.registered_model, MLP_ALIAS, version)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     # also the run's model_sha256 tag, names the same run in a way a rerun reproduces.
     write_json(args.out, summary(candidates, kinds, winner, best_mlp, args.registered_model, args.models_dir))
     print(
-        f"register: {winner} ({kinds[winner]}) is {args.registered_model}@{ALIAS} "
+        f"register: {winner} ({kinds[winner]}) is {args.registered_model}@{CHAMPION_ALIAS} "
         f"(version {versions[winner].version}); "
         + (f"{best_mlp} is @{MLP_ALIAS} (version {versions[best_mlp].version})" if best_mlp else "no MLP, no @best-mlp")
         + f"; ranking {', '.join(m['model'] for m in ranking)}"
@@ -165,13 +166,13 @@ def summary(
             "reason": f"highest validation accuracy ({candidates[name]['val_accuracy']:.4f}) among {among}",
         }
 
-    champion = entry(winner, ALIAS, order)
+    champion = entry(winner, CHAMPION_ALIAS, order)
     mlps = ", ".join(m["model"] for m in ranking if kinds[m["model"]] == "mlp")
     return {
         "champion": winner,
         "kind": kinds[winner],
         "registered_model": registered_model,
-        "alias": ALIAS,
+        "alias": CHAMPION_ALIAS,
         "model_sha256": champion["model_sha256"],
         "reason": champion["reason"],
         "best_mlp": entry(best_mlp, MLP_ALIAS, f"the MLPs {mlps}") if best_mlp else None,

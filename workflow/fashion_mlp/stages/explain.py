@@ -42,7 +42,7 @@ def load_model_checked(path: Path):
     and is made of layers the explainers cover."""
     import keras
 
-    from fashion_mlp.lrp import UnsupportedLayer, layer_steps
+    from fashion_mlp.attribution.lrp import UnsupportedLayer, layer_steps
 
     if not Path(path).is_file():
         raise ExplainError(f"{path}: model file not found")
@@ -129,20 +129,21 @@ def main(argv: list[str] | None = None) -> None:
     from fashion_mlp.runtime import configure_tensorflow
 
     configure_tensorflow(args.threads or default_threads(), args.seed)
-    from fashion_mlp import explain_checks as checks
-    from fashion_mlp import explain_figures as figures
+    from fashion_mlp.attribution import figures, model_report
 
     model = load_model_checked(args.model_path)
     x_train, y_train = load_split(args.train_data, "train")
     size = opts["background_size"]
     per_class = [size // NUM_CLASSES + (cls < size % NUM_CLASSES) for cls in range(NUM_CLASSES)]
-    background = x_train[checks.stratified_sample(y_train, per_class, args.seed)]
+    background = x_train[model_report.stratified_sample(y_train, per_class, args.seed)]
     check_images(background, f"{args.train_data} (background sample)")
     del x_train, y_train  # 170 MB that nothing else reads
     x_test, y_test = load_split(args.test_data, "test")
     shape = (-1, *model.input_shape[1:])
     seconds = {"set-up": time.perf_counter() - started}
-    result = checks.explain_model(model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed)
+    result = model_report.explain_model(
+        model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed
+    )
 
     seconds["attributions and checks"] = time.perf_counter() - started - sum(seconds.values())
     report = {"model": args.model, **result["report"]}

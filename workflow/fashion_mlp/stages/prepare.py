@@ -13,19 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
-from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, save_arrays
+from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, save_arrays, stratified_indices
 from fashion_mlp.images import scale  # shared with predict and the served model: one scaling
 from fashion_mlp.io import write_json
-
-
-def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of a seeded subset of size n with the class proportions of `labels`, in original order."""
-    from sklearn.model_selection import train_test_split
-
-    if n >= len(labels):
-        return np.arange(len(labels))
-    keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
-    return np.sort(keep)
 
 
 def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,68 @@
+"""The summary's preset rows and their "Longer recipes (presets)" section, from reports/presets/*.json.
+
+`fashion-mlp preset NAME` runs a recipe too long for the default run once and records it there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fashion_mlp import PipelineError
+from fashion_mlp.io import read_json
+from fashion_mlp.summary.models_table import REQUIRED
+
+PRESET_KEYS = ("preset", "description", "model", "kind", "command", "code_commit", "experiment_commit", "recorded",
+               "seconds", "metrics")  # fmt: skip
+
+
+def load_presets(directory: Path | None) -> list[dict]:
+    """The recorded preset runs (`fashion-mlp preset NAME` wrote reports/presets/NAME.json), by name.
+
+    Each becomes a row named `<model> (preset <name>)` with the preset's goal; a file that is not such
+    a record is an error naming it. No directory: no presets.
+    """
+    if directory is None or not directory.is_dir():
+        return []
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            record = read_json(path)
+        except ValueError as exc:
+            raise PipelineError(f"{path}: cannot read the preset record ({exc})") from None
+        if not isinstance(record, dict):
+            missing = list(PRESET_KEYS)
+        else:  # the record's own keys first, then the metrics' keys that the table reads
+            missing = [key for key in PRESET_KEYS if key not in record]
+            missing = missing or [f"metrics.{key}" for key in REQUIRED if key not in record["metrics"]]
+        if missing:
+            raise PipelineError(f"{path}: not a record of `fashion-mlp preset` (missing {', '.join(missing)})")
+        records.append(record)
+    return records
+
+
+def preset_rows(presets: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """The presets' metrics as rows of the model table and figure, and their kinds."""
+    rows = [{**p["metrics"], "model": f"{p['model']} (preset {p['preset']})", "goal": p.get("goal")} for p in presets]
+    return rows, {row["model"]: p["kind"] for row, p in zip(rows, presets, strict=True)}
+
+
+def preset_section(presets: list[dict]) -> list[str]:
+    """Where each preset row comes from: its recipe, command, commits and wall time."""
+    if not presets:
+        return []
+    lines = [
+        "## Longer recipes (presets)",
+        "",
+        "Recipes too long for the default run, each run once as a DVC experiment by `fashion-mlp preset <name>` "
+        "(presets/<name>.yaml holds its params.yaml overrides) and recorded in reports/presets/<name>.json. "
+        "Every choice in them was made on the validation split, as in the default run; their rows above are "
+        "that record, not this run.",
+        "",
+    ]
+    for p in presets:
+        took = "" if p["seconds"] is None else f"in {p['seconds'] / 60:.1f} min "  # None: recorded afterwards, untimed
+        lines += [
+            f"- **{p['model']} (preset {p['preset']})**: {p['description'].strip()} Ran {took}on {p['recorded']} "
+            f"(code {p['code_commit'][:7]}, experiment commit {p['experiment_commit'][:7]}): `{p['command']}`",
+        ]
+    return [*lines, ""]
