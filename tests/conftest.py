@@ -181,10 +181,15 @@ def keras():
 
 @pytest.fixture(scope="module")
 def models(keras):
-    """fashion_mlp.models, imported after the `keras` fixture quiets TensorFlow's log."""
-    from fashion_mlp import models
+    """fashion_mlp.models' functions in one namespace, imported after the `keras` fixture quiets TensorFlow's log."""
+    import types
 
-    return models
+    from fashion_mlp.models import architectures, fitting, kinds, saving
+
+    return types.SimpleNamespace(
+        **{name: getattr(module, name) for module in (architectures, fitting, saving) for name in dir(module)},
+        build_model=lambda block, name="model": kinds.build(block, name),
+    )
 
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")

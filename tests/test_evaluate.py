@@ -116,7 +116,7 @@ def history_rows():
 
 
 def test_history_round_trip_and_training_summary(tmp_path, history_rows):
-    from fashion_mlp.training import HISTORY_COLUMNS, write_history
+    from fashion_mlp.models.training import HISTORY_COLUMNS, write_history
 
     path = tmp_path / "history.csv"
     write_history(path, history_rows)

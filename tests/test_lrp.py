@@ -115,8 +115,8 @@ def test_lrp_refuses_a_layer_or_variant_it_does_not_cover_by_name(layer, shape, 
 def test_a_saved_cnn_passes_the_model_check(tmp_path):
     path = tmp_path / "cnn.keras"
     tiny_cnn().save(path)
-    model = explain.load_model_checked(path)
-    assert model.input_shape == (None, 28, 28)
+    model, kind = explain.load_model_checked(path)
+    assert model.input_shape == (None, 28, 28) and kind.name == "cnn"
 
 
 def test_lrp_randomization_lowers_the_rank_correlation_on_a_cnn():

@@ -20,6 +20,7 @@ from fashion_mlp.config import (
     validate,
     validate_section,
 )
+from fashion_mlp.models import kinds
 
 PARAMS_PATH = Path(__file__).resolve().parents[1] / "params.yaml"
 TRAINING = {
@@ -105,6 +106,48 @@ def test_params_yaml_cnn_block_is_a_cnn(models):
     model = models.build_model(block, name="cnn")
     assert block["kind"] == "cnn"
     assert type(model.layers[0]).__name__ == "Reshape" and tuple(model.output_shape) == (None, 10)
+
+
+# --- the registry: every kind is built, recognised and described from one entry ---------------
+
+TINY_MLP = {"hidden": [8], "dropout": 0.0, "l2": 0.0, "batchnorm": True, "activation": "relu", **TRAINING}
+TINY = {"mlp": TINY_MLP, "cnn": TINY_CNN}  # one small block per kind: a new kind adds its own here
+
+
+def test_every_kind_has_an_example_block_here():
+    assert set(TINY) == set(kinds.KINDS), "add a small block of the new kind to TINY"
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_a_saved_model_of_each_kind_is_recognised_as_that_kind_and_no_other(models, keras, tmp_path, name):
+    """register, explain and the summary read a model's kind from its file: each kind's own models must
+    match its entry alone (its layers, and the layer it requires), whatever the other kinds allow."""
+    block = dict(TINY[name], kind=name)
+    validate_section("train", block)
+    path = tmp_path / f"{name}.keras"
+    models.save_model(models.build_model(block, name), path)
+    assert kinds.of_saved(path).name == name
+    with zipfile.ZipFile(path) as archive:
+        classes = kinds.layer_classes(json.loads(archive.read("config.json")))
+    assert [k.name for k in kinds.KINDS.values() if classes <= k.layers and k.requires <= classes] == [name]
+
+
+def test_the_schema_takes_the_kinds_and_their_keys_from_the_registry():
+    from fashion_mlp.config import load_schema
+
+    model = load_schema()["$defs"]["model"]
+    assert model["properties"]["kind"]["enum"] == list(kinds.KINDS)
+    for kind in kinds.KINDS.values():
+        assert set(kind.keys) <= set(model["properties"]), f"{kind.name}: give its keys a schema under $defs/model"
+        assert set(kind.per_layer) <= set(model["properties"]) and set(kind.per_layer.values()) <= set(
+            model["properties"]
+        )
+        assert kind.noun.split()[0] in ("a", "an") and kind.label
+
+
+def test_an_unknown_kind_name_is_an_error_naming_the_known_kinds():
+    with pytest.raises(kinds.KindError, match="unknown model kind 'rnn'; known kinds: mlp, cnn"):
+        kinds.get("rnn")
 
 
 # --- the schema: kind-dependent keys, named in every message --------------------------------
@@ -244,7 +287,7 @@ def test_augmentation_is_seeded_random_in_training_and_off_at_inference(keras, m
 def test_a_cnn_trained_with_every_lever_saves_only_inference_layers(keras, models, tmp_path):
     """A short fit with augmentation, label smoothing and EMA: the saved file holds no random layer,
     loads in safe mode, predicts what the trained model predicts, and is the same bytes twice."""
-    from fashion_mlp.training import fit, make_history_callback
+    from fashion_mlp.models.training import fit, make_history_callback
     from test_train import synthetic_data
 
     data = synthetic_data(64, 32)

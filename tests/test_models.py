@@ -160,7 +160,7 @@ def test_compile_model_settings(keras, models):
 @pytest.mark.slow
 def test_exponential_schedule_really_decays_in_a_short_fit(keras, models):
     """Three real epochs: each starts at lr * rate**epoch, as recorded in the history."""
-    from fashion_mlp.training import fit, make_history_callback
+    from fashion_mlp.models.training import fit, make_history_callback
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -32,7 +32,8 @@ def tiny_model(tmp_path_factory) -> Path:
     """An untrained, seeded MLP saved as .keras: the round trip needs the same floats, not accuracy."""
     import keras
 
-    from fashion_mlp.models import build_mlp, save_model
+    from fashion_mlp.models.architectures import build_mlp
+    from fashion_mlp.models.saving import save_model
 
     keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.keras"

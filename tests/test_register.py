@@ -57,10 +57,17 @@ def test_model_kind_is_read_from_the_saved_model(tmp_path):
     nested = ["InputLayer", "Sequential", "Dense"]  # a sub-model's layers count too
     path = write_keras(tmp_path / "c.keras", nested)
     config = json.loads(zipfile.ZipFile(path).read("config.json"))
-    config["config"]["layers"][1]["config"] = {"layers": [{"class_name": "SeparableConv2D"}]}
+    config["config"]["layers"][1]["config"] = {"layers": [{"class_name": "Conv2D"}, {"class_name": "Dense"}]}
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", json.dumps(config))
     assert register.model_kind(path) == "cnn"
+    # A layer no kind of the registry builds is an error naming the kinds, never a silent "mlp"
+    # (which could then win best-mlp).
+    odd = write_keras(tmp_path / "odd.keras", ["InputLayer", "Flatten", "LayerNormalization", "Dense"])
+    with pytest.raises(
+        PipelineError, match=r"odd\.keras: its layers .*LayerNormalization.* match no model kind.*mlp: .*cnn: "
+    ):
+        register.model_kind(odd)
     (tmp_path / "bad.keras").write_text("not a zip")
     with pytest.raises(PipelineError, match=r"bad\.keras: cannot read the model's config\.json"):
         register.model_kind(tmp_path / "bad.keras")

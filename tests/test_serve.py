@@ -99,7 +99,9 @@ def small_model(data, tmp_path_factory) -> Path:
     """An MLP fitted for 3 epochs on 12,000 real images (a few seconds): about 85 % accurate."""
     import keras
 
-    from fashion_mlp.models import build_mlp, compile_model, save_model
+    from fashion_mlp.models.architectures import build_mlp
+    from fashion_mlp.models.fitting import compile_model
+    from fashion_mlp.models.saving import save_model
 
     x_train, y_train, _ = data
     keras.utils.set_random_seed(0)

@@ -16,8 +16,8 @@ import pytest
 from conftest import CLI, REPO, SUBPROCESS_TIMEOUT, clean_env
 from fashion_mlp.config import parse_bool
 from fashion_mlp.data import save_arrays
+from fashion_mlp.models.training import HISTORY_COLUMNS, kept_epoch
 from fashion_mlp.stages.train import build_parser, model_params
-from fashion_mlp.training import HISTORY_COLUMNS, kept_epoch
 
 
 def synthetic_data(n_train: int, n_val: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -47,8 +47,8 @@ from fashion_mlp.runtime import configure_tensorflow
 data_path, seed, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 configure_tensorflow(1, seed)  # before any TensorFlow op
 from fashion_mlp.data import load_arrays
-from fashion_mlp.models import build_mlp
-from fashion_mlp.training import fit, make_history_callback
+from fashion_mlp.models.architectures import build_mlp
+from fashion_mlp.models.training import fit, make_history_callback
 
 data = load_arrays(data_path)
 params = {"learning_rate": 0.003, "lr_schedule": "exponential", "lr_decay_rate": 0.8, "batch_size": 32,
@@ -117,8 +117,8 @@ from fashion_mlp.runtime import configure_tensorflow
 data_path, threads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 configure_tensorflow(threads, 42)
 from fashion_mlp.data import load_arrays
-from fashion_mlp.models import build_mlp
-from fashion_mlp.training import fit, make_history_callback
+from fashion_mlp.models.architectures import build_mlp
+from fashion_mlp.models.training import fit, make_history_callback
 
 data = load_arrays(data_path)
 arrays = {}
@@ -435,7 +435,7 @@ def test_kept_epoch():
 
 
 def test_kept_epoch_follows_the_early_stopping_monitor():
-    from fashion_mlp.training import kept_epoch
+    from fashion_mlp.models.training import kept_epoch
 
     rows = [
         {"epoch": 1, "val_loss": 0.40, "val_accuracy": 0.85},

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from fashion_mlp import PipelineError
+from fashion_mlp.models import kinds
 from fashion_mlp.schema_text import accepted, describe_error, resolve
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -49,8 +50,40 @@ def project_root() -> Path:
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
+    """params.schema.yaml, with the model kinds' names and rules added from their registry."""
     with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        return with_kinds(yaml.safe_load(fh))
+
+
+def with_kinds(schema: dict) -> dict:
+    """The schema as read from its file, with the kinds' names and per-kind rules of the registry added."""
+    model = schema["$defs"]["model"]
+    model["properties"]["kind"]["enum"] = list(kinds.KINDS)
+    model["allOf"] = [_kind_rule(kind) for kind in kinds.KINDS.values()]
+    return schema
+
+
+def _kind_rule(kind: kinds.Kind) -> dict:
+    """if the block is of `kind`: its own keys are required, every other kind's are refused, each by name."""
+    article = kind.noun.split()[0]
+    own = " and ".join([", ".join(kind.keys[:-1]), kind.keys[-1]] if len(kind.keys) > 1 else kind.keys)
+    if kind.name == kinds.DEFAULT:  # kind absent or this one (an unknown kind gets the enum's error alone)
+        condition = {"properties": {"kind": {"const": kind.name}}}
+        block = f"{article} {kind.name} block (kind absent or {kind.name})"
+    else:
+        condition = {"required": ["kind"], "properties": {"kind": {"const": kind.name}}}
+        block = f"a kind: {kind.name} block"
+    properties = {key: {"$ref": f"#/$defs/model/properties/{key}"} for key in kind.keys}
+    for other in kinds.KINDS.values():
+        for key in other.keys:
+            if key not in kind.keys:
+                other_article = other.noun.split()[0]
+                properties[key] = {
+                    "not": {},
+                    "description": f"{key} is {other_article} {other.name} key; {block} takes {own}",
+                }
+    return {"if": condition, "then": {"description": f"{block} needs {own}", "required": list(kind.keys),
+                                      "properties": properties}}  # fmt: skip
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
@@ -323,27 +356,15 @@ def _split_problems(prepare: dict) -> list[str]:
 
 
 def _layer_list_problems(name: str, spec: dict) -> list[str]:
-    """Per-layer lists match their layers; a CNN's conv blocks leave at least one pixel."""
-    if spec.get("kind", "mlp") == "cnn":
-        lists = {"batchnorm": "conv", "dropout": "dense"}
-    else:
-        lists = {"dropout": "hidden", "l2": "hidden", "batchnorm": "hidden"}
+    """Per-layer lists match their layers, and the kind's own checks pass (a CNN keeps a pixel)."""
+    kind = kinds.of_block(spec)
     problems = []
-    for key, over in lists.items():
+    for key, over in kind.per_layer.items():
         try:
             per_layer(spec[key], len(spec[over]), f"{name}.{key}", over=over)
         except ParamsError as exc:
             problems.append(str(exc))
-    if spec.get("kind") == "cnn":
-        size = 28
-        for _ in spec["conv"]:
-            size = (size - (spec["kernel"] - 1 if spec["padding"] == "valid" else 0)) // 2
-        if size < 1:
-            problems.append(
-                f"{name}.conv: {len(spec['conv'])} conv blocks with kernel {spec['kernel']} and padding "
-                f"{spec['padding']} shrink the 28x28 image to nothing; use fewer blocks or padding same"
-            )
-    return problems
+    return problems + kind.problems(name, spec)
 
 
 def _schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") -> list[str]:

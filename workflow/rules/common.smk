@@ -14,6 +14,7 @@ from fashion_mlp.cli import COMMANDS  # noqa: E402
 from fashion_mlp.code_deps import stage_code  # noqa: E402
 from fashion_mlp.config import ParamsError, cli_flags, validate  # noqa: E402
 from fashion_mlp.data import RAW_FILES  # noqa: E402
+from fashion_mlp.models import kinds  # noqa: E402
 
 try:
     validate(config, source="params.yaml")

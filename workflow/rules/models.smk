@@ -11,9 +11,9 @@ rule train:
         "benchmarks/stages/train/{model}.tsv"
     wildcard_constraints:
         model="|".join(MODELS),
-    # The longest trainings first, so the short jobs fill the gaps at the end: a CNN takes
-    # several times an MLP's time on the same images.
-    priority: lambda w: 5 if config["train"][w.model].get("kind") == "cnn" else 0
+    # The longest trainings first, so the short jobs fill the gaps at the end: each kind's
+    # train_priority in the registry (a CNN takes several times an MLP's time on the same images).
+    priority: lambda w: kinds.of_block(config["train"][w.model]).train_priority
     conda:
         "../envs/pipeline.yaml"
     # One thread: these small MLPs are bound by per-step overhead, which a second thread

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from fashion_mlp.config import with_kinds  # the kinds' names and rules, from their registry
 from fashion_mlp.schema_text import resolve as _resolve  # follows any local $ref, e.g. into $defs/model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,7 +223,7 @@ def _section(name: str, values: dict, node: dict, notes: dict[str, str], schema:
 def render(params_path: Path = PARAMS, schema_path: Path = SCHEMA) -> str:
     """docs/parameters.md for these params and schema."""
     text = params_path.read_text()
-    params, schema = yaml.safe_load(text), yaml.safe_load(schema_path.read_text())
+    params, schema = yaml.safe_load(text), with_kinds(yaml.safe_load(schema_path.read_text()))
     notes = comments(text)
     out = [HEADER]
     top = [

@@ -18,6 +18,11 @@ CMAP = "RdBu_r"
 METHODS = (("shap", "SHAP (DeepExplainer)"), ("lrp", "LRP (epsilon rule)"))
 
 
+def present_methods(attributions: dict) -> list[tuple[str, str]]:
+    """The methods with maps, in METHODS' order (LRP is absent for a kind it does not cover)."""
+    return [(key, label) for key, label in METHODS if key in attributions]
+
+
 def symmetric_limit(values: np.ndarray) -> float:
     """The colour scale's half-range: the 99th percentile of |values|, so one hot pixel cannot wash out the rest."""
     limit = float(np.percentile(np.abs(values), 99)) if values.size else 0.0
@@ -39,8 +44,10 @@ def plot_class_maps(
     """One row per method, one panel per class: the mean attribution for that class's logit over its
     explained test images, over the class's mean image. A class with no explained image stays blank."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(METHODS), NUM_CLASSES, figsize=(1.9 * NUM_CLASSES + 1.2, 2.3 * len(METHODS)))
-    for row, (key, label) in enumerate(METHODS):
+    methods = present_methods(attributions)
+    fig, axes = plt.subplots(len(methods), NUM_CLASSES, figsize=(1.9 * NUM_CLASSES + 1.2, 2.3 * len(methods)))
+    axes = np.asarray(axes).reshape(len(methods), NUM_CLASSES)
+    for row, (key, label) in enumerate(methods):
         means = np.zeros((NUM_CLASSES, *IMAGE_SHAPE))
         present = [cls for cls in range(NUM_CLASSES) if (labels == cls).any()]
         for cls in present:
@@ -75,8 +82,9 @@ def plot_examples(
     Mistakes are titled in red; each map has its own symmetric scale."""
     plt = pyplot()
     n = len(images)
-    fig, axes = plt.subplots(1 + len(METHODS), max(n, 1), figsize=(1.9 * max(n, 1), 2.2 * (1 + len(METHODS))))
-    axes = np.asarray(axes).reshape(1 + len(METHODS), max(n, 1))
+    methods = present_methods(attributions)
+    fig, axes = plt.subplots(1 + len(methods), max(n, 1), figsize=(1.9 * max(n, 1), 2.2 * (1 + len(methods))))
+    axes = np.asarray(axes).reshape(1 + len(methods), max(n, 1))
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -88,10 +96,10 @@ def plot_examples(
             fontsize=7,
             color="black" if ok else "red",
         )
-        for row, (key, _) in enumerate(METHODS, start=1):
+        for row, (key, _) in enumerate(methods, start=1):
             overlay(axes[row, i], images[i], attributions[key][i], symmetric_limit(attributions[key][i]))
             axes[row, i].axis("on")
-    for row, (_, label) in enumerate(METHODS, start=1):
+    for row, (_, label) in enumerate(methods, start=1):
         axes[row, 0].set_ylabel(label, fontsize=8)
     fig.suptitle(
         f"{title}: correct predictions, then the most confident mistakes (red); maps explain the predicted class"

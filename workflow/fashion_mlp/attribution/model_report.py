@@ -50,8 +50,13 @@ def pick_examples(
     return np.array(chosen, dtype=np.int64), mistakes.astype(np.int64)
 
 
-def explain_model(model, background: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, opts: dict, seed: int):
-    """Every number and map of the stage, computed before anything is written."""
+def explain_model(
+    model, background: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, opts: dict, seed: int, lrp: bool = True
+):
+    """Every number and map of the stage, computed before anything is written.
+
+    `lrp` False (a kind LRP does not cover, models/kinds.py) leaves LRP out: its part of the report is None.
+    """
     predict = functools.partial(inference.probabilities, model)
     probabilities = predict(x_test)
     predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
@@ -64,15 +69,16 @@ def explain_model(model, background: np.ndarray, x_test: np.ndarray, y_test: np.
     images = np.concatenate([x_test[sample], x_test[shown]])
     targets = np.concatenate([y_test[sample], predicted[shown]])
     shap_out = shap_attributions(model, background, images, targets)
-    lrp_out = lrp_attributions(model, images, targets, opts["lrp_epsilon"])
     n = len(sample)
-    maps = {"shap": shap_out["values"], "lrp": lrp_out["values"]}
+    maps = {"shap": shap_out["values"]}
+    if lrp:
+        lrp_out = lrp_attributions(model, images, targets, opts["lrp_epsilon"])
+        maps["lrp"] = lrp_out["values"]
 
     random_model = randomized_copy(model, seed)
-    random_maps = {
-        "shap": shap_attributions(random_model, background, images[:n], targets[:n])["values"],
-        "lrp": lrp_attributions(random_model, images[:n], targets[:n], opts["lrp_epsilon"])["values"],
-    }
+    random_maps = {"shap": shap_attributions(random_model, background, images[:n], targets[:n])["values"]}
+    if lrp:
+        random_maps["lrp"] = lrp_attributions(random_model, images[:n], targets[:n], opts["lrp_epsilon"])["values"]
     fractions = np.linspace(0.0, 1.0, opts["deletion_steps"] + 1)
     order_rng = np.random.default_rng(seed)
     curves = {key: deletion_curve(predict, images[:n], targets[:n], maps[key][:n], fractions) for key in maps}
@@ -99,7 +105,9 @@ def explain_model(model, background: np.ndarray, x_test: np.ndarray, y_test: np.
             ),
             "deletion_area": areas["shap"],
         },
-        "lrp": {
+        "lrp": None
+        if not lrp
+        else {
             "method": "epsilon rule",
             "epsilon": opts["lrp_epsilon"],
             "conservation": conservation_summary(lrp_out["relevance_out"], lrp_out["relevance_in"]),

@@ -25,6 +25,7 @@ from fashion_mlp import PipelineError
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
 from fashion_mlp.io import atomic_output, write_json
+from fashion_mlp.models import kinds
 from fashion_mlp.runtime import default_threads
 
 FEATURES = math.prod(IMAGE_SHAPE)
@@ -38,8 +39,9 @@ class ExplainError(PipelineError):
 
 
 def load_model_checked(path: Path):
-    """The Keras model at `path`, refused with a message naming the file unless it takes 784 features
-    and is made of layers the explainers cover."""
+    """The Keras model at `path` and its kind (models/kinds.py), refused with a message naming the file
+    unless it takes 784 features, is of a known kind and, where the kind says LRP covers it, is made
+    of layers LRP covers."""
     import keras
 
     from fashion_mlp.attribution.lrp import UnsupportedLayer, layer_steps
@@ -50,16 +52,21 @@ def load_model_checked(path: Path):
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # Keras raises ValueError, zipfile and h5py errors alike
         raise ExplainError(f"{path}: not a Keras model ({type(exc).__name__}: {exc})") from None
+    try:
+        kind = kinds.of_saved(path)
+    except kinds.KindError as exc:
+        raise ExplainError(str(exc)) from None
     shape = getattr(model, "input_shape", None)
     if not isinstance(shape, tuple) or None in shape[1:] or math.prod(shape[1:]) != FEATURES:
         raise ExplainError(f"{path}: the model's input shape is {shape}, expected {FEATURES} features (28 x 28)")
     try:
-        layer_steps(model)
+        if kind.lrp:
+            layer_steps(model)
     except UnsupportedLayer as exc:
         raise ExplainError(f"{path}: {exc}") from None
     if model.output_shape[-1] != NUM_CLASSES:
         raise ExplainError(f"{path}: the model has {model.output_shape[-1]} outputs, expected {NUM_CLASSES}")
-    return model
+    return model, kind
 
 
 def load_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_tensorflow(args.threads or default_threads(), args.seed)
     from fashion_mlp.attribution import figures, model_report
 
-    model = load_model_checked(args.model_path)
+    model, kind = load_model_checked(args.model_path)
     x_train, y_train = load_split(args.train_data, "train")
     size = opts["background_size"]
     per_class = [size // NUM_CLASSES + (cls < size % NUM_CLASSES) for cls in range(NUM_CLASSES)]
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     shape = (-1, *model.input_shape[1:])
     seconds = {"set-up": time.perf_counter() - started}
     result = model_report.explain_model(
-        model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed
+        model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed, lrp=kind.lrp
     )
 
     seconds["attributions and checks"] = time.perf_counter() - started - sum(seconds.values())
@@ -158,12 +165,16 @@ def main(argv: list[str] | None = None) -> None:
     run_id = log_to_mlflow(args, report, time.perf_counter() - started)
     seconds["mlflow"] = time.perf_counter() - started - sum(seconds.values())
     print("explain: seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    checks = [
+        f"{name} randomization rho {report[key]['randomization']['spearman_abs']:.3f} "
+        f"({report[key]['randomization']['verdict']}), deletion area {report[key]['deletion_area']:.3f}"
+        for key, name in (("shap", "SHAP"), ("lrp", "LRP"))
+        if report[key] is not None
+    ]
     print(
-        f"explain: {args.model}: SHAP additivity gap {report['shap']['additivity_max_abs_gap']:.2g}, "
-        f"randomization rho |SHAP| {report['shap']['randomization']['spearman_abs']:.3f} "
-        f"({report['shap']['randomization']['verdict']}), |LRP| {report['lrp']['randomization']['spearman_abs']:.3f} "
-        f"({report['lrp']['randomization']['verdict']}); deletion area SHAP {report['shap']['deletion_area']:.3f}, "
-        f"LRP {report['lrp']['deletion_area']:.3f}, random {report['deletion']['random_area']:.3f}; MLflow run {run_id}"
+        f"explain: {args.model}: SHAP additivity gap {report['shap']['additivity_max_abs_gap']:.2g}; "
+        + "; ".join(checks)
+        + f"; random deletion area {report['deletion']['random_area']:.3f}; MLflow run {run_id}"
     )
 
 
@@ -172,11 +183,14 @@ def metrics_of(report: dict) -> dict[str, float]:
     out = {}
     for method in ("shap", "lrp"):
         part = report[method]
+        if part is None:  # LRP does not cover the model's kind
+            continue
         out[f"explain_{method}_deletion_area"] = part["deletion_area"]
         out[f"explain_{method}_randomization_spearman"] = part["randomization"]["spearman"]
         out[f"explain_{method}_randomization_spearman_abs"] = part["randomization"]["spearman_abs"]
     out["explain_shap_additivity_max_abs_gap"] = report["shap"]["additivity_max_abs_gap"]
-    out["explain_lrp_conservation_relative_gap"] = report["lrp"]["conservation"]["mean_abs_gap_relative"]
+    if report["lrp"] is not None:
+        out["explain_lrp_conservation_relative_gap"] = report["lrp"]["conservation"]["mean_abs_gap_relative"]
     out["explain_random_deletion_area"] = report["deletion"]["random_area"]
     return {k: v for k, v in out.items() if math.isfinite(v)}
 

@@ -22,6 +22,7 @@ import yaml
 from fashion_mlp import PipelineError
 from fashion_mlp.config import ParamsError, load_params, project_root, validate
 from fashion_mlp.io import write_json
+from fashion_mlp.models import kinds
 from fashion_mlp.tracking import git_commit
 
 REQUIRED = ("description", "model", "set")
@@ -102,12 +103,12 @@ def show(rev: str, path: str, repo: Path) -> str:
 
 
 def model_kind(params: dict, model: str) -> str:
-    """A model's kind as params.yaml sets it: tune retrains an MLP; a train block says, mlp when absent."""
+    """A model's kind as params.yaml sets it: tune retrains a block without `kind:`; a train block says."""
     if model == "tuned":
-        return "mlp"
+        return kinds.DEFAULT
     if model not in params["train"]:
         raise PipelineError(f"model {model!r} is neither tuned nor a block of train: in params.yaml")
-    return params["train"][model].get("kind", "mlp")
+    return kinds.of_block(params["train"][model]).name
 
 
 def record(

@@ -10,17 +10,13 @@ model, as a pyfunc that takes pictures (fashion_mlp.serving), and the alias
 from __future__ import annotations
 
 import argparse
-import json
-import zipfile
 from pathlib import Path
 
 from fashion_mlp import PipelineError
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import read_metrics, sha256_file, write_json
+from fashion_mlp.models import kinds as registry
 from fashion_mlp.tracking import CHAMPION_ALIAS, MLP_ALIAS
-
-# Keras layer classes that make a network convolutional (Conv2D, SeparableConv2D, DepthwiseConv2D, ...).
-CONV_PREFIXES = ("Conv", "SeparableConv", "DepthwiseConv")
 
 
 def rank_key(candidate: dict) -> tuple:
@@ -34,28 +30,14 @@ def choose(candidates: dict[str, dict]) -> str:
 
 
 def model_kind(path: Path) -> str:
-    """'cnn' if the saved .keras model has a convolution layer, else 'mlp'.
+    """The kind of the saved .keras model (models/kinds.py), an error naming the known kinds if it is none.
 
     The kind is read from the model file itself (its config.json, no TensorFlow): the file is
     what register registers, both engines already make register depend on it, and it carries
     its architecture wherever it came from (a train run, tune's retrain, `dvc pull`), whereas
     params.yaml knows nothing of `tuned` and an MLflow run may be missing from the store.
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise PipelineError(f"{path}: cannot read the model's config.json to tell its kind ({exc})") from None
-
-    def layer_classes(node) -> list[str]:  # nested models included
-        if isinstance(node, dict):
-            own = [node["class_name"]] if isinstance(node.get("class_name"), str) else []
-            return own + [name for value in node.values() for name in layer_classes(value)]
-        if isinstance(node, list):
-            return [name for value in node for name in layer_classes(value)]
-        return []
-
-    return "cnn" if any(name.startswith(CONV_PREFIXES) for name in layer_classes(config)) else "mlp"
+    return registry.of_saved(path).name
 
 
 def read_candidates(paths: list[Path]) -> dict[str, dict]:
@@ -65,7 +47,7 @@ def read_candidates(paths: list[Path]) -> dict[str, dict]:
 
 def choices(candidates: dict[str, dict], kinds: dict[str, str]) -> tuple[str, str | None]:
     """(champion among all models, best MLP or None when no candidate is an MLP)."""
-    mlps = {name: m for name, m in candidates.items() if kinds[name] == "mlp"}
+    mlps = {name: m for name, m in candidates.items() if registry.get(kinds[name]).best_mlp}
     return choose(candidates), (choose(mlps) if mlps else None)
 
 
@@ -167,7 +149,7 @@ def summary(
         }
 
     champion = entry(winner, CHAMPION_ALIAS, order)
-    mlps = ", ".join(m["model"] for m in ranking if kinds[m["model"]] == "mlp")
+    mlps = ", ".join(m["model"] for m in ranking if registry.get(kinds[m["model"]]).best_mlp)
     return {
         "champion": winner,
         "kind": kinds[winner],

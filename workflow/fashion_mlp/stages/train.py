@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
+from fashion_mlp.models.training import TIMINGS_DIR, train_and_log
 from fashion_mlp.runtime import default_threads
-from fashion_mlp.training import TIMINGS_DIR, train_and_log
 
 
 def build_parser() -> argparse.ArgumentParser:

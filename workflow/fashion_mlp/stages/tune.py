@@ -171,7 +171,7 @@ def run_finish(args: argparse.Namespace, section: dict, threads: int, configure:
         configure_tensorflow(threads, args.seed)
 
     from fashion_mlp.data import load_arrays
-    from fashion_mlp.training import train_and_log
+    from fashion_mlp.models.training import train_and_log
 
     data = load_arrays(args.data)
     tracking.init(args.experiment)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-KIND_NAMES = {"mlp": "an MLP", "cnn": "a CNN"}
+from fashion_mlp.models.kinds import KINDS
+
+KIND_NAMES = {name: kind.noun for name, kind in KINDS.items()}  # "an MLP"
 
 
 def kinds_of(champion: dict | None) -> dict[str, str]:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_mlp.models.kinds import KINDS
 from fashion_mlp.summary.anchors import ANCHORS
 
-MARKERS = {"mlp": "o", "cnn": "s"}  # other kinds: "D"
+OTHER = {"marker": "D", "colour": "C1", "line": "-."}  # a kind the registry does not know (an old record's)
 
 
 def accuracy_error_bars(metrics: list[dict]) -> np.ndarray | None:
@@ -23,11 +24,19 @@ def accuracy_error_bars(metrics: list[dict]) -> np.ndarray | None:
     return np.stack([accuracy - low, high - accuracy]).clip(min=0.0)
 
 
+def _style(kind: str, attribute: str) -> str:
+    """A kind's marker, colour or anchor line style, from the registry (models/kinds.py)."""
+    return getattr(KINDS[kind], attribute) if kind in KINDS else OTHER[attribute]
+
+
+def _label(kind: str) -> str:
+    return KINDS[kind].label if kind in KINDS else (kind.upper() or "unknown kind")
+
+
 def _draw_anchors(ax) -> None:
-    styles = {"mlp": "--", "cnn": ":"}
     for i, a in enumerate(ANCHORS):
         label = f"{a.name}: {a.accuracy:.4f}" + (f" ({a.note})" if a.note else "")
-        ax.axhline(a.accuracy, color=f"C{i + 3}", linestyle=styles.get(a.kind, "-."), linewidth=1, label=label)
+        ax.axhline(a.accuracy, color=f"C{i + 3}", linestyle=_style(a.kind, "line"), linewidth=1, label=label)
 
 
 def _draw_models(ax, xs: list[float], metrics: list[dict], kinds: dict[str, str]) -> None:
@@ -36,9 +45,9 @@ def _draw_models(ax, xs: list[float], metrics: list[dict], kinds: dict[str, str]
     for i, (x, m) in enumerate(zip(xs, metrics, strict=True)):
         kind = kinds.get(m["model"], "")
         yerr = None if errors is None else errors[:, i : i + 1]
-        label = None if kind in labelled else f"{kind.upper() or 'unknown kind'}: models of this run"
+        label = None if kind in labelled else f"{_label(kind)}: models of this run"
         labelled.add(kind)
-        style = {"fmt": MARKERS.get(kind, "D"), "color": "C0" if kind == "mlp" else "C1", "capsize": 4}
+        style = {"fmt": _style(kind, "marker"), "color": _style(kind, "colour"), "capsize": 4}
         ax.errorbar(x, m["accuracy"], yerr=yerr, markersize=7, label=label, **style)
         ax.annotate(f"{m['model']} ({kind or '?'})", (x, m["accuracy"]), xytext=(6, 4), textcoords="offset points")
 

@@ -32,11 +32,15 @@ def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -
     ]
     for e in explain:
         shap, lrp = e["shap"], e["lrp"]
-        kept = lrp["conservation"]
+        if lrp is None:  # a kind LRP does not cover (models/kinds.py)
+            conservation, lrp_check, lrp_area = "n/a (kind not covered)", "n/a", "n/a"
+        else:
+            kept = lrp["conservation"]
+            conservation = f"{kept['mean_relevance_out']:.2f} → {kept['mean_relevance_in']:.2f}"
+            lrp_check, lrp_area = check(lrp), f"{lrp['deletion_area']:.3f}"
         lines.append(
-            f"| {e['model']} | {shap['additivity_max_abs_gap']:.1e} | {kept['mean_relevance_out']:.2f} → "
-            f"{kept['mean_relevance_in']:.2f} | {check(shap)} | {check(lrp)} | {shap['deletion_area']:.3f} / "
-            f"{lrp['deletion_area']:.3f} / {e['deletion']['random_area']:.3f} |"
+            f"| {e['model']} | {shap['additivity_max_abs_gap']:.1e} | {conservation} | {check(shap)} | {lrp_check} | "
+            f"{shap['deletion_area']:.3f} / {lrp_area} / {e['deletion']['random_area']:.3f} |"
         )
     lines.append("")
     for e in explain:

@@ -24,7 +24,8 @@ SEARCH_RUN = "tune"  # the MLflow run of the search; every trial is a nested run
 
 def hypermodel(space: dict, steps_per_execution: int):
     """A KerasTuner build function drawing one MLP from `space`."""
-    from fashion_mlp.models import build_mlp, compile_model
+    from fashion_mlp.models.architectures import build_mlp
+    from fashion_mlp.models.fitting import compile_model
 
     def build(hp):
         layers = hp.Int("layers", *space["layers"])

@@ -57,11 +57,11 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0):
     `label_smoothing` trains on one-hot targets, `ema` keeps a moving average of the weights (the
     one validated, early-stopped on and saved), and `augment` fits a wrapper that sends each
     training batch through seeded random layers before `model`; `model` itself, the one saved,
-    never holds them (see models.augmenter).
+    never holds them (see fitting.augmenter).
     """
     import keras
 
-    from fashion_mlp.models import augmenter, compile_model, learning_rate_schedule, one_hot
+    from fashion_mlp.models.fitting import augmenter, compile_model, learning_rate_schedule, one_hot
 
     steps_per_epoch = -(-len(data["y_train"]) // params["batch_size"])
     schedule = learning_rate_schedule(
@@ -141,13 +141,14 @@ def train_and_log(
     import mlflow
 
     from fashion_mlp import tracking
-    from fashion_mlp.models import build_model, save_model
+    from fashion_mlp.models import kinds
+    from fashion_mlp.models.saving import save_model
 
     # Seeded here, not only at start-up: in `tune --workers 1` this process has run the whole
     # search before, and the retrain must not depend on what the search drew.
     keras.utils.set_random_seed(seed)
-    model = build_model(params, name=name)
-    kind = {"model": name, "model_kind": params.get("kind", "mlp")}  # the report names the winning kind
+    model = kinds.build(params, name)
+    kind = {"model": name, "model_kind": kinds.of_block(params).name}  # the report names the winning kind
     run_tags = tracking.base_tags("train", data_path) | kind | (tags or {})
     with tracking.with_retry(mlflow.start_run, run_name=name, tags=run_tags) as run:
         splits = {"train": (data["x_train"], data["y_train"]), "validation": (data["x_val"], data["y_val"])}
