@@ -35,6 +35,7 @@ rule all:
         "reports/summary.md",
         "reports/figures/model_comparison.png",
         "reports/champion.json",
+        "registered/champion.keras",
         rules.demos.output,
         expand("models/{model}.keras", model=EVALUATED),
         expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),

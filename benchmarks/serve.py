@@ -1,6 +1,6 @@
 """Speed of the champion at work: `mlflow models serve` over loopback, and `fashion-mlp predict`.
 
-    python benchmarks/serve.py [--model models/tuned.keras | models:/fashion-mnist-mlp@champion]
+    python benchmarks/serve.py [--model models/tuned.keras | models:/fashion-mnist-classifier@champion]
 
 Measures, on real test images encoded as PNG:
 - p50 and p95 latency of one image per request (sequential requests on one keep-alive connection);

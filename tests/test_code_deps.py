@@ -84,3 +84,19 @@ def test_a_subpackage_init_counts_unless_it_holds_only_a_docstring(tmp_path, mon
         assert "workflow/fashion_mlp/rooms/__init__.py" in code_deps.stage_code("fashion_mlp.rooms.stage")
     finally:
         code_deps.closure.cache_clear()
+
+
+def test_no_library_imports_a_stage_or_a_room_above_it():
+    """The rooms' floors: stages import anything; summary, attribution, tuning and lessons import the
+    shared libraries; the libraries at the top import no room (models/ is a library too)."""
+    package = code_deps.SOURCE_ROOT / "fashion_mlp"
+    above = {"stages": set(), "summary": {"stages"}, "attribution": {"stages", "summary"},
+             "tuning": {"stages", "summary"}, "lessons": {"stages", "summary"}}  # fmt: skip
+    libraries = {"stages", "summary", "attribution", "tuning", "lessons"}
+    for path in sorted(package.rglob("*.py")):
+        room = path.relative_to(package).parts[0] if path.parent != package else None
+        forbidden = above.get(room, libraries) if room != "models" else libraries
+        for name in code_deps.imported_modules(path):
+            parts = name.split(".")
+            if len(parts) > 1 and parts[1] in forbidden:
+                raise AssertionError(f"{path.relative_to(package)} imports {name}: a room above it")

@@ -147,3 +147,17 @@ def test_every_test_the_docs_cite_exists(page):
         assert path.is_file(), f"{page.name} cites tests/{module}, which does not exist"
         if name:
             assert re.search(rf"^def {name}\(", path.read_text(), re.M), f"{page.name} cites {module}::{name}"
+
+
+def test_the_readme_layout_names_every_room_and_module_of_the_package():
+    """The tree drawn in the README's Layout section cannot fall behind the package."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    package = REPO / "workflow/fashion_mlp"
+    for path in sorted(package.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        room = path.parent.relative_to(package).as_posix()
+        assert room == "." or f"{room}/" in layout, f"README layout: no room {room}/"
+        name = path.stem if room in (".", "stages", "summary") else path.name
+        assert name in layout, f"README layout: {path.relative_to(package)} is not named"

@@ -161,7 +161,7 @@ def assert_champion(client, repo: Path) -> None:
     assert champion["champion"] == max(candidates, key=candidates.get), "chosen by validation accuracy"
     assert champion["model_sha256"] == sha256_file(repo / f"models/{champion['champion']}.keras")
     # The version and run id stay in MLflow (they depend on the store's past, not on the inputs).
-    version = client.get_model_version_by_alias("fashion-mnist-mlp", "champion")
+    version = client.get_model_version_by_alias("fashion-mnist-classifier", "champion")
     assert client.get_run(version.run_id).data.tags["model_sha256"] == champion["model_sha256"]
 
 
@@ -542,7 +542,8 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
     edit_params(repo, {"train.regularized.dropout": [0.0, 0.4]})
     diff = run(["dvc", "params", "diff", "--json"], repo)
     assert "train.regularized.dropout" in diff.stdout and "baseline" not in diff.stdout
-    assert set(dvc_status(repo)) == {"train@regularized"}
+    # register and report track train: for its list of models (a removed entry's files stay behind).
+    assert set(dvc_status(repo)) == {"train@regularized", "register", "report"}
 
     out = tmp_path / "killed.out"
     killed = kill_mid_training(repo, ["dvc", "repro"], out, watched=lambda: [out])
@@ -562,6 +563,42 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
     assert (repo / "models/regularized.keras").read_bytes() != regularized
     assert dvc_status(repo) == {}
     assert_orphans_closed(repo, orphans)
+
+
+def test_a_new_model_is_one_params_entry_under_both_engines_and_removing_it_removes_its_row(
+    dvc_repo: Path, dvc_first: Snapshot
+) -> None:
+    """Adding a model is one entry under train: in params.yaml, nothing else: both engines plan its
+    train, evaluate and explain jobs, and after a run the summary has its row. Removing the entry
+    removes the row and the candidate, though the removed model's files are still on disk."""
+    repo = dvc_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    block = dict(params["train"]["baseline"], hidden=[48])
+    text = (repo / "params.yaml").read_text()
+    edit_params(repo, {"train.wide": block})  # the only edit: no dvc.yaml, rule or code change
+
+    stages = run(["dvc", "stage", "list"], repo).stdout
+    assert all(f"{stage}@wide " in stages for stage in ("train", "evaluate", "explain")), stages
+    planned = run(["snakemake", "--dry-run", "--cores", "2"], repo).stdout
+    for made in ("models/wide.keras", "reports/metrics/wide.json", "reports/explain/wide.json"):
+        assert made in planned, made
+
+    ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], repo).stdout))
+    assert ran == {"train@wide", "evaluate@wide", "explain@wide", "register", "report"}, ran
+    summary = (repo / "reports/summary.md").read_text()
+    assert re.search(r"^\| wide \| mlp \| 0\.\d{4} \| 0\.\d{4} \|", summary, flags=re.M), summary[:2000]
+    candidates = json.loads((repo / "reports/champion.json").read_text())["candidates"]
+    assert "wide" in {c["model"] for c in candidates}
+
+    (repo / "params.yaml").write_text(text)  # the entry removed; its files stay in the workspace
+    assert (repo / "reports/metrics/wide.json").exists() and (repo / "models/wide.keras").exists()
+    assert "@wide" not in run(["dvc", "stage", "list"], repo).stdout
+    assert "wide" not in run(["snakemake", "--dry-run", "--cores", "2"], repo).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], repo).stdout))
+    assert ran == {"register", "report"}, ran
+    assert "| wide |" not in (repo / "reports/summary.md").read_text()
+    candidates = json.loads((repo / "reports/champion.json").read_text())["candidates"]
+    assert {c["model"] for c in candidates} == set(MODELS)
 
 
 def test_dvc_plots_an_experiment_and_a_preset_from_the_command_line(dvc_repo: Path, dvc_first: Snapshot) -> None:

@@ -179,49 +179,45 @@ def check_mlflow_lineage(repo: Path) -> None:
 # --- DVC's model artifacts ---------------------------------------------------------------------------
 
 
-def models() -> list[str]:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    return [*params["train"], "tuned"]
-
-
 @pytest.mark.slow  # DVC's index of the real repository (2 s), as test_dag_equality.py
-def test_dvc_yaml_declares_every_trained_model_as_a_model_artifact():
+def test_dvc_yaml_declares_the_champion_as_a_model_artifact_made_by_register():
+    """Artifacts are a list DVC cannot template, so dvc.yaml names no model there: its one artifact is
+    the champion's copy that register writes, whatever model and kind won."""
     from dvc.repo import Repo
 
     repo = Repo(str(REPO))
     artifacts = repo.artifacts.read()["dvc.yaml"]  # DVC's own parser and checks
-    by_path = {a.path: (name, a) for name, a in artifacts.items()}
-    assert sorted(by_path) == sorted(f"models/{m}.keras" for m in models())
-    outs = {out.def_path for out in repo.index.outs}  # foreach stages rendered
-    for path, (name, artifact) in by_path.items():
-        assert path in outs, f"{path}: no stage makes it"
+    assert {name: a.path for name, a in artifacts.items()} == {"fashion-mnist-classifier": "registered/champion.keras"}
+    makers = {out.def_path: stage.addressing for stage in repo.index.stages for out in stage.outs}
+    assert makers["registered/champion.keras"] == "register"
+    for name, artifact in artifacts.items():
         assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name), name  # DVC's (and Studio's) artifact names
         assert artifact.type == "model" and artifact.desc and "fashion-mnist" in artifact.labels, name
 
 
 @pytest.mark.slow  # DVC as a subprocess
-def test_dvc_artifacts_get_fetches_a_model_by_name(tmp_path):
+def test_dvc_artifacts_get_fetches_the_champion_by_name(tmp_path):
     """`dvc artifacts get` on a tiny DVC repo that declares the project's artifacts section."""
     repo = tmp_path / "repo"
-    (repo / "models").mkdir(parents=True)
+    (repo / "registered").mkdir(parents=True)
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
-    for model in models():
-        (repo / "models" / f"{model}.keras").write_bytes(f"stand-in for {model}".encode())
-    run(["dvc", "add", "-q", *(f"models/{m}.keras" for m in models())], repo)
+    (repo / "registered" / "champion.keras").write_bytes(b"stand-in for the champion")
+    run(["dvc", "add", "-q", "registered/champion.keras"], repo)
     artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"artifacts": artifacts}))
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "models"], repo)
+    run(["git", "commit", "-qm", "champion"], repo)
     # A version in the model registry is a git tag NAME@vX.Y.Z (what `gto register` makes).
-    run(["git", "tag", "-a", "fashion-mlp-tuned@v1.0.0", "-m", "Registered fashion-mlp-tuned v1.0.0"], repo)
+    name = "fashion-mnist-classifier"
+    run(["git", "tag", "-a", f"{name}@v1.0.0", "-m", f"Registered {name} v1.0.0"], repo)
     out = tmp_path / "got"
     out.mkdir()
-    run(["dvc", "artifacts", "get", str(repo), "fashion-mlp-tuned", "-o", "tuned.keras"], out)
-    assert (out / "tuned.keras").read_bytes() == b"stand-in for tuned"
+    run(["dvc", "artifacts", "get", str(repo), name, "-o", "champion.keras"], out)
+    assert (out / "champion.keras").read_bytes() == b"stand-in for the champion"
     # The registry's listing (gto, which DVC installs) shows the registered version.
     listing = json.loads(run([str(Path(sys.executable).parent / "gto"), "show", "--json"], repo).stdout)
-    assert listing["fashion-mlp-tuned"]["version"] == "v1.0.0" and listing["fashion-mlp-tuned"]["registered"]
+    assert listing[name]["version"] == "v1.0.0" and listing[name]["registered"]
 
 
 # --- Python 3.11 to 3.13 -----------------------------------------------------------------------------

@@ -181,11 +181,22 @@ def test_write_predictions_csv(tmp_path, predictions):
 # --- intervals and calibration (issue 12) ---------------------------------------------------
 
 
-def test_uncertainty_metrics_are_flat_mlflow_names():
+def test_the_mlflow_metrics_are_the_column_list_s_flat_names():
+    from fashion_mlp import columns
+
     ci = {"accuracy": {"low": 0.87, "high": 0.89}, "macro_f1": {"low": 0.86, "high": 0.88}}
     cal = {"temperature": 1.3, "ece": 0.03, "ece_scaled": 0.01, "nll": 0.35, "nll_scaled": 0.33}
-    scalars = evaluate.uncertainty_metrics({"confidence_intervals": ci, "calibration": cal})
+    figures = {"accuracy": 0.88, "macro_f1": 0.87, "loss": 0.33, "macro_precision": 0.871, "macro_recall": 0.872,
+               "weighted_f1": 0.873, "val_accuracy": 0.9, "params": 10}  # fmt: skip
+    metrics = {**figures, "confidence_intervals": ci, "calibration": cal}
+    scalars = columns.mlflow_metrics(metrics) | evaluate.calibration_metrics(metrics)
     assert scalars == {
+        "test_accuracy": 0.88,
+        "test_macro_f1": 0.87,
+        "test_loss": 0.33,
+        "test_macro_precision": 0.871,
+        "test_macro_recall": 0.872,
+        "test_weighted_f1": 0.873,
         "test_accuracy_ci_low": 0.87,
         "test_accuracy_ci_high": 0.89,
         "test_macro_f1_ci_low": 0.86,

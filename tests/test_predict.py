@@ -113,7 +113,7 @@ def test_top_must_be_between_1_and_10(capsys):
 
 
 def test_the_champion_is_the_default_model():
-    assert predict.default_model() == "models:/fashion-mnist-mlp@champion"
+    assert predict.default_model() == "models:/fashion-mnist-classifier@champion"
 
 
 def check_champion_predicts(repo: Path, pictures: Path, n: int = 20) -> None:

@@ -180,7 +180,7 @@ def register_champion(store: Path, model_path: Path) -> None:
     write_json(metrics, {"model": "small", "val_accuracy": 0.85, "accuracy": 0.84})
     register.main(
         [
-            "--experiment", "serve-test", "--registered_model", "fashion-mnist-mlp",
+            "--experiment", "serve-test", "--registered_model", "fashion-mnist-classifier",
             "--metrics", str(metrics), "--models_dir", str(model_path.parent), "--out", str(store / "champion.json"),
         ]
     )  # fmt: skip
@@ -197,7 +197,7 @@ def test_the_served_champion_answers_pictures_and_refuses_bad_payloads(data, sma
 
     (port,) = free_ports()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fashion-mnist-mlp@champion",
+        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fashion-mnist-classifier@champion",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
         # PATH: `mlflow models serve` runs `uvicorn` from the virtualenv
         cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),

@@ -60,6 +60,21 @@ def test_bootstrap_macro_f1_is_scikit_learns_on_a_perfect_classifier():
     assert ci["macro_f1"] == {"low": 1.0, "high": 1.0}
 
 
+def test_bootstrap_bounds_any_scored_column_and_adding_one_leaves_the_others_unchanged():
+    """columns.py marks which columns get an interval; each is scored on the same resamples, so a
+    new interval column cannot move the existing ones."""
+    from fashion_mlp.columns import INTERVALS
+
+    assert set(INTERVALS) <= set(stats.SCORERS)
+    y_true, y_pred = synthetic_classifier(800, 0.85, seed=3)
+    two = stats.bootstrap_intervals(y_true, y_pred, resamples=40, seed=5)
+    more = stats.bootstrap_intervals(y_true, y_pred, 40, 5, keys=("accuracy", "macro_f1", "weighted_f1"))
+    assert more["accuracy"] == two["accuracy"] and more["macro_f1"] == two["macro_f1"]
+    assert more["weighted_f1"]["low"] < more["weighted_f1"]["high"]
+    with pytest.raises(ValueError, match=r"no bootstrap scorer for top5; stats\.SCORERS has accuracy"):
+        stats.bootstrap_intervals(y_true, y_pred, 10, 0, keys=("top5",))
+
+
 def test_bootstrap_refuses_mismatched_or_empty_labels():
     with pytest.raises(ValueError, match="equal, non-empty"):
         stats.bootstrap_intervals(np.zeros(3, int), np.zeros(4, int), 10, 0)

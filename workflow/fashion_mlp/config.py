@@ -22,6 +22,7 @@ from fashion_mlp.schema_text import accepted, describe_error, resolve
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR.parent / "schemas" / "params.schema.yaml"
 ROOT_MARKERS = ("params.yaml", "dvc.yaml", "Snakefile")
+TUNED = "tuned"  # the model `tune` retrains from the search's best trial; no train entry may take the name
 
 
 class ParamsError(PipelineError, ValueError):
@@ -100,6 +101,11 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     return params
 
 
+def model_names(params: dict) -> list[str]:
+    """Every model the pipeline makes, in order: the entries of train:, then the one tune retrains."""
+    return [*params["train"], TUNED]
+
+
 def validate(params: Any, source: str = "params.yaml") -> None:
     schema = load_schema()
     problems = _schema_problems(params, schema, root=schema)
@@ -108,8 +114,8 @@ def validate(params: Any, source: str = "params.yaml") -> None:
             problems += _layer_list_problems(f"train.{model}", spec)
         problems += _split_problems(params["prepare"])
         problems += _space_problems(params["tune"]["space"])
-        if "tuned" in params["train"]:
-            problems.append("train.tuned: the name 'tuned' is reserved for the model the tune stage retrains")
+        if TUNED in params["train"]:
+            problems.append(f"train.{TUNED}: the name '{TUNED}' is reserved for the model the tune stage retrains")
     if problems:
         raise ParamsError(_join(source, problems))
 

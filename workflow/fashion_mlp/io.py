@@ -87,6 +87,25 @@ def read_metrics(paths: list[Path], required: tuple[str, ...]) -> list[dict]:
     return metrics
 
 
+def model_files(paths: list[Path], models: list[str] | None, suffix: str) -> list[Path]:
+    """Per-model files: each path is a file, or a folder holding <model><suffix> for each of `models`
+    (every <name><suffix> in it when `models` is None). A model without its file is an error naming both."""
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+        elif models is None:
+            files += sorted(path.glob(f"*{suffix}"))
+        else:
+            missing = [m for m in models if not (path / f"{m}{suffix}").is_file()]
+            if missing:
+                raise PipelineError(
+                    f"{path}: no {', '.join(m + suffix for m in missing)} for model(s) {', '.join(missing)}"
+                )
+            files += [path / f"{m}{suffix}" for m in models]
+    return files
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -16,35 +16,60 @@ CONFIDENCE = 0.95  # the intervals' level (issue 12)
 ALPHA = 0.05  # a difference is called significant below this family-wise (Holm-adjusted) p-value
 
 
+def _scorers() -> dict:
+    """Statistics of (true, predicted) labels with per-image weights that bootstrap_intervals can bound,
+    by the metrics JSON's key (columns.py marks which columns get an interval)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    labels = list(range(NUM_CLASSES))
+
+    def averaged(score, average):
+        return lambda t, p, w: score(t, p, labels=labels, average=average, zero_division=0, sample_weight=w)
+
+    return {
+        "accuracy": lambda t, p, w: accuracy_score(t, p, sample_weight=w),
+        "macro_f1": averaged(f1_score, "macro"),
+        "macro_precision": averaged(precision_score, "macro"),
+        "macro_recall": averaged(recall_score, "macro"),
+        "weighted_f1": averaged(f1_score, "weighted"),
+    }
+
+
+SCORERS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")  # _scorers' keys
+
+
 def bootstrap_intervals(
-    y_true: np.ndarray, y_pred: np.ndarray, resamples: int, seed: int, confidence: float = CONFIDENCE
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    resamples: int,
+    seed: int,
+    confidence: float = CONFIDENCE,
+    keys: tuple[str, ...] = ("accuracy", "macro_f1"),
 ) -> dict:
-    """Percentile-bootstrap intervals of test accuracy and macro F1 (scikit-learn's), resampling test images.
+    """Percentile-bootstrap intervals of `keys` (scikit-learn's scores, SCORERS), resampling test images.
 
     Both statistics depend only on how many images fall in each (true, predicted) cell, and drawing
     n images with replacement gives those cells Multinomial(n, cell shares) counts. So a resample is
     drawn as counts over the <= 100 cells and scored by scikit-learn with them as sample weights: the
     same bootstrap distribution as indexing 10,000 images, at about half the cost.
-    A seeded numpy loop rather than scipy.stats.bootstrap: one resample serves both statistics, and
+    A seeded numpy loop rather than scipy.stats.bootstrap: one resample serves every statistic, and
     scipy's default BCa method adds a jackknife of one statistic call per test image (10,000 more);
     its percentile method is this same computation.
     """
-    from sklearn.metrics import accuracy_score, f1_score
-
+    scorers = _scorers()
+    unknown = [key for key in keys if key not in scorers]
+    if unknown:
+        raise ValueError(f"no bootstrap scorer for {', '.join(unknown)}; stats.SCORERS has {', '.join(scorers)}")
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_true) != len(y_pred) or len(y_true) == 0:
         raise ValueError(f"bootstrap needs equal, non-empty label arrays; got {len(y_true)} and {len(y_pred)}")
     if resamples < 1:
         raise ValueError(f"bootstrap resamples must be >= 1, got {resamples}")
-    labels = list(range(NUM_CLASSES))
     cells, draws = resample_weights(y_true, y_pred, resamples, seed)
     t, p = cells[:, 0], cells[:, 1]
-    scores = np.empty((resamples, 2))
+    scores = np.empty((resamples, len(keys)))
     for i, weights in enumerate(draws):
-        scores[i] = (
-            accuracy_score(t, p, sample_weight=weights),
-            f1_score(t, p, labels=labels, average="macro", zero_division=0, sample_weight=weights),
-        )
+        scores[i] = [scorers[key](t, p, weights) for key in keys]
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(scores, [tail, 100 - tail], axis=0)
     return {
@@ -52,8 +77,7 @@ def bootstrap_intervals(
         "level": confidence,
         "resamples": resamples,
         "seed": seed,
-        "accuracy": {"low": float(low[0]), "high": float(high[0])},
-        "macro_f1": {"low": float(low[1]), "high": float(high[1])},
+        **{key: {"low": float(low[j]), "high": float(high[j])} for j, key in enumerate(keys)},
     }
 
 

@@ -224,6 +224,27 @@ def find_run_by_tag(experiment_id: str, key: str, value: str):
     return runs[0] if runs else None
 
 
+def trained_run(experiment_id: str, model_path: str | os.PathLike):
+    """The run that trained this exact model file (its `model_sha256` tag), or None; and the file's hash."""
+    from fashion_mlp.io import sha256_file
+
+    model_sha = sha256_file(model_path)
+    return find_run_by_tag(experiment_id, "model_sha256", model_sha), model_sha
+
+
+def model_run(experiment_id: str, model_path: str | os.PathLike, model: str, stage: str, data_path: str | os.PathLike):
+    """The run a stage adds a model's results to: the one that trained this exact file, reopened; for a
+    model from elsewhere (dvc pull, another store), a new run of its own, tagged with the file's hash."""
+    import mlflow
+
+    run, model_sha = trained_run(experiment_id, model_path)
+    if run is not None:
+        return resume_run(run.info.run_id)
+    print(f"{stage}: no MLflow run trained {model_path} (sha256 {model_sha[:12]}); starting one")
+    tags = base_tags(stage, data_path) | {"model": model, "model_sha256": model_sha}
+    return with_retry(mlflow.start_run, run_name=model, tags=tags)
+
+
 # --- one id per pipeline invocation, DVC's experiment name ----------------------------------
 
 INVOCATION_VAR = "FASHION_MLP_INVOCATION"  # set by the Snakefile, inherited by every job

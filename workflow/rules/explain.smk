@@ -8,7 +8,7 @@ rule explain:
         code=code("explain"),
     output:
         json="reports/explain/{model}.json",
-        deletion="reports/explain/{model}_deletion.csv",
+        deletion="reports/deletion/{model}.csv",
         classes=report(
             "reports/figures/{model}_explain_classes.png",
             caption="../report/explain_classes.rst",

@@ -88,13 +88,16 @@ rule evaluate:
         " > {log} 2>&1"
 
 
+# register and report read every model's files by folder, like dvc.yaml's stages (which cannot
+# list them); `--params params.yaml` says which models, so a removed entry's leftovers are not read.
 rule register:
     input:
         metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
         models=expand("models/{model}.keras", model=EVALUATED),
         code=code("register"),
     output:
-        "reports/champion.json",
+        champion="reports/champion.json",
+        model="registered/champion.keras",  # DVC's artifact fashion-mnist-classifier
     log:
         "logs/register.log",
     benchmark:
@@ -105,8 +108,10 @@ rule register:
     resources:
         mem_mb=1500,  # loads TensorFlow: MLflow checks the served model's input example
     params:
+        models=EVALUATED,  # the candidates (--params): a new or removed entry reruns register
         registered_model=config["mlflow"]["registered_model"],
         experiment=config["mlflow"]["experiment"],
     shell:
         "fashion-mlp register --registered_model {params.registered_model} --experiment {params.experiment}"
-        " --metrics {input.metrics} --models_dir models --out {output} > {log} 2>&1"
+        " --params params.yaml --metrics reports/metrics --models_dir models --out {output.champion}"
+        " --champion_out {output.model} > {log} 2>&1"

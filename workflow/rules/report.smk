@@ -3,9 +3,7 @@ rule report:
         metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
         presets="reports/presets",  # recorded runs of `fashion-mlp preset`, a row each (docs/models.md)
         predictions=expand("reports/predictions/{model}.csv", model=EVALUATED),  # paired McNemar tests
-        figures=expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
         explain=expand("reports/explain/{model}.json", model=EVALUATED),
-        explain_figures=expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=EXPLAIN_FIGURE_KINDS),
         stats="reports/data_stats.json",
         best="reports/tuning/best_hparams.json",
         trials_figure="reports/figures/tuning_trials.png",
@@ -30,8 +28,10 @@ rule report:
     threads: 1
     resources:
         mem_mb=500,
+    params:
+        models=EVALUATED,  # the rows (--params): a new or removed entry reruns report
     shell:
-        "fashion-mlp report --metrics {input.metrics} --predictions {input.predictions} --data_stats {input.stats}"
-        " --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
-        " --demos_activations {input.activations} --explain {input.explain}"
+        "fashion-mlp report --params params.yaml --metrics reports/metrics --predictions reports/predictions"
+        " --data_stats {input.stats} --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
+        " --demos_activations {input.activations} --explain reports/explain"
         " --figures_dir reports/figures --presets_dir {input.presets} --chart_out {output.chart} --out {output.summary} > {log} 2>&1"

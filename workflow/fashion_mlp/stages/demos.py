@@ -20,19 +20,14 @@ from fashion_mlp.lessons.activations import (
     write_activation_csv,
 )
 from fashion_mlp.runtime import default_threads
+from fashion_mlp.stages.common import add_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp demos", description=__doc__.splitlines()[0])
     add_section_flags(parser, "demos")
     # pipeline-wide
-    parser.add_argument("--seed", type=int, required=True, help="seed (perceptron shuffling, MLP weights)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores",
-    )
+    add_flags(parser, "seed", "threads")
     # outputs
     parser.add_argument("--xor_json", type=Path, required=True, help="XOR results")
     parser.add_argument("--xor_points_png", type=Path, required=True, help="the four points by class")

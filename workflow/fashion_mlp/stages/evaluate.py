@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_mlp import calibration, inference, stats
+from fashion_mlp import calibration, columns, inference, stats
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
 from fashion_mlp.io import atomic_output, write_json
 from fashion_mlp.runtime import default_threads
+from fashion_mlp.stages.common import add_flags
 
 
 def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -73,14 +74,10 @@ def training_summary(history: list[dict], n_params: int) -> dict:
     }
 
 
-def uncertainty_metrics(metrics: dict) -> dict[str, float]:
-    """The intervals and calibration figures as flat MLflow metric names."""
-    ci, cal = metrics["confidence_intervals"], metrics["calibration"]
+def calibration_metrics(metrics: dict) -> dict[str, float]:
+    """The calibration figures as flat MLflow metric names."""
+    cal = metrics["calibration"]
     return {
-        "test_accuracy_ci_low": ci["accuracy"]["low"],
-        "test_accuracy_ci_high": ci["accuracy"]["high"],
-        "test_macro_f1_ci_low": ci["macro_f1"]["low"],
-        "test_macro_f1_ci_high": ci["macro_f1"]["high"],
         "temperature": cal["temperature"],
         "test_ece": cal["ece"],
         "test_ece_scaled": cal["ece_scaled"],
@@ -169,9 +166,7 @@ def write_predictions(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> Non
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp evaluate", description=__doc__.splitlines()[0])
     add_section_flags(parser, "evaluate")
-    parser.add_argument("--seed", type=int, required=True, help="seed (picks the grid's images)")
-    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
-    parser.add_argument("--model", required=True, help="model name")
+    add_flags(parser, "model", "seed", "threads", "experiment")
     parser.add_argument("--model_path", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True, help="history CSV from train")
     parser.add_argument("--data", type=Path, required=True, help="test.npz from prepare")
@@ -182,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curves_png", type=Path, required=True)
     parser.add_argument("--grid_png", type=Path, required=True)
     parser.add_argument("--reliability_png", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default as in train)")
     return parser
 
 
@@ -208,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     metrics = {
         "model": args.model,
         **compute_metrics(y_true, probabilities),
-        "confidence_intervals": stats.bootstrap_intervals(y_true, y_pred, args.bootstrap_resamples, args.seed),
+        "confidence_intervals": stats.bootstrap_intervals(
+            y_true, y_pred, args.bootstrap_resamples, args.seed, keys=columns.INTERVALS
+        ),
         "calibration": calibration.calibrate(
             val_probabilities, val["y_val"], probabilities, y_true, args.calibration_bins
         ),
@@ -236,25 +232,10 @@ def log_to_mlflow(args: argparse.Namespace, metrics: dict, test: tuple) -> str:
     import mlflow
 
     from fashion_mlp import tracking
-    from fashion_mlp.io import sha256_file
 
     experiment_id = tracking.init(args.experiment)
-    model_sha = sha256_file(args.model_path)
-    run = tracking.find_run_by_tag(experiment_id, "model_sha256", model_sha)
-    if run is None:
-        # The model came from elsewhere (dvc pull, another store): record it in a run of its own.
-        print(f"evaluate: no MLflow run trained {args.model_path} (sha256 {model_sha[:12]}); starting one")
-        tags = tracking.base_tags("evaluate", args.data) | {"model": args.model, "model_sha256": model_sha}
-        active = tracking.with_retry(mlflow.start_run, run_name=args.model, tags=tags)
-    else:
-        active = tracking.resume_run(run.info.run_id)
-    with active:
-        scalars = {
-            f"test_{k}": v
-            for k, v in metrics.items()
-            if k in ("accuracy", "loss", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")
-        }
-        scalars.update(uncertainty_metrics(metrics))
+    with tracking.model_run(experiment_id, args.model_path, args.model, "evaluate", args.data) as active:
+        scalars = columns.mlflow_metrics(metrics) | calibration_metrics(metrics)
         for name, scores in metrics["per_class"].items():
             for score in ("precision", "recall", "f1"):
                 scalars[f"test_{score}_{metric_key(name)}"] = scores[score]

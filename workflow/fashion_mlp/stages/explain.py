@@ -27,6 +27,7 @@ from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
 from fashion_mlp.io import atomic_output, write_json
 from fashion_mlp.models import kinds
 from fashion_mlp.runtime import default_threads
+from fashion_mlp.stages.common import add_flags
 
 FEATURES = math.prod(IMAGE_SHAPE)
 
@@ -112,9 +113,7 @@ def write_deletion_csv(path: Path, fractions: np.ndarray, curves: dict[str, np.n
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp explain", description=__doc__.splitlines()[0])
     add_section_flags(parser, "explain")
-    parser.add_argument("--seed", type=int, required=True, help="seed (samples, random order, re-initialized weights)")
-    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
-    parser.add_argument("--model", required=True, help="model name")
+    add_flags(parser, "model", "seed", "threads", "experiment")
     parser.add_argument("--model_path", type=Path, required=True)
     parser.add_argument("--train_data", type=Path, required=True, help="train.npz: the background sample")
     parser.add_argument("--test_data", type=Path, required=True, help="test.npz: the explained images")
@@ -123,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes_png", type=Path, required=True)
     parser.add_argument("--examples_png", type=Path, required=True)
     parser.add_argument("--deletion_png", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default as in train)")
     return parser
 
 
@@ -200,22 +198,13 @@ def log_to_mlflow(args: argparse.Namespace, report: dict, seconds: float) -> str
     import mlflow
 
     from fashion_mlp import tracking
-    from fashion_mlp.io import sha256_file
 
     experiment_id = tracking.init(args.experiment)
-    model_sha = sha256_file(args.model_path)
-    run = tracking.find_run_by_tag(experiment_id, "model_sha256", model_sha)
-    if run is None:
-        print(f"explain: no MLflow run trained {args.model_path} (sha256 {model_sha[:12]}); starting one")
-        tags = tracking.base_tags("explain", args.test_data) | {"model": args.model, "model_sha256": model_sha}
-        active = tracking.with_retry(mlflow.start_run, run_name=args.model, tags=tags)
-    else:
-        active = tracking.resume_run(run.info.run_id)
-    with active:
+    with tracking.model_run(experiment_id, args.model_path, args.model, "explain", args.test_data) as active:
         tracking.with_retry(mlflow.log_metrics, metrics_of(report) | {"explain_seconds": seconds})
         tracking.with_retry(mlflow.set_tags, {"explain_engine": tracking.engine()})
-        for path in (args.json_out, args.deletion_out):
-            mlflow.log_artifact(str(path), artifact_path="explain")
+        mlflow.log_artifact(str(args.json_out), artifact_path="explain")
+        mlflow.log_artifact(str(args.deletion_out), artifact_path="explain/deletion")
         for path in (args.classes_png, args.examples_png, args.deletion_png):
             mlflow.log_artifact(str(path), artifact_path="figures")
         return active.info.run_id

@@ -27,7 +27,7 @@ from fashion_mlp.images import ImageError, load
 from fashion_mlp.inference import probabilities
 from fashion_mlp.tracking import CHAMPION_ALIAS
 
-DEFAULT_REGISTERED_MODEL = "fashion-mnist-mlp"
+DEFAULT_REGISTERED_MODEL = "fashion-mnist-classifier"
 CHUNK = 1024  # pictures decoded and predicted at a time: bounded memory for big directories
 GLOB_CHARS = set("*?[")
 CLASS_WIDTH = max(len(name) for name in CLASS_NAMES)

@@ -16,6 +16,7 @@ from fashion_mlp.config import add_section_flags, section_from_args, validate_se
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, save_arrays, stratified_indices
 from fashion_mlp.images import scale  # shared with predict and the served model: one scaling
 from fashion_mlp.io import write_json
+from fashion_mlp.stages.common import add_flags
 
 
 def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +77,7 @@ def prepare(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp prepare", description=__doc__.splitlines()[0])
     add_section_flags(parser, "prepare")
-    parser.add_argument("--seed", type=int, required=True, help="seed")
+    add_flags(parser, "seed")
     parser.add_argument("--raw_dir", type=Path, required=True)
     parser.add_argument("--train_out", type=Path, required=True, help="npz with x/y_train and x/y_val")
     parser.add_argument("--test_out", type=Path, required=True, help="npz with x/y_test")

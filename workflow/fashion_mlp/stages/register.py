@@ -10,12 +10,14 @@ model, as a pyfunc that takes pictures (fashion_mlp.serving), and the alias
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from fashion_mlp import PipelineError
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
-from fashion_mlp.io import read_metrics, sha256_file, write_json
+from fashion_mlp.io import atomic_output, model_files, read_metrics, sha256_file, write_json
 from fashion_mlp.models import kinds as registry
+from fashion_mlp.stages.common import add_flags, models_to_read
 from fashion_mlp.tracking import CHAMPION_ALIAS, MLP_ALIAS
 
 
@@ -54,9 +56,15 @@ def choices(candidates: dict[str, dict], kinds: dict[str, str]) -> tuple[str, st
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp register", description=__doc__.splitlines()[0])
     add_section_flags(parser, "mlflow")
-    parser.add_argument("--metrics", type=Path, nargs="+", required=True, help="reports/metrics/<model>.json")
+    add_flags(parser, "params")
+    parser.add_argument(
+        "--metrics", type=Path, nargs="+", required=True, help="reports/metrics: the folder, or <model>.json files"
+    )
     parser.add_argument("--models_dir", type=Path, required=True, help="where <model>.keras files are")
     parser.add_argument("--out", type=Path, required=True, help="JSON naming the champion, the best MLP and why")
+    parser.add_argument(
+        "--champion_out", type=Path, help="a copy of the champion's .keras file (DVC's artifact of the champion)"
+    )
     return parser
 
 
@@ -66,8 +74,7 @@ def register_version(experiment_id: str, registered_model: str, model_path: Path
 
     from fashion_mlp import serving, tracking
 
-    model_sha = sha256_file(model_path)
-    run = tracking.find_run_by_tag(experiment_id, "model_sha256", model_sha)
+    run, model_sha = tracking.trained_run(experiment_id, model_path)
     if run is None:
         raise PipelineError(f"no MLflow run logged {model_path}; rerun its train stage to register it")
     # The registered version is the .keras file wrapped as a pyfunc that takes pictures
@@ -85,7 +92,7 @@ def register_version(experiment_id: str, registered_model: str, model_path: Path
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     validate_section("mlflow", section_from_args(args, "mlflow"))
-    candidates = read_candidates(args.metrics)
+    candidates = read_candidates(model_files(args.metrics, models_to_read(args), ".json"))
     kinds = {name: model_kind(args.models_dir / f"{name}.keras") for name in candidates}
     winner, best_mlp = choices(candidates, kinds)
 
@@ -119,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     # pipeline's inputs, so they stay in MLflow (models:/<name>@champion); the model's hash,
     # also the run's model_sha256 tag, names the same run in a way a rerun reproduces.
     write_json(args.out, summary(candidates, kinds, winner, best_mlp, args.registered_model, args.models_dir))
+    if args.champion_out:
+        with atomic_output(args.champion_out) as tmp:
+            shutil.copyfile(args.models_dir / f"{winner}.keras", tmp)
     print(
         f"register: {winner} ({kinds[winner]}) is {args.registered_model}@{CHAMPION_ALIAS} "
         f"(version {versions[winner].version}); "

@@ -12,7 +12,9 @@ import argparse
 import os
 from pathlib import Path
 
-from fashion_mlp.io import read_json, read_metrics, write_text
+from fashion_mlp import columns
+from fashion_mlp.io import model_files, read_json, read_metrics, write_text
+from fashion_mlp.stages.common import add_flags, models_to_read
 from fashion_mlp.stats import pairwise_mcnemar
 from fashion_mlp.summary import (
     calibration_table,
@@ -91,16 +93,19 @@ def render(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp report", description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", type=Path, nargs="+", required=True, help="reports/metrics/<model>.json")
+    add_flags(parser, "params")
     parser.add_argument(
-        "--predictions", type=Path, nargs="+", help="reports/predictions/<model>.csv, for the paired tests"
+        "--metrics", type=Path, nargs="+", required=True, help="reports/metrics: the folder, or <model>.json files"
+    )
+    parser.add_argument(
+        "--predictions", type=Path, nargs="+", help="reports/predictions (or <model>.csv files), for the paired tests"
     )
     parser.add_argument("--data_stats", type=Path, required=True, help="split counts from prepare")
     parser.add_argument("--tuning", type=Path, help="best_hparams.json from tune")
     parser.add_argument("--champion", type=Path, help="champion.json from register")
     parser.add_argument("--demos_xor", type=Path, help="xor.json from demos")
     parser.add_argument("--demos_activations", type=Path, help="activations.md from demos")
-    parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain/<model>.json from explain")
+    parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain (or <model>.json files) from explain")
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument(
         "--presets_dir", type=Path, help="reports/presets: recorded runs of `fashion-mlp preset`, one row each"
@@ -120,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    metrics = read_metrics(args.metrics, models_table.REQUIRED)
-    pairs = pairwise_mcnemar(significance.read_correct(args.predictions, metrics)) if args.predictions else None
+    models = models_to_read(args)
+    metrics = read_metrics(model_files(args.metrics, models, ".json"), columns.REQUIRED)
+    models = models or [m["model"] for m in metrics]  # the folders' files are read in the metrics' order
+    predictions = model_files(args.predictions, models, ".csv") if args.predictions else None
+    pairs = pairwise_mcnemar(significance.read_correct(predictions, metrics)) if predictions else None
     tuning_record = read_json(args.tuning) if args.tuning else None
     champion_record = read_json(args.champion) if args.champion else None
     kinds = champion.kinds_of(champion_record)
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     explain = None
     if args.explain:
         explain = explanations.summary_section(
-            [read_json(path) for path in args.explain], args.figures_dir, args.out.parent
+            [read_json(path) for path in model_files(args.explain, models, ".json")], args.figures_dir, args.out.parent
         )
     write_text(
         args.out,

@@ -13,15 +13,13 @@ from pathlib import Path
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.models.training import TIMINGS_DIR, train_and_log
 from fashion_mlp.runtime import default_threads
+from fashion_mlp.stages.common import add_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp train", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model name: the key under train: in params.yaml")
     add_section_flags(parser, "train")
-    # pipeline-wide
-    parser.add_argument("--seed", type=int, required=True, help="seed")
-    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
+    add_flags(parser, "model", "seed", "threads", "experiment")
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
     parser.add_argument("--model_out", type=Path, required=True)
     parser.add_argument("--history_out", type=Path, required=True)
@@ -30,12 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=TIMINGS_DIR,
         help="where <model>.json gets the wall times (untracked); default: %(default)s",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores",
     )
     return parser
 

@@ -35,6 +35,7 @@ from fashion_mlp import PipelineError, tracking
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import atomic_output, read_json, write_json
 from fashion_mlp.runtime import configure_tensorflow, default_threads
+from fashion_mlp.stages.common import add_flags
 from fashion_mlp.tuning.distributed import run_chief, run_processes, run_worker
 from fashion_mlp.tuning.hyperband import (
     active_hparams,
@@ -57,9 +58,7 @@ ROLE_FLAGS = {  # what each role needs beyond the tune section
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp tune", description=__doc__.splitlines()[0])
     add_section_flags(parser, "tune")
-    # pipeline-wide
-    parser.add_argument("--seed", type=int, required=True, help="seed")
-    parser.add_argument("--experiment", required=True, help="mlflow.experiment")
+    add_flags(parser, "seed", "threads", "experiment")
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
     parser.add_argument(
         "--work_dir",
@@ -67,7 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="parent of the tuner's directory, which is named by a hash of the settings",
     )
-    parser.add_argument("--threads", type=int, default=None)
     # which part of the search this process is (see ROLES)
     parser.add_argument(
         "--role",
