@@ -236,6 +236,32 @@ def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
     assert "Examples" not in text.split("- **baseline**")[1]  # a missing figure is not linked
 
 
+def test_a_kind_lrp_does_not_cover_gets_shap_alone_everywhere(tmp_path):
+    """The kinds' registry says whether LRP covers a kind (models/kinds.py); without it, explain leaves
+    LRP out of the numbers, the figures, the deletion CSV (an empty column, so every model's CSV
+    has the plots' fields) and the summary, and keeps everything else."""
+    from fashion_mlp.attribution import figures
+
+    model = tiny_mlp(seed=4)
+    x = images(40, seed=5)
+    y = np.arange(40) % 10
+    result = model_report.explain_model(model, x[:20], x, y, OPTS, seed=0, lrp=False)
+    report = result["report"]
+    assert report["lrp"] is None and report["shap"]["deletion_area"] >= 0
+    assert set(result["sample"][2]) == {"shap"} and set(result["deletion"][1]) == {"shap", "random"}
+    figures.plot_class_maps(*result["sample"], tmp_path / "classes.png", "no lrp")
+    figures.plot_examples(*result["examples"], tmp_path / "examples.png", "no lrp")
+    figures.plot_deletion(*result["deletion"], tmp_path / "deletion.png", "no lrp")
+    for name in ("classes", "examples", "deletion"):
+        assert_png(tmp_path / f"{name}.png")
+    explain.write_deletion_csv(tmp_path / "deletion.csv", *result["deletion"][:2])
+    rows = list(csv.DictReader((tmp_path / "deletion.csv").open()))
+    assert list(rows[0]) == ["fraction", "shap", "lrp", "random"] and {row["lrp"] for row in rows} == {""}
+    assert not any(key.startswith("explain_lrp") for key in explain.metrics_of({"model": "m", **report}))
+    row = next(line for line in summary_section([{"model": "m", **report}], tmp_path, tmp_path) if "| m |" in line)
+    assert "n/a (kind not covered)" in row and row.count("n/a") == 3
+
+
 # --- the CLI, twice: same bytes; bad input writes nothing ------------------------------------
 
 
@@ -293,7 +319,7 @@ def check_explain_outputs(repo: Path) -> None:
             assert report[method]["randomization"]["verdict"] in ("passes", "FAILS"), model
             assert 0.0 <= report[method]["deletion_area"] <= 1.0, model
         assert report["lrp"]["conservation"]["mean_relevance_out"] != 0
-        with open(repo / "reports" / "explain" / f"{model}_deletion.csv", newline="") as fh:
+        with open(repo / "reports" / "deletion" / f"{model}.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
         assert list(rows[0]) == ["fraction", "shap", "lrp", "random"]
         assert len(rows) == steps + 1

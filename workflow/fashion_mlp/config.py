@@ -53,38 +53,7 @@ def project_root() -> Path:
 def load_schema() -> dict:
     """params.schema.yaml, with the model kinds' names and rules added from their registry."""
     with open(SCHEMA_PATH) as fh:
-        return with_kinds(yaml.safe_load(fh))
-
-
-def with_kinds(schema: dict) -> dict:
-    """The schema as read from its file, with the kinds' names and per-kind rules of the registry added."""
-    model = schema["$defs"]["model"]
-    model["properties"]["kind"]["enum"] = list(kinds.KINDS)
-    model["allOf"] = [_kind_rule(kind) for kind in kinds.KINDS.values()]
-    return schema
-
-
-def _kind_rule(kind: kinds.Kind) -> dict:
-    """if the block is of `kind`: its own keys are required, every other kind's are refused, each by name."""
-    article = kind.noun.split()[0]
-    own = " and ".join([", ".join(kind.keys[:-1]), kind.keys[-1]] if len(kind.keys) > 1 else kind.keys)
-    if kind.name == kinds.DEFAULT:  # kind absent or this one (an unknown kind gets the enum's error alone)
-        condition = {"properties": {"kind": {"const": kind.name}}}
-        block = f"{article} {kind.name} block (kind absent or {kind.name})"
-    else:
-        condition = {"required": ["kind"], "properties": {"kind": {"const": kind.name}}}
-        block = f"a kind: {kind.name} block"
-    properties = {key: {"$ref": f"#/$defs/model/properties/{key}"} for key in kind.keys}
-    for other in kinds.KINDS.values():
-        for key in other.keys:
-            if key not in kind.keys:
-                other_article = other.noun.split()[0]
-                properties[key] = {
-                    "not": {},
-                    "description": f"{key} is {other_article} {other.name} key; {block} takes {own}",
-                }
-    return {"if": condition, "then": {"description": f"{block} needs {own}", "required": list(kind.keys),
-                                      "properties": properties}}  # fmt: skip
+        return kinds.with_kinds(yaml.safe_load(fh))
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:

@@ -158,3 +158,36 @@ def of_saved(path: str | Path) -> Kind:
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise KindError(f"{path}: cannot read the model's config.json to tell its kind ({exc})") from None
     return of_layers(layer_classes(config), str(path))
+
+
+# --- the schema's rules for train blocks, made from the entries (config.load_schema adds them) ---
+
+
+def with_kinds(schema: dict) -> dict:
+    """The schema as read from its file, with the kinds' names and per-kind rules of the registry added."""
+    model = schema["$defs"]["model"]
+    model["properties"]["kind"]["enum"] = list(KINDS)
+    model["allOf"] = [schema_rule(kind) for kind in KINDS.values()]
+    return schema
+
+
+def schema_rule(kind: Kind) -> dict:
+    """if the block is of `kind`: its own keys are required, every other kind's are refused, each by name."""
+    article = kind.noun.split()[0]
+    own = " and ".join([", ".join(kind.keys[:-1]), kind.keys[-1]] if len(kind.keys) > 1 else kind.keys)
+    if kind.name == DEFAULT:  # kind absent or this one (an unknown kind gets the enum's error alone)
+        condition = {"properties": {"kind": {"const": kind.name}}}
+        block = f"{article} {kind.name} block (kind absent or {kind.name})"
+    else:
+        condition = {"required": ["kind"], "properties": {"kind": {"const": kind.name}}}
+        block = f"a kind: {kind.name} block"
+    properties = {key: {"$ref": f"#/$defs/model/properties/{key}"} for key in kind.keys}
+    owners: dict[str, list[str]] = {}  # another kind's key -> every kind that takes it ("an mlp", ...)
+    for other in KINDS.values():
+        for key in other.keys:
+            if key not in kind.keys:
+                owners.setdefault(key, []).append(f"{other.noun.split()[0]} {other.name}")
+    for key, names in owners.items():
+        properties[key] = {"not": {}, "description": f"{key} is {' and '.join(names)} key; {block} takes {own}"}
+    return {"if": condition, "then": {"description": f"{block} needs {own}", "required": list(kind.keys),
+                                      "properties": properties}}  # fmt: skip

@@ -102,12 +102,17 @@ def check_images(images: np.ndarray, name: str) -> None:
 # --- the stage ----------------------------------------------------------------------
 
 
+DELETION_COLUMNS = ("shap", "lrp", "random")  # dvc.yaml's deletion plots read them from every model's CSV
+
+
 def write_deletion_csv(path: Path, fractions: np.ndarray, curves: dict[str, np.ndarray]) -> None:
+    """One column per ordering; a method not run for the model's kind (LRP) is an empty column."""
+    columns = list(dict.fromkeys([*DELETION_COLUMNS, *curves]))
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["fraction", *curves])
+        writer.writerow(["fraction", *columns])
         for i, fraction in enumerate(fractions):
-            writer.writerow([f"{fraction:.4g}", *(f"{curves[key][i]:.6g}" for key in curves)])
+            writer.writerow([f"{fraction:.4g}", *(f"{curves[key][i]:.6g}" if key in curves else "" for key in columns)])
 
 
 def build_parser() -> argparse.ArgumentParser:
