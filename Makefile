@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test test-fast lint bench install data ui mlflow-server serve lock clean help
+.PHONY: run test test-fast lint bench install data ui mlflow-server serve dockerfile lock clean help
 
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
@@ -23,6 +23,7 @@ help:
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server  team tracking server on http://127.0.0.1:5000 (PostgreSQL store, served artifacts)"
 	@echo "make serve    the champion over REST on http://127.0.0.1:5001/invocations (docs/serving.md)"
+	@echo "make dockerfile  the champion's Docker build context in build/docker/ (no network; docs/serving.md)"
 	@echo "make lock     regenerate requirements.lock (one lock for Python 3.11 to 3.13) from pyproject.toml"
 	@echo "make docs     regenerate docs/parameters.md from params.yaml and its schema"
 	@echo "make dag      redraw docs/dag.svg, the README's picture of the pipeline (needs Graphviz)"
@@ -69,7 +70,13 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# MLflow 3's UI opens on its GenAI overview; the link printed first opens the experiment's runs
+# (its "Model training" view, which the UI then remembers).
 ui: install
+	@python -c 'import mlflow, yaml; mlflow.set_tracking_uri("sqlite:///$(CURDIR)/mlflow.db"); \
+		e = mlflow.get_experiment_by_name(yaml.safe_load(open("params.yaml"))["mlflow"]["experiment"]); \
+		print("The runs:", f"http://127.0.0.1:5000/#/experiments/{e.experiment_id}?workflowType=machine_learning" \
+		if e else "none yet (make run first)")' 2>/dev/null || true
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 # A team tracking server: PostgreSQL (Debian's, started here) as the store, artifacts served
@@ -79,12 +86,21 @@ mlflow-server: install
 
 # The registered champion, whichever version the alias points at (docs/serving.md). The store is
 # the pipeline's unless MLFLOW_TRACKING_URI is set; SERVE_PORT and SERVE_HOST change the address.
+# Both are shell text, expanded when a recipe runs: the name comes from params.yaml.
+SERVE_STORE  = MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"
+CHAMPION_URI = models:/$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["mlflow"]["registered_model"])')@champion
 SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 5001
 serve: install
-	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" mlflow models serve \
-		-m "models:/$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["mlflow"]["registered_model"])')@champion" \
-		--env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
+	$(SERVE_STORE) mlflow models serve -m "$(CHAMPION_URI)" --env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
+
+# The champion's Docker build context: a Dockerfile serving it on port 8080, the model and its pinned
+# requirements. Only files are written (no network, no Docker); build and run it where Docker is
+# (docs/serving.md). The old context goes first, so no file of a former champion is copied in.
+DOCKER_DIR ?= build/docker
+dockerfile: install
+	rm -rf "$(DOCKER_DIR)/model_dir" "$(DOCKER_DIR)/Dockerfile"
+	$(SERVE_STORE) mlflow models generate-dockerfile -m "$(CHAMPION_URI)" -d "$(DOCKER_DIR)" --env-manager local
 
 # One universal lock (environment markers) for every Python that requires-python allows, resolved
 # from 3.11 up; the pins already in requirements.lock are kept where they still fit.

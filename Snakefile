@@ -36,6 +36,7 @@ rule all:
         "reports/figures/model_comparison.png",
         "reports/champion.json",
         "registered/champion.keras",
+        "reports/model_card.md",
         rules.demos.output,
         expand("models/{model}.keras", model=EVALUATED),
         expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),

@@ -49,6 +49,8 @@ SMOKE = {
     # 20 explained images on a 20-image background: every check and figure, at a fifth of the SHAP work.
     "explain.background_size": 20,
     "explain.images_per_class": 2,
+    # The model card's photo-like pictures: 100 test images, 8 variants, for one or two models.
+    "card.robustness_images": 100,
 }
 
 

@@ -1,4 +1,4 @@
-"""Expected calibration error, temperature scaling and the reliability diagram (fashion_mlp.calibration)."""
+"""Expected calibration error, temperature scaling and the reliability diagram (fashion_mlp.metrics.calibration)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy.special import log_softmax, softmax
 
 from conftest import assert_png, no_temporaries
-from fashion_mlp import calibration
+from fashion_mlp.metrics import calibration
 
 
 def sample_labels(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -96,6 +96,7 @@ def test_same_stages_and_outputs(engines):
         "evaluate_search@tuned": "evaluate",
         "explain_search@tuned": "explain",
         "register": "register",
+        "card": "card",
         "demos": "demos",
         "report": "report",
     }
@@ -171,23 +172,24 @@ def test_snakemake_summary_lists_the_files_dvc_declares(engines):
     assert summary == set().union(*dvc), sorted(summary ^ set().union(*dvc))
 
 
-def test_only_evaluate_and_explain_read_the_test_split_and_nothing_chooses_on_them(engines):
-    """The tutorial validated on the test set. Here two stages read it, and both only measure:
-    `evaluate` (metrics) and `explain` (attributions). What they write reaches `register`, which
-    chooses by the validation accuracy in the metrics (test_register.py), and `report`; no stage that
-    fits or searches (train, tune) depends on the test split or on anything made from it."""
+def role(name: str) -> str:
+    """A job's stage: evaluate@baseline and evaluate_search@tuned are both `evaluate`."""
+    return name.split("@")[0].removesuffix("_search")
+
+
+def test_only_evaluate_explain_and_card_read_the_test_split_and_nothing_chooses_on_them(engines):
+    """The tutorial validated on the test set. Here three stages read it, and all only measure:
+    `evaluate` (metrics), `explain` (attributions) and `card` (photo-like pictures). What they write
+    reaches `register`, which chooses by the validation accuracy in the metrics (test_register.py),
+    `report` and `card`, whose card nothing reads; no stage that fits or searches (train, tune)
+    depends on the test split or on anything made from it."""
     snakemake, dvc = engines
     for jobs, key in ((snakemake, "rule"), (dvc, "name")):
-        readers = {
-            job[key].split("@")[0].removesuffix("_search")
-            for job in jobs.values()
-            if "data/prepared/test.npz" in job["deps"]
-        }
-        assert readers == {"evaluate", "explain"}, readers
-        from_test = set().union(
-            *(outs for outs, job in jobs.items() if job[key].split("@")[0].removesuffix("_search") in readers)
-        )
-        downstream = {
-            job[key].split("@")[0].removesuffix("_search") for job in jobs.values() if job["deps"] & from_test
-        }
-        assert downstream <= {"register", "report"}, downstream
+        roles = {outs: role(job[key]) for outs, job in jobs.items()}
+        readers = {roles[outs] for outs, job in jobs.items() if "data/prepared/test.npz" in job["deps"]}
+        assert readers == {"evaluate", "explain", "card"}, readers
+        from_test = set().union(*(outs for outs in jobs if roles[outs] in readers))
+        downstream = {roles[outs] for outs, job in jobs.items() if job["deps"] & from_test}
+        assert downstream <= {"register", "report", "card"}, downstream
+        from_card = set().union(*(outs for outs in jobs if roles[outs] == "card"))
+        assert not any(job["deps"] & from_card for job in jobs.values()), "a stage reads the model card"

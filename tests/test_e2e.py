@@ -35,6 +35,7 @@ from conftest import edit_params, engine_env, run
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 from smoke_runs import CLUSTER_TARGET, MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
+from test_card import check_model_card
 from test_ecosystem import check_mlflow_lineage, check_queue
 from test_explain import check_explain_outputs
 from test_model_kinds import check_cnn_model
@@ -347,6 +348,7 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot, t
     check_champion_predicts(repo, tmp_path / "pictures")  # the registered champion, through `fashion-mlp predict`
     check_cnn_model(repo)
     check_registry_aliases(repo)
+    check_model_card(repo)
     check_comparison(repo)
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
     assert dvc_status(repo) == {}
@@ -452,6 +454,7 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
     check_mlflow_lineage(dvc_repo)
     check_cnn_model(dvc_repo)
     check_registry_aliases(dvc_repo)
+    check_model_card(dvc_repo)
     check_comparison(dvc_repo)
     metrics = run(["dvc", "metrics", "show", "--json"], dvc_repo)
     assert "accuracy" in metrics.stdout
@@ -543,7 +546,7 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
     diff = run(["dvc", "params", "diff", "--json"], repo)
     assert "train.regularized.dropout" in diff.stdout and "baseline" not in diff.stdout
     # register and report track train: for its list of models (a removed entry's files stay behind).
-    assert set(dvc_status(repo)) == {"train@regularized", "register", "report"}
+    assert set(dvc_status(repo)) == {"train@regularized", "register", "card", "report"}
 
     out = tmp_path / "killed.out"
     killed = kill_mid_training(repo, ["dvc", "repro"], out, watched=lambda: [out])
@@ -554,7 +557,7 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
 
     rerun = run(["dvc", "repro"], repo)  # the README's command, no clean-up first
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
-    expected = {"train@regularized", "evaluate@regularized", "explain@regularized", "register", "report"}
+    expected = {"train@regularized", "evaluate@regularized", "explain@regularized", "register", "card", "report"}
     assert ran == expected, rerun.stdout
     assert "had been killed. Auto removed it from the lock file" in rerun.stdout + rerun.stderr
     # DVC drops a dead process's entries lazily, from the paths it touches; those left block nothing.
@@ -584,7 +587,7 @@ def test_a_new_model_is_one_params_entry_under_both_engines_and_removing_it_remo
         assert made in planned, made
 
     ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], repo).stdout))
-    assert ran == {"train@wide", "evaluate@wide", "explain@wide", "register", "report"}, ran
+    assert ran == {"train@wide", "evaluate@wide", "explain@wide", "register", "card", "report"}, ran
     summary = (repo / "reports/summary.md").read_text()
     assert re.search(r"^\| wide \| mlp \| 0\.\d{4} \| 0\.\d{4} \|", summary, flags=re.M), summary[:2000]
     candidates = json.loads((repo / "reports/champion.json").read_text())["candidates"]
@@ -595,7 +598,7 @@ def test_a_new_model_is_one_params_entry_under_both_engines_and_removing_it_remo
     assert "@wide" not in run(["dvc", "stage", "list"], repo).stdout
     assert "wide" not in run(["snakemake", "--dry-run", "--cores", "2"], repo).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], repo).stdout))
-    assert ran == {"register", "report"}, ran
+    assert ran == {"register", "card", "report"}, ran
     assert "| wide |" not in (repo / "reports/summary.md").read_text()
     candidates = json.loads((repo / "reports/champion.json").read_text())["candidates"]
     assert {c["model"] for c in candidates} == set(MODELS)

@@ -182,7 +182,7 @@ def test_write_predictions_csv(tmp_path, predictions):
 
 
 def test_the_mlflow_metrics_are_the_column_list_s_flat_names():
-    from fashion_mlp import columns
+    from fashion_mlp.metrics import columns
 
     ci = {"accuracy": {"low": 0.87, "high": 0.89}, "macro_f1": {"low": 0.86, "high": 0.88}}
     cal = {"temperature": 1.3, "ece": 0.03, "ece_scaled": 0.01, "nll": 0.35, "nll_scaled": 0.33}

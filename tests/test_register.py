@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import types
 import zipfile
 from pathlib import Path
-from typing import ClassVar
 
+import mlflow
 import pytest
 
 from fashion_mlp import PipelineError
@@ -38,12 +37,13 @@ def test_a_tie_goes_to_the_smaller_model_then_the_name_whatever_the_listing_orde
     assert register.choose(dict(reversed(tied.items()))) == "also_small"
 
 
-def write_keras(path: Path, layers: list[str]) -> Path:
+def write_keras(path: Path, layers: list[str], weights: str = "") -> Path:
     """A .keras archive holding only what model_kind reads: config.json naming the layer classes."""
     config = {"class_name": "Sequential", "config": {"layers": [{"class_name": c, "config": {}} for c in layers]}}
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("config.json", json.dumps(config))
-        archive.writestr("model.weights.h5", path.name)  # a different hash per model
+    with zipfile.ZipFile(path, "w") as archive:  # fixed dates: the same content gives the same SHA-256
+        archive.writestr(zipfile.ZipInfo("config.json", (1980, 1, 1, 0, 0, 0)), json.dumps(config))
+        weights_file = zipfile.ZipInfo("model.weights.h5", (1980, 1, 1, 0, 0, 0))
+        archive.writestr(weights_file, path.name + weights)  # a different hash per model
     return path
 
 
@@ -105,52 +105,76 @@ def test_a_missing_or_garbled_metrics_file_is_named(tmp_path):
         register.read_candidates([tmp_path / "partial.json"])
 
 
-class FakeClient:
-    """The registry calls register makes after its versions exist, recorded."""
+class Store:
+    """A real MLflow registry in a temporary SQLite store. The stand-ins: each model file's training
+    run is made here (tagged as train tags it), and the pyfunc logging (TensorFlow, seconds) is a text
+    artifact; register's choosing, versions, aliases, gate and tags are the real ones."""
 
-    aliases: ClassVar[dict[str, str]] = {}
+    def __init__(self, tmp_path: Path, monkeypatch):
 
-    def set_registered_model_alias(self, name, alias, version):
-        self.aliases[alias] = version
+        from fashion_mlp import serving, tracking
 
-    def get_registered_model(self, name):
-        return types.SimpleNamespace(aliases=dict(self.aliases))
+        self.root = tmp_path
+        self.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
+        self.experiment_id = tracking.init("e")
 
-    def delete_registered_model_alias(self, name, alias):
-        del self.aliases[alias]
+        code = tmp_path / "echo_model.py"  # a model from code, as serving logs one, without TensorFlow
+        code.write_text(
+            "import mlflow\n\n\nclass Echo(mlflow.pyfunc.PythonModel):\n"
+            "    def predict(self, context, model_input, params=None):\n        return model_input\n\n\n"
+            "mlflow.models.set_model(Echo())\n"
+        )
+
+        def log_model(model_path, name="image_model"):
+            return mlflow.pyfunc.log_model(name=name, python_model=str(code), pip_requirements=["mlflow"])
+
+        monkeypatch.setattr(serving, "log_model", log_model)
+        self.monkeypatch = monkeypatch
+        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+
+    def run(self, candidates: dict, kinds: dict, tag: str = "", data: str = "data-1", extra: list | None = None):
+        """One `register` over these candidates, whose model files hold `tag` (a new tag: new files)."""
+
+        models, paths = self.root / f"models{tag}", []
+        models.mkdir(exist_ok=True)
+        for name, m in candidates.items():
+            path = write_keras(models / f"{name}.keras", CNN_LAYERS if kinds[name] == "cnn" else MLP_LAYERS, tag)
+            tags = {"model_sha256": sha256_file(path), "data_sha256": data, "model": name}
+            with mlflow.start_run(experiment_id=self.experiment_id, tags=tags):
+                pass
+            paths.append(self.root / f"{name}{tag}.json")
+            paths[-1].write_text(json.dumps(m))
+        out, decisions = self.root / "champion.json", self.root / "registry.json"
+        flags = ["--experiment", "e", "--registered_model", "m", "--promotion_tolerance", "0.002"]
+        flags += ["--models_dir", str(models), "--out", str(out), "--decisions_out", str(decisions)]
+        register.main([*flags, *(extra or []), "--metrics", *map(str, paths)])
+        return json.loads(out.read_text()), json.loads(decisions.read_text())["decisions"]
+
+    def aliases(self) -> dict[str, str]:
+        return {a: self.client.get_model_version_by_alias("m", a).tags["model"] for a in ("champion", "best-mlp")}
+
+    def versions(self) -> int:
+        return len(self.client.search_model_versions("name = 'm'"))
+
+    def pickled(self, version: str) -> None:
+        """Make `version` look like one logged before the serving change: a pickled pyfunc."""
+
+        from fashion_mlp import registry
+
+        original = registry.is_code_model
+        self.monkeypatch.setattr(registry, "is_code_model", lambda name, v: str(v) != version and original(name, v))
 
 
-def run_register(tmp_path, monkeypatch, candidates: dict, kinds: dict) -> tuple[dict, list[str]]:
-    """register.main on synthetic metrics and model files, with a fake registry; (champion.json, registered models)."""
-    import mlflow
-
-    from fashion_mlp import tracking
-
-    models, paths, registered = tmp_path / "models", [], []
-    models.mkdir(exist_ok=True)
-    for name, m in candidates.items():
-        write_keras(models / f"{name}.keras", CNN_LAYERS if kinds[name] == "cnn" else MLP_LAYERS)
-        paths.append(tmp_path / f"{name}.json")
-        paths[-1].write_text(json.dumps(m))
-
-    def fake_register_version(experiment_id, registered_model, model_path, tags):
-        registered.append(model_path.stem)
-        assert tags["kind"] == kinds[model_path.stem] and tags["model"] == model_path.stem
-        return types.SimpleNamespace(version=str(len(registered)))
-
-    monkeypatch.setattr(register, "register_version", fake_register_version)
-    monkeypatch.setattr(tracking, "init", lambda experiment: "0")
-    monkeypatch.setattr(mlflow, "MlflowClient", FakeClient)
-    out = tmp_path / "champion.json"
-    flags = ["--experiment", "e", "--registered_model", "m", "--models_dir", str(models), "--out", str(out)]
-    register.main([*flags, "--metrics", *map(str, paths)])
-    return json.loads(out.read_text()), registered
+def outcomes(decisions: list[dict]) -> dict[str, str]:
+    return {d["alias"]: d["outcome"] for d in decisions}
 
 
 def test_register_gives_the_best_mlp_its_own_version_when_a_cnn_is_champion(tmp_path, monkeypatch):
-    FakeClient.aliases = {}
-    champion, registered = run_register(tmp_path, monkeypatch, CANDIDATES, KINDS)
-    assert registered == ["cnn", "tuned"] and FakeClient.aliases == {"champion": "1", "best-mlp": "2"}
+    store = Store(tmp_path, monkeypatch)
+    champion, decisions = store.run(CANDIDATES, KINDS)
+    assert store.aliases() == {"champion": "cnn", "best-mlp": "tuned"} and store.versions() == 2
+    assert outcomes(decisions) == {"champion": "promoted", "best-mlp": "promoted"}
     assert (champion["champion"], champion["kind"]) == ("cnn", "cnn")
     assert champion["best_mlp"]["model"] == "tuned" and champion["best_mlp"]["kind"] == "mlp"
     assert champion["best_mlp"]["alias"] == "best-mlp"
@@ -164,25 +188,73 @@ def test_register_gives_the_best_mlp_its_own_version_when_a_cnn_is_champion(tmp_
 
 
 def test_an_mlp_champion_is_registered_once_with_both_aliases(tmp_path, monkeypatch):
-    FakeClient.aliases = {}
+    store = Store(tmp_path, monkeypatch)
     candidates = {k: v for k, v in CANDIDATES.items() if k != "cnn"}
-    champion, registered = run_register(tmp_path, monkeypatch, candidates, KINDS)
-    assert registered == ["tuned"] and FakeClient.aliases == {"champion": "1", "best-mlp": "1"}
+    champion, _ = store.run(candidates, KINDS)
+    assert store.aliases() == {"champion": "tuned", "best-mlp": "tuned"} and store.versions() == 1
     assert champion["champion"] == champion["best_mlp"]["model"] == "tuned"
     assert champion["model_sha256"] == champion["best_mlp"]["model_sha256"]
 
 
-def test_without_an_mlp_a_stale_best_mlp_alias_is_removed(tmp_path, monkeypatch):
-    FakeClient.aliases = {"champion": "7", "best-mlp": "6"}
-    champion, registered = run_register(tmp_path, monkeypatch, {"cnn": CANDIDATES["cnn"]}, KINDS)
-    assert registered == ["cnn"] and FakeClient.aliases == {"champion": "1"}
-    assert champion["best_mlp"] is None
+def test_the_gate_keeps_a_better_champion_moves_for_a_better_one_and_yields_to_force(tmp_path, monkeypatch):
+    """A params edit that makes every model worse must not demote a good champion without a word;
+    the same model again adds no version; a better one, or --force, takes the alias."""
+    store = Store(tmp_path, monkeypatch)
+    store.run(CANDIDATES, KINDS)
+    # The same files again (a --forceall rerun): no new version, nothing moves.
+    _, decisions = store.run(CANDIDATES, KINDS)
+    assert store.versions() == 2 and outcomes(decisions) == {"champion": "unchanged", "best-mlp": "unchanged"}
+
+    worse = {name: m | {"val_accuracy": m["val_accuracy"] - 0.01} for name, m in CANDIDATES.items()}
+    _, decisions = store.run(worse, KINDS, tag="worse")
+    assert store.aliases() == {"champion": "cnn", "best-mlp": "tuned"}, "a worse run demoted the champion"
+    assert outcomes(decisions) == {"champion": "kept", "best-mlp": "kept"} and store.versions() == 4
+    new = store.client.get_model_version("m", decisions[0]["version"])
+    tag = new.tags["promotion_champion"]
+    assert tag.startswith("kept: validation accuracy 0.9200 against 0.9300 of cnn (version 1)"), tag
+
+    within = {name: m | {"val_accuracy": m["val_accuracy"] - 0.001} for name, m in CANDIDATES.items()}
+    _, decisions = store.run(within, KINDS, tag="within")  # retraining noise: within the tolerance
+    assert outcomes(decisions) == {"champion": "promoted", "best-mlp": "promoted"}
+
+    _, decisions = store.run(worse, KINDS, tag="forced", extra=["--force"])
+    assert outcomes(decisions) == {"champion": "forced", "best-mlp": "forced"}
+    assert store.client.get_model_version_by_alias("m", "champion").tags["promotion_champion"].startswith("forced")
+
+
+def test_a_pickled_version_of_the_same_file_is_logged_again_as_code_and_takes_its_aliases(tmp_path, monkeypatch):
+    store = Store(tmp_path, monkeypatch)
+    store.run(CANDIDATES, KINDS)
+    store.pickled("1")  # the cnn's version, as logged before the serving change
+    _, decisions = store.run(CANDIDATES, KINDS)
+    assert store.versions() == 3 and outcomes(decisions) == {"champion": "promoted", "best-mlp": "unchanged"}
+    assert "logged again as code" in decisions[0]["reason"]
+    assert str(store.client.get_model_version_by_alias("m", "champion").version) == "3"
+
+
+def test_the_gate_does_not_compare_models_trained_on_other_data(tmp_path, monkeypatch):
+    store = Store(tmp_path, monkeypatch)
+    store.run(CANDIDATES, KINDS)
+    better = {name: m | {"val_accuracy": m["val_accuracy"] + 0.01} for name, m in CANDIDATES.items()}
+    _, decisions = store.run(better, KINDS, tag="other", data="data-2")
+    assert outcomes(decisions) == {"champion": "kept", "best-mlp": "kept"}
+    assert "trained on other data" in decisions[0]["reason"] and "--force" in decisions[0]["reason"]
+    monkeypatch.setenv("FASHION_MLP_FORCE_PROMOTION", "1")  # what `FASHION_MLP_FORCE_PROMOTION=1 dvc repro` gives
+    _, decisions = store.run(better, KINDS, tag="other", data="data-2")
+    assert outcomes(decisions) == {"champion": "forced", "best-mlp": "forced"}
+
+
+def test_without_an_mlp_the_best_mlp_alias_stays_where_it_is(tmp_path, monkeypatch):
+    store = Store(tmp_path, monkeypatch)
+    store.run(CANDIDATES, KINDS)
+    champion, decisions = store.run({"cnn": CANDIDATES["cnn"]}, KINDS)
+    assert champion["best_mlp"] is None and outcomes(decisions) == {"champion": "unchanged"}
+    assert store.aliases() == {"champion": "cnn", "best-mlp": "tuned"}
 
 
 def check_registry_aliases(repo: Path) -> None:
     """For the end-to-end runs (issue 14): the store in `repo` (mlflow.db) has both aliases, each on the version
     of the model champion.json names, tagged with its kind and hash; one version when they are the same model."""
-    import mlflow
 
     champion = json.loads((repo / "reports/champion.json").read_text())
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")

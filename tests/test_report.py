@@ -13,8 +13,8 @@ from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.lessons import xor
 from fashion_mlp.lessons.activations import activation_markdown, activation_table
+from fashion_mlp.metrics.stats import pairwise_mcnemar
 from fashion_mlp.stages import evaluate, report
-from fashion_mlp.stats import pairwise_mcnemar
 from fashion_mlp.summary import calibration_table, comparison_figure, lessons, models_table, significance
 from fashion_mlp.summary import champion as champion_text
 from fashion_mlp.summary.anchors import ANCHORS
@@ -460,7 +460,10 @@ def test_summary_names_the_winning_kind_and_the_best_mlp(tmp_path, cnn_run):
     lines = "\n".join(champion_text.champion_section(mlp_champion))
     assert "(an MLP)" in lines and "the same version carries `fashion-mnist-classifier@best-mlp`" in lines
     no_mlp = champion_text.champion_section(CNN_CHAMPION | {"best_mlp": None})
-    assert "no version carries the alias `best-mlp`" in "\n".join(no_mlp)
+    assert "this run offers no version for the alias `best-mlp`" in "\n".join(no_mlp)
+    gated = "\n".join(champion_text.champion_section(CNN_CHAMPION | {"promotion_tolerance": 0.002}))
+    assert "at most 0.002 lower and both were trained on the same data" in gated and "promotion_<alias>" in gated
+    assert "promotion gate" not in lines  # a champion.json from before the gate: no sentence about it
 
 
 def test_the_one_comparison_table_lists_every_model_with_its_kind_and_every_anchor(tmp_path, cnn_run):
@@ -516,7 +519,7 @@ def test_a_record_without_a_newer_column_shows_a_blank_cell(two_models):
 
 
 def test_every_table_column_comes_from_the_column_list(two_models):
-    from fashion_mlp.columns import COLUMNS
+    from fashion_mlp.metrics.columns import COLUMNS
 
     header = models_table.model_table(two_models)[0]
     for column in COLUMNS:

@@ -1,13 +1,16 @@
-"""The champion over REST (fashion_mlp.serving): image pyfunc, phone-photo robustness, a real server.
+"""The champion over REST (fashion_mlp.serving): pictures and arrays, per-row errors, phone photos, a real server.
 
-Fast: the pyfunc's decoding and answer frame. Slow: a small MLP fitted in seconds on real data
-(honest accuracy, cheap), the phone-photo agreement on it, and one `mlflow models serve` of the
-registered champion on a free loopback port.
+Fast: the pyfunc's decoding, per-row errors and answer frame, with a stand-in for the Keras model.
+Slow: a small MLP fitted in seconds on real data (honest accuracy, cheap), the phone-photo agreement
+on it, and that MLP registered as champion in a throw-away store by `register`: served by a real
+`mlflow models serve` on a free loopback port, reloaded in a fresh process that refuses pickles,
+and turned into a Docker build context by `make dockerfile`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -19,15 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from conftest import BIN, DEBIAN_DATA, clean_env, free_ports
+from conftest import BIN, DEBIAN_DATA, REPO, SUBPROCESS_TIMEOUT, clean_env, free_ports
 from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import load, scale
 from test_images import bomb_png, fashion_like
 
 PHONE_IMAGES = 400
 BATCH_IMAGES = 48
+REGISTERED_MODEL = yaml.safe_load((REPO / "params.yaml").read_text())["mlflow"]["registered_model"]
+CHAMPION = f"models:/{REGISTERED_MODEL}@champion"
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -37,7 +43,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 
 class Ones:
-    """A stand-in Keras model: every image's probabilities are [0.1] * 10 except class (sum % 10)."""
+    """A stand-in Keras model: every image's probabilities are [0.05] * 10 except class (sum % 10), 0.55."""
 
     def predict_on_batch(self, x):
         probs = np.full((len(x), 10), 0.05, dtype=np.float32)
@@ -45,19 +51,42 @@ class Ones:
         return probs
 
 
-def test_the_pyfunc_answers_class_names_and_probabilities():
-    import pandas as pd
-
-    from fashion_mlp.serving import ImageClassifier, signature
+def classifier():
+    from fashion_mlp.serving import ImageClassifier
 
     model = ImageClassifier()
     model.model = Ones()
+    return model
+
+
+def pullover() -> np.ndarray:
     pixels = np.zeros((28, 28), dtype=np.uint8)
     pixels[3:25, 10:18] = 7  # sum 7 * 176 = 1232 -> class 2
-    frame = model.predict(None, pd.DataFrame({"image": [png(pixels)]}))
-    assert list(frame.columns) == ["class", "probability", *CLASS_NAMES]
+    return pixels
+
+
+def test_the_pyfunc_answers_class_names_and_probabilities():
+    import pandas as pd
+
+    from fashion_mlp.serving import signature
+
+    frame = classifier().predict(None, pd.DataFrame({"image": [png(pullover())]}))
+    assert list(frame.columns) == ["class", "probability", *CLASS_NAMES, "error"]
     assert frame.loc[0, "class"] == "Pullover" and frame.loc[0, "probability"] == pytest.approx(0.55)
+    assert frame.loc[0, "error"] is None
     assert [spec.name for spec in signature().outputs.inputs] == list(frame.columns)
+
+
+def test_the_signature_takes_pictures_or_arrays_and_infers_nothing_from_type_hints():
+    from mlflow.types.schema import AnyType, DataType
+
+    from fashion_mlp.serving import ImageClassifier, signature
+
+    inputs = {spec.name: spec for spec in signature().inputs.inputs}
+    assert inputs["image"].type == DataType.binary and isinstance(inputs["pixels"].type, AnyType)
+    assert not any(spec.required for spec in inputs.values())
+    # A pd.DataFrame hint gives MLflow no schema: the explicit signature stays, and with it dataframe_split.
+    assert ImageClassifier().predict_type_hints.input.__name__ == "DataFrame"
 
 
 @pytest.mark.parametrize(
@@ -65,21 +94,129 @@ def test_the_pyfunc_answers_class_names_and_probabilities():
     [
         (b"", "row 1: empty"),
         (png(fashion_like())[:200], "row 1: truncated or corrupt"),
-        ("aGVsbG8=", "row 1: expected image bytes"),
+        (b"hello, world", "row 1: not an image Pillow can read"),
+        ("aGVsbG8=", "row 1: expected image bytes, got text"),
+        (base64.b64encode(png(fashion_like())), "these bytes look like base64 text"),
     ],
-    ids=["empty", "truncated", "text"],
+    ids=["empty", "truncated", "not an image", "text", "base64 bytes"],
 )
-def test_a_bad_row_is_a_400_naming_it(value, message):
+def test_a_bad_row_gets_its_error_and_the_others_their_answers(value, message):
+    import pandas as pd
+
+    frame = classifier().predict(None, pd.DataFrame({"image": [png(pullover()), value, png(pullover())]}))
+    assert frame["class"].tolist() == ["Pullover", None, "Pullover"]
+    assert frame.loc[0, "error"] is None and frame.loc[2, "error"] is None
+    assert message in frame.loc[1, "error"]
+    assert frame.loc[1, ["probability", *CLASS_NAMES]].isna().all()
+
+
+def test_a_bad_row_is_null_not_nan_in_the_json_answer():
+    """The scoring server writes the frame with json.dump: NaN would come out as a bare NaN, not JSON."""
+    import pandas as pd
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    frame = classifier().predict(None, pd.DataFrame({"image": [png(pullover()), b"bad"]}))
+    out = io.StringIO()
+    predictions_to_json(frame, out)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON answer")
+
+    rows = json.loads(out.getvalue(), parse_constant=refuse)["predictions"]
+    assert rows[0]["class"] == "Pullover" and rows[0]["error"] is None
+    assert rows[1] == {**dict.fromkeys(["class", "probability", *CLASS_NAMES]), "error": rows[1]["error"]}
+
+
+def test_a_request_where_no_row_is_read_is_a_400_naming_each_row():
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from fashion_mlp.serving import ImageClassifier
-
-    model = ImageClassifier()
-    model.model = Ones()
-    with pytest.raises(MlflowException, match=message) as caught:
-        model.predict(None, pd.DataFrame({"image": [png(np.zeros((28, 28), np.uint8)), value]}))
+    with pytest.raises(MlflowException) as caught:
+        classifier().predict(None, pd.DataFrame({"image": [b"", b"hello"], "pixels": [None, None]}))
     assert caught.value.get_http_status_code() == 400
+    assert "no row could be read: row 0: empty" in caught.value.message
+    assert "row 1: not an image" in caught.value.message
+    with pytest.raises(MlflowException, match=r"row 9: .*; and 3 more rows$"):
+        classifier().predict(None, pd.DataFrame({"image": [b"x"] * 13}))
+
+
+def test_a_frame_without_either_column_is_a_400():
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=r"expected a column 'image'.* or 'pixels'") as caught:
+        classifier().predict(None, pd.DataFrame({"picture": [1]}))
+    assert caught.value.get_http_status_code() == 400
+
+
+def test_arrays_are_scaled_exactly_as_prepare_scales():
+    from fashion_mlp.serving import pixel_frame
+
+    pixels = fashion_like(1)
+    expected = scale(pixels)
+    for value in (pixels, pixels.tolist(), pixels.ravel().tolist(), pixels.astype(np.int64)):
+        assert np.array_equal(pixel_frame(value, "row 0"), expected)  # bit for bit
+        assert pixel_frame(value, "row 0").dtype == np.float32
+    floats = (pixels / 255.0).tolist()
+    assert np.allclose(pixel_frame(floats, "row 0"), expected, atol=1e-7)
+    # Whole numbers are uint8 pixels, even all 0 and 1; a decimal point makes them floats in [0, 1].
+    assert pixel_frame([1] * 784, "row 0").max() == np.float32(1 / 255)
+    assert pixel_frame([1.0] * 784, "row 0").max() == 1.0
+
+
+def test_pictures_and_arrays_mix_row_by_row_in_python():
+    import pandas as pd
+
+    frame = classifier().predict(
+        None, pd.DataFrame({"image": [png(pullover()), None, None], "pixels": [None, pullover(), None]})
+    )
+    assert frame["class"].tolist() == ["Pullover", "Pullover", None]
+    assert frame.loc[2, "error"] == "row 2: neither 'image' nor 'pixels' given"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        pytest.param(
+            [0] * 783, "row 0: pixels: expected 784 numbers or 28x28 nested lists, got shape (783,)", id="783"
+        ),
+        pytest.param([[0] * 28] * 27, "got shape (27, 28)", id="27x28"),
+        pytest.param([[0] * 28] * 27 + [[0] * 27], "got nested lists of unequal lengths", id="ragged"),
+        pytest.param(7, "expected 784 numbers or 28x28 nested lists, got int", id="scalar"),
+        pytest.param("0" * 784, "got str", id="text"),
+        pytest.param([0] * 783 + ["a"], "row 0: pixels: expected numbers, got 'a'", id="a string"),
+        pytest.param([0] * 783 + [None], "expected numbers, got None", id="a null"),
+        pytest.param([True] * 784, "expected numbers, got True", id="booleans"),
+        pytest.param([0] * 783 + [256], "row 0: pixels: 256 at [783] is outside 0-255", id="256"),
+        pytest.param([[0] * 28] * 27 + [[0] * 27 + [-1]], "-1 at [27][27] is outside 0-255", id="-1"),
+        pytest.param([0.5] * 783 + [float("nan")], "row 0: pixels: nan at [783] is outside [0, 1]", id="NaN"),
+        pytest.param([0.5] * 783 + [float("inf")], "inf at [783] is outside [0, 1]", id="inf"),
+        pytest.param(
+            [0.0] * 783 + [255.0],
+            "255.0 at [783] is outside [0, 1] (numbers with a decimal point are floats",
+            id="255.0",
+        ),
+        pytest.param(np.zeros((28, 28, 1), np.uint8), "got shape (28, 28, 1)", id="28x28x1"),
+    ],
+)
+def test_a_bad_array_is_that_rows_error(value, message):
+    import pandas as pd
+
+    frame = classifier().predict(None, pd.DataFrame({"pixels": [value, pullover().tolist()]}))
+    assert message in frame.loc[0, "error"], frame.loc[0, "error"]
+    assert frame["class"].tolist() == [None, "Pullover"]
+
+
+def test_the_logged_model_file_builds_the_classifier_and_unpickles_nothing():
+    """What MLflow logs as the model: a file it runs, taking the class from the package shipped beside it."""
+    import ast
+
+    from fashion_mlp.serving import MODEL_CODE
+
+    tree = ast.parse(MODEL_CODE)
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert {getattr(node, "module", None) for node in imports} == {None, "fashion_mlp.serving"}
+    assert "set_model(ImageClassifier())" in MODEL_CODE and "pickle" not in MODEL_CODE.lower()
 
 
 # --- slow: a real model, phone photos, a real server --------------------------------------
@@ -160,16 +297,28 @@ def post(port: int, body: bytes, content_type: str = "application/json") -> tupl
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+def split(column: str, values: list) -> bytes:
+    """A dataframe_split body of one column, one value per row."""
+    return json.dumps({"dataframe_split": {"columns": [column], "data": [[value] for value in values]}}).encode()
+
+
 def payload(images: list[bytes]) -> bytes:
-    rows = [[base64.b64encode(data).decode()] for data in images]
-    return json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
+    return split("image", [base64.b64encode(data).decode() for data in images])
+
+
+def classes(answer: dict) -> list[str | None]:
+    return [row["class"] for row in answer["predictions"]]
 
 
 def register_champion(store: Path, model_path: Path) -> None:
-    """What the pipeline does, on a throw-away store: a train run tagged with the model's hash, then register."""
+    """What the pipeline does, on a throw-away store: a train run tagged with the model's hash, then
+    register with params.yaml's mlflow section as its flags (the rules' command line)."""
+    import shlex
+
     import mlflow
 
     from fashion_mlp import tracking
+    from fashion_mlp.config import cli_flags
     from fashion_mlp.io import sha256_file, write_json
     from fashion_mlp.stages import register
 
@@ -178,29 +327,38 @@ def register_champion(store: Path, model_path: Path) -> None:
         pass
     metrics = store / "small.json"
     write_json(metrics, {"model": "small", "val_accuracy": 0.85, "accuracy": 0.84})
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["mlflow"] | {"experiment": "serve-test"}
     register.main(
         [
-            "--experiment", "serve-test", "--registered_model", "fashion-mnist-classifier",
+            *shlex.split(cli_flags(section)),
             "--metrics", str(metrics), "--models_dir", str(model_path.parent), "--out", str(store / "champion.json"),
         ]
     )  # fmt: skip
 
 
-@pytest.mark.slow
-def test_the_served_champion_answers_pictures_and_refuses_bad_payloads(data, small_model, tmp_path, monkeypatch):
-    _, _, x_test = data
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # a non-default store keeps its artifacts in ./mlruns
-    register_champion(tmp_path, small_model)
-    assert "run" not in (tmp_path / "champion.json").read_text()  # no run ids or versions
+@pytest.fixture(scope="module")
+def champion_store(small_model, tmp_path_factory) -> tuple[Path, str]:
+    """A throw-away MLflow store whose champion is the small model, registered by `register` as the pipeline
+    registers: (its folder, its tracking URI)."""
+    store = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(store)  # a non-default store keeps its artifacts in ./mlruns
+        register_champion(store, small_model)
+    assert "run" not in (store / "champion.json").read_text()  # no run ids or versions
+    return store, uri
 
+
+@contextlib.contextmanager
+def served(store: Path, uri: str):
+    """`mlflow models serve` of the store's champion on a free loopback port, up (/ping answers); its port."""
     (port,) = free_ports()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fashion-mnist-classifier@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
         # PATH: `mlflow models serve` runs `uvicorn` from the virtualenv
-        cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        cwd=store, env=clean_env(MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -215,33 +373,193 @@ def test_the_served_champion_answers_pictures_and_refuses_bad_payloads(data, sma
                     server.kill()
                     pytest.fail(f"mlflow models serve did not start:\n{server.stdout.read().decode()[-4000:]}")
                 time.sleep(0.5)
-
-        batch = x_test[:BATCH_IMAGES]
-        expected = [CLASS_NAMES[i] for i in evaluate_classes(small_model, scale(batch))]
-        status, answer = post(port, payload([png(pixels) for pixels in batch]))
-        assert status == 200, answer
-        assert [row["class"] for row in answer["predictions"]] == expected
-        assert all(abs(sum(row[name] for name in CLASS_NAMES) - 1) < 1e-4 for row in answer["predictions"])
-
-        good = png(batch[0])
-        bad = {
-            "not an image": (payload([good, b"hello, world"]), "row 1: not an image"),
-            "empty body": (b"", "valid JSON"),
-            "corrupt PNG": (payload([good[:80]]), "row 0: truncated or corrupt"),
-            "huge image": (payload([bomb_png(30_000, 30_000)]), "row 0: image too large"),
-            "wrong JSON shape": (b'{"images": [1, 2]}', "dataframe_split"),
-            "wrong column": (json.dumps({"dataframe_split": {"columns": ["pixels"], "data": [[1]]}}).encode(), "image"),
-        }
-        for case, (body, message) in bad.items():
-            status, answer = post(port, body)
-            assert 400 <= status < 500, (case, status, answer)
-            assert message in answer.get("message", ""), (case, answer)
-
-        status, answer = post(port, payload([png(pixels) for pixels in batch[:5]]))
-        assert status == 200 and [row["class"] for row in answer["predictions"]] == expected[:5]
+        yield port
     finally:
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.mark.slow
+def test_the_served_champion_answers_each_row_and_refuses_bad_payloads(data, small_model, champion_store):
+    _, _, x_test = data
+    batch = x_test[:BATCH_IMAGES]
+    expected = [CLASS_NAMES[i] for i in evaluate_classes(small_model, scale(batch))]
+    with served(*champion_store) as port:
+        status, answer = post(port, payload([png(pixels) for pixels in batch]))
+        assert status == 200, answer
+        assert classes(answer) == expected
+        assert all(row["error"] is None for row in answer["predictions"])
+        assert all(abs(sum(row[name] for name in CLASS_NAMES) - 1) < 1e-4 for row in answer["predictions"])
+
+        # The same frames as arrays, in each JSON format and both number types: the PNGs' classes.
+        arrays = {
+            "uint8 28x28, dataframe_split": split("pixels", [pixels.tolist() for pixels in batch]),
+            "uint8 784, dataframe_records": json.dumps(
+                {"dataframe_records": [{"pixels": pixels.ravel().tolist()} for pixels in batch]}
+            ).encode(),
+            "floats 28x28, inputs": json.dumps({"inputs": {"pixels": [(pixels / 255).tolist() for pixels in batch]}}),
+            "floats 784, instances": json.dumps(
+                {"instances": [{"pixels": (pixels.ravel() / 255).tolist()} for pixels in batch]}
+            ),
+        }
+        for case, body in arrays.items():
+            status, answer = post(port, body.encode() if isinstance(body, str) else body)
+            assert status == 200, (case, answer)
+            assert classes(answer) == expected, case
+
+        # A mixed batch: 200, each good row its answer, each bad row its error and nulls.
+        good = png(batch[0])
+        status, answer = post(
+            port, payload([good, b"hello, world", png(batch[1]), good[:80], bomb_png(30_000, 30_000)])
+        )
+        assert status == 200, answer
+        rows = answer["predictions"]
+        assert classes(answer) == [expected[0], None, expected[1], None, None]
+        assert rows[1]["error"] == "row 1: not an image Pillow can read (unknown or unsupported format)"
+        assert rows[3]["error"].startswith("row 3: truncated or corrupt image (")
+        assert rows[4]["error"].startswith("row 4: image too large (") and "89,478,485 pixels" in rows[4]["error"]
+        assert all(rows[i][key] is None for i in (1, 3, 4) for key in ("probability", *CLASS_NAMES))
+        assert rows[0]["error"] is None and rows[2]["error"] is None
+
+        nan = [0.5] * 783 + [float("nan")]  # json.dumps writes NaN, which MLflow's parser reads
+        status, answer = post(
+            port, split("pixels", [batch[0].tolist(), [300] + [0] * 783, [[0] * 28] * 27, nan, [[0] * 28] * 28])
+        )
+        assert status == 200, answer
+        assert [row["error"] for row in answer["predictions"]] == [
+            None,
+            "row 1: pixels: 300 at [0] is outside 0-255 (whole numbers are uint8 pixels)",
+            "row 2: pixels: expected 784 numbers or 28x28 nested lists, got shape (27, 28)",
+            "row 3: pixels: nan at [783] is outside [0, 1] (numbers with a decimal point are floats in [0, 1]; "
+            "send uint8 pixels as whole numbers)",
+            None,
+        ]
+        assert classes(answer)[0] == expected[0]
+
+        # Every documented 400, with its message; then the server still answers.
+        b64 = base64.b64encode(good).decode()
+        bad = {
+            "no readable row": (
+                payload([b"hello, world", good[:80]]),
+                ["no row could be read: row 0: not an image Pillow can read", "; row 1: truncated or corrupt image ("],
+            ),
+            "a huge image alone": (
+                payload([bomb_png(30_000, 30_000)]),
+                ["no row could be read: row 0: image too large"],
+            ),
+            "no readable array": (split("pixels", [[1.5] * 784]), ["row 0: pixels: 1.5 at [0] is outside [0, 1]"]),
+            "empty body": (b"", ["Invalid input. Ensure that input is a valid JSON formatted string"]),
+            "not base64": (split("image", ["not base64!"]), ["Failed to convert column image", "Invalid base64"]),
+            "wrong JSON shape": (b'{"images": [1, 2]}', ["exactly one of the input fields", "dataframe_split"]),
+            "neither column": (split("picture", [1]), ["expected a column 'image'", "or 'pixels'"]),
+            "pictures and arrays in one request": (
+                json.dumps({"dataframe_records": [{"image": b64}, {"pixels": batch[1].tolist()}]}).encode(),
+                ["Failed to convert column image"],
+            ),
+        }
+        for case, (body, messages) in bad.items():
+            status, answer = post(port, body)
+            assert status == 400, (case, status, answer)
+            for message in messages:
+                assert message in answer.get("message", ""), (case, answer)
+
+        status, answer = post(port, payload([png(pixels) for pixels in batch[:5]]))
+        assert status == 200 and classes(answer) == expected[:5]
+
+
+RELOAD = """
+import json, sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+
+local = Path(mlflow.artifacts.download_artifacts(artifact_uri=sys.argv[1], dst_path=sys.argv[2]))
+model = mlflow.pyfunc.load_model(str(local))
+import fashion_mlp
+
+frames = np.load(sys.argv[3], allow_pickle=False)
+pngs = [Path(path).read_bytes() for path in sys.argv[4:]]
+print(json.dumps({
+    "files": sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()),
+    "pyfunc": yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"],
+    "package": fashion_mlp.__file__,
+    "pixels": model.predict(pd.DataFrame({"pixels": list(frames)}))["class"].tolist(),
+    "images": model.predict(pd.DataFrame({"image": pngs}))["class"].tolist(),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_the_registered_champion_is_code_not_a_pickle_and_reloads(data, small_model, champion_store, tmp_path):
+    """Loaded in a fresh process that refuses pickles, from the package the version ships, not the checkout's."""
+    from fashion_mlp.serving import MODEL_FILE
+
+    _, _, x_test = data
+    frames = x_test[:8]
+    np.save(tmp_path / "frames.npy", frames)
+    paths = []
+    for i, pixels in enumerate(frames):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(png(pixels))
+    _, uri = champion_store
+    arguments = [CHAMPION, str(tmp_path / "model"), str(tmp_path / "frames.npy"), *map(str, paths)]
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", RELOAD, *arguments],
+        cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=uri, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"),
+        capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert MODEL_FILE in found["files"] and "code/fashion_mlp/serving.py" in found["files"]
+    assert f"artifacts/{small_model.name}" in found["files"]
+    assert not [name for name in found["files"] if name.endswith((".pkl", ".pickle"))], found["files"]
+    assert found["pyfunc"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert "python_model" not in found["pyfunc"] and found["pyfunc"]["model_code_path"].endswith(MODEL_FILE)
+    assert found["package"] == str(tmp_path / "model/code/fashion_mlp/__init__.py")
+    expected = [CLASS_NAMES[i] for i in evaluate_classes(small_model, scale(frames))]
+    assert found["pixels"] == expected and found["images"] == expected
+
+
+@pytest.mark.slow
+def test_make_dockerfile_writes_the_champions_build_context_offline(small_model, champion_store, tmp_path):
+    """`make dockerfile` on the store's champion, with every proxy pointing nowhere: only files are written."""
+    import platform
+
+    import mlflow
+
+    from fashion_mlp.io import sha256_file
+    from fashion_mlp.serving import MODEL_FILE, pip_requirements
+
+    _, uri = champion_store
+    out = tmp_path / "docker"
+    nowhere = "http://127.0.0.1:9"
+    env = clean_env(MLFLOW_TRACKING_URI=uri, HTTP_PROXY=nowhere, HTTPS_PROXY=nowhere, http_proxy=nowhere,
+                    https_proxy=nowhere, PIP_NO_INDEX="1")  # fmt: skip
+    # -o install: the virtualenv running the tests is the one to use, as it is
+    command = ["make", "-o", "install", "dockerfile", f"DOCKER_DIR={out}", f"VENV={os.path.relpath(BIN.parent, REPO)}"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+    dockerfile = (out / "Dockerfile").read_text()
+    model = out / "model_dir"
+    assert f"FROM python:{platform.python_version()}-slim" in dockerfile
+    assert f"RUN pip install mlflow=={mlflow.__version__}" in dockerfile
+    assert "COPY model_dir /opt/ml/model" in dockerfile and "C._serve('local')" in dockerfile
+    assert sha256_file(model / "artifacts" / small_model.name) == sha256_file(small_model)
+    assert (model / MODEL_FILE).is_file() and (model / "code/fashion_mlp/serving.py").is_file()
+    assert not list(model.rglob("*.pkl"))
+    # What the image pins: exactly the model's requirements, each to the version that logged it.
+    pins = (model / "requirements.txt").read_text().split()
+    assert pins == pip_requirements()
+    assert all("==" in pin for pin in pins)
+
+    # A second run replaces the context rather than adding to it.
+    (model / "artifacts" / "stale.keras").write_bytes(b"old")
+    assert subprocess.run(command, cwd=REPO, env=env, capture_output=True, timeout=SUBPROCESS_TIMEOUT).returncode == 0
+    assert not (model / "artifacts" / "stale.keras").exists()

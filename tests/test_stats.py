@@ -1,4 +1,4 @@
-"""Bootstrap intervals, exact McNemar tests and Holm's adjustment (fashion_mlp.stats), on synthetic labels."""
+"""Bootstrap intervals, exact McNemar tests and Holm's adjustment (fashion_mlp.metrics.stats), on synthetic labels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from fashion_mlp import stats
+from fashion_mlp.metrics import stats
 
 
 def synthetic_classifier(n: int, accuracy: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +63,7 @@ def test_bootstrap_macro_f1_is_scikit_learns_on_a_perfect_classifier():
 def test_bootstrap_bounds_any_scored_column_and_adding_one_leaves_the_others_unchanged():
     """columns.py marks which columns get an interval; each is scored on the same resamples, so a
     new interval column cannot move the existing ones."""
-    from fashion_mlp.columns import INTERVALS
+    from fashion_mlp.metrics.columns import INTERVALS
 
     assert set(INTERVALS) <= set(stats.SCORERS)
     y_true, y_pred = synthetic_classifier(800, 0.85, seed=3)

@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": ("fashion_mlp.stages.evaluate", "test-set metrics and figures for one model"),
     "explain": ("fashion_mlp.stages.explain", "SHAP and LRP maps of one model, with sanity and deletion checks"),
     "register": ("fashion_mlp.stages.register", "register the best model by validation accuracy as champion"),
+    "card": ("fashion_mlp.stages.card", "the model card of the champion (and the best MLP): file and registry"),
     "predict": ("fashion_mlp.stages.predict", "classify pictures (files, directories, globs) with the champion"),
     "report": ("fashion_mlp.stages.report", "reports/summary.md comparing every model"),
     "preset": ("fashion_mlp.stages.preset", "run a recipe too long for the default run as a DVC experiment; record it"),

@@ -30,9 +30,6 @@ from fashion_mlp import PipelineError
 from fashion_mlp.config import project_root
 
 T = TypeVar("T")
-# The registered model's aliases: `register` moves them, `predict` and `make serve` follow them.
-CHAMPION_ALIAS = "champion"  # the best model by validation accuracy, of any kind
-MLP_ALIAS = "best-mlp"  # the best pure MLP by the same rule
 RETRIES = 8
 # The backoff's jitter has its own generator: a retry that drew from `random`, which the stages seed,
 # would shift the weights Keras initializes next, so a trial's result would depend on lock contention.

@@ -110,8 +110,49 @@ rule register:
     params:
         models=EVALUATED,  # the candidates (--params): a new or removed entry reruns register
         registered_model=config["mlflow"]["registered_model"],
+        tolerance=config["mlflow"]["promotion_tolerance"],
         experiment=config["mlflow"]["experiment"],
     shell:
-        "fashion-mlp register --registered_model {params.registered_model} --experiment {params.experiment}"
+        "fashion-mlp register --registered_model {params.registered_model} --promotion_tolerance {params.tolerance}"
+        " --experiment {params.experiment}"
         " --params params.yaml --metrics reports/metrics --models_dir models --out {output.champion}"
         " --champion_out {output.model} > {log} 2>&1"
+
+
+# The model card of the champion (and the best MLP): reads test.npz to measure its answers on
+# photo-like pictures, and chooses nothing.
+rule card:
+    input:
+        champion="reports/champion.json",
+        metrics=expand("reports/metrics/{model}.json", model=EVALUATED),
+        explain=expand("reports/explain/{model}.json", model=EVALUATED),
+        predictions=expand("reports/predictions/{model}.csv", model=EVALUATED),
+        stats="reports/data_stats.json",
+        best="reports/tuning/best_hparams.json",
+        models=expand("models/{model}.keras", model=EVALUATED),
+        train="data/prepared/train.npz",
+        test="data/prepared/test.npz",
+        code=code("card"),
+    output:
+        card="reports/model_card.md",
+        robustness="reports/robustness.json",
+    log:
+        "logs/card.log",
+    benchmark:
+        "benchmarks/stages/card.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=1500,
+    params:
+        flags=section_flags("card"),
+        models=EVALUATED,  # the train blocks it quotes (--params)
+        seed=config["seed"],
+        experiment=config["mlflow"]["experiment"],
+    shell:
+        "fashion-mlp card {params.flags} --seed {params.seed} --threads {threads} --experiment {params.experiment}"
+        " --params params.yaml --champion {input.champion} --metrics reports/metrics --explain reports/explain"
+        " --predictions reports/predictions --data_stats {input.stats} --tuning {input.best} --models_dir models"
+        " --train_data {input.train} --test_data {input.test} --out {output.card}"
+        " --robustness_out {output.robustness} > {log} 2>&1"

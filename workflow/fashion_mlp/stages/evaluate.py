@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_mlp import calibration, columns, inference, stats
+from fashion_mlp import inference
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
 from fashion_mlp.io import atomic_output, write_json
+from fashion_mlp.metrics import calibration, columns, stats
 from fashion_mlp.runtime import default_threads
 from fashion_mlp.stages.common import add_flags
 

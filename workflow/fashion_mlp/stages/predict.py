@@ -25,7 +25,7 @@ from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.images import ImageError, load
 from fashion_mlp.inference import probabilities
-from fashion_mlp.tracking import CHAMPION_ALIAS
+from fashion_mlp.registry import CHAMPION_ALIAS
 
 DEFAULT_REGISTERED_MODEL = "fashion-mnist-classifier"
 CHUNK = 1024  # pictures decoded and predicted at a time: bounded memory for big directories
@@ -85,7 +85,8 @@ def open_model(uri: str):
     """A Keras model from a .keras file or an MLflow model URI (the image pyfunc, or a Keras-flavour model).
 
     From MLflow, the model's files are downloaded and its one .keras file loaded in safe mode: the
-    pyfunc wrapper itself is a pickle, and nothing here unpickles.
+    pyfunc wrapper is not run (it is code since the serving change, and older versions hold a pickle),
+    and nothing here unpickles.
     """
     import keras
 

@@ -10,15 +10,15 @@ model, as a pyfunc that takes pictures (fashion_mlp.serving), and the alias
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
-from fashion_mlp import PipelineError
+from fashion_mlp import PipelineError, registry
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import atomic_output, model_files, read_metrics, sha256_file, write_json
-from fashion_mlp.models import kinds as registry
+from fashion_mlp.models import kinds as model_kinds
 from fashion_mlp.stages.common import add_flags, models_to_read
-from fashion_mlp.tracking import CHAMPION_ALIAS, MLP_ALIAS
 
 
 def rank_key(candidate: dict) -> tuple:
@@ -39,7 +39,7 @@ def model_kind(path: Path) -> str:
     its architecture wherever it came from (a train run, tune's retrain, `dvc pull`), whereas
     params.yaml knows nothing of `tuned` and an MLflow run may be missing from the store.
     """
-    return registry.of_saved(path).name
+    return model_kinds.of_saved(path).name
 
 
 def read_candidates(paths: list[Path]) -> dict[str, dict]:
@@ -49,7 +49,7 @@ def read_candidates(paths: list[Path]) -> dict[str, dict]:
 
 def choices(candidates: dict[str, dict], kinds: dict[str, str]) -> tuple[str, str | None]:
     """(champion among all models, best MLP or None when no candidate is an MLP)."""
-    mlps = {name: m for name, m in candidates.items() if registry.get(kinds[name]).best_mlp}
+    mlps = {name: m for name, m in candidates.items() if model_kinds.get(kinds[name]).best_mlp}
     return choose(candidates), (choose(mlps) if mlps else None)
 
 
@@ -65,11 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--champion_out", type=Path, help="a copy of the champion's .keras file (DVC's artifact of the champion)"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        default=os.environ.get("FASHION_MLP_FORCE_PROMOTION", "") not in ("", "0"),
+        help="move the aliases to this run's best whatever the promotion gate says (and say so in the tag); on "
+        "when $FASHION_MLP_FORCE_PROMOTION is set, e.g. FASHION_MLP_FORCE_PROMOTION=1 dvc repro -f register",
+    )
+    parser.add_argument(
+        "--decisions_out",
+        type=Path,
+        default=Path("reports/promotion.json"),
+        help="the gate's decisions, which depend on the store's history (untracked); default: %(default)s",
+    )
     return parser
 
 
 def register_version(experiment_id: str, registered_model: str, model_path: Path, tags: dict[str, str]):
-    """Log the .keras file as a picture-taking pyfunc into the run that trained it and register it; the version."""
+    """The registry's version of this .keras file, and the SHA-256 of the data it was trained on.
+
+    A version already tagged with the file's SHA-256 is reused, if its pyfunc is logged as code: a
+    rerun that makes the same model adds no version (a pickled one from before is replaced).
+    Otherwise the file is logged as a picture-taking pyfunc (fashion_mlp.serving) into the run that
+    trained it, and registered: `mlflow models serve` on an alias answers pictures with class names.
+    The run's own Keras-flavour model stays as it was.
+    """
     import mlflow
 
     from fashion_mlp import serving, tracking
@@ -77,16 +97,33 @@ def register_version(experiment_id: str, registered_model: str, model_path: Path
     run, model_sha = tracking.trained_run(experiment_id, model_path)
     if run is None:
         raise PipelineError(f"no MLflow run logged {model_path}; rerun its train stage to register it")
-    # The registered version is the .keras file wrapped as a pyfunc that takes pictures
-    # (fashion_mlp.serving), logged into the run that trained it: `mlflow models serve` on the alias
-    # answers image bytes with class names. The run's own Keras-flavour model stays as it was.
+    data_sha = run.data.tags.get("data_sha256")
+    version = registry.version_of(registered_model, model_sha, code_only=True)
+    if version is not None:
+        return version, data_sha
     with tracking.resume_run(run.info.run_id):
         logged = serving.log_model(model_path)
     version = tracking.with_retry(mlflow.register_model, logged.model_uri, registered_model)
     client = mlflow.MlflowClient()
     for key, value in (tags | {"model_sha256": model_sha}).items():
         tracking.with_retry(client.set_model_version_tag, registered_model, version.version, key, value)
-    return version
+    return version, data_sha
+
+
+def promote(registered_model: str, alias: str, candidate: registry.Model, tolerance: float, force: bool):
+    """Move `alias` to the candidate's version if the gate lets it (registry.decide); tag the decision on it."""
+    import mlflow
+
+    from fashion_mlp import tracking
+
+    decision = registry.decide(alias, candidate, registry.holder(registered_model, alias), tolerance, force)
+    client = mlflow.MlflowClient()
+    if decision.moves:
+        tracking.with_retry(client.set_registered_model_alias, registered_model, alias, candidate.version)
+    tag = f"{registry.DECISION_TAG}_{alias}"
+    text = f"{decision.outcome}: {decision.reason}"
+    tracking.with_retry(client.set_model_version_tag, registered_model, candidate.version, tag, text)
+    return decision
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,45 +133,39 @@ def main(argv: list[str] | None = None) -> None:
     kinds = {name: model_kind(args.models_dir / f"{name}.keras") for name in candidates}
     winner, best_mlp = choices(candidates, kinds)
 
-    import mlflow
-
     from fashion_mlp import tracking
 
     experiment_id = tracking.init(args.experiment)
-    # What a user of `models:/<name>@best-mlp` expects: the pure MLP this run would serve, servable
-    # like the champion and moving with every run as the champion does. When the champion is an MLP
-    # both aliases name ONE version (one model, one version: comparing the two versions tells whether
-    # the champion is an MLP), and a run with no MLP at all removes a stale best-mlp rather than
-    # leaving it on an older run's model. Versions are registered before any alias moves, so a failure
-    # leaves both aliases where the previous run put them.
-    versions = {}
+    # When the champion is an MLP both aliases may name ONE version (one model file, one version).
+    # Versions are made before any alias moves, so a failure leaves both aliases where they were.
+    models = {}
     for name in dict.fromkeys(filter(None, (winner, best_mlp))):
+        path = args.models_dir / f"{name}.keras"
         tags = {"model": name, "kind": kinds[name], "val_accuracy": str(candidates[name]["val_accuracy"])}
-        versions[name] = register_version(experiment_id, args.registered_model, args.models_dir / f"{name}.keras", tags)
-    client = mlflow.MlflowClient()
-    tracking.with_retry(
-        client.set_registered_model_alias, args.registered_model, CHAMPION_ALIAS, versions[winner].version
-    )
-    if best_mlp is not None:
-        version = versions[best_mlp].version
-        tracking.with_retry(client.set_registered_model_alias, args.registered_model, MLP_ALIAS, version)
-    elif MLP_ALIAS in (tracking.with_retry(client.get_registered_model, args.registered_model).aliases or {}):
-        tracking.with_retry(client.delete_registered_model_alias, args.registered_model, MLP_ALIAS)
+        version, data_sha = register_version(experiment_id, args.registered_model, path, tags)
+        val = candidates[name]["val_accuracy"]
+        models[name] = registry.Model(name, val, sha256_file(path), data_sha, str(version.version))
+    decisions = []
+    for alias, name in ((registry.CHAMPION_ALIAS, winner), (registry.MLP_ALIAS, best_mlp)):
+        if name is None:  # no MLP in this run: the alias stays on the MLP that holds it, if any
+            print(f"register: @{alias}: no candidate in this run; the alias stays where it is")
+            continue
+        decision = promote(args.registered_model, alias, models[name], args.promotion_tolerance, args.force)
+        decisions.append({"alias": alias, "candidate": name, "version": models[name].version} | vars(decision))
+        print(f"register: {decision.line(models[name])}")
 
-    ranking = sorted(candidates.values(), key=rank_key)
-    # The version numbers and run ids depend on what the MLflow store held before, not on the
-    # pipeline's inputs, so they stay in MLflow (models:/<name>@champion); the model's hash,
-    # also the run's model_sha256 tag, names the same run in a way a rerun reproduces.
-    write_json(args.out, summary(candidates, kinds, winner, best_mlp, args.registered_model, args.models_dir))
+    # champion.json is this run's choice, from params, code and data alone: what the gate then did
+    # depends on the store's history too, so it goes to MLflow (version tags) and the untracked timings.
+    record = summary(
+        candidates, kinds, winner, best_mlp, args.registered_model, args.models_dir, args.promotion_tolerance
+    )
+    write_json(args.out, record)
+    write_json(args.decisions_out, {"registered_model": args.registered_model, "decisions": decisions})
     if args.champion_out:
         with atomic_output(args.champion_out) as tmp:
             shutil.copyfile(args.models_dir / f"{winner}.keras", tmp)
-    print(
-        f"register: {winner} ({kinds[winner]}) is {args.registered_model}@{CHAMPION_ALIAS} "
-        f"(version {versions[winner].version}); "
-        + (f"{best_mlp} is @{MLP_ALIAS} (version {versions[best_mlp].version})" if best_mlp else "no MLP, no @best-mlp")
-        + f"; ranking {', '.join(m['model'] for m in ranking)}"
-    )
+    ranking = ", ".join(m["model"] for m in sorted(candidates.values(), key=rank_key))
+    print(f"register: this run's best: {winner} ({kinds[winner]}), best MLP {best_mlp}; ranking {ranking}")
 
 
 def summary(
@@ -144,8 +175,10 @@ def summary(
     best_mlp: str | None,
     registered_model: str,
     models_dir: Path,
+    promotion_tolerance: float | None = None,
 ) -> dict:
-    """champion.json: who holds each alias, why, and every candidate with its kind; no version numbers."""
+    """champion.json: this run's choice for each alias, why, and every candidate with its kind; no version
+    numbers and no gate decision (both depend on the store's history, not on params, code and data)."""
     ranking = sorted(candidates.values(), key=rank_key)
     order = ", ".join(m["model"] for m in ranking)
 
@@ -158,16 +191,17 @@ def summary(
             "reason": f"highest validation accuracy ({candidates[name]['val_accuracy']:.4f}) among {among}",
         }
 
-    champion = entry(winner, CHAMPION_ALIAS, order)
-    mlps = ", ".join(m["model"] for m in ranking if registry.get(kinds[m["model"]]).best_mlp)
+    champion = entry(winner, registry.CHAMPION_ALIAS, order)
+    mlps = ", ".join(m["model"] for m in ranking if model_kinds.get(kinds[m["model"]]).best_mlp)
     return {
         "champion": winner,
         "kind": kinds[winner],
         "registered_model": registered_model,
-        "alias": CHAMPION_ALIAS,
+        "promotion_tolerance": promotion_tolerance,
+        "alias": registry.CHAMPION_ALIAS,
         "model_sha256": champion["model_sha256"],
         "reason": champion["reason"],
-        "best_mlp": entry(best_mlp, MLP_ALIAS, f"the MLPs {mlps}") if best_mlp else None,
+        "best_mlp": entry(best_mlp, registry.MLP_ALIAS, f"the MLPs {mlps}") if best_mlp else None,
         "candidates": [
             {
                 "model": m["model"],

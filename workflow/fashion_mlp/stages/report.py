@@ -12,10 +12,10 @@ import argparse
 import os
 from pathlib import Path
 
-from fashion_mlp import columns
 from fashion_mlp.io import model_files, read_json, read_metrics, write_text
+from fashion_mlp.metrics import columns
+from fashion_mlp.metrics.stats import pairwise_mcnemar
 from fashion_mlp.stages.common import add_flags, models_to_read
-from fashion_mlp.stats import pairwise_mcnemar
 from fashion_mlp.summary import (
     calibration_table,
     champion,

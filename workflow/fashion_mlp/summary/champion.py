@@ -34,10 +34,18 @@ def champion_section(champion: dict) -> list[str]:
     ]
     best = champion.get("best_mlp")
     if best is None:
-        lines.append("No model is an MLP, so no version carries the alias `best-mlp`.")
+        lines.append("No model is an MLP, so this run offers no version for the alias `best-mlp`.")
     elif best["model"] == champion["champion"]:
         lines.append(f"The champion is also the best MLP: the same version carries `{name}@{best['alias']}`.")
     else:
         lines.append(f"The best MLP, **{best['model']}**, is registered as `{name}@{best['alias']}`: {best['reason']}.")
-    lines += ["The test set played no part in either choice; the table above shows every validation accuracy.", ""]
-    return lines
+    lines.append("The test set played no part in either choice; the table above shows every validation accuracy.")
+    if "promotion_tolerance" in champion:
+        lines.append(
+            "A promotion gate stands between this run's choice and the registry: a version takes an alias from "
+            "the one that holds it only if its validation accuracy is at most "
+            f"{champion['promotion_tolerance']} lower and both were trained on the same data. What it decided "
+            "depends on the store's history, so it is not in this file: each version's tag `promotion_<alias>` "
+            "says, with both figures, and so does the untracked `reports/promotion.json`."
+        )
+    return [*lines, ""]

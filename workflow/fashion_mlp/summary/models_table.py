@@ -5,7 +5,7 @@ Its values are functions of params, code and data only, so summary.md stays byte
 
 from __future__ import annotations
 
-from fashion_mlp.columns import cell, interval_cell, table_columns
+from fashion_mlp.metrics.columns import cell, interval_cell, table_columns
 from fashion_mlp.summary.anchors import ANCHORS
 
 # Accuracy goals on the 10k test set, by model name (issues #2, #3 and #14's CNN row).

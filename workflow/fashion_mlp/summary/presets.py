@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fashion_mlp import PipelineError
-from fashion_mlp.columns import REQUIRED
 from fashion_mlp.io import read_json
+from fashion_mlp.metrics.columns import REQUIRED
 
 PRESET_KEYS = ("preset", "description", "model", "kind", "command", "code_commit", "experiment_commit", "recorded",
                "seconds", "metrics")  # fmt: skip

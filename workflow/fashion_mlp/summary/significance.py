@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_mlp import PipelineError
-from fashion_mlp.stats import ALPHA
+from fashion_mlp.metrics.stats import ALPHA
 
 
 def format_p(p: float) -> str:
