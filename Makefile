@@ -70,8 +70,8 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
-# MLflow 3's UI opens on its GenAI overview; the link printed first opens the experiment's runs
-# (its "Model training" view, which the UI then remembers).
+# MLflow 3's UI opens on its GenAI overview; the link printed first opens the experiment's runs in its
+# "Model training" view (checked in headless Chromium; clicking "Model training" once is what the browser remembers).
 ui: install
 	@python -c 'import mlflow, yaml; mlflow.set_tracking_uri("sqlite:///$(CURDIR)/mlflow.db"); \
 		e = mlflow.get_experiment_by_name(yaml.safe_load(open("params.yaml"))["mlflow"]["experiment"]); \
