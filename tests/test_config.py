@@ -672,3 +672,23 @@ def test_project_root_without_markers_uses_package_checkout(clean_root_env, tmp_
     (tmp_path / "params.yaml").write_text("")  # only one marker: not a root
     clean_root_env.chdir(tmp_path)
     assert project_root() == PACKAGE_DIR.parents[1]
+
+
+def test_the_check_stage_refuses_a_bad_file_by_key_and_writes_nothing(tmp_path, params):
+    """DVC's first stage: every other stage depends on its output, so a refused edit stops the run
+    before DVC removes any stage's outputs (test_e2e.py shows it end to end)."""
+    from fashion_mlp.stages import check
+
+    out = tmp_path / "params_check.json"
+    params["train"]["baseline"]["dropout"] = 1.5
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=r"'train\.baseline\.dropout' = 1\.5 is not allowed"):
+        check.main(["--params", str(bad), "--out", str(out)])
+    assert not out.exists()
+    check.main(["--params", str(PARAMS_PATH), "--out", str(out)])
+    first = out.read_bytes()
+    params["train"]["baseline"]["dropout"] = 0.25  # another valid value: the same bytes, nothing reruns
+    bad.write_text(yaml.safe_dump(params))
+    check.main(["--params", str(bad), "--out", str(out)])
+    assert out.read_bytes() == first.replace(str(PARAMS_PATH).encode(), str(bad).encode())

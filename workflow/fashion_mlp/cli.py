@@ -13,6 +13,10 @@ import sys
 from fashion_mlp import PipelineError
 
 COMMANDS = {
+    "check": (
+        "fashion_mlp.stages.check",
+        "params.yaml against its schema, DVC's first stage: a bad edit costs nothing",
+    ),
     "download": ("fashion_mlp.stages.download", "fetch and verify the four Fashion-MNIST archives"),
     "prepare": ("fashion_mlp.stages.prepare", "parse, scale once, split train/val; keep test apart"),
     "train": ("fashion_mlp.stages.train", "train one MLP from its params block"),
