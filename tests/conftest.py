@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -111,6 +112,22 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> su
     return result
 
 
+def dvc_render(workdir: Path, sections: list[dict]) -> list[str]:
+    """How DVC itself renders each section as `${section}` in a stage's command: `dvc repro --dry` on a
+    tiny repository in `workdir`, one stage per section (DVC's public behaviour, not its internals)."""
+    repo = workdir / "dvc-render"
+    repo.mkdir()
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump({f"s{i}": s for i, s in enumerate(sections)}, sort_keys=False))
+    stages = {f"r{i}": {"cmd": f"echo ${{s{i}}}", "params": [f"s{i}"]} for i in range(len(sections))}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    out = run(["dvc", "repro", "--dry", *stages], repo).stdout
+    rendered = dict(re.findall(r"^Running stage 'r(\d+)':\n> echo ?(.*)$", out, flags=re.M))
+    assert sorted(map(int, rendered)) == list(range(len(sections))), out
+    return [rendered[str(i)] for i in range(len(sections))]
+
+
 def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """Run `fashion-mlp ARGS` as an engine would, with extra environment variables."""
     return subprocess.run(
@@ -156,8 +173,7 @@ def copy_repo(dest: Path) -> Path:
 
 def smoke_copy(dest: Path) -> Path:
     """A fresh git clone-alike of the project in `dest`, with smoke params, committed, ready to run."""
-    if not DEBIAN_DATA.is_dir():
-        pytest.skip(f"{DEBIAN_DATA} missing: apt-get install dataset-fashion-mnist (make test does)")
+    require_debian_data()
     repo = copy_repo(dest)
     edit_params(repo, SMOKE)
     run(["git", "init", "-q"], repo)
@@ -195,6 +211,12 @@ def models(keras):
 
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_debian_data() -> None:
+    """The real data, for the tests that read it: skipped on a workstation without it, a failure in CI."""
+    if not DEBIAN_DATA.is_dir():
+        missing_service(f"{DEBIAN_DATA} missing", "apt-get install dataset-fashion-mnist (make test does)")
 
 
 def missing_service(reason: str, install: str) -> None:

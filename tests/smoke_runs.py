@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEBIAN_DATA, engine_env, run, smoke_copy
+from conftest import DEBIAN_DATA, engine_env, require_debian_data, run, smoke_copy
 from fashion_mlp.io import sha256_file
 
 MODELS = ("baseline", "regularized", "cnn", "tuned")
@@ -324,8 +324,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 def _result(name: str) -> Snapshot:
-    if not DEBIAN_DATA.is_dir():
-        pytest.skip(f"{DEBIAN_DATA} missing: apt-get install dataset-fashion-mnist (make test does)")
+    require_debian_data()
     assert _RUNS is not None, "no smoke run was started"
     return _RUNS.result(name)
 

@@ -10,7 +10,7 @@ import shlex
 import pytest
 import yaml
 
-from conftest import REPO, SMOKE, set_param
+from conftest import REPO, SMOKE, dvc_render, set_param
 from fashion_mlp import PipelineError
 from fashion_mlp.config import (
     PACKAGE_DIR,
@@ -441,27 +441,18 @@ def test_cli_flags_round_trip_through_the_train_parser(real_params):
         assert model_params(args) == block, name
 
 
-def _dvc_render(section: dict) -> str:
-    interpolate = pytest.importorskip("dvc.parsing.interpolate")
-    return interpolate.to_str(section)
-
-
-def test_cli_flags_matches_dvc_on_every_real_section(real_params):
-    sections = [real_params[s] for s in ("data", "prepare", "evaluate", "mlflow")]
+@pytest.mark.slow  # DVC as a subprocess
+def test_cli_flags_render_every_section_as_dvc_does(real_params, tmp_path):
+    """Both engines must run the same command: Snakemake's rules use cli_flags, DVC its own `${section}`."""
+    sections = [real_params[s] for s in ("data", "prepare", "evaluate", "mlflow", "card")]
     sections += list(real_params["train"].values())
-    for section in sections:
-        assert cli_flags(section) == _dvc_render(section)
-
-
-def test_cli_flags_matches_dvc_on_edge_values():
-    section = {"a": True, "b": False, "c": None, "d": 1e-05, "e": [1, 2.5], "f": [True, False], "g": 3}
-    assert cli_flags(section) == _dvc_render(section)
-
-
-def test_cli_flags_quotes_strings_like_dvc():
-    section = {"mirrors": ["/srv/my mirror", "http://x/"], "experiment": "my runs"}
-    assert cli_flags(section) == _dvc_render(section)
-    assert cli_flags(section) == "--mirrors '/srv/my mirror' http://x/ --experiment 'my runs'"
+    edge = {"a": True, "b": False, "c": None, "d": 1e-05, "e": [1, 2.5], "f": [True, False], "g": 3}
+    quoted = {"mirrors": ["/srv/my mirror", "http://x/"], "experiment": "my runs"}
+    levers = {"augment": {"shift": 2, "flip": True}, "ema": 0.9, "label_smoothing": 0.1}
+    sections += [edge, quoted, levers]
+    assert [cli_flags(section) for section in sections] == dvc_render(tmp_path, sections)
+    assert cli_flags(quoted) == "--mirrors '/srv/my mirror' http://x/ --experiment 'my runs'"
+    assert "--augment.shift 2 --augment.flip --ema 0.9" in cli_flags(levers)
 
 
 # --- add_section_flags / section_from_args: the inverse of cli_flags -------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEBIAN_DATA
+from conftest import DEBIAN_DATA, require_debian_data
 from fashion_mlp.config import ParamsError
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
 from fashion_mlp.io import TMP_MARK
@@ -288,15 +288,15 @@ def test_main_validates_data_section(tmp_path):
 # --- the real pinned checksums -----------------------------------------------------------
 
 
-@pytest.mark.skipif(not DEBIAN_DATA.is_dir(), reason=f"{DEBIAN_DATA} not installed")
 def test_pinned_hashes_match_debian_files():
+    require_debian_data()
     assert sorted(RAW_FILES) == sorted(p.name for p in DEBIAN_DATA.glob("*.gz"))
     for name, sha256 in RAW_FILES.items():
         assert sha256_gunzipped(DEBIAN_DATA / name) == sha256, name
 
 
-@pytest.mark.skipif(not DEBIAN_DATA.is_dir(), reason=f"{DEBIAN_DATA} not installed")
 def test_download_all_from_debian_directory_with_pinned_hashes(tmp_path, closed_port_url):
+    require_debian_data()
     out = tmp_path / "raw"
     sources = download_all([closed_port_url, str(DEBIAN_DATA)], out, TIMEOUT)
     assert sources == {name: (DEBIAN_DATA / name).as_uri() for name in RAW_FILES}

@@ -280,17 +280,12 @@ def check_queue_results(repo: Path, names: list[str], status: str) -> dict:
     experiments = [e.experiment_id for e in client.search_experiments()]
     every = client.search_runs(experiments, max_results=5000)
     assert [r.info.run_name for r in every if r.info.status != "FINISHED"] == []
-    spans, ids = {}, {}
+    ids = {}
     for name in names:
         runs = [r for r in every if r.data.tags.get("dvc_exp_name") == name]
         assert [r.data.tags["model"] for r in runs] == ["baseline"], (name, [r.data.tags for r in runs])
         assert runs[0].data.params["epochs"] == str(QUEUE_EPOCHS[names.index(name)])
         assert "test" in {i.dataset.name for i in runs[0].inputs.dataset_inputs}  # evaluated too
-        spans[name] = (runs[0].info.start_time, runs[0].info.end_time)
         ids[name] = runs[0].data.tags["invocation_id"]
     assert len(set(ids.values())) == len(names), ids  # one group per experiment
-    overlapping = sum(
-        1 for a in names for b in names if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
-    )
-    assert overlapping >= 1, spans  # two at a time
-    return {"runs": len(every), "overlapping_pairs": overlapping}
+    return {"runs": len(every)}

@@ -12,6 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -19,8 +20,6 @@ from conftest import CLI, PNG_MAGIC, assert_png, clean_env, no_temporaries
 from fashion_mlp.attribution import checks, lrp, methods, model_report
 from fashion_mlp.stages import explain
 from fashion_mlp.summary.explanations import summary_section
-
-keras = pytest.importorskip("keras")
 
 OPTS = {
     "background_size": 20,

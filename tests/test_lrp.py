@@ -8,6 +8,7 @@ seeded random weights, never trained. The one slow test runs every method and ch
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -15,8 +16,6 @@ from fashion_mlp.attribution import checks, lrp, methods, model_report
 from fashion_mlp.attribution import figures as attribution_figures
 from fashion_mlp.stages import explain
 from test_explain import images, seed_biases_and_norms
-
-keras = pytest.importorskip("keras")
 
 
 def tiny_cnn(

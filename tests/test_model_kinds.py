@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import dvc_render
 from fashion_mlp.config import (
     ParamsError,
     add_section_flags,
@@ -235,10 +236,10 @@ def test_mlp_blocks_round_trip_with_and_without_the_optional_keys():
     assert _round_trip(with_levers) == with_levers
 
 
-def test_cnn_flags_match_dvc_rendering():
-    interpolate = pytest.importorskip("dvc.parsing.interpolate")
+@pytest.mark.slow  # DVC as a subprocess
+def test_cnn_flags_match_dvc_rendering(tmp_path):
     block = dict(TINY_CNN, **LEVERS)
-    assert cli_flags(block) == interpolate.to_str(block)
+    assert [cli_flags(block)] == dvc_render(tmp_path, [block])
     assert "--augment.shift 2 --augment.flip --ema 0.9" in cli_flags(block)
 
 

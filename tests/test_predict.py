@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEBIAN_DATA
+from conftest import DEBIAN_DATA, require_debian_data
 from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import scale
@@ -21,8 +21,7 @@ N = 64
 @pytest.fixture(scope="module")
 def test_images() -> tuple[np.ndarray, np.ndarray]:
     """The first N real test images (uint8) and labels."""
-    if not DEBIAN_DATA.is_dir():
-        pytest.skip(f"{DEBIAN_DATA} missing: apt-get install dataset-fashion-mnist (make test does)")
+    require_debian_data()
     x, y = read_split(DEBIAN_DATA, "test")
     return x[:N], y[:N]
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import DEBIAN_DATA
+from conftest import DEBIAN_DATA, require_debian_data
 from fashion_mlp.config import optional_int
 from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES, RAW_FILES, read_split, stratified_indices
 from fashion_mlp.stages.prepare import class_counts, prepare, scale, split_train_val
 
-needs_real_data = pytest.mark.skipif(not DEBIAN_DATA.is_dir(), reason=f"{DEBIAN_DATA} not installed")
+
+@pytest.fixture
+def needs_real_data():
+    require_debian_data()
 
 
 @pytest.fixture
@@ -132,7 +135,7 @@ def _row_keys(images: np.ndarray) -> list[bytes]:
     return [img.tobytes() for img in images]
 
 
-@needs_real_data
+@pytest.mark.usefixtures("needs_real_data")
 def test_prepare_counts_and_stats_add_up(real_prepared):
     train, test, stats, _, _ = real_prepared
     assert set(train) == {"x_train", "y_train", "x_val", "y_val"}
@@ -151,7 +154,7 @@ def test_prepare_counts_and_stats_add_up(real_prepared):
         assert all(abs(n - per) <= 1 for n in stats["per_class"][split].values()), (split, stats["per_class"][split])
 
 
-@needs_real_data
+@pytest.mark.usefixtures("needs_real_data")
 def test_prepare_scales_once_to_unit_range(real_prepared):
     train, test, _, _, _ = real_prepared
     for x in (train["x_train"], train["x_val"], test["x_test"]):
@@ -162,7 +165,7 @@ def test_prepare_scales_once_to_unit_range(real_prepared):
         assert y.dtype == np.uint8 and y.max() < NUM_CLASSES
 
 
-@needs_real_data
+@pytest.mark.usefixtures("needs_real_data")
 def test_test_arrays_are_an_untouched_subset_of_the_real_test_set(real_prepared):
     _, test, _, _, (x_full, y_full) = real_prepared
     # Undo the scaling: each prepared test image must be, pixel for pixel, a real test image.
@@ -180,7 +183,7 @@ def test_test_arrays_are_an_untouched_subset_of_the_real_test_set(real_prepared)
     assert positions == sorted(positions)  # original order kept
 
 
-@needs_real_data
+@pytest.mark.usefixtures("needs_real_data")
 def test_no_test_image_appears_in_train_or_val(real_prepared):
     train, test, _, (x_train_full, _), _ = real_prepared
     test_keys = set(_row_keys(np.rint(test["x_test"] * 255).astype(np.uint8)))
@@ -194,7 +197,7 @@ def test_no_test_image_appears_in_train_or_val(real_prepared):
     assert set(train_keys) <= pool and set(val_keys) <= pool
 
 
-@needs_real_data
+@pytest.mark.usefixtures("needs_real_data")
 def test_prepare_is_deterministic(real_prepared):
     train, test, _, _, _ = real_prepared
     again, again_test, _ = prepare(raw_dir=DEBIAN_DATA, val_fraction=0.1, limit_train=2000, limit_test=500, seed=42)

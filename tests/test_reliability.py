@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEBIAN_DATA, REPO, cli, engine_env
+from conftest import DEBIAN_DATA, REPO, cli, engine_env, require_debian_data
 from fashion_mlp.config import cli_flags
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
 from fashion_mlp.io import TMP_MARK, remove_stale_temporaries, write_text
@@ -104,8 +104,7 @@ def gz(payload: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def raw_copy(tmp_path_factory) -> Path:
     """The four real archives, copied once for the data-failure cases."""
-    if not DEBIAN_DATA.is_dir():
-        pytest.skip(f"{DEBIAN_DATA} not installed")
+    require_debian_data()
     directory = tmp_path_factory.mktemp("raw")
     for name in RAW_FILES:
         shutil.copyfile(DEBIAN_DATA / name, directory / name)

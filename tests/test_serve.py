@@ -25,7 +25,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import BIN, DEBIAN_DATA, REPO, SUBPROCESS_TIMEOUT, clean_env, free_ports
+from conftest import BIN, DEBIAN_DATA, REPO, SUBPROCESS_TIMEOUT, clean_env, free_ports, require_debian_data
 from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import load, scale
 from test_images import bomb_png, fashion_like
@@ -224,8 +224,7 @@ def test_the_logged_model_file_builds_the_classifier_and_unpickles_nothing():
 
 @pytest.fixture(scope="module")
 def data():
-    if not DEBIAN_DATA.is_dir():
-        pytest.skip(f"{DEBIAN_DATA} missing: apt-get install dataset-fashion-mnist (make test does)")
+    require_debian_data()
     x_train, y_train = read_split(DEBIAN_DATA, "train")
     x_test, _ = read_split(DEBIAN_DATA, "test")
     return x_train[:12000], y_train[:12000], x_test[:PHONE_IMAGES]
