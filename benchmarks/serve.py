@@ -9,7 +9,7 @@ Measures, on real test images encoded as PNG:
   after checking that arrays and PNGs get the same classes;
 - wall time of `fashion-mlp predict DIR --json` on a directory of 1,000 PNGs, TensorFlow's start included.
 CPU times are printed beside the wall times: on a shared machine they are the steadier figure.
-Goals on 2 cores (issue 13): p50 <= 30 ms, >= 2,000 images/s batched, predict on 1,000 PNGs <= 10 s.
+Goals on 2 cores: p50 <= 30 ms, >= 2,000 images/s batched, predict on 1,000 PNGs <= 10 s.
 A .keras file is logged as the image pyfunc into a throw-away MLflow store and served from there;
 a models:/ URI is served from the pipeline's store (MLFLOW_TRACKING_URI honoured).
 """

@@ -12,7 +12,7 @@ throw-away MLflow store. Then it times a no-op rerun of both engines.
 
 It prints the wall times and their ratio, the epoch times, the test accuracy
 of each model (and whether their weights are identical), and the no-op rerun
-times. The goals (issue 5): epochs ≤ 0.5x and the whole stage ≤ 0.65x plain
+times. The goals: epochs ≤ 0.5x and the whole stage ≤ 0.65x plain
 Keras; each no-op rerun ≤ 5 s.
 """
 

@@ -50,7 +50,7 @@ def test_model_table_rows_and_anchors(two_models):
     assert [row.split("|")[4].strip() for row in anchor_rows] == [
         "0.8700", "0.8660", "0.8833", "0.8710", "0.9163", "0.9220", "0.9340"
     ]  # fmt: skip
-    assert "| anchor: settings chosen on test |" in anchor_rows[4] and anchor_rows[5].startswith("| *Small Keras CNN")
+    assert "| anchor: settings chosen on test |" in anchor_rows[4] and anchor_rows[5].startswith("| *2-conv CNN, ~113K")
     assert [row.split("|")[2].strip() for row in anchor_rows] == ["mlp"] * 5 + ["cnn"] * 2
     assert len(lines) == 2 + 2 + 7 and all(line.count("|") == lines[0].count("|") for line in lines)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from fashion_mlp.data import NUM_CLASSES
 
-CONFIDENCE = 0.95  # the intervals' level (issue 12)
+CONFIDENCE = 0.95  # the intervals' level
 ALPHA = 0.05  # a difference is called significant below this family-wise (Holm-adjusted) p-value
 
 
