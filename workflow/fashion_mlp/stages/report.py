@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     models = models_to_read(args)
-    metrics = read_metrics(model_files(args.metrics, models, ".json"), columns.REQUIRED)
+    # per_class too: the summary's per-class table has no blank form, so an old file without it is named
+    metrics = read_metrics(model_files(args.metrics, models, ".json"), (*columns.REQUIRED, "per_class"))
     models = models or [m["model"] for m in metrics]  # the folders' files are read in the metrics' order
     predictions = model_files(args.predictions, models, ".csv") if args.predictions else None
     pairs = pairwise_mcnemar(significance.read_correct(predictions, metrics)) if predictions else None
