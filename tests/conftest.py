@@ -241,10 +241,47 @@ def free_ports(count: int = 1) -> list[int]:
 # --- figures and synthetic predictions (test_evaluate.py, test_report.py) ------------------
 
 
-def assert_png(path: Path) -> None:
+def ink_bands(ink: np.ndarray, axis: int, min_pixels: int = 60) -> int:
+    """How many bands of ink at least `min_pixels` tall (axis 0) or wide (axis 1) blank lines separate along
+    `axis`: the rows (0) or columns (1) of a grid of subplots with gaps between them. Titles are narrower
+    than a panel; tick labels and legends between panels can join bands: count only grids that leave gaps."""
+    lines = ink.any(axis=1 - axis)
+    edges = np.diff(np.concatenate([[0], lines.astype(np.int8), [0]]))
+    widths = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return int((widths >= min_pixels).sum())
+
+
+def assert_png(path: Path, panels: tuple[int | None, int | None] | None = None) -> np.ndarray:
+    """A figure with something drawn in it, not only a PNG header: it decodes, its size is plausible, it is
+    not blank (its pixels vary, 2 % or more of them are ink), it has colour (every figure here draws its data
+    in colour: without it, the axes are there but not the data), and `panels` = (rows, columns) of subplots,
+    either None for "not counted", are the bands of ink blank lines separate (ink_bands). Returns the RGB
+    pixels (uint8: widen them before subtracting one channel from another)."""
+    from PIL import Image
+
     data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, path
-    assert len(data) > 1000, path
+    assert data[:8] == PNG_MAGIC, f"{path}: not a PNG"
+    try:
+        with Image.open(path) as image:
+            rgba = image.convert("RGBA")  # decodes every row: a truncated file raises here
+    except OSError as error:
+        raise AssertionError(f"{path}: does not decode as a PNG ({error})") from error
+    on_white = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    rgb = np.asarray(on_white.convert("RGB"))
+    height, width = rgb.shape[:2]
+    assert 100 <= width <= 4000 and 100 <= height <= 4000, f"{path}: {width}x{height} pixels, not a figure's size"
+    spread = np.asarray(on_white.convert("L")).std()
+    assert spread > 10, f"{path}: blank (pixel standard deviation {spread:.1f})"
+    darkest, brightest = rgb.min(axis=2), rgb.max(axis=2)
+    ink = darkest < 239
+    assert ink.mean() > 0.02, f"{path}: almost nothing drawn ({ink.mean():.1%} of the pixels are not white)"
+    chromatic = ((brightest - darkest) > 40).mean()  # uint8: brightest >= darkest
+    assert chromatic > 0.001, f"{path}: no colour ({chromatic:.2%} of the pixels): is the data drawn?"
+    if panels is not None:
+        found = (ink_bands(ink, 0), ink_bands(ink, 1))
+        want = tuple(f if p is None else p for p, f in zip(panels, found, strict=True))
+        assert found == want, f"{path}: {found[0]} x {found[1]} panels (rows x columns), expected {panels}"
+    return rgb
 
 
 def no_temporaries(directory: Path) -> bool:

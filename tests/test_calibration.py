@@ -123,5 +123,5 @@ def test_plot_reliability_writes_png(tmp_path):
     result = calibration.calibrate(softmax(val_z, axis=1), y_val, test_p, y_test, bins=15)
     path = tmp_path / "figures" / "m_reliability.png"
     calibration.plot_reliability(test_p, y_test, result, path, "m: reliability")
-    assert_png(path)
+    assert_png(path, panels=(2, 1))  # the diagram above, the histogram of confidences below
     assert no_temporaries(path.parent)

@@ -54,13 +54,28 @@ def test_every_variant_is_a_picture_the_preprocessing_brings_back_into_the_frame
 
 
 def test_the_round_trip_agrees_everywhere_and_the_measurement_is_seeded():
-    frames, labels = garments(40)
-    first = robustness.measure(by_shape, frames, labels, seed=3)
-    assert first["variants"]["PNG of the frame (round trip)"]["agreement"] == 1.0
-    assert first["original_accuracy"] == float((by_shape(scale(frames)).argmax(axis=1) == labels).mean())
-    assert robustness.measure(by_shape, frames, labels, seed=3) == first
+    frames, labels = garments(20)
+
+    def measured(seed: int) -> tuple[dict, list[np.ndarray]]:
+        """The figures, and every batch of frames the model was shown (the original, then one per variant)."""
+        shown = []
+
+        def predict(x):
+            shown.append(x.copy())
+            return by_shape(x)
+
+        return robustness.measure(predict, frames, labels, seed=seed), shown
+
+    first, pictures = measured(3)
+    assert first["variants"]["PNG of the frame (round trip)"] == {"agreement": 1.0, "accuracy": 1.0}
+    assert first["original_accuracy"] == float((by_shape(scale(frames)).argmax(axis=1) == labels).mean()) == 1.0
     for figures in first["variants"].values():
         assert 0.0 <= figures["agreement"] <= 1.0 and 0.0 <= figures["accuracy"] <= 1.0
+    again, same_pictures = measured(3)
+    assert again == first and len(same_pictures) == len(pictures) == 1 + len(robustness.VARIANTS)
+    assert all(np.array_equal(a, b) for a, b in zip(pictures, same_pictures, strict=True))
+    _, other_pictures = measured(4)
+    assert not all(np.array_equal(a, b) for a, b in zip(pictures, other_pictures, strict=True))  # the seed draws
 
 
 def test_the_most_frequent_mistakes_come_from_the_predictions_file(tmp_path):

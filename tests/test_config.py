@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import json
 import shlex
 
 import pytest
@@ -50,9 +51,11 @@ def test_load_params_accepts_repo_params(real_params):
     assert {"baseline", "regularized"} <= set(loaded["train"])
 
 
-def test_load_params_relative_path(monkeypatch):
-    monkeypatch.chdir(REPO)
-    assert load_params("params.yaml")["seed"] == load_params(PARAMS_PATH)["seed"]
+def test_load_params_relative_path(monkeypatch, tmp_path, real_params):
+    """A relative path is read from the working directory, not from the repository."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(dict(real_params, seed=real_params["seed"] + 1)))
+    monkeypatch.chdir(tmp_path)
+    assert load_params("params.yaml") == dict(real_params, seed=real_params["seed"] + 1)
 
 
 def test_load_params_missing_file(tmp_path):
@@ -266,6 +269,7 @@ def test_enough_distinct_bad_cases():
 
 @pytest.mark.parametrize("mutate, key, fragments", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
 def test_validate_rejects_and_names_key(params, mutate, key, fragments):
+    validate(copy.deepcopy(params))  # the real file passes: the one change below is what is refused
     mutate(params)
     with pytest.raises(ParamsError) as info:
         validate(params)
@@ -276,22 +280,23 @@ def test_validate_rejects_and_names_key(params, mutate, key, fragments):
         assert fragment in message, message
 
 
-def test_validate_accepts_real_params(params):
-    validate(params)  # no exception
-
-
 @pytest.mark.parametrize(
-    "key, value",
+    "key, value, one_too_many",
     [
-        ("dropout", 0.3),
-        ("dropout", [0.25]),
-        ("batchnorm", [True]),
-        ("l2", [0.0, 0.001]),
+        ("dropout", 0.3, [0.3] * 3),
+        ("dropout", [0.25], [0.25] * 3),
+        ("batchnorm", [True], [True] * 3),
+        ("l2", [0.0, 0.001], [0.0, 0.001, 0.001]),
     ],
 )
-def test_validate_accepts_scalar_single_or_full_per_layer_values(params, key, value):
+def test_validate_accepts_scalar_single_or_full_per_layer_values(params, key, value, one_too_many):
+    """A scalar, one value or one per hidden layer (regularized has 2) passes; one per layer and one more is
+    refused, so the per-layer check did look at the key."""
     params["train"]["regularized"][key] = value
-    validate(params)
+    validate(params)  # raises ParamsError if refused
+    params["train"]["regularized"][key] = one_too_many
+    with pytest.raises(ParamsError, match=rf"train\.regularized\.{key} has 3 values but hidden has 2 layers"):
+        validate(params)
 
 
 def test_validate_reports_every_problem_at_once(params):
@@ -340,10 +345,13 @@ def test_validate_rejects_integral_floats_for_integer_keys(params, path):
 
 
 def test_validate_section_accepts_each_real_section(real_params):
-    for section in ("data", "prepare", "evaluate", "mlflow"):
-        validate_section(section, real_params[section])
-    for model in real_params["train"].values():
-        validate_section("train", model)
+    """Each real section passes the check of its own part of the schema, which refuses a key it does not have."""
+    names = ("data", "prepare", "tune", "evaluate", "explain", "card", "demos", "mlflow")
+    models = [("train", block) for block in real_params["train"].values()]
+    for section, values in [*((name, real_params[name]) for name in names), *models]:
+        validate_section(section, values)  # raises ParamsError if refused
+        with pytest.raises(ParamsError, match=rf"unknown key '{section}\.bogus'"):
+            validate_section(section, dict(values, bogus=1))
 
 
 def test_validate_section_train_names_key_and_source(real_params):
@@ -679,6 +687,11 @@ def test_the_check_stage_refuses_a_bad_file_by_key_and_writes_nothing(tmp_path, 
     assert not out.exists()
     check.main(["--params", str(PARAMS_PATH), "--out", str(out)])
     first = out.read_bytes()
+    assert json.loads(first) == {  # that the file passed, and against what: none of its values
+        "params": str(PARAMS_PATH),
+        "valid": True,
+        "checked_against": ["workflow/schemas/params.schema.yaml", "the kinds' registry"],
+    }
     params["train"]["baseline"]["dropout"] = 0.25  # another valid value: the same bytes, nothing reruns
     bad.write_text(yaml.safe_dump(params))
     check.main(["--params", str(bad), "--out", str(out)])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PNG_MAGIC, REPO, SUBPROCESS_TIMEOUT, clean_env
+from conftest import REPO, SUBPROCESS_TIMEOUT, assert_png, clean_env
 from fashion_mlp.config import ParamsError, cli_flags, section_from_args, validate_section
 from fashion_mlp.stages import demos
 
@@ -61,7 +61,7 @@ def test_activation_part_loads_no_tensorflow(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
-    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert_png(png, panels=(2, None))  # 2 x 2 panels; the right column's labels join the columns
 
 
 # --- command line and params -----------------------------------------------------------------
@@ -82,9 +82,11 @@ def test_flags_round_trip_dvc_rendering(tmp_path):
 
 
 def test_proposed_params_validate():
-    validate_section("demos", DEMOS_PARAMS)
+    """The section the tests run is a valid one with every key of the real section, which is valid too."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    validate_section("demos", params["demos"])  # the real section passes too
+    assert sorted(DEMOS_PARAMS) == sorted(params["demos"]), "a key of params.yaml's demos: section is not tested here"
+    for section in (DEMOS_PARAMS, params["demos"]):
+        validate_section("demos", section)  # raises ParamsError naming the key
 
 
 @pytest.mark.parametrize(
@@ -144,8 +146,9 @@ def test_demos_writes_every_output(runs):
     out, stdout = runs["a"]
     for name in OUTPUTS.values():
         assert (out / name).is_file(), name
-        if name.endswith(".png"):
-            assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert_png(out / "figures/xor_points.png", panels=(1, 1))
+    assert_png(out / "figures/xor_boundaries.png", panels=(1, 2))  # the perceptron's line, the MLP's regions
+    assert_png(out / "figures/activations.png", panels=(2, None))
     for folder in (out / "demos", out / "figures"):
         assert not list(folder.glob(".*.tmp-*"))
     assert "MLP 1.00" in stdout

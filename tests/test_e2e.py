@@ -490,14 +490,18 @@ def test_dvc_bad_edit_is_refused_before_any_output_is_removed_and_its_revert_run
     original = (repo / "params.yaml").read_text()
 
     edit_params(repo, {"train.baseline.dropout": 1.5})
-    failed = run(["dvc", "repro"], repo, check=False)
+    try:
+        failed = run(["dvc", "repro"], repo, check=False)
+    finally:
+        bad = (repo / "params.yaml").read_text()
+        (repo / "params.yaml").write_text(original)  # the next tests start from the run's params
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "params.yaml: 'train.baseline.dropout' = 1.5 is not allowed; expected a number in [0, 1)" in output, output
     assert set(re.findall(r"Running stage '([^']+)'", failed.stdout)) == {"check"}
     assert hashes(repo, outputs) == before, "a good output was removed or changed by a refused edit"
+    assert "dropout: 1.5" in bad
 
-    (repo / "params.yaml").write_text(original)
     restored = run(["dvc", "repro"], repo)
     assert set(re.findall(r"Running stage '([^']+)'", restored.stdout)) <= {"check"}, restored.stdout
     assert set(run_statuses(repo)) == runs_before, "no new MLflow run: nothing was trained"
@@ -545,7 +549,8 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
     diff = run(["dvc", "params", "diff", "--json"], repo)
     assert "train.regularized.dropout" in diff.stdout and "baseline" not in diff.stdout
     # register and report track train: for its list of models (a removed entry's files stay behind).
-    assert set(dvc_status(repo)) == {"train@regularized", "register", "card", "report"}
+    # check reads every section: it runs first after any params edit (and changes nothing downstream).
+    assert set(dvc_status(repo)) == {"check", "train@regularized", "register", "card", "report"}
 
     out = tmp_path / "killed.out"
     killed = kill_mid_training(repo, ["dvc", "repro"], out, watched=lambda: [out])
@@ -556,7 +561,14 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
 
     rerun = run(["dvc", "repro"], repo)  # the README's command, no clean-up first
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
-    expected = {"train@regularized", "evaluate@regularized", "explain@regularized", "register", "card", "report"}
+    expected = {  # not check: the killed run had passed it before it started train@regularized
+        "train@regularized",
+        "evaluate@regularized",
+        "explain@regularized",
+        "register",
+        "card",
+        "report",
+    }
     assert ran == expected, rerun.stdout
     assert "had been killed. Auto removed it from the lock file" in rerun.stdout + rerun.stderr
     # DVC drops a dead process's entries lazily, from the paths it touches; those left block nothing.
@@ -579,7 +591,7 @@ def test_dvc_plots_an_experiment_and_a_preset_from_the_command_line(dvc_repo: Pa
     # A demos param: the cheapest rerun (demos, then report); the queue's experiments set a training's.
     experiment = run(["dvc", "exp", "run", "-S", "demos.activation_points=[-4,0,4]"], repo)
     ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
-    assert ran == {"demos", "report"}, experiment.stdout
+    assert ran == {"check", "demos", "report"}, experiment.stdout
     table = (repo / "reports/demos/activations.csv").read_text().splitlines()
     assert [float(row.split(",")[0]) for row in table[1:]] == [-4.0, 0.0, 4.0], table
 
@@ -590,7 +602,7 @@ def test_dvc_plots_an_experiment_and_a_preset_from_the_command_line(dvc_repo: Pa
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "the experiment above, and a preset"], repo)
     ran = run(["fashion-mlp", "preset", "two-points"], repo)
-    assert set(re.findall(r"Running stage '([^']+)'", ran.stdout)) == {"demos", "report"}, ran.stdout
+    assert set(re.findall(r"Running stage '([^']+)'", ran.stdout)) == {"check", "demos", "report"}, ran.stdout
     record = json.loads((repo / "reports/presets/two-points.json").read_text())
     assert record["command"] == "dvc exp run --temp -n two-points -S demos.activation_points=[-3,3]"
     assert record["metrics"] == json.loads((repo / "reports/metrics/baseline.json").read_text())
@@ -622,7 +634,7 @@ def test_a_new_model_is_one_params_entry_under_both_engines_and_removing_it_remo
         assert made in planned, made
 
     ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], repo).stdout))
-    assert ran == {"train@wide", "evaluate@wide", "explain@wide", "register", "card", "report"}, ran
+    assert ran == {"check", "train@wide", "evaluate@wide", "explain@wide", "register", "card", "report"}, ran
     summary = (repo / "reports/summary.md").read_text()
     assert re.search(r"^\| wide \| mlp \| 0\.\d{4} \| 0\.\d{4} \|", summary, flags=re.M), summary[:2000]
     candidates = json.loads((repo / "reports/champion.json").read_text())["candidates"]
@@ -633,7 +645,7 @@ def test_a_new_model_is_one_params_entry_under_both_engines_and_removing_it_remo
     assert "@wide" not in run(["dvc", "stage", "list"], repo).stdout
     assert "wide" not in run(["snakemake", "--dry-run", "--cores", "2"], repo).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], repo).stdout))
-    assert ran == {"register", "card", "report"}, ran
+    assert ran == {"check", "register", "card", "report"}, ran
     assert "| wide |" not in (repo / "reports/summary.md").read_text()
     candidates = json.loads((repo / "reports/champion.json").read_text())["candidates"]
     assert {c["model"] for c in candidates} == set(MODELS)

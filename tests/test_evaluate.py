@@ -135,7 +135,11 @@ def test_plot_confusion_writes_png(tmp_path, predictions):
     y_true, y_pred, _ = predictions
     path = tmp_path / "figures" / "m_confusion.png"  # directory created on demand
     evaluate.plot_confusion(y_true, y_pred, path, "m: confusion")
-    assert_png(path)
+    rgb = assert_png(path)
+    # The darkest blues of the "Blues" map: the 10 full cells (a diagonal of 3s and 4s, and 9 -> 8) of 100, and
+    # the top of the colour bar. An empty or uniform matrix leaves the bar alone (1 %), another map none at all.
+    dark = ((rgb[..., 0] < 60) & (rgb[..., 2] > 100)).mean()
+    assert 0.03 < dark < 0.2, f"{dark:.1%} of the pixels are dark blue: is the matrix drawn?"
     assert no_temporaries(path.parent)
     assert [p.name for p in path.parent.iterdir()] == ["m_confusion.png"]
 
@@ -143,17 +147,20 @@ def test_plot_confusion_writes_png(tmp_path, predictions):
 def test_plot_curves_writes_png(tmp_path, history_rows):
     path = tmp_path / "m_curves.png"
     evaluate.plot_curves(history_rows, path, "m: curves")
-    assert_png(path)
+    assert_png(path, panels=(1, 2))  # accuracy and loss, side by side
     assert no_temporaries(tmp_path)
 
 
-@pytest.mark.parametrize("n_images, grid", [(30, 25), (7, 25)])
-def test_plot_predictions_writes_png(tmp_path, predictions, n_images, grid):
+@pytest.mark.parametrize("n_images, grid, panels", [(30, 25, (5, 5)), (7, 25, (3, 3))])
+def test_plot_predictions_writes_png(tmp_path, predictions, n_images, grid, panels):
+    """`grid` images or all there are, in a square-ish grid: 25 in 5 x 5, 7 in 3 x 3 (the last row holds one)."""
     y_true, y_pred, _ = predictions
     images = np.random.default_rng(0).random((40, 28, 28), dtype=np.float32)[:n_images]
     path = tmp_path / "m_predictions.png"
     evaluate.plot_predictions(images, y_true[:n_images], y_pred[:n_images], path, "m", grid, seed=42)
-    assert_png(path)
+    rgb = assert_png(path, panels=panels)  # colour: the mistakes' titles and frames are red
+    gray = (np.ptp(rgb, axis=2) < 10) & (rgb.mean(axis=2) > 40) & (rgb.mean(axis=2) < 215)
+    assert gray.mean() > 0.1, f"{gray.mean():.1%} of the pixels are gray: are the pictures drawn?"
     assert no_temporaries(tmp_path)
 
 
@@ -161,7 +168,7 @@ def test_plots_replace_existing_file(tmp_path, history_rows):
     path = tmp_path / "curves.png"
     path.write_bytes(b"old")
     evaluate.plot_curves(history_rows, path, "again")
-    assert_png(path)
+    assert_png(path, panels=(1, 2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
 
 

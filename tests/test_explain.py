@@ -131,7 +131,62 @@ def test_randomization_verdict_fails_a_method_whose_maps_stay_alike():
     assert checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.2}, 0.5)["verdict"] == "passes"
     failed = checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.8}, 0.5)
     assert failed["verdict"] == "FAILS"
+    assert checks.randomization_verdict({"spearman": 0.1, "spearman_abs": 0.5}, 0.5)["verdict"] == "FAILS"  # at it
     assert "explain the input, not the model" in failed["meaning"]
+
+
+def saliency(model, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """d log p[target] / d x: a map made of the model's weights, which re-initializing them changes."""
+    import tensorflow as tf
+
+    tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        chosen = tf.reduce_sum(tf.math.log(model(tensor, training=False)) * tf.one_hot(targets, 10))
+    return tape.gradient(chosen, tensor).numpy()
+
+
+MAPS = {
+    "the image": lambda model, x, targets: x.astype(np.float64),  # the same maps whatever the weights
+    "saliency": saliency,
+}
+
+
+@pytest.mark.parametrize(("shap_maps", "lrp_maps"), [("the image", "saliency"), ("saliency", "the image")])
+def test_the_randomization_check_fails_maps_blind_to_the_weights_and_passes_maps_made_of_them(
+    monkeypatch, shap_maps, lrp_maps
+):
+    """explain_model's verdicts, with its two methods replaced by a method whose maps cannot change when
+    the model is re-initialized (the image itself) and one whose maps can only come from the weights (the
+    gradient), each in both places: the first must be told it FAILS, the second that it passes."""
+    monkeypatch.setattr(
+        model_report,
+        "shap_attributions",
+        lambda model, background, x, targets: {
+            "values": MAPS[shap_maps](model, x, targets),
+            "additivity_gaps": np.zeros(len(x)),
+        },
+    )
+    monkeypatch.setattr(
+        model_report,
+        "lrp_attributions",
+        lambda model, x, targets, epsilon: {
+            "values": MAPS[lrp_maps](model, x, targets),
+            "relevance_out": np.ones(len(x)),
+            "relevance_in": np.ones(len(x)),
+        },
+    )
+    x = images(40, seed=5)
+    report = model_report.explain_model(tiny_mlp(seed=4), x[:20], x, np.arange(40) % 10, OPTS, seed=0)["report"]
+    expected = {"the image": "FAILS", "saliency": "passes"}
+    for method, maps in (("shap", shap_maps), ("lrp", lrp_maps)):
+        check = report[method]["randomization"]
+        assert check["verdict"] == expected[maps], (method, maps, check)
+        assert check["threshold"] == OPTS["randomization_threshold"]
+        if maps == "the image":
+            assert check["spearman_abs"] == pytest.approx(1.0)
+        else:
+            assert abs(check["spearman_abs"]) < 0.2, check
 
 
 def test_deletion_by_true_attribution_beats_random_order():
@@ -246,13 +301,17 @@ def test_a_kind_lrp_does_not_cover_gets_shap_alone_everywhere(tmp_path):
     y = np.arange(40) % 10
     result = model_report.explain_model(model, x[:20], x, y, OPTS, seed=0, lrp=False)
     report = result["report"]
-    assert report["lrp"] is None and report["shap"]["deletion_area"] >= 0
+    assert report["lrp"] is None
+    assert report["shap"]["deletion_area"] == pytest.approx(result["deletion"][2]["shap"], rel=1e-5)  # the figure's
     assert set(result["sample"][2]) == {"shap"} and set(result["deletion"][1]) == {"shap", "random"}
     figures.plot_class_maps(*result["sample"], tmp_path / "classes.png", "no lrp")
     figures.plot_examples(*result["examples"], tmp_path / "examples.png", "no lrp")
     figures.plot_deletion(*result["deletion"], tmp_path / "deletion.png", "no lrp")
-    for name in ("classes", "examples", "deletion"):
-        assert_png(tmp_path / f"{name}.png")
+    shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
+    assert shown >= 2
+    assert_png(tmp_path / "classes.png", panels=(1, 10))  # SHAP's row only: a panel per class
+    assert_png(tmp_path / "examples.png", panels=(2, shown))  # the images, SHAP's maps
+    assert_png(tmp_path / "deletion.png", panels=(1, 1))
     explain.write_deletion_csv(tmp_path / "deletion.csv", *result["deletion"][:2])
     rows = list(csv.DictReader((tmp_path / "deletion.csv").open()))
     assert list(rows[0]) == ["fraction", "shap", "lrp", "random"] and {row["lrp"] for row in rows} == {""}
@@ -294,6 +353,10 @@ def test_cli_gives_the_same_bytes_twice_and_writes_nothing_for_a_bad_model(tmp_p
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     report = json.loads((tmp_path / "a" / "tiny.json").read_text())
     assert report["shap"]["additivity_max_abs_gap"] < 1e-4
+    shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
+    assert_png(tmp_path / "a" / "classes.png", panels=(2, 10))  # SHAP, LRP; a panel per class
+    assert_png(tmp_path / "a" / "examples.png", panels=(3, shown))
+    assert_png(tmp_path / "a" / "deletion.png", panels=(1, 1))
     (tmp_path / "bad.keras").write_text("not a model")
     result = run_cli(tmp_path, tmp_path / "bad.keras", "c")
     assert result.returncode != 0
@@ -315,7 +378,11 @@ def check_explain_outputs(repo: Path) -> None:
         assert report["model"] == model
         assert report["shap"]["additivity_max_abs_gap"] < 1e-3, model
         for method in ("shap", "lrp"):
-            assert report[method]["randomization"]["verdict"] in ("passes", "FAILS"), model
+            check = report[method]["randomization"]
+            assert check["threshold"] == params["explain"]["randomization_threshold"], model
+            assert -1.0 <= check["spearman_abs"] <= 1.0, (model, method)
+            # the verdict is the one its own figures call for: FAILS at or above the threshold
+            assert check["verdict"] == ("passes" if check["spearman_abs"] < check["threshold"] else "FAILS"), model
             assert 0.0 <= report[method]["deletion_area"] <= 1.0, model
         assert report["lrp"]["conservation"]["mean_relevance_out"] != 0
         with open(repo / "reports" / "deletion" / f"{model}.csv", newline="") as fh:
@@ -323,7 +390,10 @@ def check_explain_outputs(repo: Path) -> None:
         assert list(rows[0]) == ["fraction", "shap", "lrp", "random"]
         assert len(rows) == steps + 1
         assert all(0.0 <= float(row[key]) <= 1.0 for row in rows for key in ("shap", "lrp", "random"))
-        for kind in ("classes", "examples", "deletion"):
-            assert_png(repo / "reports" / "figures" / f"{model}_explain_{kind}.png")
+        figures = repo / "reports" / "figures"
+        shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
+        assert_png(figures / f"{model}_explain_classes.png", panels=(2, 10))  # SHAP, LRP; a panel per class
+        assert_png(figures / f"{model}_explain_examples.png", panels=(3, shown))  # the images, SHAP, LRP
+        assert_png(figures / f"{model}_explain_deletion.png", panels=(1, 1))
     assert "## Explanations (SHAP and LRP)" in (repo / "reports" / "summary.md").read_text()
     assert no_temporaries(repo / "reports" / "explain")

@@ -178,9 +178,16 @@ def test_the_lockstep_oracle_decides_the_same_with_any_number_of_workers(tmp_pat
 
 
 def test_trial_rows_show_only_the_layers_a_trial_uses(tmp_path):
-    for row in hyperband.trial_rows(search(tmp_path, workers=1)):
-        assert len(row["units"].split()) == row["layers"]
-        assert isinstance(row["batchnorm"], bool)
+    oracle = search(tmp_path, workers=1)
+    drawn = {trial.trial_id: trial.hyperparameters.values for trial in oracle.trials.values()}
+    rows = hyperband.trial_rows(oracle)
+    assert sorted(row["trial_id"] for row in rows) == sorted(drawn)
+    for row in rows:
+        values = drawn[row["trial_id"]]
+        assert row["layers"] == values["layers"] and row["val_accuracy"] == score(values)
+        assert row["units"].split() == [str(values[f"units_{i}"]) for i in range(values["layers"])]
+        assert row["batchnorm"] is (values["batchnorm"] == 1)  # a bool, not KerasTuner's 0 or 1
+    assert {row["layers"] for row in rows} == {1, 2, 3} and {row["batchnorm"] for row in rows} == {False, True}
 
 
 @pytest.mark.parametrize("limit", [None, 30])

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import assert_png
 from fashion_mlp.attribution import checks, lrp, methods, model_report
 from fashion_mlp.attribution import figures as attribution_figures
 from fashion_mlp.stages import explain
@@ -161,9 +162,14 @@ def test_every_method_and_check_of_explain_runs_on_a_cnn(tmp_path):
     assert report["shap"]["additivity_max_abs_gap"] < 1e-5
     assert report["lrp"]["conservation"]["mean_relevance_out"] != 0
     for method in ("shap", "lrp"):
-        assert report[method]["randomization"]["verdict"] in ("passes", "FAILS")
+        check = report[method]["randomization"]
+        assert check["threshold"] == 0.5 and -1.0 <= check["spearman_abs"] <= 1.0, check
+        assert check["verdict"] == ("passes" if check["spearman_abs"] < 0.5 else "FAILS"), check
         assert 0.0 <= report[method]["deletion_area"] <= 1.0
     attribution_figures.plot_class_maps(*result["sample"], tmp_path / "classes.png", "cnn")
     attribution_figures.plot_examples(*result["examples"], tmp_path / "examples.png", "cnn")
     attribution_figures.plot_deletion(*result["deletion"], tmp_path / "deletion.png", "cnn")
-    assert all((tmp_path / f"{kind}.png").stat().st_size > 0 for kind in ("classes", "examples", "deletion"))
+    shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
+    assert_png(tmp_path / "classes.png", panels=(2, 2))  # SHAP and LRP; the two classes of y_test, the rest blank
+    assert_png(tmp_path / "examples.png", panels=(3, shown))
+    assert_png(tmp_path / "deletion.png", panels=(1, 1))

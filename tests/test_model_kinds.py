@@ -205,10 +205,17 @@ def test_schema_rejects_cnn_keys_on_an_mlp_block():
         validate(params)
 
 
-def test_levers_are_accepted_on_both_kinds():
-    validate_section("train", dict(TINY_CNN, **LEVERS))
-    validate_section("train", dict(load_params(PARAMS_PATH)["train"]["baseline"], kind="mlp", **LEVERS))
-    validate_section("train", dict(TINY_CNN, augment={"shift": 0, "flip": False}, ema=None, label_smoothing=0.0))
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_levers_are_accepted_on_both_kinds(kind):
+    """On either kind the levers pass, on or off, and each is checked there: an out-of-range one is refused."""
+    block = dict(load_params(PARAMS_PATH)["train"]["baseline"], kind="mlp") if kind == "mlp" else TINY_CNN
+    validate_section("train", dict(block, **LEVERS))  # raises ParamsError if refused
+    validate_section("train", dict(block, augment={"shift": 0, "flip": False}, ema=None, label_smoothing=0.0))
+    out_of_range = {"label_smoothing": 1.0, "ema": 1.0, "augment.shift": 9}
+    for key, bad in out_of_range.items():
+        lever = {"augment": {"shift": bad, "flip": True}} if key == "augment.shift" else {key: bad}
+        with pytest.raises(ParamsError, match=rf"'train\.{key}' = {bad} is not allowed"):
+            validate_section("train", dict(block, **(LEVERS | lever)))
 
 
 # --- flags: block -> cli_flags (DVC's rendering) -> parse -> block ---------------------------

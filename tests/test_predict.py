@@ -19,7 +19,7 @@ N = 64
 
 
 @pytest.fixture(scope="module")
-def test_images() -> tuple[np.ndarray, np.ndarray]:
+def real_images() -> tuple[np.ndarray, np.ndarray]:
     """The first N real test images (uint8) and labels."""
     require_debian_data()
     x, y = read_split(DEBIAN_DATA, "test")
@@ -40,28 +40,32 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-def evaluate_classes(model_path: Path, x: np.ndarray) -> np.ndarray:
-    """What `evaluate` computes for scaled test arrays (its main(): load, predict, argmax)."""
+def evaluate_probabilities(model_path: Path, x: np.ndarray) -> np.ndarray:
+    """What `evaluate` computes for scaled test arrays (its main(): load, predict; argmax for the class)."""
     import keras
 
     model = keras.saving.load_model(model_path, safe_mode=True)
-    return model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
+    return model.predict(x, batch_size=1024, verbose=0)
 
 
-def test_round_trip_through_png_gives_evaluates_classes(tmp_path, test_images, tiny_model, capsys):
-    x, _ = test_images
+def test_round_trip_through_png_gives_evaluates_classes(tmp_path, real_images, tiny_model, capsys):
+    x, _ = real_images
     for i, pixels in enumerate(x):
         Image.fromarray(pixels).save(tmp_path / f"{i:03d}.png")
     predict.main([str(tmp_path), "--model", str(tiny_model), "--json", "--top", "10"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["file"] for line in lines] == [str(tmp_path / f"{i:03d}.png") for i in range(N)]
+    expected = evaluate_probabilities(tiny_model, scale(x))
     got = [CLASS_NAMES.index(line["predictions"][0]["class"]) for line in lines]
-    assert got == evaluate_classes(tiny_model, scale(x)).tolist()
-    assert all(len(line["predictions"]) == 10 for line in lines)
+    assert got == expected.argmax(axis=1).tolist()
+    assert len(set(got)) > 1  # the untrained model tells these images apart: a lost picture would show
+    answered = [{p["class"]: p["probability"] for p in line["predictions"]} for line in lines]
+    assert all(len(a) == 10 for a in answered)
+    np.testing.assert_allclose([[a[name] for name in CLASS_NAMES] for a in answered], expected, atol=1e-6)
 
 
-def test_bad_files_are_named_the_others_answered_and_the_exit_is_non_zero(tmp_path, test_images, tiny_model, capsys):
-    x, _ = test_images
+def test_bad_files_are_named_the_others_answered_and_the_exit_is_non_zero(tmp_path, real_images, tiny_model, capsys):
+    x, _ = real_images
     Image.fromarray(x[0]).save(tmp_path / "good.png")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not a picture")

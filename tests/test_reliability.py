@@ -1,10 +1,12 @@
 """Reliability without a whole pipeline run: real processes, real SIGKILLs, a real SQLite store.
 
-- a SIGKILL in the middle of an atomic write leaves the old file, never half a file;
-- bad data and bad params stop a stage's command with a one-line error naming the file or key,
-  before it writes anything, and a later good mirror is used;
+- a SIGKILL in the middle of an atomic write leaves the old file, never half a file; so does one in the
+  middle of a real stage's writes (`fashion-mlp report`), and its rerun leaves no temporary;
+- bad data, bad params and a model of no known kind stop a stage's command with a one-line error naming
+  the file or key, before it writes anything, and a later good mirror is used;
 - the Snakemake profile is where Snakemake 9 finds it, with what a killed run needs;
-- nothing loads pickles or unsafe Keras models, and the MLflow UI listens on 127.0.0.1.
+- nothing loads pickles or unsafe Keras models, and the real `make ui` answers on 127.0.0.1 and on no
+  other address of the machine.
 
 The whole-pipeline properties (bit-identical reruns, parallel jobs, kill and resume under each
 engine, a reverted bad edit, push/pull) are in test_e2e.py, which shares its expensive runs;
@@ -13,21 +15,31 @@ a run whose process was SIGKILLed is marked KILLED by the next stage: test_track
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
+import json
+import os
+import random
 import re
 import shutil
+import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import DEBIAN_DATA, REPO, cli, engine_env, require_debian_data
+from conftest import BIN, CLI, DEBIAN_DATA, IN_CI, REPO, clean_env, cli, engine_env, require_debian_data
 from fashion_mlp.config import cli_flags
 from fashion_mlp.data import RAW_FILES, sha256_gunzipped
 from fashion_mlp.io import TMP_MARK, remove_stale_temporaries, write_text
@@ -92,6 +104,117 @@ def test_sigkill_during_an_atomic_write_leaves_the_old_file_or_none(tmp_path, ex
     (target.parent / ".stray.tmp-x.keras").touch()
     remove_stale_temporaries(target.parent)  # what download does to data/raw before it starts
     assert leftovers(target.parent) == []
+
+
+# A real stage killed while it writes: `fashion-mlp report` (no TensorFlow, well under a second) on
+# synthetic inputs. Its outputs, relative to its working directory; every one goes through atomic_output.
+REPORT_OUTPUTS = ("reports/summary.md", "reports/figures/model_comparison.png")
+REPORT_ARGS = [
+    *("--metrics", "in/metrics/baseline.json", "in/metrics/regularized.json", "--data_stats", "in/data_stats.json"),
+    *("--figures_dir", "reports/figures", "--chart_out", REPORT_OUTPUTS[1], "--out", REPORT_OUTPUTS[0]),
+]
+
+
+def report_inputs(directory: Path, predictions, accuracy: float) -> None:
+    """Two models' metrics (the second one's test accuracy is `accuracy`) and the split counts, under in/."""
+    from fashion_mlp.stages.evaluate import compute_metrics
+
+    y_true, _, probabilities = predictions
+    (directory / "in" / "metrics").mkdir(parents=True, exist_ok=True)
+    for model, value in (("baseline", 0.8812), ("regularized", accuracy)):
+        metrics = compute_metrics(y_true, probabilities) | {"model": model, "accuracy": value}
+        metrics |= {"val_accuracy": value + 0.01, "params": 101_770, "epochs_run": 10}
+        (directory / "in" / "metrics" / f"{model}.json").write_text(json.dumps(metrics))
+    counts = {"seed": 1, "counts": {"train": 1800, "val": 200, "test": 40}}
+    (directory / "in" / "data_stats.json").write_text(json.dumps(counts))
+
+
+def start_report(directory: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(CLI), "report", *REPORT_ARGS], cwd=directory, env=engine_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def run_report(directory: Path) -> None:
+    report = start_report(directory)
+    _, stderr = report.communicate(timeout=TIMEOUT)
+    assert report.returncode == 0, stderr[-3000:]
+
+
+def report_outputs(directory: Path) -> dict[str, bytes | None]:
+    return {name: (directory / name).read_bytes() if (directory / name).exists() else None for name in REPORT_OUTPUTS}
+
+
+def report_leftovers(directory: Path) -> list[str]:
+    return leftovers(directory / "reports") + leftovers(directory / "reports" / "figures")
+
+
+def files_state(directory: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file under `directory` (folders left out): (inode, size, mtime), so a creation, write or rename shows."""
+    state = {}
+    for path in directory.rglob("*") if directory.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):  # a temporary renamed away while we look
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode):
+                state[str(path)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return state
+
+
+def kill_report_at_its_first_write(directory: Path) -> None:
+    """Start `fashion-mlp report` and SIGKILL it the moment anything under reports/ changes: a temporary
+    created, a file truncated or written, a rename. Fails if it finished first (the kill proved nothing)."""
+    before = files_state(directory / "reports")
+    report = start_report(directory)
+    while report.poll() is None and files_state(directory / "reports") == before:
+        time.sleep(0.0005)
+    report.kill()  # SIGKILL: no cleanup code runs
+    _, stderr = report.communicate(timeout=TIMEOUT)
+    assert report.returncode == -signal.SIGKILL, f"report finished before it was killed:\n{stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_a_stage_killed_while_writing_leaves_each_output_whole_and_its_rerun_no_temporary(tmp_path, predictions):
+    """SIGKILL a real stage at its first write and at random times: each output is the previous version byte for
+    byte, or absent when there was none, or the whole new version; never a partial file. The next
+    successful run writes the new version and leaves no temporary behind."""
+    old_accuracy, new_accuracy = 0.8851, 0.8951
+    reference = tmp_path / "reference"  # the new version, run without kills: same relative paths, same bytes
+    report_inputs(reference, predictions, new_accuracy)
+    run_report(reference)
+    new = report_outputs(reference)
+    work = tmp_path / "work"
+    report_inputs(work, predictions, old_accuracy)
+
+    # No previous version: killed at its first write (the figure's temporary), it leaves no output at all.
+    kill_report_at_its_first_write(work)
+    assert report_outputs(work) == dict.fromkeys(REPORT_OUTPUTS), "an output appeared from a killed run"
+    assert report_leftovers(work), "no temporary left: the kill did not land in the middle of a write"
+
+    started = time.monotonic()
+    run_report(work)  # the previous version; it removes the temporary the killed run left
+    duration = time.monotonic() - started  # only to spread the kills below over a run
+    old = report_outputs(work)
+    assert report_leftovers(work) == [] and None not in old.values()
+    assert all(old[name] != new[name] for name in REPORT_OUTPUTS), "the two versions must differ to tell them apart"
+
+    report_inputs(work, predictions, new_accuracy)
+    kill_report_at_its_first_write(work)
+    assert report_outputs(work) == old, "a killed write changed the previous version"
+    assert report_leftovers(work), "no temporary left: the kill did not land in the middle of a write"
+
+    rng = random.Random(0)
+    for _ in range(8):  # killed at random points of a run: before, during or between the two writes
+        report = start_report(work)
+        time.sleep(rng.uniform(0, duration))
+        report.kill()
+        report.communicate(timeout=TIMEOUT)
+        for name, content in report_outputs(work).items():
+            assert content in (old[name], new[name]), f"{name}: neither the previous version nor the new one"
+
+    run_report(work)
+    assert report_outputs(work) == new
+    assert report_leftovers(work) == [], "the rerun left temporaries of the killed runs"
 
 
 # --- bad data: a clear error naming the file, nothing partial left -------------------------
@@ -293,11 +416,55 @@ def test_train_command_rejects_a_bad_value_before_writing_or_tracking(tmp_path):
     assert list(tmp_path.iterdir()) == [], "no model, history or MLflow store"
 
 
+@pytest.mark.slow
+def test_explain_refuses_a_model_of_no_known_kind_naming_its_file_and_writes_nothing(tmp_path, keras):
+    """A saved model with a layer LRP does not cover (LayerNormalization), whose layers match no kind of the
+    registry: `fashion-mlp explain` fails naming the file and the kinds, before any JSON, CSV, PNG, temporary
+    or MLflow store is written."""
+    import numpy as np
+
+    model = keras.Sequential(
+        [keras.Input(shape=(28, 28)), keras.layers.Flatten(), keras.layers.LayerNormalization(),
+         keras.layers.Dense(10, activation="softmax")]
+    )  # fmt: skip
+    path = tmp_path / "models" / "layernorm.keras"
+    path.parent.mkdir()
+    model.save(path)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("test", 40)):
+        x, y = rng.random((n, 28, 28)).astype(np.float32), np.arange(n) % 10
+        np.savez(tmp_path / f"{split}.npz", **{f"x_{split}": x, f"y_{split}": y})
+    inputs = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["explain"]
+    out = tmp_path / "reports"
+    result = cli(
+        [
+            "explain", *cli_flags(section).split(), "--seed", "3", "--threads", "1", "--experiment", "explain-test",
+            "--model", "layernorm", "--model_path", str(path), "--train_data", str(tmp_path / "train.npz"),
+            "--test_data", str(tmp_path / "test.npz"), "--json_out", str(out / "explain" / "layernorm.json"),
+            "--deletion_out", str(out / "deletion" / "layernorm.csv"),
+            "--classes_png", str(out / "figures" / "classes.png"),
+            "--examples_png", str(out / "figures" / "examples.png"),
+            "--deletion_png", str(out / "figures" / "deletion.png"),
+        ],
+        tmp_path,
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )  # fmt: skip
+    assert_clear_error(
+        result,
+        "explain",
+        f"{path}: its layers (Dense, Flatten, InputLayer, LayerNormalization) match no model kind; the kinds are mlp: ",
+        "; cnn: Conv2D among ",
+    )
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == inputs, "explain wrote something"
+
+
 # --- the Snakemake profile --------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_default_profile_is_found_and_lets_a_killed_run_resume():
+def test_snakemake_finds_the_default_profile_and_its_rerun_incomplete_and_nolock():
     """Snakemake 9 reads profiles/default beside the Snakefile; a profile elsewhere is silently ignored."""
     profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
     # rerun-incomplete: redo the jobs a kill interrupted; nolock: Snakemake 9 never expires the
@@ -387,10 +554,102 @@ def test_npz_files_load_without_pickles():
         assert "allow_pickle=False" in call, f"{path.name}: {call}"
 
 
-def test_mlflow_ui_listens_on_localhost_only():
-    makefile = (REPO / "Makefile").read_text()
-    commands = [line for line in makefile.splitlines() if "mlflow ui" in line]
-    assert commands and all("--host 127.0.0.1" in line for line in commands), commands
+def other_addresses() -> list[str]:
+    """This machine's addresses other than 127.0.0.1: 127.0.0.2 (Linux routes all of 127/8 to lo, and a socket
+    bound to 127.0.0.1 refuses it) and the addresses of the default IPv4 and IPv6 routes' interfaces, if any."""
+    found = ["127.0.0.2"]
+    for family, somewhere in ((socket.AF_INET, "203.0.113.1"), (socket.AF_INET6, "2001:db8::1")):  # documentation
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:  # a UDP connect sends nothing: it picks a route
+            try:
+                sock.connect((somewhere, 9))
+            except OSError:
+                continue  # no route of that family
+            address = sock.getsockname()[0]
+            if address not in ("127.0.0.1", "::1"):
+                found.append(address)
+    return found
+
+
+def assert_refused_elsewhere(port: int) -> None:
+    """Nothing but 127.0.0.1 takes connections on `port`: every other address of the machine refuses them."""
+    for address in other_addresses():
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
+            sock.settimeout(10)
+            try:
+                sock.connect((address, port))
+            except ConnectionRefusedError:
+                continue
+            raise AssertionError(f"{address}:{port} took a connection: the server listens beyond 127.0.0.1")
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to a process started with start_new_session=True and its whole group, then SIGKILL to what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # children that outlived their parent (uvicorn's workers)
+    process.wait(timeout=20)
+
+
+UI_PORT = 5000  # make ui's, fixed in the Makefile
+
+
+def port_taken(port: int) -> bool:
+    """Whether any socket listens on `port`, on any address (SO_REUSEADDR: connections left in TIME_WAIT do not
+    count, a listener does)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+        return False
+
+
+@pytest.mark.slow
+def test_make_ui_answers_on_127_0_0_1_and_on_no_other_address(tmp_path):
+    """The real `make ui`, from a directory of its own (-f: $(CURDIR)/mlflow.db is then a new store there, not
+    the checkout's; -o install: the virtualenv running the tests); stopped by its process group. MLFLOW_WORKERS=1,
+    mlflow's own setting, starts one uvicorn worker instead of 4 (7 s instead of 15 on 2 cores); the address it
+    binds is the Makefile's --host either way."""
+    if port_taken(UI_PORT):  # by something else: a probe of it would prove nothing about make ui
+        reason = f"port {UI_PORT}, make ui's, is taken by another process"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: nothing else may listen there)")
+        pytest.skip(reason)
+    shutil.copyfile(REPO / "params.yaml", tmp_path / "params.yaml")  # the target reads the experiment's name
+    venv = os.path.relpath(BIN.parent, tmp_path)
+    command = ["make", "-f", str(REPO / "Makefile"), "-o", "install", "ui", f"VENV={venv}"]
+    with tempfile.TemporaryFile() as log:
+        ui = subprocess.Popen(
+            command, cwd=tmp_path, env=clean_env(MLFLOW_WORKERS="1"), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def output() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        try:
+            deadline = time.monotonic() + TIMEOUT  # only catches a UI that never comes up
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{UI_PORT}/health", timeout=2) as response:
+                        assert response.status == 200
+                        break
+                except (urllib.error.URLError, ConnectionError):
+                    if ui.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"make ui did not start:\n{output()[-4000:]}")
+                    time.sleep(0.5)
+            assert (tmp_path / "mlflow.db").is_file(), "make ui opened another store than $(CURDIR)/mlflow.db"
+            assert_refused_elsewhere(UI_PORT)
+        finally:
+            stop_group(ui)
+        assert "The runs: none yet (make run first)" in output(), output()[-4000:]  # the target's first line ran
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):  # nothing of make ui outlived its group
+        sock.connect(("127.0.0.1", UI_PORT))
 
 
 @pytest.mark.slow

@@ -2,19 +2,21 @@
 
 Fast: the pyfunc's decoding, per-row errors and answer frame, with a stand-in for the Keras model.
 Slow: a small MLP fitted in seconds on real data (honest accuracy, cheap), the phone-photo agreement
-on it, and that MLP registered as champion in a throw-away store by `register`: served by a real
-`mlflow models serve` on a free loopback port, reloaded in a fresh process that refuses pickles,
-and turned into a Docker build context by `make dockerfile`.
+on it, and that MLP registered as champion in a throw-away store by `register`: served by the real
+`make serve` on a free loopback port (every payload of docs/serving.md, bad ones with their status and message),
+reloaded in a fresh process that refuses pickles, and turned into a Docker build context by `make dockerfile`.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import io
 import json
 import os
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +31,7 @@ from conftest import BIN, DEBIAN_DATA, REPO, SUBPROCESS_TIMEOUT, clean_env, free
 from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import load, scale
 from test_images import bomb_png, fashion_like
+from test_reliability import assert_refused_elsewhere, stop_group
 
 PHONE_IMAGES = 400
 BATCH_IMAGES = 48
@@ -350,48 +353,54 @@ def champion_store(small_model, tmp_path_factory) -> tuple[Path, str]:
 
 
 @contextlib.contextmanager
-def served(store: Path, uri: str):
-    """`mlflow models serve` of the store's champion on a free loopback port, up (/ping answers); its port."""
+def served(uri: str):
+    """The real `make serve` (the Makefile's target) of the store's champion: MLFLOW_TRACKING_URI names the store,
+    SERVE_PORT a free port, SERVE_HOST is left to its default; -o install: the virtualenv running the tests is the
+    one to use. Yields the port once /ping answers; stops the whole process group (make, mlflow, uvicorn)."""
     (port,) = free_ports()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        # PATH: `mlflow models serve` runs `uvicorn` from the virtualenv
-        cwd=store, env=clean_env(MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server.kill()
-                    pytest.fail(f"mlflow models serve did not start:\n{server.stdout.read().decode()[-4000:]}")
-                time.sleep(0.5)
-        yield port
-    finally:
-        server.terminate()
+    command = ["make", "-o", "install", "serve", f"SERVE_PORT={port}", f"VENV={os.path.relpath(BIN.parent, REPO)}"]
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            command, cwd=REPO, env=clean_env(MLFLOW_TRACKING_URI=uri), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            deadline = time.monotonic() + 120  # only catches a server that never comes up
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                        assert response.status == 200
+                        break
+                except (urllib.error.URLError, ConnectionError):
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        pytest.fail(f"make serve did not start:\n{log.read().decode(errors='replace')[-4000:]}")
+                    time.sleep(0.5)
+            yield port
+        finally:
+            stop_group(server)
+
+
+def error_of(answer: dict) -> str:
+    """The message of a 400 from MLflow's scoring server."""
+    return answer.get("message", "")
 
 
 @pytest.mark.slow
 def test_the_served_champion_answers_each_row_and_refuses_bad_payloads(data, small_model, champion_store):
+    """The real `make serve`: docs/serving.md's payloads, each bad one with its documented status and message."""
     _, _, x_test = data
     batch = x_test[:BATCH_IMAGES]
     expected = [CLASS_NAMES[i] for i in evaluate_classes(small_model, scale(batch))]
-    with served(*champion_store) as port:
+    _, uri = champion_store
+    with served(uri) as port:
         status, answer = post(port, payload([png(pixels) for pixels in batch]))
         assert status == 200, answer
         assert classes(answer) == expected
         assert all(row["error"] is None for row in answer["predictions"])
         assert all(abs(sum(row[name] for name in CLASS_NAMES) - 1) < 1e-4 for row in answer["predictions"])
+        # SERVE_HOST's default: loopback only (docs/serving.md), so no other address of this machine answers.
+        assert_refused_elsewhere(port)
 
         # The same frames as arrays, in each JSON format and both number types: the PNGs' classes.
         arrays = {
@@ -409,8 +418,10 @@ def test_the_served_champion_answers_each_row_and_refuses_bad_payloads(data, sma
             assert status == 200, (case, answer)
             assert classes(answer) == expected, case
 
-        # A mixed batch: 200, each good row its answer, each bad row its error and nulls.
+        # docs/serving.md's table, row by row. A mixed batch of pictures: 200, each good row its answer,
+        # each bad row its error and nulls.
         good = png(batch[0])
+        bomb_note = "; the limit is 89,478,485 pixels, Pillow's protection against decompression bombs)"
         status, answer = post(
             port, payload([good, b"hello, world", png(batch[1]), good[:80], bomb_png(30_000, 30_000)])
         )
@@ -418,52 +429,128 @@ def test_the_served_champion_answers_each_row_and_refuses_bad_payloads(data, sma
         rows = answer["predictions"]
         assert classes(answer) == [expected[0], None, expected[1], None, None]
         assert rows[1]["error"] == "row 1: not an image Pillow can read (unknown or unsupported format)"
-        assert rows[3]["error"].startswith("row 3: truncated or corrupt image (")
-        assert rows[4]["error"].startswith("row 4: image too large (") and "89,478,485 pixels" in rows[4]["error"]
+        assert rows[3]["error"] == "row 3: truncated or corrupt image (image file is truncated)"
+        assert rows[4]["error"].startswith("row 4: image too large (") and rows[4]["error"].endswith(bomb_note)
         assert all(rows[i][key] is None for i in (1, 3, 4) for key in ("probability", *CLASS_NAMES))
         assert rows[0]["error"] is None and rows[2]["error"] is None
 
-        nan = [0.5] * 783 + [float("nan")]  # json.dumps writes NaN, which MLflow's parser reads
+        # A mixed batch of arrays: every documented array error, each in its row, the good rows answered.
+        floats = "(numbers with a decimal point are floats in [0, 1]; send uint8 pixels as whole numbers)"
+        shape = "expected 784 numbers or 28x28 nested lists, got"
+        bad_arrays = [
+            ([300] + [0] * 783, "300 at [0] is outside 0-255 (whole numbers are uint8 pixels)"),
+            ([-1] + [0] * 783, "-1 at [0] is outside 0-255 (whole numbers are uint8 pixels)"),
+            ([0.5] * 783 + [float("nan")], f"nan at [783] is outside [0, 1] {floats}"),  # json.dumps writes NaN,
+            ([0.5] * 783 + [float("inf")], f"inf at [783] is outside [0, 1] {floats}"),  # Infinity: MLflow reads both
+            ([1.5] * 784, f"1.5 at [0] is outside [0, 1] {floats}"),
+            ([[0] * 28] * 27, f"{shape} shape (27, 28)"),
+            ([0] * 783, f"{shape} shape (783,)"),
+            ([[0] * 28] * 27 + [[0] * 27], f"{shape} nested lists of unequal lengths"),
+            (7, f"{shape} int"),
+            ([0] * 783 + ["a"], "expected numbers, got 'a'"),
+            ([0] * 783 + [None], "expected numbers, got None"),
+            ([True] * 784, "expected numbers, got True"),
+        ]
         status, answer = post(
-            port, split("pixels", [batch[0].tolist(), [300] + [0] * 783, [[0] * 28] * 27, nan, [[0] * 28] * 28])
+            port, split("pixels", [batch[0].tolist(), *(v for v, _ in bad_arrays), batch[1].tolist()])
         )
         assert status == 200, answer
         assert [row["error"] for row in answer["predictions"]] == [
             None,
-            "row 1: pixels: 300 at [0] is outside 0-255 (whole numbers are uint8 pixels)",
-            "row 2: pixels: expected 784 numbers or 28x28 nested lists, got shape (27, 28)",
-            "row 3: pixels: nan at [783] is outside [0, 1] (numbers with a decimal point are floats in [0, 1]; "
-            "send uint8 pixels as whole numbers)",
+            *(f"row {i}: pixels: {message}" for i, (_, message) in enumerate(bad_arrays, start=1)),
             None,
         ]
-        assert classes(answer)[0] == expected[0]
+        assert classes(answer) == [expected[0], *[None] * len(bad_arrays), expected[1]]
+
+        # The per-row errors below the table: an empty image, both columns in a row, neither (a null pixels row;
+        # a null image is refused by MLflow's parser in the dataframe formats: the 400 below).
+        b64 = base64.b64encode(good).decode()
+        pixels = batch[1].tolist()
+        for body, errors in [
+            (split("image", [b64, "", b64]), [None, "row 1: empty (0 bytes), not an image", None]),
+            (
+                json.dumps({"dataframe_split": {"columns": ["image", "pixels"], "data": [[b64, pixels], [b64, None]]}}),
+                ["row 0: both 'image' and 'pixels' given; send one", None],
+            ),
+            (split("pixels", [pixels, None]), [None, "row 1: neither 'image' nor 'pixels' given"]),
+        ]:
+            status, answer = post(port, body.encode() if isinstance(body, str) else body)
+            assert status == 200, answer
+            assert [row["error"] for row in answer["predictions"]] == errors
+            assert [name is None for name in classes(answer)] == [error is not None for error in errors]
 
         # Every documented 400, with its message; then the server still answers.
-        b64 = base64.b64encode(good).decode()
+        predict_failed = "Failed to predict data '"  # MLflow's prefix of a 400 raised by the model
         bad = {
             "no readable row": (
                 payload([b"hello, world", good[:80]]),
-                ["no row could be read: row 0: not an image Pillow can read", "; row 1: truncated or corrupt image ("],
+                [
+                    predict_failed,
+                    "no row could be read: row 0: not an image Pillow can read (unknown or unsupported format); "
+                    "row 1: truncated or corrupt image (image file is truncated)",
+                ],
             ),
             "a huge image alone": (
                 payload([bomb_png(30_000, 30_000)]),
-                ["no row could be read: row 0: image too large"],
+                [predict_failed, "no row could be read: row 0: image too large (", bomb_note],
             ),
-            "no readable array": (split("pixels", [[1.5] * 784]), ["row 0: pixels: 1.5 at [0] is outside [0, 1]"]),
+            "no readable array": (
+                split("pixels", [[1.5] * 784]),
+                [predict_failed, f"no row could be read: row 0: pixels: 1.5 at [0] is outside [0, 1] {floats}"],
+            ),
             "empty body": (b"", ["Invalid input. Ensure that input is a valid JSON formatted string"]),
-            "not base64": (split("image", ["not base64!"]), ["Failed to convert column image", "Invalid base64"]),
-            "wrong JSON shape": (b'{"images": [1, 2]}', ["exactly one of the input fields", "dataframe_split"]),
-            "neither column": (split("picture", [1]), ["expected a column 'image'", "or 'pixels'"]),
-            "pictures and arrays in one request": (
+            "not base64": (
+                split("image", ["not base64!"]),
+                ["Failed to convert column image", "Invalid base64-encoded string"],
+            ),
+            "wrong JSON shape": (
+                b'{"images": [1, 2]}',
+                ["The input must be a JSON dictionary with exactly one of the input fields {"],
+            ),
+            "neither column": (
+                split("picture", [1]),
+                [
+                    predict_failed,
+                    "expected a column 'image' (image bytes, base64 over REST) or 'pixels' (784 numbers or 28x28 "
+                    "nested lists); other columns are ignored",
+                ],
+            ),
+            # Pictures in the inputs and instances formats reach the model still base64-encoded: the error says so.
+            **{
+                f"a picture in the {name} format": (
+                    json.dumps(body).encode(),
+                    [
+                        predict_failed,
+                        "no row could be read: row 0: not an image Pillow can read (unknown or unsupported format) - "
+                        "these bytes look like base64 text: send images in dataframe_split or dataframe_records",
+                    ],
+                )
+                for name, body in (
+                    ("inputs", {"inputs": {"image": [b64]}}),
+                    ("instances", {"instances": [{"image": b64}]}),
+                )
+            },
+            "a null image in dataframe_split": (
+                split("image", [b64, None]),
+                ["Failed to convert column image", "encoding without a string argument"],
+            ),
+            "pictures and arrays in one dataframe_records request": (
                 json.dumps({"dataframe_records": [{"image": b64}, {"pixels": batch[1].tolist()}]}).encode(),
-                ["Failed to convert column image"],
+                ["Failed to convert column image", "encoding without a string argument"],
             ),
         }
+        errors = {}
         for case, (body, messages) in bad.items():
             status, answer = post(port, body)
             assert status == 400, (case, status, answer)
+            errors[case] = error_of(answer)
             for message in messages:
-                assert message in answer.get("message", ""), (case, answer)
+                assert message in errors[case], (case, message, answer)
+        # MLflow prints the formats as a Python set: their order follows the server's hash seed.
+        listed = errors["wrong JSON shape"].split("input fields ", 1)[1]
+        assert ast.literal_eval(listed[: listed.index("}") + 1]) == {
+            "instances", "dataframe_split", "dataframe_records", "inputs"
+        }  # fmt: skip
 
         status, answer = post(port, payload([png(pixels) for pixels in batch[:5]]))
         assert status == 200 and classes(answer) == expected[:5]

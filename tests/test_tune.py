@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TRIAL
+from conftest import TRIAL, assert_png
 from fashion_mlp import PipelineError
 from fashion_mlp.config import validate_section
 from fashion_mlp.stages import tune
@@ -166,4 +166,4 @@ def test_plot_trials_draws_rows_as_trial_rows_makes_them(tmp_path):
     rows.append({**rows[0], "trial_id": "0004", "val_accuracy": None})  # a failed trial is left out
     path = tmp_path / "trials.png"
     tune.plot_trials(rows, path)
-    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert_png(path, panels=(None, 3))  # 2 x 3 panels; tick labels join the two rows

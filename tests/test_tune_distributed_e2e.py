@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,20 +32,24 @@ def read_trials(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def job_span(log: str, rule: str, wildcard: str = "") -> tuple[datetime, datetime]:
-    """When Snakemake started and finished a job of `rule` (matched by a line of its block)."""
+def job_span(log: str, rule: str, wildcard: str = "") -> tuple[int, int]:
+    """Where Snakemake's log says a job of `rule` started and finished (matched by a line of its block):
+    positions in the log, so that concurrency is read from Snakemake's own account, not from a clock."""
     blocks = log.split("\n[")
+    offsets = [0]
+    for block in blocks[:-1]:
+        offsets.append(offsets[-1] + len(block) + 2)
     start = end = None
     for i, block in enumerate(blocks):
         if f"rule {rule}:" in block and wildcard in block:
-            start = datetime.strptime(block.split("]", 1)[0].lstrip("["), "%a %b %d %H:%M:%S %Y")
+            start = offsets[i]
             jobid = block.split("jobid: ", 1)[1].split()[0]
-            for later in blocks[i + 1 :]:
-                if f"Finished jobid: {jobid} " in later:
-                    end = datetime.strptime(later.split("]", 1)[0], "%a %b %d %H:%M:%S %Y")
+            for j in range(i + 1, len(blocks)):
+                if f"Finished jobid: {jobid} " in blocks[j]:
+                    end = offsets[j]
                     break
             break
-    assert start and end, f"no start and end of {rule} {wildcard} in Snakemake's log"
+    assert start is not None and end is not None, f"no start and end of {rule} {wildcard} in Snakemake's log"
     return start, end
 
 
@@ -62,7 +65,7 @@ def test_chief_and_two_workers_run_as_concurrent_snakemake_jobs(distributed: Pat
     log = snakemake_first.output
     chief = job_span(log, "tune_chief")
     workers = [job_span(log, "tune_worker", f"worker={i}") for i in (0, 1)]
-    # the workers ran while the chief served, side by side
+    # the workers ran while the chief served, side by side: each started before the other finished
     assert all(chief[0] <= start and end <= chief[1] for start, end in workers), (chief, workers)
     assert workers[0][0] < workers[1][1] and workers[1][0] < workers[0][1], workers
     best = json.loads((distributed / "reports/tuning/best_hparams.json").read_text())
