@@ -30,6 +30,7 @@ from PIL import Image
 from conftest import BIN, DEBIAN_DATA, REPO, SUBPROCESS_TIMEOUT, clean_env, free_ports, require_debian_data
 from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import load, scale
+from fashion_mlp.metrics.robustness import phone_photo  # the model card measures the same pictures
 from test_images import bomb_png, fashion_like
 from test_reliability import assert_refused_elsewhere, stop_group
 
@@ -257,22 +258,6 @@ def evaluate_classes(model_path: Path, x: np.ndarray) -> np.ndarray:
 
     model = keras.saving.load_model(model_path, safe_mode=True)
     return model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
-
-
-def phone_photo(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
-    """The picture as a phone would take it: 10x larger, dark on a light, noisy, tinted background,
-    off-centre in a bigger frame, RGB, saved as JPEG."""
-    side = 280
-    darkness = np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
-    height, width = rng.integers(side + 60, side + 240, size=2)
-    top, left = rng.integers(5, height - side - 5), rng.integers(5, width - side - 5)
-    paper = np.array([236.0, 231.0, 222.0]) + rng.normal(0, 3, size=(height, width, 3))
-    ink = np.array([25.0, 35.0, 70.0])
-    window = paper[top : top + side, left : left + side]
-    paper[top : top + side, left : left + side] = window * (1 - darkness[..., None]) + ink * darkness[..., None]
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8), "RGB").save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def phone_agreement(model_path: Path, x: np.ndarray, seed: int = 0) -> float:
