@@ -464,6 +464,17 @@ def test_dvc_queue_runs_two_queued_experiments_with_two_workers_into_the_one_sto
     figures = check_queue(dvc_repo)
     print(f"\ndvc queue: {figures}")
 
+    # fashion-mlp compare: an experiment against the run it started from (the workspace), read from
+    # DVC's cache. Only the baseline's epochs changed; every other model gives the same answers.
+    compared = run(["fashion-mlp", "compare", "workspace", "sweep-epochs-3", "--json", "-"], dvc_repo)
+    rows = {row["model"]: row for row in json.loads(compared.stdout)["models"]}
+    assert list(rows) == list(MODELS), rows.keys()
+    changed = rows.pop("baseline")
+    assert changed["params_changed"] == ["train.baseline.epochs"] and changed["n"] == 1000
+    assert changed["only_a_correct"] + changed["only_b_correct"] > 0 and changed["p_value"] < 1
+    for row in rows.values():
+        assert (row["p_value"], row["verdict"], row["params_changed"]) == (1.0, "no significant difference at 0.05", [])
+
 
 def test_same_params_and_seed_give_identical_models_under_both_engines(
     snakemake_first: Snapshot, dvc_first: Snapshot

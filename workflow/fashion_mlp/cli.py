@@ -28,6 +28,10 @@ COMMANDS = {
         "register the best model by validation accuracy as champion, through the promotion gate",
     ),
     "card": ("fashion_mlp.stages.card", "the model card of the champion (and the best MLP): file and registry"),
+    "compare": (
+        "fashion_mlp.stages.compare",
+        "did a params edit help? two revisions or experiments, model by model, with paired tests",
+    ),
     "predict": ("fashion_mlp.stages.predict", "classify pictures (files, directories, globs) with the champion"),
     "report": ("fashion_mlp.stages.report", "reports/summary.md comparing every model"),
     "preset": ("fashion_mlp.stages.preset", "run a recipe too long for the default run as a DVC experiment; record it"),

@@ -30,8 +30,30 @@ COLUMNS = (
     Column("macro_recall", None, ".4f", mlflow=True),
     Column("weighted_f1", None, ".4f", mlflow=True),
 )
+# reports/headline/<model>.json, the only files dvc.yaml declares as metrics: DVC's default views
+# (`dvc metrics diff`, `dvc exp show`) show these few figures per model; the rest stays in the metrics JSON.
+HEADLINE = {  # its key: the path of the figure in the metrics JSON
+    "accuracy": ("accuracy",),
+    "macro_f1": ("macro_f1",),
+    "val_accuracy": ("val_accuracy",),
+    "ece": ("calibration", "ece"),
+    "ece_scaled": ("calibration", "ece_scaled"),
+    "kept_epoch": ("kept_epoch",),
+}
 REQUIRED = ("model", "accuracy", "val_accuracy")  # what ranking and choosing need: never blank
 INTERVALS = tuple(c.key for c in COLUMNS if c.interval)
+
+
+def headline(metrics: dict) -> dict:
+    """The HEADLINE figures of a metrics record; a figure the record lacks is left out."""
+    out = {}
+    for key, path in HEADLINE.items():
+        value = metrics
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def table_columns() -> list[Column]:

@@ -154,7 +154,7 @@ def plot_predictions(
 
 
 def write_predictions(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-    """Class names per test image, for DVC's confusion-matrix plot template."""
+    """Class names per image, for DVC's confusion-matrix plot template and compare's paired tests."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["actual", "predicted"])
@@ -173,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="test.npz from prepare")
     parser.add_argument("--val_data", type=Path, required=True, help="train.npz from prepare (its validation split)")
     parser.add_argument("--metrics_out", type=Path, required=True)
-    parser.add_argument("--predictions_out", type=Path, required=True)
+    parser.add_argument("--headline_out", type=Path, required=True, help="a few of the metrics, for DVC's views")
+    parser.add_argument("--predictions_out", type=Path, required=True, help="per test image: actual,predicted")
+    parser.add_argument(
+        "--val_predictions_out", type=Path, required=True, help="per validation image, for compare --split validation"
+    )
     parser.add_argument("--confusion_png", type=Path, required=True)
     parser.add_argument("--curves_png", type=Path, required=True)
     parser.add_argument("--grid_png", type=Path, required=True)
@@ -213,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     title = f"{args.model}: test accuracy {metrics['accuracy']:.4f}"
     write_json(args.metrics_out, metrics)
+    write_json(args.headline_out, columns.headline(metrics))
     write_predictions(args.predictions_out, y_true, y_pred)
+    write_predictions(args.val_predictions_out, val["y_val"], val_probabilities.argmax(axis=1))
     plot_confusion(y_true, y_pred, args.confusion_png, f"{args.model}: confusion matrix on the test set")
     plot_curves(history, args.curves_png, f"{args.model}: training and validation curves")
     plot_predictions(test["x_test"], y_true, y_pred, args.grid_png, title, args.grid_images, args.seed)
@@ -245,7 +251,7 @@ def log_to_mlflow(args: argparse.Namespace, metrics: dict, test: tuple) -> str:
         # A reopened train run keeps the invocation that made it; this one's goes beside it.
         tracking.with_retry(mlflow.set_tags, {f"evaluate_{k}": v for k, v in tracking.invocation_tags().items()})
         tracking.log_datasets(args.data, {"test": test})
-        for path in (args.metrics_out, args.predictions_out):
+        for path in (args.metrics_out, args.predictions_out, args.val_predictions_out):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         for path in (args.confusion_png, args.curves_png, args.grid_png, args.reliability_png):
             mlflow.log_artifact(str(path), artifact_path="figures")
