@@ -161,3 +161,41 @@ def test_the_readme_layout_names_every_room_and_module_of_the_package():
         assert room == "." or f"{room}/" in layout, f"README layout: no room {room}/"
         name = path.stem if room in (".", "stages", "summary") else path.name
         assert name in layout, f"README layout: {path.relative_to(package)} is not named"
+
+
+def dag_jobs_of_dot(text: str) -> list[tuple[str, ...]]:
+    """The jobs of Snakemake's `--dag` output: each node's label, its lines as a tuple ("train", "model: cnn")."""
+    return sorted(tuple(label.split("\\n")) for label in re.findall(r'^\s*\d+\[label = "([^"]*)"', text, flags=re.M))
+
+
+def dag_jobs_of_svg(path: Path) -> list[tuple[str, ...]]:
+    """The jobs drawn in Graphviz's SVG: each node group's text lines."""
+    import xml.etree.ElementTree as ET
+
+    svg = "{http://www.w3.org/2000/svg}"
+    nodes = [g for g in ET.parse(path).iter(f"{svg}g") if g.get("class") == "node"]
+    return sorted(tuple(t.text or "" for t in g.iter(f"{svg}text")) for g in nodes)
+
+
+def test_dag_jobs_are_read_from_both_formats() -> None:
+    dot = '\t0[label = "all", color = "0 0 0"];\n\t1[label = "train\\nmodel: cnn", color = "0 0 0"];\n\t1 -> 0\n'
+    assert dag_jobs_of_dot(dot) == [("all",), ("train", "model: cnn")]
+    drawn = dag_jobs_of_svg(REPO / "docs/dag.svg")
+    assert ("prepare",) in drawn and len(drawn) > 10, drawn
+
+
+@pytest.mark.slow
+def test_the_readme_picture_draws_every_job_of_a_default_run() -> None:
+    """docs/dag.svg against Snakemake's own DAG of the committed params.yaml (`make dag` redraws it)."""
+    import subprocess
+
+    from conftest import engine_env
+
+    dot = subprocess.run(
+        ["snakemake", "--forceall", "--dag"], cwd=REPO, env=engine_env(), capture_output=True, text=True, check=True
+    ).stdout
+    expected = [job for job in dag_jobs_of_dot(dot) if job != ("all",)]
+    drawn = dag_jobs_of_svg(REPO / "docs/dag.svg")
+    missing = sorted(set(expected) - set(drawn)) or [j for j in expected if expected.count(j) > drawn.count(j)]
+    extra = sorted(set(drawn) - set(expected)) or [j for j in drawn if drawn.count(j) > expected.count(j)]
+    assert drawn == expected, f"docs/dag.svg is stale (run make dag): not drawn {missing}; drawn but no job {extra}"
