@@ -13,6 +13,7 @@ from fashion_mlp import PipelineError
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.lessons import xor
 from fashion_mlp.lessons.activations import activation_markdown, activation_table
+from fashion_mlp.metrics import columns
 from fashion_mlp.metrics.stats import pairwise_mcnemar
 from fashion_mlp.stages import evaluate, report
 from fashion_mlp.summary import calibration_table, comparison_figure, lessons, models_table, significance
@@ -138,13 +139,26 @@ def test_report_main_writes_summary_and_chart(tmp_path, two_models):
             str(chart),
             "--out",
             str(out),
+            "--headline_out",
+            str(tmp_path / "headline.json"),
         ]
     )
     assert_png(chart)
     text = out.read_text()
     assert text.startswith("# Fashion-MNIST MLPs: summary")
     assert "1,800 training, 200 validation" in text
+    # DVC's one metrics file: a few figures per model, taken from each metrics record (nested ones too).
+    headline = json.loads((tmp_path / "headline.json").read_text())
+    assert list(headline) == [m["model"] for m in two_models]
+    for m in two_models:
+        assert headline[m["model"]]["accuracy"] == m["accuracy"]
+        assert set(headline[m["model"]]) <= set(columns.HEADLINE) and "per_class" not in headline[m["model"]]
     assert no_temporaries(tmp_path)
+
+
+def test_the_headline_takes_nested_figures_and_leaves_out_absent_ones() -> None:
+    record = {"model": "m", "accuracy": 0.9, "calibration": {"ece": 0.05, "ece_scaled": 0.01}, "per_class": {}}
+    assert columns.headline(record) == {"accuracy": 0.9, "ece": 0.05, "ece_scaled": 0.01}
 
 
 def test_wall_times_go_to_the_untracked_timings_summary_not_the_versioned_one(tmp_path, two_models):

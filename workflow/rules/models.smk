@@ -40,7 +40,6 @@ rule evaluate:
         code=code("evaluate"),
     output:
         metrics="reports/metrics/{model}.json",
-        headline="reports/headline/{model}.json",  # what DVC shows by default (dvc.yaml's metrics)
         predictions="reports/predictions/{model}.csv",
         val_predictions="reports/val_predictions/{model}.csv",  # fashion-mlp compare --split validation
         confusion=report(
@@ -84,7 +83,7 @@ rule evaluate:
         "fashion-mlp evaluate {params.flags} --seed {params.seed} --threads {threads} --experiment {params.experiment}"
         " --model {wildcards.model} --model_path {input.model} --history {input.history}"
         " --data {input.data} --val_data {input.val} --metrics_out {output.metrics}"
-        " --headline_out {output.headline} --predictions_out {output.predictions}"
+        " --predictions_out {output.predictions}"
         " --val_predictions_out {output.val_predictions}"
         " --confusion_png {output.confusion} --curves_png {output.curves} --grid_png {output.grid}"
         " --reliability_png {output.reliability}"

@@ -18,6 +18,7 @@ rule report:
         code=code("report"),
     output:
         summary="reports/summary.md",
+        headline="reports/headline.json",  # dvc.yaml's one metrics file: a few figures per model
         chart=report("reports/figures/model_comparison.png", caption="../report/comparison.rst", category="Summary"),
     log:
         "logs/report.log",
@@ -34,4 +35,5 @@ rule report:
         "fashion-mlp report --params params.yaml --metrics reports/metrics --predictions reports/predictions"
         " --data_stats {input.stats} --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
         " --demos_activations {input.activations} --explain reports/explain"
-        " --figures_dir reports/figures --presets_dir {input.presets} --chart_out {output.chart} --out {output.summary} > {log} 2>&1"
+        " --figures_dir reports/figures --presets_dir {input.presets} --chart_out {output.chart} --out {output.summary}"
+        " --headline_out {output.headline} > {log} 2>&1"

@@ -30,8 +30,8 @@ COLUMNS = (
     Column("macro_recall", None, ".4f", mlflow=True),
     Column("weighted_f1", None, ".4f", mlflow=True),
 )
-# reports/headline/<model>.json, the only files dvc.yaml declares as metrics: DVC's default views
-# (`dvc metrics diff`, `dvc exp show`) show these few figures per model; the rest stays in the metrics JSON.
+# reports/headline.json (report writes it), the one file dvc.yaml declares as metrics: DVC's default views
+# (`dvc metrics diff`, `dvc exp show`) show these few figures per model; the rest stays in the metrics JSONs.
 HEADLINE = {  # its key: the path of the figure in the metrics JSON
     "accuracy": ("accuracy",),
     "macro_f1": ("macro_f1",),

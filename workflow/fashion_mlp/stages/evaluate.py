@@ -173,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="test.npz from prepare")
     parser.add_argument("--val_data", type=Path, required=True, help="train.npz from prepare (its validation split)")
     parser.add_argument("--metrics_out", type=Path, required=True)
-    parser.add_argument("--headline_out", type=Path, required=True, help="a few of the metrics, for DVC's views")
     parser.add_argument("--predictions_out", type=Path, required=True, help="per test image: actual,predicted")
     parser.add_argument(
         "--val_predictions_out", type=Path, required=True, help="per validation image, for compare --split validation"
@@ -217,7 +216,6 @@ def main(argv: list[str] | None = None) -> None:
     }
     title = f"{args.model}: test accuracy {metrics['accuracy']:.4f}"
     write_json(args.metrics_out, metrics)
-    write_json(args.headline_out, columns.headline(metrics))
     write_predictions(args.predictions_out, y_true, y_pred)
     write_predictions(args.val_predictions_out, val["y_val"], val_probabilities.argmax(axis=1))
     plot_confusion(y_true, y_pred, args.confusion_png, f"{args.model}: confusion matrix on the test set")

@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from fashion_mlp.io import model_files, read_json, read_metrics, write_text
+from fashion_mlp.io import model_files, read_json, read_metrics, write_json, write_text
 from fashion_mlp.metrics import columns
 from fashion_mlp.metrics.stats import pairwise_mcnemar
 from fashion_mlp.stages.common import add_flags, models_to_read
@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
     parser.add_argument(
+        "--headline_out", type=Path, help="a few figures per model (columns.HEADLINE): dvc.yaml's one metrics file"
+    )
+    parser.add_argument(
         "--timings_dir",
         type=Path,
         help="train's and tune's wall times; summary.md there gets them as a table and "
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
             preset_records,
         ),
     )
+    if args.headline_out:
+        write_json(args.headline_out, {m["model"]: columns.headline(m) for m in metrics})
     timings_dir = args.timings_dir or args.out.parent / "timings"
     timings_md = timings.timings_markdown(timings_dir, metrics, kinds)
     if timings_md:
