@@ -101,8 +101,9 @@ def aligned(headers, rows) -> list[str]:
     return ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in (headers, *rows)]
 
 
-def markdown_table(headers, rows, right_from: int = 1) -> list[str]:
-    rule = ["---" if i < right_from else "---:" for i in range(len(headers))]
+def markdown_table(headers, rows, align: str) -> list[str]:
+    """`align`: a letter per column, l or r."""
+    rule = [{"l": "---", "r": "---:"}[a] for a in align]
     return [f"| {' | '.join(map(str, line))} |" for line in (headers, rule, *rows)]
 
 
@@ -133,10 +134,10 @@ def render_text(result: dict) -> str:
 
 def render_markdown(result: dict) -> str:
     lines = [f"## Did it help? {result['b']} against {result['a']}", "", *heading(result), ""]
-    lines += [*markdown_table(HEADERS, [cells(r) for r in result["models"]]), "", *footer(result), ""]
+    lines += [*markdown_table(HEADERS, [cells(r) for r in result["models"]], "lrrrrrrll"), "", *footer(result), ""]
     if result["params_diff"]:
         diff = [(f"`{k}`", json.dumps(v["a"]), json.dumps(v["b"])) for k, v in result["params_diff"].items()]
-        lines += ["### Params that differ", "", *markdown_table(("Param", "A", "B"), diff), ""]
+        lines += ["### Params that differ", "", *markdown_table(("Param", "A", "B"), diff, "lll"), ""]
     for row in result["models"]:
         if row["only_a_correct"] + row["only_b_correct"] == 0:
             continue  # the same answer on every image: nothing per class to show
@@ -144,7 +145,7 @@ def render_markdown(result: dict) -> str:
         by_class = zip(CLASS_NAMES, f1["a"], f1["b"], strict=True)
         per_class = [(name, f"{a:.4f}", f"{b:.4f}", f"{b - a:+.4f}") for name, a, b in by_class]
         lines += [f"<details><summary>{row['model']}: F1 per class</summary>", ""]
-        lines += [*markdown_table(("Class", "F1 A", "F1 B", "Δ"), per_class), "", "</details>", ""]
+        lines += [*markdown_table(("Class", "F1 A", "F1 B", "Δ"), per_class, "lrrr"), "", "</details>", ""]
     return "\n".join(lines)
 
 
