@@ -25,7 +25,7 @@ help:
 	@echo "make serve    the champion over REST on http://127.0.0.1:5001/invocations (docs/serving.md)"
 	@echo "make dockerfile  the champion's Docker build context in build/docker/ (no network; docs/serving.md)"
 	@echo "make lock     regenerate requirements.lock (one lock for Python 3.11 to 3.13) from pyproject.toml"
-	@echo "make docs     regenerate docs/parameters.md from params.yaml and its schema"
+	@echo "make docs     regenerate docs/parameters.md (params.yaml, schema) and the results blocks of the docs (reports/)"
 	@echo "make dag      redraw docs/dag.svg, the README's picture of the pipeline (needs Graphviz)"
 
 run: install data
@@ -113,9 +113,12 @@ clean:
 
 .PHONY: docs dag
 
-# The parameter reference is generated, never typed: tests/test_docs.py fails when it is stale.
+# The parameter reference, and every result the README and docs/ quote (the blocks between
+# `<!-- results:NAME -->` and `<!-- /results -->`, from the git-tracked reports), are generated,
+# never typed: tests/test_docs.py fails when either is stale. Run it after a run changes reports/.
 docs: install
 	python workflow/scripts/params_doc.py
+	python workflow/scripts/results_doc.py
 
 # Every job of a full run of the committed params.yaml (`all` left out: its inputs are these two files'
 # ancestors; tests/test_docs.py checks the picture against Snakemake's DAG). Needs Graphviz (apt-get).

@@ -1,11 +1,11 @@
 """The documentation stays short, true and connected: no stale parameter table, no broken link,
-no result that the metrics do not say."""
+no result that the reports do not say (workflow/scripts/results_doc.py writes every quoted result)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,31 +97,130 @@ def test_every_relative_link_points_to_a_file_that_exists(page):
     assert not broken, f"{page.name} links to missing files or headings: {broken}"
 
 
-def test_readme_results_are_the_committed_metrics():
-    """The README's results table quotes reports/metrics/*.json and reports/presets/*.json (a row
-    `<model> (preset <name>)`); it must say what they say."""
-    rows, presets = {}, {}
-    for line in README.read_text().splitlines():
-        cells = [cell.strip(" *") for cell in line.strip().strip("|").split("|")]
-        preset = re.fullmatch(r"\w+ \(preset ([\w-]+)\)", cells[0])
-        if len(cells) >= 4 and (REPO / f"reports/metrics/{cells[0]}.json").exists():
-            rows[cells[0]] = cells[1:4]
-        elif len(cells) >= 4 and preset:
-            presets[preset.group(1)] = cells[1:4]
+def results_doc():
+    spec = importlib.util.spec_from_file_location("results_doc", REPO / "workflow/scripts/results_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_quoted_in_the_docs_are_generated_from_the_reports(capsys):
+    """Every table and sentence of README.md and docs/ that quotes a result sits in a block that
+    workflow/scripts/results_doc.py writes from the git-tracked reports; a stale block fails here."""
+    code = results_doc().main(["--check"])
+    assert code == 0, (
+        f"results quoted in the docs have drifted from reports/: run `make docs`\n{capsys.readouterr().err}"
+    )
+
+
+# Where the docs quote results: each of these blocks must be there (an empty page would pass the check).
+RESULT_BLOCKS = {
+    "README.md": ["models-table", "goals", "calibration-summary", "explain-summary"],
+    "docs/explain.md": ["explain-table", "explain-findings"],
+    "docs/statistics.md": ["intervals-table", "calibration-summary"],
+    "docs/models.md": ["presets", "val-test-gap"],
+}
+
+
+@pytest.mark.parametrize("page", sorted(RESULT_BLOCKS))
+def test_the_docs_hold_their_result_blocks(page):
+    path = REPO / page
+    assert [block.name for block in results_doc().blocks(path.read_text(), path)] == RESULT_BLOCKS[page]
+
+
+def test_readme_results_table_has_a_row_per_metrics_file_and_preset_record():
+    """One row per reports/metrics/*.json (a file params.yaml no longer names is not left out silently) and per
+    reports/presets/*.json (`<model> (preset <name>)`), then the published anchors."""
+    module = results_doc()
+    text = README.read_text()
+    (block,) = [b for b in module.blocks(text, README) if b.name == "models-table"]
+    rows = [line.split("|")[1].strip() for line in text.splitlines()[block.start + 3 : block.end]]
     metrics = sorted(path.stem for path in (REPO / "reports/metrics").glob("*.json"))
-    assert sorted(rows) == metrics, "the README's results table should have one row per model"
-    recorded = sorted(path.stem for path in (REPO / "reports/presets").glob("*.json"))
-    assert sorted(presets) == recorded, "the README's results table should have one row per recorded preset"
-    quoted = [(f"reports/metrics/{m}.json", None, cells) for m, cells in rows.items()]
-    quoted += [(f"reports/presets/{p}.json", "metrics", cells) for p, cells in presets.items()]
-    for path, key, (test_accuracy, macro_f1, val_accuracy) in quoted:
-        found = json.loads((REPO / path).read_text())
-        found = found[key] if key else found
-        assert [test_accuracy, macro_f1, val_accuracy] == [
-            f"{found['accuracy']:.4f}",
-            f"{found['macro_f1']:.4f}",
-            f"{found['val_accuracy']:.4f}",
-        ], path
+    presets = [
+        f"{module.read_json(p)['model']} (preset {p.stem})" for p in sorted((REPO / "reports/presets").glob("*.json"))
+    ]
+    models = [row for row in rows if not row.startswith("*")]
+    assert sorted(models) == sorted(metrics + presets)
+    assert len(rows) - len(models) == len(module.ANCHORS)
+
+
+def test_a_changed_digit_makes_the_check_fail_naming_the_file_and_block(tmp_path, capsys):
+    """What makes the check above fail: one digit of the README's table typed by hand."""
+    module = results_doc()
+    text = README.read_text()
+    table = text.index("<!-- results:models-table -->")
+    accuracy = re.compile(r"\*\*0\.(\d{4})\*\*")
+    found = accuracy.search(text, table)
+    digit = found.group(1)[-1]
+    edited = text[: found.end(1) - 1] + str((int(digit) + 1) % 10) + text[found.end(1) :]
+    copy = tmp_path / "README.md"
+    copy.write_text(edited)
+    assert module.main(["--check", str(copy)]) == 1
+    err = capsys.readouterr().err
+    assert f"{copy.name}: block 'models-table'" in err and "run `make docs`" in err, err
+    assert err.count("block '") == 1, err  # only the edited block is named
+    assert module.main([str(copy)]) == 0  # regenerating puts the reports' digit back
+    assert copy.read_text() == text
+    assert module.main(["--check", str(copy)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("page", "line", "message"),
+    [
+        ("a\n<!-- results:no-such-block -->\n<!-- /results -->\n", 2, "unknown results block 'no-such-block'"),
+        ("a\n\n<!-- results:goals -->\ntext\n", 3, "block 'goals' is never closed"),
+        ("<!-- /results -->\n", 1, "<!-- /results --> closes no block"),
+        (
+            "<!-- results:goals -->\n<!-- results:presets -->\n<!-- /results -->\n",
+            2,
+            "block 'presets' opens inside block 'goals'",
+        ),
+        ("<!-- results:goals --> and text\n<!-- /results -->\n", 1, "a results marker must be alone on its line"),
+    ],
+)
+def test_a_bad_marker_is_an_error_naming_the_file_and_line(tmp_path, capsys, page, line, message):
+    doc = tmp_path / "doc.md"
+    doc.write_text(page)
+    assert results_doc().main(["--check", str(doc)]) == 2
+    err = capsys.readouterr().err
+    assert f"doc.md:{line}: {message}" in err, err
+    assert doc.read_text() == page
+
+
+def test_markers_quoted_in_text_or_code_are_not_blocks():
+    page = "Write `<!-- results:goals -->` to quote.\n```\n<!-- results:unknown -->\n```\n"
+    assert results_doc().blocks(page, "doc.md") == []
+
+
+def test_generated_prose_follows_the_numbers():
+    """The sentences say what the figures say: a missed goal, a model scaling makes worse, a passed check."""
+    import copy
+
+    module = results_doc()
+    reports = copy.deepcopy(module.load())
+    reports.metrics["baseline"]["accuracy"] = 0.85
+    reports.metrics["tuned"]["calibration"] |= {
+        "temperature": 0.9,
+        "ece_scaled": 2 * reports.metrics["tuned"]["calibration"]["ece"],
+    }
+    for name in reports.models:
+        reports.explain[name]["shap"]["randomization"]["verdict"] = "passes"
+    goals = module.goals(reports)[0]
+    assert "baseline's (≥ 0.880, at 0.8500)" in goals and "goals of baseline" not in goals, goals
+    calibration = module.calibration_summary(reports)[0]
+    assert (
+        "Of the models, baseline, regularized and cnn are over-confident (T > 1), tuned is under-confident"
+        in calibration
+        and "does not lower that of tuned" in calibration
+    ), calibration
+    assert "SHAP passes on every model" in module.explain_summary(reports)[0]
+    assert "SHAP passes on every model and LRP fails on every model. ρ of |maps|: MLPs SHAP" in "\n".join(
+        module.explain_findings(reports)
+    )
+    reports.metrics["cnn"]["val_accuracy"] = 0.9
+    gap = module.val_test_gap(reports)[0]
+    assert "Every model" not in gap and "cnn scores as high on test as on validation, or higher" in gap, gap
 
 
 def test_the_generator_writes_and_checks(tmp_path):
