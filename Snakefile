@@ -3,6 +3,7 @@
 #                       + tune (Hyperband: a chief and N workers, then retrains `tuned`)
 #            -> evaluate, explain (per model) -> register (champion) -> report
 #   demos: the tutorial's XOR and activation-function lessons, into the report
+#   lesson (per entry of lessons:): the tutorial's claims, shown and checked, into the report
 # Every knob is in params.yaml; dvc.yaml describes the same stages with the same
 # commands. Run: snakemake --cores all   (profile: profiles/default)
 
@@ -23,6 +24,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/explain.smk"
 include: "workflow/rules/demos.smk"
+include: "workflow/rules/lessons.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -38,6 +40,7 @@ rule all:
         "registered/champion.keras",
         "reports/model_card.md",
         rules.demos.output,
+        expand("reports/lessons/{lesson}.json", lesson=LESSONS),
         expand("models/{model}.keras", model=EVALUATED),
         expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=FIGURE_KINDS),
         expand("reports/figures/{model}_{kind}.png", model=EVALUATED, kind=EXPLAIN_FIGURE_KINDS),

@@ -52,6 +52,9 @@ SMOKE = {
     "explain.images_per_class": 2,
     # The model card's photo-like pictures: 100 test images, 8 variants, for one or two models.
     "card.robustness_images": 100,
+    # The backprop lesson on 1,000 of the 2,700 training images, for 2 epochs (the others are small already).
+    "lessons.backprop.images": 1000,
+    "lessons.backprop.epochs": 2,
 }
 
 

@@ -110,6 +110,8 @@ def test_same_stages_and_outputs(engines):
         expected[f"train@{model}"] = "train"
         expected[f"evaluate@{model}"] = "evaluate"
         expected[f"explain@{model}"] = "explain"
+    for lesson in params["lessons"]:
+        expected[f"lesson@{lesson}"] = "lesson"
     assert names == expected
 
 

@@ -30,7 +30,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import edit_params, engine_env, run
+from conftest import assert_png, edit_params, engine_env, run
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 from smoke_runs import CLUSTER_TARGET, MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
@@ -76,7 +76,13 @@ def assert_outputs(repo: Path) -> None:
             assert (repo / f"reports/figures/{model}_{kind}.png").read_bytes()[:4] == b"\x89PNG"
         predictions = (repo / f"reports/predictions/{model}.csv").read_text().splitlines()
         assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 1000
+    for name in yaml.safe_load((repo / "params.yaml").read_text())["lessons"]:
+        lesson = json.loads((repo / f"reports/lessons/{name}.json").read_text())
+        assert lesson["lesson"] == name and lesson["claim"] and isinstance(lesson["holds"], bool), lesson
+        assert lesson["params"]["images"] == 1000 if name == "backprop" else lesson["holds"], lesson
+        assert_png(repo / f"reports/figures/lesson_{name}.png")
     summary = (repo / "reports/summary.md").read_text()
+    assert "## The tutorial's claims, checked" in summary
     for needle in (
         "| baseline |",
         "| regularized |",

@@ -89,15 +89,28 @@ def validate(params: Any, source: str = "params.yaml") -> None:
         raise ParamsError(_join(source, problems))
 
 
+def section_schema(section: str, root: dict) -> dict:
+    """The schema of a section: "train" (one model's block), a top-level key, or a dotted path ("lessons.backprop")."""
+    if section == "train":
+        return {"$ref": "#/$defs/model"}
+    node = root
+    for key in section.split("."):
+        properties = resolve(node, root).get("properties", {})
+        if key not in properties:
+            raise ValueError(f"params.yaml has no section {section!r}")
+        node = properties[key]
+    return node
+
+
 def validate_section(section: str, values: dict, source: str = "command line") -> None:
     """Check one stage's values against its part of the schema.
 
-    `section` is a top-level key ("data", "prepare", "evaluate", "mlflow") or
-    "train" for one model's block. Used by the CLI so DVC runs get the same
+    `section` is a top-level key ("data", "prepare", "evaluate", "mlflow"), a dotted one
+    ("lessons.backprop") or "train" for one model's block. Used by the CLI so DVC runs get the same
     checks the Snakefile applies to the whole file.
     """
     schema = load_schema()
-    sub = {"$ref": "#/$defs/model"} if section == "train" else schema["properties"][section]
+    sub = section_schema(section, schema)
     problems = _schema_problems(values, sub, root=schema, prefix=section)
     if not problems and section == "train":
         problems = _layer_list_problems(section, values)
@@ -228,9 +241,7 @@ def _section_flags(section: str, schema: dict | None = None, path: tuple = (), o
     """
     root = load_schema()
     if schema is None:
-        if section != "train" and section not in root["properties"]:
-            raise ValueError(f"params.yaml has no section {section!r}")
-        schema = root["$defs"]["model"] if section == "train" else root["properties"][section]
+        schema = section_schema(section, root)
     schema = resolve(schema, root)
     if schema.get("type") == "object" and "properties" in schema:
         required = set(schema.get("required", ()))

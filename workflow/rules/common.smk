@@ -40,10 +40,12 @@ EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
 FIGURE_KINDS = ["confusion", "curves", "predictions", "reliability"]  # evaluate's PNGs, per model
 EXPLAIN_FIGURE_KINDS = ["explain_classes", "explain_examples", "explain_deletion"]  # explain's PNGs, per model
 RAW = expand("data/raw/{name}", name=list(RAW_FILES))
+LESSONS = list(config["lessons"])  # the tutorial's claims, a job each (lessons.smk)
 
 
 wildcard_constraints:
     model="|".join(EVALUATED),
+    lesson="|".join(LESSONS) or "^$",
 
 
 def code(command):

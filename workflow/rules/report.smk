@@ -10,6 +10,7 @@ rule report:
         champion="reports/champion.json",
         xor="reports/demos/xor.json",
         activations="reports/demos/activations.md",
+        lessons=expand("reports/lessons/{lesson}.json", lesson=LESSONS),  # the tutorial's claims, checked
         demo_figures=[
             "reports/figures/xor_points.png",
             "reports/figures/xor_boundaries.png",
@@ -31,9 +32,10 @@ rule report:
         mem_mb=500,
     params:
         models=EVALUATED,  # the rows (--params): a new or removed entry reruns report
+        lessons=LESSONS,  # the lessons' sections, likewise
     shell:
         "fashion-mlp report --params params.yaml --metrics reports/metrics --predictions reports/predictions"
         " --data_stats {input.stats} --tuning {input.best} --champion {input.champion} --demos_xor {input.xor}"
-        " --demos_activations {input.activations} --explain reports/explain"
+        " --demos_activations {input.activations} --explain reports/explain --lessons reports/lessons"
         " --figures_dir reports/figures --presets_dir {input.presets} --chart_out {output.chart} --out {output.summary}"
         " --headline_out {output.headline} > {log} 2>&1"

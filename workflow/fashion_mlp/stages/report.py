@@ -12,6 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
+from fashion_mlp.config import load_params
 from fashion_mlp.io import model_files, read_json, read_metrics, write_json, write_text
 from fashion_mlp.metrics import columns
 from fashion_mlp.metrics.stats import pairwise_mcnemar
@@ -44,6 +45,7 @@ def render(
     pairs: list[dict] | None = None,
     explain: list[str] | None = None,
     preset_records: list[dict] | None = None,
+    lesson_lines: list[str] | None = None,
 ) -> str:
     counts = stats["counts"]
     chart_link = Path(os.path.relpath(chart, out.parent)).as_posix()
@@ -87,6 +89,7 @@ def render(
         "",
         *(explain or []),
         *(demos or []),
+        *(lesson_lines or []),
     ]
     return "\n".join(lines)
 
@@ -106,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demos_xor", type=Path, help="xor.json from demos")
     parser.add_argument("--demos_activations", type=Path, help="activations.md from demos")
     parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain (or <model>.json files) from explain")
+    parser.add_argument(
+        "--lessons", type=Path, nargs="+", help="reports/lessons (or <name>.json files): the tutorial's claims, checked"
+    )
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument(
         "--presets_dir", type=Path, help="reports/presets: recorded runs of `fashion-mlp preset`, one row each"
@@ -146,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         demos = lessons.demos_section(
             read_json(args.demos_xor), args.demos_activations.read_text(), figures, args.out.parent
         )
+    lesson_names = list(load_params(args.params)["lessons"]) if args.params else None
+    lesson_records = [read_json(p) for p in model_files(args.lessons, lesson_names, ".json")] if args.lessons else []
     explain = None
     if args.explain:
         explain = explanations.summary_section(
@@ -165,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             pairs,
             explain,
             preset_records,
+            lessons.lessons_section(lesson_records, args.figures_dir, args.out.parent),
         ),
     )
     if args.headline_out:

@@ -1,0 +1,170 @@
+"""The tutorial's claims as lessons (fashion_mlp.lessons, `fashion-mlp lesson <name>`): each check fails
+when its claim fails. Broken on purpose: the backward pass, Adam's update, the perceptron rule, a net
+too narrow to approximate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import CLI, REPO, SUBPROCESS_TIMEOUT, assert_png, clean_env
+from fashion_mlp import PipelineError
+from fashion_mlp.config import cli_flags, load_params
+from fashion_mlp.lessons import backprop, perceptron, universal_approximation
+from fashion_mlp.lessons.catalogue import LESSONS
+from fashion_mlp.stages import lesson as lesson_stage
+
+PARAMS_PATH = REPO / "params.yaml"
+RNG = np.random.default_rng(0)
+X = RNG.random((8, 784)) * (RNG.random((8, 784)) > 0.5)  # half the pixels dark, like Fashion-MNIST's borders
+Y = RNG.integers(0, 10, size=8)
+
+
+# --- backprop ---------------------------------------------------------------------------
+
+
+def test_the_backward_pass_agrees_with_finite_differences() -> None:
+    errors = backprop.gradient_check(X, Y, np.random.default_rng(1), entries=20, rate=0.2)
+    assert set(errors) == set(backprop.NAMES)
+    assert max(errors.values()) <= backprop.LIMITS["gradient_check_max_rel_error"], errors
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["no ReLU mask", "no dropout mask", "sum instead of mean"],
+)
+def test_a_broken_backward_pass_fails_the_gradient_check(monkeypatch, fault: str) -> None:
+    right = backprop.backward
+
+    def broken(p, cache, y):
+        if fault == "no ReLU mask":
+            cache = dict(cache, z1=np.abs(cache["z1"]) + 1)  # every unit "active"
+        elif fault == "no dropout mask":
+            cache = dict(cache, keep=None)
+        grads = right(p, cache, y)
+        return {k: v * len(y) for k, v in grads.items()} if fault == "sum instead of mean" else grads
+
+    monkeypatch.setattr(backprop, "backward", broken)
+    errors = backprop.gradient_check(X, Y, np.random.default_rng(1), entries=20, rate=0.2)
+    assert max(errors.values()) > 100 * backprop.LIMITS["gradient_check_max_rel_error"], (fault, errors)
+
+
+def test_hand_written_optimizers_do_what_their_formulas_say() -> None:
+    p, g = {"w": np.array([1.0, -2.0])}, {"w": np.array([0.5, -0.5])}
+    backprop.sgd_step(p, g, lr=0.1)
+    np.testing.assert_allclose(p["w"], [0.95, -1.95])
+    state: dict = {}
+    backprop.momentum_step(p, g, state, lr=0.1)
+    backprop.momentum_step(p, g, state, lr=0.1)  # v = 0.9 * (-0.05) - 0.05 = -0.095
+    np.testing.assert_allclose(p["w"], [0.95 - 0.05 - 0.095, -1.95 + 0.05 + 0.095])
+    q, state = {"w": np.array([0.0])}, {}
+    backprop.adam_step(q, {"w": np.array([3.0])}, state, lr=0.01)
+    assert q["w"][0] == pytest.approx(-0.01, rel=1e-5)  # Adam's first step: lr against the gradient's sign
+
+
+@pytest.mark.slow
+def test_tensorflow_agrees_and_a_broken_adam_is_caught(monkeypatch) -> None:
+    from fashion_mlp.runtime import configure_tensorflow
+
+    configure_tensorflow(1, 0)
+    x, y = X.astype(np.float32), Y
+    figures = backprop.tensorflow_checks(x, y, np.random.default_rng(2), rate=0.2, lr=0.001)
+    for key in ("tf_max_abs_diff", "adam_max_abs_diff", "momentum_max_abs_diff"):
+        assert figures[key] <= backprop.LIMITS[key], figures
+
+    def no_bias_correction(p, grads, state, lr, b1=0.9, b2=0.999, eps=1e-7):
+        for k in p:
+            m = state[f"m_{k}"] = b1 * state.get(f"m_{k}", 0.0) + (1 - b1) * grads[k]
+            v = state[f"v_{k}"] = b2 * state.get(f"v_{k}", 0.0) + (1 - b2) * grads[k] ** 2
+            p[k] -= (lr * m / (np.sqrt(v) + eps)).astype(p[k].dtype)
+
+    monkeypatch.setattr(backprop, "adam_step", no_bias_correction)
+    broken = backprop.tensorflow_checks(x, y, np.random.default_rng(2), rate=0.2, lr=0.001)
+    assert broken["adam_max_abs_diff"] > 10 * backprop.LIMITS["adam_max_abs_diff"], broken
+
+
+# --- perceptron -------------------------------------------------------------------------
+
+
+def test_the_rule_converges_on_and_and_cycles_on_xor() -> None:
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+    on_and = perceptron.perceptron_rule(x, perceptron.AND_Y, max_epochs=100)
+    assert on_and["converged"] and on_and["mistakes"][-1] == 0
+    w, b = np.array(on_and["w"]), on_and["b"]
+    assert list((x @ w + b > 0).astype(int)) == list(perceptron.AND_Y)
+    on_xor = perceptron.perceptron_rule(x, np.array([0, 1, 1, 0]), max_epochs=100)
+    assert not on_xor["converged"] and on_xor["cycle"] is not None and min(on_xor["mistakes"]) > 0
+
+
+def test_the_perceptron_lesson_holds_and_fails_when_its_net_cannot_learn() -> None:
+    options = load_params(PARAMS_PATH)["lessons"]["perceptron"]
+    record = perceptron.run(options, None, seed=42)
+    assert record["holds"] and all(record["passed"].values()), record["passed"]
+    assert record["figures"]["and_converged"] and not record["figures"]["xor_converged"]
+    untrained = perceptron.run(dict(options, xor_steps=1, xor_restarts=1), None, seed=42)
+    assert not untrained["holds"]
+    hidden_check = "XOR: a line separates the trained hidden layer's outputs"
+    assert untrained["passed"] == {**record["passed"], hidden_check: False}
+
+
+# --- universal approximation ------------------------------------------------------------
+
+
+def test_error_falls_with_width_and_a_narrow_net_fails_the_tolerance() -> None:
+    options = {"widths": [1, 4, 16], "points": 60, "max_iter": 2000, "tolerance": 0.05}
+    record = universal_approximation.run(options, None, seed=0)
+    errors = record["figures"]["rms_error"]
+    assert errors[0] > 5 * errors[-1] and record["holds"], errors
+    narrow = universal_approximation.run(dict(options, widths=[1, 2]), None, seed=0)
+    assert not narrow["holds"] and not narrow["passed"]["the widest net's RMS error is below 0.05"]
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def test_every_lesson_of_the_catalogue_has_its_parts_and_a_params_entry() -> None:
+    params = load_params(PARAMS_PATH)
+    assert list(params["lessons"]) == list(LESSONS)
+    for name, module in LESSONS.items():
+        assert module.TITLE and module.CLAIM and callable(module.run) and callable(module.plot), name
+        assert isinstance(module.KERAS, bool) and isinstance(module.DATA, bool), name
+
+
+def test_an_unknown_lesson_is_refused_by_name() -> None:
+    with pytest.raises(PipelineError, match="one of backprop, perceptron, universal_approximation; got 'nope'"):
+        lesson_stage.main(["nope"])
+
+
+@pytest.mark.slow
+def test_the_command_writes_the_record_and_figure_and_logs_them(tmp_path) -> None:
+    """A lesson that reads no data, end to end: its flags come from params.yaml as the engines render them."""
+    from mlflow import MlflowClient
+
+    flags = cli_flags(load_params(PARAMS_PATH)["lessons"]["universal_approximation"]).split()
+    out, figure = tmp_path / "lessons/universal_approximation.json", tmp_path / "lesson.png"
+    data = tmp_path / "train.npz"
+    np.savez(data, x_train=np.zeros((1, 28, 28)))  # the run's tags hash it; this lesson reads no data
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["universal_approximation", *flags, "--seed", "42", "--threads", "1", "--experiment", "t"]
+    args += ["--data", str(data), "--json_out", str(out), "--figure_out", str(figure)]
+    result = subprocess.run(
+        [str(CLI), "lesson", *args],
+        env=clean_env(MLFLOW_TRACKING_URI=store),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["lesson"] == "universal_approximation" and record["holds"] is True
+    assert record["claim"] == universal_approximation.CLAIM and record["seed"] == 42
+    assert_png(figure, panels=(1, 2))
+    (run,) = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("t").experiment_id])
+    assert run.info.run_name == "lesson-universal_approximation" and run.data.metrics["holds"] == 1.0
+    assert run.data.tags["lesson"] == "universal_approximation"
+    logged = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id, "lesson")}
+    assert logged == {"lesson/universal_approximation.json", "lesson/lesson.png"}
