@@ -55,6 +55,10 @@ SMOKE = {
     # The backprop lesson on 1,000 of the 2,700 training images, for 2 epochs (the others are small already).
     "lessons.backprop.images": 1000,
     "lessons.backprop.epochs": 2,
+    "lessons.vanishing_gradients.images": 1000,
+    "lessons.vanishing_gradients.steps": 50,
+    "lessons.initialization.images": 1000,
+    "lessons.initialization.steps": 10,
 }
 
 

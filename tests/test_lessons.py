@@ -13,7 +13,14 @@ import pytest
 from conftest import CLI, REPO, SUBPROCESS_TIMEOUT, assert_png, clean_env
 from fashion_mlp import PipelineError
 from fashion_mlp.config import cli_flags, load_params
-from fashion_mlp.lessons import backprop, perceptron, universal_approximation
+from fashion_mlp.lessons import (
+    backprop,
+    deep_net,
+    initialization,
+    perceptron,
+    universal_approximation,
+    vanishing_gradients,
+)
 from fashion_mlp.lessons.catalogue import LESSONS
 from fashion_mlp.stages import lesson as lesson_stage
 
@@ -67,9 +74,9 @@ def test_hand_written_optimizers_do_what_their_formulas_say() -> None:
 
 @pytest.mark.slow
 def test_tensorflow_agrees_and_a_broken_adam_is_caught(monkeypatch) -> None:
-    from fashion_mlp.runtime import configure_tensorflow
+    import keras
 
-    configure_tensorflow(1, 0)
+    keras.utils.set_random_seed(0)  # TensorFlow may be initialized already in this worker: no thread settings
     x, y = X.astype(np.float32), Y
     figures = backprop.tensorflow_checks(x, y, np.random.default_rng(2), rate=0.2, lr=0.001)
     for key in ("tf_max_abs_diff", "adam_max_abs_diff", "momentum_max_abs_diff"):
@@ -122,6 +129,64 @@ def test_error_falls_with_width_and_a_narrow_net_fails_the_tolerance() -> None:
     assert not narrow["holds"] and not narrow["passed"]["the widest net's RMS error is below 0.05"]
 
 
+# --- deep nets: vanishing gradients, initialization -------------------------------------------
+
+SMALL = np.random.default_rng(3)
+DEEP_TRAIN = {"x": SMALL.random((300, 784)) * (SMALL.random((300, 784)) > 0.5), "y": SMALL.integers(0, 10, 300)}
+
+
+@pytest.mark.parametrize("activation", sorted(deep_net.ACTIVATIONS))
+def test_the_deep_backward_pass_agrees_with_finite_differences(activation: str) -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.random((5, 6)), rng.integers(0, 3, 5)
+    layers = deep_net.init([6, 5, 4, 3], "glorot", rng)
+    grads = deep_net.backward(layers, deep_net.forward(layers, x, activation), y, activation)
+    eps = 1e-6
+    for i, layer in enumerate(layers):
+        for index in [(0, 0), (1, 2), (2, 1)]:
+            saved = layer["W"][index]
+            layer["W"][index] = saved + eps
+            up = deep_net.loss(deep_net.forward(layers, x, activation), y)
+            layer["W"][index] = saved - eps
+            down = deep_net.loss(deep_net.forward(layers, x, activation), y)
+            layer["W"][index] = saved
+            assert (up - down) / (2 * eps) == pytest.approx(grads[i]["W"][index], rel=1e-5, abs=1e-9), (activation, i)
+
+
+VG = {"depth": 8, "width": 16, "probe_images": 64, "steps": 20, "batch_size": 32, "learning_rate": 0.05}
+VG |= {"vanishing_below": 1e-3, "healthy_above": 0.1}
+
+
+def test_the_sigmoid_gradient_vanishes_and_relu_s_does_not() -> None:
+    record = vanishing_gradients.run(VG, DEEP_TRAIN, seed=0)
+    ratios = record["figures"]["ratio_at_init"]
+    assert record["holds"] and ratios["sigmoid"] < 1e-3 < 0.1 < ratios["relu"], ratios
+
+
+def test_the_vanishing_check_fails_if_the_sigmoid_net_were_a_relu_net(monkeypatch) -> None:
+    monkeypatch.setattr(deep_net, "ACTIVATIONS", dict(deep_net.ACTIVATIONS, sigmoid=deep_net.ACTIVATIONS["relu"]))
+    monkeypatch.setattr(vanishing_gradients, "SETUPS", {"sigmoid": "he", "tanh": "glorot", "relu": "he"})
+    record = vanishing_gradients.run(VG, DEEP_TRAIN, seed=0)
+    assert not record["holds"] and not record["passed"]["sigmoid: first / last layer below 0.001 at init"]
+
+
+INIT = {"depth": 8, "width": 16, "probe_images": 64, "steps": 10, "batch_size": 32, "learning_rate": 0.05}
+INIT |= {"fading_below": 0.01, "steady_between": [0.3, 3.0]}
+
+
+def test_zeros_never_break_symmetry_small_fades_and_he_keeps_the_spread() -> None:
+    record = initialization.run(INIT, DEEP_TRAIN, seed=0)
+    assert record["holds"], record["passed"]
+    assert record["figures"]["unit_spread_after_training"]["zeros"] == 0.0
+    assert record["figures"]["last_over_first_spread"]["small"] < 1e-3
+
+
+def test_the_symmetry_check_catches_an_initializer_that_is_not_zeros(monkeypatch) -> None:
+    monkeypatch.setattr(deep_net, "INITIALIZERS", dict(deep_net.INITIALIZERS, zeros=lambda n_in, n_out: 0.01))
+    record = initialization.run(INIT, DEEP_TRAIN, seed=0)
+    assert not record["passed"]["zeros: the hidden units are still copies after training"]
+
+
 # --- the command --------------------------------------------------------------------------
 
 
@@ -134,7 +199,7 @@ def test_every_lesson_of_the_catalogue_has_its_parts_and_a_params_entry() -> Non
 
 
 def test_an_unknown_lesson_is_refused_by_name() -> None:
-    with pytest.raises(PipelineError, match="one of backprop, perceptron, universal_approximation; got 'nope'"):
+    with pytest.raises(PipelineError, match=r"one of backprop, vanishing_gradients, .*; got 'nope'"):
         lesson_stage.main(["nope"])
 
 
@@ -165,6 +230,6 @@ def test_the_command_writes_the_record_and_figure_and_logs_them(tmp_path) -> Non
     assert_png(figure, panels=(1, 2))
     (run,) = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("t").experiment_id])
     assert run.info.run_name == "lesson-universal_approximation" and run.data.metrics["holds"] == 1.0
-    assert run.data.tags["lesson"] == "universal_approximation"
+    assert run.data.tags["lesson"] == "universal_approximation" and run.data.tags["reads_data"] == "false"
     logged = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id, "lesson")}
     assert logged == {"lesson/universal_approximation.json", "lesson/lesson.png"}

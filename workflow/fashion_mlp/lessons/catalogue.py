@@ -9,10 +9,12 @@ params.yaml and its schema.
 
 from __future__ import annotations
 
-from fashion_mlp.lessons import backprop, perceptron, universal_approximation
+from fashion_mlp.lessons import backprop, initialization, perceptron, universal_approximation, vanishing_gradients
 
 LESSONS = {
     "backprop": backprop,
+    "vanishing_gradients": vanishing_gradients,
+    "initialization": initialization,
     "perceptron": perceptron,
     "universal_approximation": universal_approximation,
 }

@@ -42,13 +42,14 @@ def training_split(path: Path, images: int | None, seed: int) -> dict[str, np.nd
     return {k: (v.reshape(len(v), -1) if k.startswith("x") else v.astype(np.int64)) for k, v in flat.items()}
 
 
-def log_to_mlflow(args: argparse.Namespace, name: str, record: dict) -> str:
+def log_to_mlflow(args: argparse.Namespace, name: str, record: dict, train: dict | None) -> str:
+    """A run of its own: the figures as metrics, the record and figure as artifacts, the splits it read."""
     import mlflow
 
     from fashion_mlp import tracking
 
     experiment_id = tracking.init(args.experiment)
-    tags = tracking.base_tags("lesson", args.data) | {"lesson": name}
+    tags = tracking.base_tags("lesson", args.data) | {"lesson": name, "reads_data": str(train is not None).lower()}
     start = {"experiment_id": experiment_id, "run_name": f"lesson-{name}", "tags": tags}
     with tracking.with_retry(mlflow.start_run, **start) as run:
         figures = record["figures"].items()
@@ -56,6 +57,9 @@ def log_to_mlflow(args: argparse.Namespace, name: str, record: dict) -> str:
         tracking.with_retry(mlflow.log_metrics, numbers | {"holds": float(record["holds"])})
         for path in (args.json_out, args.figure_out):
             mlflow.log_artifact(str(path), artifact_path="lesson")
+        if train is not None:
+            splits = {"train": (train["x"], train["y"]), "validation": (train["x_val"], train["y_val"])}
+            tracking.log_datasets(args.data, splits, sha256=tags["data_sha256"])
         return run.info.run_id
 
 
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         record |= module.run(options, train, args.seed)
     write_json(args.json_out, record)
     module.plot(record, args.figure_out)
-    run_id = log_to_mlflow(args, name, record)
+    run_id = log_to_mlflow(args, name, record, train)
     failed = [check for check, ok in record["passed"].items() if not ok]
     verdict = "DOES NOT HOLD: " + ", ".join(failed) if failed else "holds"
     print(f"lesson {name}: {verdict}; MLflow run {run_id}")
