@@ -59,6 +59,8 @@ SMOKE = {
     "lessons.vanishing_gradients.steps": 50,
     "lessons.initialization.images": 1000,
     "lessons.initialization.steps": 10,
+    "lessons.optimizers.images": 1000,
+    "lessons.optimizers.epochs": 1,
 }
 
 

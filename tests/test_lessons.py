@@ -17,6 +17,7 @@ from fashion_mlp.lessons import (
     backprop,
     deep_net,
     initialization,
+    optimizers,
     perceptron,
     universal_approximation,
     vanishing_gradients,
@@ -185,6 +186,27 @@ def test_the_symmetry_check_catches_an_initializer_that_is_not_zeros(monkeypatch
     monkeypatch.setattr(deep_net, "INITIALIZERS", dict(deep_net.INITIALIZERS, zeros=lambda n_in, n_out: 0.01))
     record = initialization.run(INIT, DEEP_TRAIN, seed=0)
     assert not record["passed"]["zeros: the hidden units are still copies after training"]
+
+
+# --- optimizers -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_momentum_beats_plain_sgd_and_the_check_fails_without_it(monkeypatch) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(5)
+    train = {"x": rng.random((600, 784)), "y": rng.integers(0, 10, 600)}
+    train["x"][np.arange(600), train["y"] * 70] = 3.0  # a learnable signal: one bright pixel per class
+    train |= {"x_val": train["x"][:200], "y_val": train["y"][:200]}
+    options = {"images": 600, "epochs": 1, "batch_size": 32, "dropout": 0.2, "sgd_learning_rate": 0.01}
+    options |= {"momentum": 0.9, "adaptive_learning_rate": 0.001, "tolerance": 0.05}
+    record = optimizers.run(options, train, seed=0)
+    assert record["passed"]["momentum is ahead of plain SGD after the first epoch"], record["curves"]
+    no_momentum = optimizers.run(dict(options, momentum=0.0), train, seed=0)  # momentum 0 is plain SGD
+    assert no_momentum["curves"]["momentum"] == no_momentum["curves"]["SGD"]
+    assert not no_momentum["holds"]
 
 
 # --- the command --------------------------------------------------------------------------

@@ -9,12 +9,20 @@ params.yaml and its schema.
 
 from __future__ import annotations
 
-from fashion_mlp.lessons import backprop, initialization, perceptron, universal_approximation, vanishing_gradients
+from fashion_mlp.lessons import (
+    backprop,
+    initialization,
+    optimizers,
+    perceptron,
+    universal_approximation,
+    vanishing_gradients,
+)
 
 LESSONS = {
     "backprop": backprop,
     "vanishing_gradients": vanishing_gradients,
     "initialization": initialization,
+    "optimizers": optimizers,
     "perceptron": perceptron,
     "universal_approximation": universal_approximation,
 }
