@@ -34,6 +34,8 @@ def optimizer(name: str, options: dict):
 
 
 def run(options: dict, train: dict, seed: int) -> dict:
+    import keras
+
     from fashion_mlp.lessons.backprop import init_params, keras_net
 
     x, y, x_val, y_val = train["x"], train["y"], train["x_val"], train["y_val"]
@@ -50,6 +52,8 @@ def run(options: dict, train: dict, seed: int) -> dict:
             model.fit(x[order], y[order], batch_size=options["batch_size"], epochs=1, shuffle=False, verbose=0)
             accuracies.append(float(np.mean(model.predict(x_val, verbose=0).argmax(axis=1) == y_val)))
         curves[name] = accuracies
+        del model
+        keras.backend.clear_session(free_memory=True)  # four nets in one process: stay within 1 GB
     first = {name: curve[0] for name, curve in curves.items()}
     best_parent = max(first["momentum"], first["RMSprop"])
     tolerance = options["tolerance"]

@@ -77,11 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     options = section_from_args(args, f"lessons.{name}")
     validate_section(f"lessons.{name}", options)
 
-    if module.KERAS:  # seeded and deterministic; the others never import TensorFlow (a third of a GB)
+    # The subset first: the full training array (170 MB) is freed before TensorFlow loads (a third of a GB).
+    train = training_split(args.data, options.get("images"), args.seed) if module.DATA else None
+    if module.KERAS:  # seeded and deterministic; the others never import TensorFlow
         from fashion_mlp.runtime import configure_tensorflow
 
         configure_tensorflow(args.threads or default_threads(), args.seed)
-    train = training_split(args.data, options.get("images"), args.seed) if module.DATA else None
     record = {"lesson": name, "title": module.TITLE, "claim": module.CLAIM, "params": options, "seed": args.seed}
     from threadpoolctl import threadpool_limits
 
