@@ -105,6 +105,12 @@ def results_doc():
     return module
 
 
+def results_blocks():
+    """The blocks' generators (workflow/scripts/results_blocks.py), as results_doc imports them."""
+    results_doc()
+    return sys.modules["results_blocks"]
+
+
 def test_results_quoted_in_the_docs_are_generated_from_the_reports(capsys):
     """Every table and sentence of README.md and docs/ that quotes a result sits in a block that
     workflow/scripts/results_doc.py writes from the git-tracked reports; a stale block fails here."""
@@ -132,17 +138,16 @@ def test_the_docs_hold_their_result_blocks(page):
 def test_readme_results_table_has_a_row_per_metrics_file_and_preset_record():
     """One row per reports/metrics/*.json (a file params.yaml no longer names is not left out silently) and per
     reports/presets/*.json (`<model> (preset <name>)`), then the published anchors."""
-    module = results_doc()
+    module, generators = results_doc(), results_blocks()
     text = README.read_text()
     (block,) = [b for b in module.blocks(text, README) if b.name == "models-table"]
     rows = [line.split("|")[1].strip() for line in text.splitlines()[block.start + 3 : block.end]]
     metrics = sorted(path.stem for path in (REPO / "reports/metrics").glob("*.json"))
-    presets = [
-        f"{module.read_json(p)['model']} (preset {p.stem})" for p in sorted((REPO / "reports/presets").glob("*.json"))
-    ]
+    records = sorted((REPO / "reports/presets").glob("*.json"))
+    presets = [f"{generators.read_json(p)['model']} (preset {p.stem})" for p in records]
     models = [row for row in rows if not row.startswith("*")]
     assert sorted(models) == sorted(metrics + presets)
-    assert len(rows) - len(models) == len(module.ANCHORS)
+    assert len(rows) - len(models) == len(generators.ANCHORS)
 
 
 def test_a_changed_digit_makes_the_check_fail_naming_the_file_and_block(tmp_path, capsys):
@@ -197,7 +202,7 @@ def test_generated_prose_follows_the_numbers():
     """The sentences say what the figures say: a missed goal, a model scaling makes worse, a passed check."""
     import copy
 
-    module = results_doc()
+    module = results_blocks()
     reports = copy.deepcopy(module.load())
     reports.metrics["baseline"]["accuracy"] = 0.85
     reports.metrics["tuned"]["calibration"] |= {
