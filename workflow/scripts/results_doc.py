@@ -8,12 +8,13 @@ A document quotes a pipeline result only inside a block that this script writes:
     <!-- /results -->
 
 The block's name says what goes in it (BLOCKS in results_blocks.py, beside this script).
-Every figure comes from a file git keeps: reports/metrics/<model>.json and reports/explain/<model>.json for each model of
-params.yaml (its `train:` entries, then `tuned`), reports/presets/*.json, and the published
-anchors of fashion_mlp.summary.anchors. Nothing is read from DVC-tracked files (predictions,
-champion.json), so a fresh clone can check its documents before any run or `dvc pull`;
-which differences between models are significant is left to reports/summary.md, which
-`report` computes from the predictions. Regenerate after a run:
+Every figure comes from a file git keeps: reports/metrics/<model>.json and
+reports/explain/<model>.json for each model of params.yaml (its `train:` entries, then
+`tuned`), reports/presets/*.json, and the published anchors of fashion_mlp.summary.anchors.
+Nothing is read from DVC-tracked files (predictions, champion.json), so a fresh clone can
+check its documents before any run or `dvc pull`; which differences between models are
+significant is left to reports/summary.md, which `report` computes from the predictions.
+Regenerate after a run:
 
     python workflow/scripts/results_doc.py          # or: make docs
     python workflow/scripts/results_doc.py --check  # exit 1 naming every stale file and block
