@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fashion_mlp.data import NUM_CLASSES
-from fashion_mlp.metrics.stats import ALPHA, CONFIDENCE, holm, mcnemar_exact
+from fashion_mlp.metrics.stats import ALPHA, CONFIDENCE, holm, mcnemar_exact, resample_weights
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -46,9 +46,7 @@ def paired_bootstrap(
     """
     if resamples < 1:
         raise ValueError(f"bootstrap resamples must be >= 1, got {resamples}")
-    # Images with the same (true, A, B) labels are interchangeable: resample counts over those cells.
-    cells, counts = np.unique(np.stack([y_true, pred_a, pred_b], axis=1), axis=0, return_counts=True)
-    draws = np.random.default_rng(seed).multinomial(len(y_true), counts / counts.sum(), size=resamples)
+    cells, draws = resample_weights(y_true, pred_a, pred_b, resamples=resamples, seed=seed)
     a = scores(confusion_counts(cells[:, 0], cells[:, 1], draws))
     b = scores(confusion_counts(cells[:, 0], cells[:, 2], draws))
     tail = 100 * (1 - confidence) / 2

@@ -65,7 +65,7 @@ def bootstrap_intervals(
         raise ValueError(f"bootstrap needs equal, non-empty label arrays; got {len(y_true)} and {len(y_pred)}")
     if resamples < 1:
         raise ValueError(f"bootstrap resamples must be >= 1, got {resamples}")
-    cells, draws = resample_weights(y_true, y_pred, resamples, seed)
+    cells, draws = resample_weights(y_true, y_pred, resamples=resamples, seed=seed)
     t, p = cells[:, 0], cells[:, 1]
     scores = np.empty((resamples, len(keys)))
     for i, weights in enumerate(draws):
@@ -81,11 +81,12 @@ def bootstrap_intervals(
     }
 
 
-def resample_weights(y_true: np.ndarray, y_pred: np.ndarray, resamples: int, seed: int):
-    """The (true, predicted) cells and the per-cell counts of each resample, as bootstrap_intervals draws them."""
-    cells, counts = np.unique(np.stack([y_true, y_pred], axis=1), axis=0, return_counts=True)
+def resample_weights(*labels: np.ndarray, resamples: int, seed: int):
+    """The cells of per-image labels ((true, predicted) for bootstrap_intervals; (true, A's, B's) for a paired
+    comparison) and the per-cell counts of each resample: images of one cell are interchangeable."""
+    cells, counts = np.unique(np.stack(labels, axis=1), axis=0, return_counts=True)
     rng = np.random.default_rng(seed)
-    return cells, rng.multinomial(len(y_true), counts / counts.sum(), size=resamples)
+    return cells, rng.multinomial(len(labels[0]), counts / counts.sum(), size=resamples)
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:

@@ -24,6 +24,7 @@ from fashion_mlp.io import write_text
 from fashion_mlp.metrics.paired import compare_models
 from fashion_mlp.metrics.stats import ALPHA, CONFIDENCE
 from fashion_mlp.revisions import PREDICTIONS, WORKSPACE, read_side
+from fashion_mlp.summary.significance import format_p
 
 SHARED = ("seed", "data.", "prepare.")  # what every model's training reads besides its own entry
 HEADERS = (
@@ -77,10 +78,6 @@ def compare(a: str | None, b: str | None, split: str, resamples: int | None, see
 # --- output -------------------------------------------------------------------------
 
 
-def _p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
 def _delta(figure: dict) -> str:
     ci = figure["interval"]
     return f"{figure['difference']:+.4f} ({ci['low']:+.4f} to {ci['high']:+.4f})"
@@ -91,8 +88,8 @@ def cells(row: dict) -> list[str]:
     verdict = "no significant difference" if row["verdict"].startswith("no ") else f"B {row['verdict']}"
     return [
         row["model"], f"{acc['a']:.4f} → {acc['b']:.4f}", _delta(acc), f"{f1['a']:.4f} → {f1['b']:.4f}", _delta(f1),
-        f"{row['only_a_correct']:,} / {row['only_b_correct']:,}", f"{_p(row['p_value'])} ({_p(row['p_holm'])})",
-        verdict, ", ".join(row["params_changed"]) or "none",
+        f"{row['only_a_correct']:,} / {row['only_b_correct']:,}",
+        f"{format_p(row['p_value'])} ({format_p(row['p_holm'])})", verdict, ", ".join(row["params_changed"]) or "none",
     ]  # fmt: skip
 
 

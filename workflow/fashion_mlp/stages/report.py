@@ -12,11 +12,11 @@ import argparse
 import os
 from pathlib import Path
 
-from fashion_mlp.config import load_params
+from fashion_mlp.config import load_params, model_names
 from fashion_mlp.io import model_files, read_json, read_metrics, write_json, write_text
 from fashion_mlp.metrics import columns
 from fashion_mlp.metrics.stats import pairwise_mcnemar
-from fashion_mlp.stages.common import add_flags, models_to_read
+from fashion_mlp.stages.common import add_flags
 from fashion_mlp.summary import (
     calibration_table,
     champion,
@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    models = models_to_read(args)
+    params = load_params(args.params) if args.params else None  # which models and lessons: read once
+    models = model_names(params) if params else None
     # per_class too: the summary's per-class table has no blank form, so an old file without it is named
     metrics = read_metrics(model_files(args.metrics, models, ".json"), (*columns.REQUIRED, "per_class"))
     models = models or [m["model"] for m in metrics]  # the folders' files are read in the metrics' order
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         demos = lessons.demos_section(
             read_json(args.demos_xor), args.demos_activations.read_text(), figures, args.out.parent
         )
-    lesson_names = list(load_params(args.params)["lessons"]) if args.params else None
+    lesson_names = list(params["lessons"]) if params else None
     lesson_records = [read_json(p) for p in model_files(args.lessons, lesson_names, ".json")] if args.lessons else []
     explain = None
     if args.explain:
