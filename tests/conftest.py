@@ -61,6 +61,16 @@ SMOKE = {
     "lessons.initialization.steps": 10,
     "lessons.optimizers.images": 1000,
     "lessons.optimizers.epochs": 1,
+    # The L2 lessons on a few hundred images (test_e2e.py asks that they hold): so few gradient steps need
+    # stronger L2 than the tutorial's to show its effect; the validation split has 300 images, not 1,000.
+    "lessons.regularization_strength.images": 500,
+    "lessons.regularization_strength.epochs": 10,
+    "lessons.regularization_strength.l2": [0.0, 0.3],
+    "lessons.small_data.small_images": 200,
+    "lessons.small_data.epochs": 20,
+    "lessons.small_data.large_epochs": 2,
+    "lessons.small_data.l2": 0.2,
+    "lessons.small_data.monitor_images": 100,
 }
 
 

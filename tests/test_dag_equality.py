@@ -112,6 +112,8 @@ def test_same_stages_and_outputs(engines):
         expected[f"explain@{model}"] = "explain"
     for lesson in params["lessons"]:
         expected[f"lesson@{lesson}"] = "lesson"
+    for lesson in params["model_lessons"]:
+        expected[f"model_lesson@{lesson}"] = "lesson"
     assert names == expected
 
 

@@ -76,10 +76,14 @@ def assert_outputs(repo: Path) -> None:
             assert (repo / f"reports/figures/{model}_{kind}.png").read_bytes()[:4] == b"\x89PNG"
         predictions = (repo / f"reports/predictions/{model}.csv").read_text().splitlines()
         assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 1000
-    for name in yaml.safe_load((repo / "params.yaml").read_text())["lessons"]:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for name in [*params["lessons"], *params["model_lessons"]]:
         lesson = json.loads((repo / f"reports/lessons/{name}.json").read_text())
         assert lesson["lesson"] == name and lesson["claim"] and isinstance(lesson["holds"], bool), lesson
-        assert lesson["params"]["images"] == 1000 if name == "backprop" else lesson["holds"], lesson
+        if name in params["model_lessons"]:  # it read every trained model (its verdict is the models')
+            assert set(lesson["figures"]) >= {*params["train"], "tuned"}, lesson["figures"]
+        else:
+            assert lesson["params"]["images"] == 1000 if name == "backprop" else lesson["holds"], lesson
         assert_png(repo / f"reports/figures/lesson_{name}.png")
     summary = (repo / "reports/summary.md").read_text()
     assert "## The tutorial's claims, checked" in summary

@@ -17,6 +17,7 @@ from fashion_mlp.lessons import (
     backprop,
     deep_net,
     initialization,
+    learned_features,
     optimizers,
     perceptron,
     universal_approximation,
@@ -209,12 +210,88 @@ def test_momentum_beats_plain_sgd_and_the_check_fails_without_it(monkeypatch) ->
     assert not no_momentum["holds"]
 
 
+# --- learned features ---------------------------------------------------------------------
+
+
+def saved_model(path, kernel: np.ndarray) -> dict:
+    """A .keras file as Keras writes one (config.json and HDF5 weights), holding only a first-layer kernel."""
+    import io
+    import zipfile
+
+    import h5py
+
+    conv = kernel.ndim == 4
+    names = ["InputLayer", "Reshape", "Conv2D", "Flatten", "Dense"] if conv else ["InputLayer", "Flatten", "Dense"]
+    layers = [{"class_name": c, "config": {"name": c.lower()}} for c in names]
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as weights:
+        weights[f"layers/{'conv2d' if conv else 'dense'}/vars/0"] = kernel
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"config": {"layers": layers}}))
+        archive.writestr("model.weights.h5", buffer.getvalue())
+    return path
+
+
+def smooth_units(units: int, rng) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([gaussian_filter(rng.normal(size=(28, 28)), 2).ravel() for _ in range(units)], axis=1)
+
+
+def local_units(units: int) -> np.ndarray:
+    """Edge detectors: a Sobel derivative in one 3x3 patch of each unit, zeros elsewhere."""
+    kernel = np.zeros((units, 28, 28))
+    for unit in range(units):
+        row, column = 3 + 2 * (unit % 10), 3 + (unit * 7) % 20
+        sobel = learned_features.SOBEL
+        kernel[unit, row : row + 3, column : column + 3] = sobel.T if unit % 2 else sobel
+    return kernel.reshape(units, -1).T
+
+
+LF = {"window": 7, "edge_share": 0.5, "structure_above": 0.1, "local_share": 0.5, "units_shown": 4}
+STRUCTURE = "every MLP's first-layer units are pictures with structure (median neighbour correlation ≥ 0.1)"
+LOCAL = "an MLP's first-layer units are local, like edge detectors (≥ 0.5 of a unit's weight in one 7x7 window)"
+
+
+def test_the_measures_tell_noise_patterns_and_edges_apart() -> None:
+    rng = np.random.default_rng(6)
+    noise, smooth = rng.normal(size=(784, 20)), smooth_units(20, rng)
+    assert np.abs(learned_features.neighbour_correlation(noise)).max() < 0.15
+    assert learned_features.neighbour_correlation(smooth).min() > 0.7
+    np.testing.assert_allclose(learned_features.window_share(local_units(6), 7), 1.0)
+    assert learned_features.window_share(noise, 7).max() < 0.2
+    sobel = np.stack([learned_features.SOBEL, learned_features.SOBEL.T, -learned_features.SOBEL])
+    np.testing.assert_allclose(learned_features.gradient_share(sobel), 1.0)
+    np.testing.assert_allclose(learned_features.gradient_share(np.ones((1, 3, 3))), 0.0, atol=1e-12)
+
+
+def test_the_lesson_reads_saved_models_and_each_check_can_go_either_way(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    filters = np.stack([learned_features.SOBEL] * 3 + [rng.normal(size=(3, 3)) for _ in range(5)], axis=-1)
+    models = {
+        "patterns": saved_model(tmp_path / "patterns.keras", smooth_units(32, rng)),
+        "cnn": saved_model(tmp_path / "cnn.keras", filters[:, :, None, :]),
+    }
+    record = learned_features.run(LF, models, seed=0)
+    assert record["passed"] == {STRUCTURE: True, LOCAL: False} and not record["holds"]
+    assert record["figures"]["cnn"]["edge_filters"] >= 3 and record["figures"]["cnn"]["filters"] == 8
+    assert abs(record["figures"]["random"]["neighbour_correlation"]) < 0.05  # Glorot-drawn weights
+    edges = {"edges": saved_model(tmp_path / "edges.keras", local_units(32))}
+    assert learned_features.run(LF, edges, seed=0)["passed"][LOCAL]  # local detectors pass the locality check
+    noise = {"noise": saved_model(tmp_path / "noise.keras", rng.normal(size=(784, 32)))}
+    assert not learned_features.run(LF, noise, seed=0)["passed"][STRUCTURE]  # untrained weights fail it
+    path = tmp_path / "lesson.png"
+    learned_features.plot(record, path)
+    assert_png(path, panels=(None, None))
+
+
 # --- the command --------------------------------------------------------------------------
 
 
 def test_every_lesson_of_the_catalogue_has_its_parts_and_a_params_entry() -> None:
     params = load_params(PARAMS_PATH)
-    assert list(params["lessons"]) == list(LESSONS)
+    assert [*params["lessons"], *params["model_lessons"]] == list(LESSONS)
+    assert all(getattr(LESSONS[name], "MODELS", False) for name in params["model_lessons"])
     for name, module in LESSONS.items():
         assert module.TITLE and module.CLAIM and callable(module.run) and callable(module.plot), name
         assert isinstance(module.KERAS, bool) and isinstance(module.DATA, bool), name

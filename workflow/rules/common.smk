@@ -40,7 +40,8 @@ EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
 FIGURE_KINDS = ["confusion", "curves", "predictions", "reliability"]  # evaluate's PNGs, per model
 EXPLAIN_FIGURE_KINDS = ["explain_classes", "explain_examples", "explain_deletion"]  # explain's PNGs, per model
 RAW = expand("data/raw/{name}", name=list(RAW_FILES))
-LESSONS = list(config["lessons"])  # the tutorial's claims, a job each (lessons.smk)
+MODEL_LESSONS = list(config["model_lessons"])  # lessons that read the trained models: after train and tune
+LESSONS = list(config["lessons"]) + MODEL_LESSONS  # the tutorial's claims, a job each (lessons.smk)
 
 
 wildcard_constraints:

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         demos = lessons.demos_section(
             read_json(args.demos_xor), args.demos_activations.read_text(), figures, args.out.parent
         )
-    lesson_names = list(params["lessons"]) if params else None
+    lesson_names = [*params["lessons"], *params["model_lessons"]] if params else None
     lesson_records = [read_json(p) for p in model_files(args.lessons, lesson_names, ".json")] if args.lessons else []
     explain = None
     if args.explain:
