@@ -283,6 +283,9 @@ def check_queue_results(repo: Path, names: list[str], status: str) -> dict:
     ids = {}
     for name in names:
         runs = [r for r in every if r.data.tags.get("dvc_exp_name") == name]
+        lessons = [r.data.tags["lesson"] for r in runs if r.data.tags.get("stage") == "lesson"]
+        assert lessons == ["learned_features"], (name, lessons)  # the lesson on the trained models reran
+        runs = [r for r in runs if r.data.tags.get("stage") != "lesson"]
         assert [r.data.tags["model"] for r in runs] == ["baseline"], (name, [r.data.tags for r in runs])
         assert runs[0].data.params["epochs"] == str(QUEUE_EPOCHS[names.index(name)])
         assert "test" in {i.dataset.name for i in runs[0].inputs.dataset_inputs}  # evaluated too
