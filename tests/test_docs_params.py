@@ -29,7 +29,6 @@ KNOWN = {
         "explain.background_size",
         "explain.images_per_class",
         "explain.lrp_epsilon",
-        "explain.randomization_threshold",
     },
     "statistics.md": {"evaluate.bootstrap_resamples", "evaluate.calibration_bins"},
 }

@@ -1,14 +1,13 @@
 """The checks that tell whether to trust an attribution method.
 
-SHAP additivity and LRP conservation are computed with the methods (methods.py); here are the
-model-randomization test of Adebayo et al. (*Sanity checks for saliency maps*, NeurIPS 2018) and
-the deletion curve (pixels removed in order of attribution, against a random order).
+SHAP additivity and LRP conservation are computed with the methods (methods.py), the
+model-randomization test of Adebayo et al. (*Sanity checks for saliency maps*, NeurIPS 2018) with its
+reference levels in randomization.py; here are the randomized model and the deletion curve (pixels
+removed in order of attribution, against a random order).
 Pure functions of arrays and models: no files, no MLflow.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 
@@ -21,47 +20,6 @@ def randomized_copy(model, seed: int):
     clone = keras.models.clone_model(model)
     clone.build(model.input_shape)
     return clone
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray, images: np.ndarray | None = None) -> dict:
-    """Mean Spearman correlation over images between two sets of maps: signed, of absolute values, and
-    (given the images) of absolute values on the garment's pixels only (image > 0), where the shared
-    zeros of the background cannot make two maps look alike."""
-    from scipy.stats import spearmanr
-
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-
-    def mean_rho(x, y, masks=None) -> float:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a constant map has no ranks: nan, left out of the mean
-            if masks is None:
-                rhos = [spearmanr(u, v).statistic for u, v in zip(x, y, strict=True)]
-            else:
-                rhos = [spearmanr(u[m], v[m]).statistic for u, v, m in zip(x, y, masks, strict=True) if m.sum() > 2]
-        finite = [r for r in rhos if np.isfinite(r)]
-        return float(np.mean(finite)) if finite else float("nan")
-
-    out = {"spearman": mean_rho(a, b), "spearman_abs": mean_rho(np.abs(a), np.abs(b))}
-    if images is not None:
-        out["spearman_abs_on_garment"] = mean_rho(np.abs(a), np.abs(b), images.reshape(len(images), -1) > 0)
-    return out
-
-
-def randomization_verdict(correlation: dict, threshold: float) -> dict:
-    """Adebayo et al.'s test: maps of a re-initialized model must not resemble the trained model's.
-
-    Judged on the absolute maps (what a reader takes for "important pixels"): at or above
-    `threshold` the method FAILS, its maps follow the input more than the model.
-    """
-    passed = bool(correlation["spearman_abs"] < threshold)
-    return {
-        **correlation,
-        "threshold": threshold,
-        "verdict": "passes" if passed else "FAILS",
-        "meaning": "the maps depend on the learned weights"
-        if passed
-        else "the maps barely change when the weights are random: they explain the input, not the model",
-    }
 
 
 def deletion_curve(

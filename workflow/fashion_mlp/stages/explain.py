@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_mlp import PipelineError
+from fashion_mlp.attribution.randomization import JUDGED_ON
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
 from fashion_mlp.io import atomic_output, write_json
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds["mlflow"] = time.perf_counter() - started - sum(seconds.values())
     print("explain: seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     checks = [
-        f"{name} randomization rho {report[key]['randomization']['spearman_abs']:.3f} "
+        f"{name} randomization rho of |maps| on the garment {report[key]['randomization'][JUDGED_ON]:.3f} "
+        f"against {report[key]['randomization']['noise_reference'][JUDGED_ON]:.3f} for noise maps "
         f"({report[key]['randomization']['verdict']}), deletion area {report[key]['deletion_area']:.3f}"
         for key, name in (("shap", "SHAP"), ("lrp", "LRP"))
         if report[key] is not None
@@ -191,6 +193,8 @@ def metrics_of(report: dict) -> dict[str, float]:
         out[f"explain_{method}_deletion_area"] = part["deletion_area"]
         out[f"explain_{method}_randomization_spearman"] = part["randomization"]["spearman"]
         out[f"explain_{method}_randomization_spearman_abs"] = part["randomization"]["spearman_abs"]
+        out[f"explain_{method}_randomization_spearman_abs_on_garment"] = part["randomization"][JUDGED_ON]
+        out[f"explain_{method}_randomization_noise_reference"] = part["randomization"]["noise_reference"][JUDGED_ON]
     out["explain_shap_additivity_max_abs_gap"] = report["shap"]["additivity_max_abs_gap"]
     if report["lrp"] is not None:
         out["explain_lrp_conservation_relative_gap"] = report["lrp"]["conservation"]["mean_abs_gap_relative"]

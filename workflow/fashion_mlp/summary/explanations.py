@@ -14,20 +14,23 @@ def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -
 
     def check(part: dict) -> str:
         rand = part["randomization"]
-        return f"{rand['spearman_abs']:.2f} ({rand['verdict']})"
+        key = rand["judged_on"]
+        return f"{rand[key]:.2f} against {rand['noise_reference'][key]:.2f} ({rand['verdict']})"
 
     lines = [
         "## Explanations (SHAP and LRP)",
         "",
         "Both methods explain the logit of a class (docs/explain.md). Additivity and conservation: how far "
         "SHAP values sum from f(x) − E f(background), and how much of the logit LRP's relevance keeps down to the "
-        "pixels. Randomization: Spearman correlation of |maps| between the trained model and the same architecture "
-        "re-initialized; a method FAILS when it stays high, for then it explains the input, not the model. "
+        "pixels. Randomization: Spearman correlation of |maps| on the garment's pixels between the trained model and "
+        "the same architecture re-initialized, against the level two noise maps of the same input reach (x·noise "
+        "for LRP, (x − background mean)·noise for SHAP): a method FAILS only when its 95 % interval lies above "
+        "that level's, for then its maps keep more than the input. "
         "Deletion: area under accuracy as pixels are removed, highest attribution first (lower is more faithful); "
         "random order is the control.",
         "",
-        "| Model | SHAP additivity gap | LRP relevance out → in | Randomization ρ SHAP | Randomization ρ LRP "
-        "| Deletion area SHAP / LRP / random |",
+        "| Model | SHAP additivity gap | LRP relevance out → in | Randomization ρ SHAP vs noise "
+        "| Randomization ρ LRP vs noise | Deletion area SHAP / LRP / random |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for e in explain:

@@ -104,7 +104,7 @@ def explanations(record: dict) -> list[str]:
     lines = [
         "## Explanations",
         "",
-        "| Method | Randomization check (Spearman of \\|maps\\|) | Deletion area |",
+        "| Method | Randomization check (Spearman of \\|maps\\| on the garment, against noise maps) | Deletion area |",
         "|---|---|---:|",
     ]
     for key, name in (("shap", "SHAP (DeepExplainer)"), ("lrp", "LRP (epsilon rule)")):
@@ -113,12 +113,15 @@ def explanations(record: dict) -> list[str]:
             lines.append(f"| {name} | not run for this kind | |")
             continue
         rand = part["randomization"]
-        lines.append(f"| {name} | {rand['spearman_abs']:.2f}: {rand['verdict']} | {part['deletion_area']:.3f} |")
+        judged = rand["judged_on"]
+        check = f"{rand[judged]:.2f} against {rand['noise_reference'][judged]:.2f}: {rand['verdict']}"
+        lines.append(f"| {name} | {check} | {part['deletion_area']:.3f} |")
     lines += [
         f"| random order (control) | | {e['deletion']['random_area']:.3f} |",
         "",
-        "A method FAILS the randomization check when its maps stay alike on a re-initialized model; a deletion "
-        "area below the random order's means the pixels it ranks first matter (docs/explain.md).",
+        "A method FAILS the randomization check when its maps stay more alike on a re-initialized model than two "
+        "noise maps of the same input do; a deletion area below the random order's means the pixels it ranks "
+        "first matter (docs/explain.md).",
         "",
     ]
     return lines
