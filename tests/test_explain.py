@@ -287,6 +287,26 @@ def test_an_npz_without_the_split_is_refused_by_name(tmp_path):
         explain.load_split(path, "test")
 
 
+def test_every_map_of_a_figure_shares_one_scale(monkeypatch, tmp_path):
+    """Both methods explain the logit: one symmetric scale per figure, whichever method is ten times larger."""
+    from fashion_mlp.attribution import figures
+
+    used = []
+    real = figures.overlay
+    monkeypatch.setattr(figures, "overlay", lambda ax, image, attribution, limit: used.append(limit) or real(
+        ax, image, attribution, limit))  # fmt: skip
+    x, labels = images(4), np.array([0, 1, 0, 1])
+    maps = {"shap": images(4, seed=2) - 0.5, "lrp": 10 * (images(4, seed=3) - 0.5)}
+    expected = figures.symmetric_limit(np.stack([maps["shap"], maps["lrp"]]))
+    figures.plot_examples(x, labels, labels, np.ones(4), maps, tmp_path / "examples.png", "t")
+    assert len(used) == 8 and set(used) == {expected}, used
+    used.clear()
+    figures.plot_class_maps(x, labels, maps, tmp_path / "classes.png", "t")
+    means = [maps[k][labels == c].mean(axis=0) for k in ("shap", "lrp") for c in (0, 1)]
+    assert len(used) == 4 and used == pytest.approx([figures.symmetric_limit(np.stack(means))] * 4), used
+    assert_png(tmp_path / "examples.png", panels=(3, 4))
+
+
 # --- the summary's section -----------------------------------------------------------------
 
 

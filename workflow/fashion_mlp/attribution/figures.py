@@ -1,8 +1,10 @@
 """The figures of `explain`: per-class mean maps, individual explanations and the deletion curves.
 
 Attributions are signed, drawn on a diverging colormap centred on 0 (red: evidence for the
-class, blue: against) over the image in grey. Saved with figures.save_figure (Agg, atomic),
-so the same arrays give the same bytes.
+class, blue: against) over the image in grey. Both methods explain the logit, so one symmetric
+scale serves a whole figure, with a colorbar beside each row of maps: a map can be read against
+any other of the figure. Saved with figures.save_figure (Agg, atomic), so the same arrays give the
+same bytes.
 """
 
 from __future__ import annotations
@@ -47,25 +49,29 @@ def plot_class_maps(
     methods = present_methods(attributions)
     fig, axes = plt.subplots(len(methods), NUM_CLASSES, figsize=(1.9 * NUM_CLASSES + 1.2, 2.3 * len(methods)))
     axes = np.asarray(axes).reshape(len(methods), NUM_CLASSES)
-    for row, (key, label) in enumerate(methods):
-        means = np.zeros((NUM_CLASSES, *IMAGE_SHAPE))
-        present = [cls for cls in range(NUM_CLASSES) if (labels == cls).any()]
+    present = [cls for cls in range(NUM_CLASSES) if (labels == cls).any()]
+    means = {key: np.zeros((NUM_CLASSES, *IMAGE_SHAPE)) for key, _ in methods}
+    for key, _ in methods:
         for cls in present:
-            means[cls] = attributions[key][labels == cls].mean(axis=0).reshape(IMAGE_SHAPE)
-        limit = symmetric_limit(means[present]) if present else 1.0
+            means[key][cls] = attributions[key][labels == cls].mean(axis=0).reshape(IMAGE_SHAPE)
+    limit = symmetric_limit(np.stack([means[key][present] for key, _ in methods])) if present else 1.0
+    for row, (key, label) in enumerate(methods):
         shown = None
         for cls in range(NUM_CLASSES):
             ax = axes[row, cls]
             ax.axis("off")
             if cls in present:
-                shown = overlay(ax, images[labels == cls].mean(axis=0), means[cls], limit)
+                shown = overlay(ax, images[labels == cls].mean(axis=0), means[key][cls], limit)
                 ax.axis("on")
                 n = int((labels == cls).sum())
                 ax.set_title(f"{CLASS_NAMES[cls]}\n(n = {n})" if row == 0 else CLASS_NAMES[cls], fontsize=8)
         axes[row, 0].set_ylabel(label, fontsize=9)
         if shown is not None:
-            fig.colorbar(shown, ax=list(axes[row]), fraction=0.015, pad=0.01, label="mean attribution")
-    fig.suptitle(f"{title}: mean attribution per class (red: for the class, blue: against), over its mean image")
+            fig.colorbar(shown, ax=list(axes[row]), fraction=0.015, pad=0.01, label="mean attribution (logit)")
+    fig.suptitle(
+        f"{title}: mean attribution per class (red: for the class, blue: against), over its mean image; "
+        "one scale for the figure"
+    )
     save_figure(fig, path)
 
 
@@ -79,7 +85,7 @@ def plot_examples(
     title: str,
 ) -> None:
     """One column per image: the image, then each method's map for the predicted class.
-    Mistakes are titled in red; each map has its own symmetric scale."""
+    Mistakes are titled in red; every map shares the figure's symmetric scale."""
     plt = pyplot()
     n = len(images)
     methods = present_methods(attributions)
@@ -87,6 +93,8 @@ def plot_examples(
     axes = np.asarray(axes).reshape(1 + len(methods), max(n, 1))
     for ax in axes.flat:
         ax.axis("off")
+    limit = symmetric_limit(np.stack([attributions[key][:n] for key, _ in methods])) if n else 1.0
+    shown = None
     for i in range(n):
         ok = predicted[i] == labels[i]
         ax = axes[0, i]
@@ -97,12 +105,15 @@ def plot_examples(
             color="black" if ok else "red",
         )
         for row, (key, _) in enumerate(methods, start=1):
-            overlay(axes[row, i], images[i], attributions[key][i], symmetric_limit(attributions[key][i]))
+            shown = overlay(axes[row, i], images[i], attributions[key][i], limit)
             axes[row, i].axis("on")
     for row, (_, label) in enumerate(methods, start=1):
         axes[row, 0].set_ylabel(label, fontsize=8)
+        if n:
+            fig.colorbar(shown, ax=list(axes[row]), fraction=0.015, pad=0.01, label="attribution (logit)")
     fig.suptitle(
-        f"{title}: correct predictions, then the most confident mistakes (red); maps explain the predicted class"
+        f"{title}: correct predictions, then the most confident mistakes (red); maps explain the predicted class, "
+        "on one scale"
     )
     save_figure(fig, path)
 
