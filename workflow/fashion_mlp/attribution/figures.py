@@ -109,11 +109,12 @@ def plot_examples(
             axes[row, i].axis("on")
     for row, (_, label) in enumerate(methods, start=1):
         axes[row, 0].set_ylabel(label, fontsize=8)
-        if n:
-            fig.colorbar(shown, ax=list(axes[row]), fraction=0.015, pad=0.01, label="attribution (logit)")
+        if n:  # in an axes of its own: the panels keep their places, in line with the images above them
+            box = axes[row, -1].get_position()
+            cax = fig.add_axes((box.x1 + 0.01, box.y0, 0.008, box.height))
+            fig.colorbar(shown, cax=cax, label="attribution (logit)")
     fig.suptitle(
-        f"{title}: correct predictions, then the most confident mistakes (red); maps explain the predicted class, "
-        "on one scale"
+        f"{title}: correct predictions, then the most confident mistakes (red); maps explain the predicted class"
     )
     save_figure(fig, path)
 
