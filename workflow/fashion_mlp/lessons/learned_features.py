@@ -31,15 +31,20 @@ SOBEL = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 RANDOM_FILTERS = 10_000  # random 3x3 filters of the reference share
 
 
-def first_kernel(path: Path) -> np.ndarray:
-    """The kernel of the first Dense or Conv2D layer of a saved .keras file (a zip of config and HDF5 weights)."""
+def first_kernel(path: Path) -> tuple[np.ndarray, str]:
+    """The kernel of the first Dense or Conv2D layer of a saved .keras file (a zip of config and HDF5 weights),
+    and the model's kind (models/kinds.py), both from one read of the file."""
     import h5py
 
+    from fashion_mlp.models import kinds
+
     with zipfile.ZipFile(path) as archive:
-        layers = json.loads(archive.read("config.json"))["config"]["layers"]
+        config = json.loads(archive.read("config.json"))
+        kind = kinds.of_layers(kinds.layer_classes(config), str(path)).name
+        layers = config["config"]["layers"]
         name = next(layer["config"]["name"] for layer in layers if layer["class_name"] in ("Dense", "Conv2D"))
         with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
-            return np.asarray(weights[f"layers/{name}/vars/0"], dtype=np.float64)
+            return np.asarray(weights[f"layers/{name}/vars/0"], dtype=np.float64), kind
 
 
 def glorot(shape: tuple[int, ...], fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
@@ -97,14 +102,12 @@ def measure_cnn(kernel: np.ndarray, edge_share: float) -> dict:
 def run(options: dict, models: dict[str, Path], seed: int) -> dict:
     from scipy.stats import binomtest
 
-    from fashion_mlp.models import kinds
-
     rng = np.random.default_rng(seed)
     window, edge = options["window"], options["edge_share"]
     mlps, cnns = {}, {}
     for name, path in models.items():
-        kernel = first_kernel(path)
-        if kinds.of_saved(path).name == "cnn":
+        kernel, kind = first_kernel(path)
+        if kind == "cnn":
             cnns[name] = measure_cnn(kernel, edge)
         else:
             mlps[name] = measure_mlp(kernel, window, options["units_shown"])
