@@ -58,7 +58,7 @@ SMOKE = {
     # The others (a job each, most importing TensorFlow) would lengthen DVC's one-stage-at-a-time smoke run,
     # the suite's longest chain; each has its own tests (test_lessons*.py), and the generic rule is the same.
     **{f"lessons.{name}": DROP for name in ("backprop", "initialization", "perceptron", "universal_approximation")},
-    **{f"lessons.{name}": DROP for name in ("regularization_strength", "small_data")},
+    **{f"lessons.{name}": DROP for name in ("regularization_strength", "small_data", "search_strategies")},
     "lessons.vanishing_gradients.images": 1000,
     "lessons.vanishing_gradients.steps": 50,
     "lessons.optimizers.images": 1000,

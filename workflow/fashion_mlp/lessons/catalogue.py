@@ -17,6 +17,7 @@ from fashion_mlp.lessons import (
     optimizers,
     perceptron,
     regularization_strength,
+    search_strategies,
     small_data,
     universal_approximation,
     vanishing_gradients,
@@ -31,6 +32,7 @@ LESSONS = {
     "universal_approximation": universal_approximation,
     "regularization_strength": regularization_strength,
     "small_data": small_data,
+    "search_strategies": search_strategies,
     "learned_features": learned_features,  # under model_lessons: it reads the trained models
 }
 
