@@ -103,9 +103,12 @@ def record(metrics: dict) -> dict:
                     "verdict": "passes",
                 },
                 "deletion_area": 0.264,
+                "insertion_area": 0.71,
+                "faithfulness_verdict": "does not beat brightest",
             },
             "lrp": None,
-            "deletion": {"random_area": 0.416},
+            "deletion": {"random_area": 0.416, "random_garment_area": 0.35, "brightest_area": 0.25},
+            "insertion": {"random_area": 0.2, "random_garment_area": 0.3, "brightest_area": 0.5},
         },
         "confusions": [("Shirt", "T-shirt/top", 120)],
         "robustness": {

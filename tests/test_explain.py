@@ -21,6 +21,8 @@ from fashion_mlp.attribution import checks, lrp, methods, model_report, randomiz
 from fashion_mlp.stages import explain
 from fashion_mlp.summary.explanations import summary_section
 
+# The deletion CSV's columns: the deletion curves, then the insertion ones (dvc.yaml's plot reads them).
+COLUMNS = [*explain.DELETION_COLUMNS, *(f"insertion_{key}" for key in explain.DELETION_COLUMNS)]
 OPTS = {
     "background_size": 20,
     "images_per_class": 2,
@@ -28,6 +30,10 @@ OPTS = {
     "grid_mistakes": 2,
     "deletion_steps": 4,
     "lrp_epsilon": 0.01,
+    "randomization_margin": 0.05,
+    "smoothgrad_samples": 3,
+    "smoothgrad_noise": 0.15,
+    "ig_steps": 4,
 }
 
 
@@ -230,6 +236,56 @@ def test_deletion_by_true_attribution_beats_random_order():
     assert checks.area_under(fractions, by_attribution) < checks.area_under(fractions, by_chance)
 
 
+def linear_task(n: int = 40):
+    """A linear model, its images and labels, and its exact attribution of the predicted class."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(784, 10))
+    x = rng.random((n, 28, 28)) * (rng.random((n, 28, 28)) > 0.5)  # half the pixels background, as in the data
+
+    def predict(batch):
+        return batch.reshape(len(batch), -1) @ weights
+
+    labels = predict(x).argmax(axis=1)
+    return predict, x, labels, x.reshape(n, -1) * weights[:, labels].T
+
+
+def test_insertion_puts_the_top_pixels_back_on_an_empty_canvas():
+    predict, x, labels, attribution = linear_task()
+    fractions = np.linspace(0, 1, 11)
+    inserted = checks.deletion_curve(predict, x, labels, attribution, fractions, insert=True)
+    blank = float((predict(np.zeros_like(x)).argmax(axis=1) == labels).mean())
+    assert inserted[0] == blank and inserted[-1] == 1.0  # nothing put back; everything put back
+    by_chance = checks.deletion_curve(
+        predict, x, labels, np.random.default_rng(1).random(x.shape), fractions, insert=True
+    )
+    assert checks.area_under(fractions, inserted) > checks.area_under(fractions, by_chance)
+
+
+def test_the_control_orders_rank_the_garment_or_the_brightest_pixels_first():
+    _, x, _, _ = linear_task(5)
+    orders = checks.control_orders(x, seed=3)
+    assert list(orders) == list(checks.CONTROLS)
+    garment = (x > 0).reshape(5, -1)
+    for i in range(5):
+        first = np.argsort(-orders["random_garment"][i].ravel(), kind="stable")[: garment[i].sum()]
+        assert garment[i][first].all()  # every garment pixel before any background pixel
+        brightest = np.argsort(-orders["brightest"][i].ravel(), kind="stable")
+        assert np.all(np.diff(x[i].ravel()[brightest]) <= 0)
+    # the random order is the one explain has always drawn: its committed areas stay comparable
+    assert np.array_equal(orders["random"], np.random.default_rng(3).random(x.shape))
+
+
+def test_a_method_must_beat_every_control_on_both_curves():
+    areas = {
+        "deletion": {"shap": 0.2, "lrp": 0.35, "random": 0.5, "random_garment": 0.4, "brightest": 0.3},
+        "insertion": {"shap": 0.8, "lrp": 0.9, "random": 0.3, "random_garment": 0.4, "brightest": 0.6},
+    }
+    assert model_report.faithfulness(areas, "shap")["faithfulness_verdict"] == "beats every control"
+    lrp_part = model_report.faithfulness(areas, "lrp")  # better insertion, but deletes slower than brightest-first
+    assert lrp_part["beats"] == {"random": True, "random_garment": True, "brightest": False}
+    assert lrp_part["faithfulness_verdict"] == "does not beat brightest"
+
+
 def test_stratified_sample_is_seeded_and_balanced():
     labels = np.repeat(np.arange(10), 7)
     first = model_report.stratified_sample(labels, 3, seed=5)
@@ -313,15 +369,28 @@ def test_every_map_of_a_figure_shares_one_scale(monkeypatch, tmp_path):
 def report_json(model: str = "baseline") -> dict:
     check = {"spearman": 0.05, "spearman_abs": 0.7, "spearman_abs_on_garment": 0.3}
     check |= {"judged_on": "spearman_abs_on_garment", "noise_reference": {"spearman_abs_on_garment": 0.25}}
+    check |= {"reference": "x·noise"}
     return {
         "model": model,
-        "shap": {"additivity_max_abs_gap": 4e-6, "randomization": check | {"verdict": "FAILS"}, "deletion_area": 0.08},
+        "shap": {
+            "additivity_max_abs_gap": 4e-6,
+            "randomization": check | {"verdict": "FAILS"},
+            **{"deletion_area": 0.08, "insertion_area": 0.9, "faithfulness_verdict": "beats every control"},
+        },
         "lrp": {
             "conservation": {"mean_relevance_out": 9.9, "mean_relevance_in": 9.3},
             "randomization": check | {"spearman_abs_on_garment": 0.2, "verdict": "passes"},
-            "deletion_area": 0.03,
+            **{"deletion_area": 0.03, "insertion_area": 0.4, "faithfulness_verdict": "does not beat brightest"},
         },
-        "deletion": {"random_area": 0.7},
+        "deletion": {"random_area": 0.7, "random_garment_area": 0.5, "brightest_area": 0.2},
+        "insertion": {"random_area": 0.1, "random_garment_area": 0.2, "brightest_area": 0.6},
+        "reference_methods": {
+            "gradient": {
+                "label": "Gradient",
+                "randomization": check | {"reference": "noise", "verdict": "passes"},
+                **{"deletion_area": 0.3, "insertion_area": 0.5, "faithfulness_verdict": "does not beat brightest"},
+            }
+        },
     }
 
 
@@ -331,7 +400,10 @@ def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
     text = "\n".join(lines)
     assert "## Explanations" in text
     row = "| baseline | 4.0e-06 | 9.90 → 9.30 | 0.30 against 0.25 (FAILS) | 0.20 against 0.25 (passes) |"
-    assert row + " 0.080 / 0.030 / 0.700 |" in text
+    assert row + " 0.080 / 0.030 (0.700 / 0.500 / 0.200) | 0.900 / 0.400 (0.100 / 0.200 / 0.600) |" in text
+    assert "| beats every control / does not beat brightest |" in text
+    assert "| baseline | Gradient | 0.30 (noise: 0.25) | passes | 0.300 / 0.500 | does not beat brightest |" in text
+    assert "| baseline | SHAP | 0.30 (x·noise: 0.25) | FAILS | 0.080 / 0.900 | beats every control |" in text
     assert "[Per-class maps](baseline_explain_classes.png)" in text
     assert "Examples" not in text.split("- **baseline**")[1]  # a missing figure is not linked
 
@@ -349,21 +421,23 @@ def test_a_kind_lrp_does_not_cover_gets_shap_alone_everywhere(tmp_path):
     report = result["report"]
     assert report["lrp"] is None
     assert report["shap"]["deletion_area"] == pytest.approx(result["deletion"][2]["shap"], rel=1e-5)  # the figure's
-    assert set(result["sample"][2]) == {"shap"} and set(result["deletion"][1]) == {"shap", "random"}
+    assert set(result["sample"][2]) == {"shap"}
+    assert set(result["deletion"][1]) == set(result["insertion"][1]) == {"shap", *checks.CONTROLS}
     figures.plot_class_maps(*result["sample"], tmp_path / "classes.png", "no lrp")
     figures.plot_examples(*result["examples"], tmp_path / "examples.png", "no lrp")
-    figures.plot_deletion(*result["deletion"], tmp_path / "deletion.png", "no lrp")
+    figures.plot_deletion(result["deletion"], result["insertion"], tmp_path / "deletion.png", "no lrp")
     shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
     assert shown >= 2
     assert_png(tmp_path / "classes.png", panels=(1, 10))  # SHAP's row only: a panel per class
     assert_png(tmp_path / "examples.png", panels=(2, shown))  # the images, SHAP's maps
-    assert_png(tmp_path / "deletion.png", panels=(1, 1))
-    explain.write_deletion_csv(tmp_path / "deletion.csv", *result["deletion"][:2])
+    assert_png(tmp_path / "deletion.png", panels=(1, 2))  # deletion, insertion
+    explain.write_deletion_csv(tmp_path / "deletion.csv", *result["deletion"][:2], result["insertion"][1])
     rows = list(csv.DictReader((tmp_path / "deletion.csv").open()))
-    assert list(rows[0]) == ["fraction", "shap", "lrp", "random"] and {row["lrp"] for row in rows} == {""}
+    assert list(rows[0]) == ["fraction", *COLUMNS]
+    assert {row["lrp"] for row in rows} == {row["insertion_lrp"] for row in rows} == {""}
     assert not any(key.startswith("explain_lrp") for key in explain.metrics_of({"model": "m", **report}))
     row = next(line for line in summary_section([{"model": "m", **report}], tmp_path, tmp_path) if "| m |" in line)
-    assert "n/a (kind not covered)" in row and row.count("n/a") == 3
+    assert "n/a (kind not covered)" in row and row.count("n/a") == 5
 
 
 # --- the CLI, twice: same bytes; bad input writes nothing ------------------------------------
@@ -434,13 +508,83 @@ def check_explain_outputs(repo: Path) -> None:
         assert report["lrp"]["conservation"]["mean_relevance_out"] != 0
         with open(repo / "reports" / "deletion" / f"{model}.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        assert list(rows[0]) == ["fraction", "shap", "lrp", "random"]
+        assert list(rows[0]) == ["fraction", *COLUMNS]
         assert len(rows) == steps + 1
-        assert all(0.0 <= float(row[key]) <= 1.0 for row in rows for key in ("shap", "lrp", "random"))
+        assert all(0.0 <= float(row[key]) <= 1.0 for row in rows for key in COLUMNS)
         figures = repo / "reports" / "figures"
         shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
         assert_png(figures / f"{model}_explain_classes.png", panels=(2, 10))  # SHAP, LRP; a panel per class
         assert_png(figures / f"{model}_explain_examples.png", panels=(3, shown))  # the images, SHAP, LRP
-        assert_png(figures / f"{model}_explain_deletion.png", panels=(1, 1))
+        assert_png(figures / f"{model}_explain_deletion.png", panels=(1, 2))
     assert "## Explanations (SHAP and LRP)" in (repo / "reports" / "summary.md").read_text()
     assert no_temporaries(repo / "reports" / "explain")
+
+
+# --- the reference methods (attribution/gradients.py) ----------------------------------------
+
+
+def linear_softmax(seed: int = 0):
+    """Flatten -> Dense(10, softmax): every gradient method has a closed form on it."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
+    model.layers[-1].bias.assign(np.random.default_rng(seed).normal(size=10).astype(np.float32))
+    return model
+
+
+def test_the_gradient_methods_on_a_linear_model_have_their_closed_forms():
+    from fashion_mlp.attribution import gradients
+
+    model = linear_softmax()
+    x, targets = images(6, seed=1), np.arange(6) % 10
+    centre = images(10, seed=2).reshape(10, -1).mean(axis=0)
+    opts = {"smoothgrad_samples": 4, "smoothgrad_noise": 0.15, "ig_steps": 3}
+    maps = gradients.reference_maps(model, x, targets, centre, opts, seed=0)
+    assert list(maps) == list(gradients.REFERENCE_METHODS)
+    w = model.layers[-1].kernel.numpy()[:, targets].T.reshape(x.shape)  # each image's class column
+    np.testing.assert_allclose(maps["gradient"], w, atol=1e-6)  # the logit, not the softmax
+    np.testing.assert_allclose(maps["smoothgrad"], w, atol=1e-6)  # noise cannot move a constant gradient
+    np.testing.assert_allclose(maps["input_x_gradient"], x * w, atol=1e-6)
+    np.testing.assert_allclose(maps["integrated_gradients_zero"], x * w, atol=1e-6)
+    np.testing.assert_allclose(maps["integrated_gradients_background"], (x - centre.reshape(28, 28)) * w, atol=1e-6)
+
+
+def test_integrated_gradients_is_complete_and_smoothgrad_is_seeded():
+    from fashion_mlp.attribution import gradients
+
+    model = tiny_mlp(seed=3, batchnorm=False)
+    x, targets = images(8, seed=4), np.arange(8) % 10
+    centre = images(10, seed=5).reshape(10, -1).mean(axis=0)
+    opts = {"smoothgrad_samples": 5, "smoothgrad_noise": 0.15, "ig_steps": 64}
+    maps = gradients.reference_maps(model, x, targets, centre, opts, seed=0)
+    gaps = gradients.completeness_gaps(model, x, targets, maps, centre)
+    assert max(gaps.values()) < 0.02, gaps  # the sum of the map is the logit's change from the baseline
+    again = gradients.reference_maps(model, x, targets, centre, opts, seed=0)
+    assert np.array_equal(maps["smoothgrad"], again["smoothgrad"])
+    other = gradients.reference_maps(model, x, targets, centre, opts, seed=1)
+    assert not np.array_equal(maps["smoothgrad"], other["smoothgrad"])
+
+
+def test_a_plain_gradient_is_judged_against_plain_noise():
+    rng = np.random.default_rng(0)
+    x = images(30, seed=6) * (rng.random((30, 28, 28)) > 0.5)  # half the pixels 0, as in the data
+    trained, randomized = rng.normal(size=x.shape), rng.normal(size=x.shape)
+    check = randomization.check(trained, randomized, x, None, seed=0, by_input=False)
+    assert check["reference"] == "noise"
+    assert abs(check["noise_reference"]["spearman_abs"]) < 0.05  # plain noise shares nothing, even off the garment
+    assert check["verdict"] == "passes"
+    by_input = randomization.check(x * trained, x * randomized, x, None, seed=0)
+    assert by_input["noise_reference"]["spearman_abs"] > 0.3  # the zeros of x tie in both maps
+
+
+def test_an_excess_below_the_margin_is_no_failure():
+    """Maps barely more alike than noise (|ρ| about 0.04): resolved on 60 images, not a failure under the margin."""
+    rng = np.random.default_rng(1)
+    x = images(60, seed=7) * (rng.random((60, 28, 28)) > 0.5)
+    trained = rng.normal(size=x.shape)
+    randomized = rng.normal(size=x.shape) + 0.2 * trained
+    strict = randomization.check(trained, randomized, x, None, seed=0, by_input=False)
+    lenient = randomization.check(trained, randomized, x, None, seed=0, by_input=False, margin=0.05)
+    assert 0.0 < strict["excess"] < 0.05, strict["excess"]
+    assert strict["verdict"] == "FAILS" and lenient["verdict"] == "passes"

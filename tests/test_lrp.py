@@ -154,6 +154,10 @@ def test_every_method_and_check_of_explain_runs_on_a_cnn(tmp_path):
         "grid_mistakes": 1,
         "deletion_steps": 4,
         "lrp_epsilon": 0.01,
+        "randomization_margin": 0.05,
+        "smoothgrad_samples": 3,
+        "smoothgrad_noise": 0.15,
+        "ig_steps": 4,
     }
     background = rng.random((10, 28, 28)).astype(np.float32)
     result = model_report.explain_model(model, background, x_test, y_test, opts, seed=3)
@@ -167,8 +171,8 @@ def test_every_method_and_check_of_explain_runs_on_a_cnn(tmp_path):
         assert 0.0 <= report[method]["deletion_area"] <= 1.0
     attribution_figures.plot_class_maps(*result["sample"], tmp_path / "classes.png", "cnn")
     attribution_figures.plot_examples(*result["examples"], tmp_path / "examples.png", "cnn")
-    attribution_figures.plot_deletion(*result["deletion"], tmp_path / "deletion.png", "cnn")
+    attribution_figures.plot_deletion(result["deletion"], result["insertion"], tmp_path / "deletion.png", "cnn")
     shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
     assert_png(tmp_path / "classes.png", panels=(2, 2))  # SHAP and LRP; the two classes of y_test, the rest blank
     assert_png(tmp_path / "examples.png", panels=(3, shown))
-    assert_png(tmp_path / "deletion.png", panels=(1, 1))
+    assert_png(tmp_path / "deletion.png", panels=(1, 2))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_mlp.attribution.checks import CONTROLS
 from fashion_mlp.data import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
 
@@ -119,29 +120,33 @@ def plot_examples(
     save_figure(fig, path)
 
 
-def plot_deletion(fractions: np.ndarray, curves: dict[str, np.ndarray], areas: dict[str, float], path: Path, title):
-    """Accuracy as pixels are deleted, per ordering; the random order is the control."""
+def plot_deletion(deletion: tuple, insertion: tuple, path: Path, title) -> None:
+    """Accuracy as pixels are deleted, and as they are put back on an empty canvas, per ordering.
+
+    Each of `deletion` and `insertion` is (fractions, curves, areas); the controls are dashed.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    styles = {"shap": ("tab:red", "-"), "lrp": ("tab:blue", "-"), "random": ("gray", "--")}
-    names = dict(METHODS) | {"random": "random order (control)"}
-    for key, values in curves.items():
-        color, style = styles[key]
-        ax.plot(
-            fractions,
-            values,
-            style,
-            color=color,
-            marker="o",
-            markersize=3,
-            label=f"{names[key]}: area {areas[key]:.3f}",
-        )
-    ax.set(
-        xlabel="Share of pixels deleted (set to 0, highest attribution first)",
-        ylabel="Accuracy on the explained test images",
-        ylim=(0, 1.02),
-        title=f"{title}: deletion curves (lower area = more faithful)",
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    styles = {
+        "shap": ("tab:red", "-"),
+        "lrp": ("tab:blue", "-"),
+        "random": ("gray", "--"),
+        "random_garment": ("black", "--"),
+        "brightest": ("tab:olive", ":"),
+    }
+    names = dict(METHODS) | CONTROLS
+    panels = (
+        (deletion, "deleted (set to 0)", "deletion: lower area = more faithful"),
+        (insertion, "inserted on an empty canvas", "insertion: higher area = more faithful"),
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, ((fractions, curves, areas), verb, heading) in zip(axes, panels, strict=True):
+        for key, values in curves.items():
+            color, style = styles[key]
+            label = f"{names[key]}: area {areas[key]:.3f}"
+            ax.plot(fractions, values, style, color=color, marker="o", markersize=3, label=label)
+        ax.set(xlabel=f"Share of pixels {verb}, highest score first", ylim=(0, 1.02), title=heading)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("Accuracy on the explained test images")
+    fig.suptitle(f"{title}: the methods' pixel orders against three controls (dashed and dotted)")
     save_figure(fig, path)

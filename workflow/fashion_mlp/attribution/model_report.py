@@ -11,8 +11,8 @@ import functools
 import numpy as np
 
 from fashion_mlp import inference
-from fashion_mlp.attribution import randomization
-from fashion_mlp.attribution.checks import area_under, deletion_curve, randomized_copy
+from fashion_mlp.attribution import gradients, randomization
+from fashion_mlp.attribution.checks import CONTROLS, area_under, control_orders, deletion_curve, randomized_copy
 from fashion_mlp.attribution.methods import conservation_summary, lrp_attributions, shap_attributions
 from fashion_mlp.data import NUM_CLASSES
 
@@ -75,13 +75,13 @@ def explain_model(
     if lrp:
         random_maps["lrp"] = lrp_attributions(random_model, images[:n], targets[:n], opts["lrp_epsilon"])["values"]
     fractions = np.linspace(0.0, 1.0, opts["deletion_steps"] + 1)
-    order_rng = np.random.default_rng(seed)
-    curves = {key: deletion_curve(predict, images[:n], targets[:n], maps[key][:n], fractions) for key in maps}
-    curves["random"] = deletion_curve(predict, images[:n], targets[:n], order_rng.random(images[:n].shape), fractions)
-    areas = {key: area_under(fractions, values) for key, values in curves.items()}
+    orders = {key: maps[key][:n] for key in maps} | control_orders(images[:n], seed)
+    curves, areas = faithfulness_curves(predict, images[:n], targets[:n], orders, fractions)
     # Each method against noise of its own form: DeepSHAP's (x - background mean)·g, LRP-epsilon's x·g.
     centre = background.reshape(len(background), -1).mean(axis=0)
-    shap_check = randomization.check(maps["shap"][:n], random_maps["shap"], images[:n], centre, seed)
+    references = reference_report(model, random_model, (images[:n], targets[:n]), centre, opts, seed, areas)
+    margin = opts["randomization_margin"]
+    shap_check = randomization.check(maps["shap"][:n], random_maps["shap"], images[:n], centre, seed, margin=margin)
     report = {
         "explained_output": "logits (pre-softmax score of the explained class)",
         "images": {
@@ -98,7 +98,7 @@ def explain_model(
             "additivity_max_abs_gap": float(shap_out["additivity_gaps"].max()),
             "additivity_mean_abs_gap": float(shap_out["additivity_gaps"].mean()),
             "randomization": shap_check,
-            "deletion_area": areas["shap"],
+            **faithfulness(areas, "shap"),
         },
         "lrp": None
         if not lrp
@@ -106,10 +106,15 @@ def explain_model(
             "method": "epsilon rule",
             "epsilon": opts["lrp_epsilon"],
             "conservation": conservation_summary(lrp_out["relevance_out"], lrp_out["relevance_in"]),
-            "randomization": randomization.check(maps["lrp"][:n], random_maps["lrp"], images[:n], None, seed),
-            "deletion_area": areas["lrp"],
+            "randomization": randomization.check(
+                maps["lrp"][:n], random_maps["lrp"], images[:n], None, seed, margin=margin
+            ),
+            **faithfulness(areas, "lrp"),
         },
-        "deletion": {"random_area": areas["random"], "steps": opts["deletion_steps"], "fill": 0.0},
+        "deletion": {"steps": opts["deletion_steps"], "fill": 0.0}
+        | {f"{control}_area": areas["deletion"][control] for control in CONTROLS},
+        "insertion": {f"{control}_area": areas["insertion"][control] for control in CONTROLS},
+        "reference_methods": references,
     }
     return {
         "report": rounded(report),
@@ -121,7 +126,54 @@ def explain_model(
             confidence[shown],
             {k: v[n:] for k, v in maps.items()},
         ),
-        "deletion": (fractions, curves, areas),
+        "deletion": (fractions, curves["deletion"], areas["deletion"]),
+        "insertion": (fractions, curves["insertion"], areas["insertion"]),
+    }
+
+
+def faithfulness_curves(predict, images: np.ndarray, targets: np.ndarray, orders: dict, fractions: np.ndarray):
+    """Each order's deletion and insertion curve, and their areas: ({mode: {order: curve}}, {mode: {order: area}})."""
+    curves, areas = {}, {}
+    for mode in ("deletion", "insertion"):
+        curves[mode] = {
+            key: deletion_curve(predict, images, targets, order, fractions, insert=mode == "insertion")
+            for key, order in orders.items()
+        }
+        areas[mode] = {key: area_under(fractions, values) for key, values in curves[mode].items()}
+    return curves, areas
+
+
+def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opts: dict, seed: int, areas: dict):
+    """The gradient-based reference methods through the same checks as SHAP and LRP, against the same controls."""
+    images, targets = sample
+    trained = gradients.reference_maps(model, images, targets, centre, opts, seed)
+    randomized = gradients.reference_maps(random_model, images, targets, centre, opts, seed)
+    predict = functools.partial(inference.probabilities, model)
+    fractions = np.linspace(0.0, 1.0, opts["deletion_steps"] + 1)
+    _, own = faithfulness_curves(predict, images, targets, trained, fractions)
+    both = {mode: own[mode] | {c: areas[mode][c] for c in CONTROLS} for mode in own}
+    gaps = gradients.completeness_gaps(model, images, targets, trained, centre)
+    out = {}
+    for name, (label, form) in gradients.REFERENCE_METHODS.items():
+        by_input, around = form != "noise", centre if form.startswith("(") else None
+        margin = opts["randomization_margin"]
+        check = randomization.check(trained[name], randomized[name], images, around, seed, by_input, margin)
+        out[name] = {"label": label, "randomization": check, **faithfulness(both, name)}
+        if name in gaps:  # Integrated Gradients: how far its sum is from logit(x) - logit(baseline)
+            out[name]["completeness_mean_abs_gap"] = gaps[name]
+    return out
+
+
+def faithfulness(areas: dict, method: str) -> dict:
+    """A method's deletion and insertion areas, and the controls it beats on both (lower deletion, higher insertion)."""
+    deletion, insertion = areas["deletion"], areas["insertion"]
+    beaten = [c for c in CONTROLS if deletion[method] < deletion[c] and insertion[method] > insertion[c]]
+    missed = [c for c in CONTROLS if c not in beaten]
+    return {
+        "deletion_area": deletion[method],
+        "insertion_area": insertion[method],
+        "beats": {control: control in beaten for control in CONTROLS},
+        "faithfulness_verdict": "beats every control" if not missed else "does not beat " + ", ".join(missed),
     }
 
 

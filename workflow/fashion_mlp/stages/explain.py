@@ -1,4 +1,4 @@
-"""Stage `explain`: SHAP and LRP attributions for one model, with sanity and faithfulness checks.
+"""Stage `explain`: SHAP and LRP attributions for one model, with sanity and faithfulness checks (docs/explain.md).
 
 Reads the model, a stratified background sample of the training split (train.npz) and
 test images (test.npz). Like `evaluate`, it only measures and draws on the test set: no stage
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_mlp import PipelineError
+from fashion_mlp.attribution.checks import CONTROLS
 from fashion_mlp.attribution.randomization import JUDGED_ON
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
@@ -103,12 +104,16 @@ def check_images(images: np.ndarray, name: str) -> None:
 # --- the stage ----------------------------------------------------------------------
 
 
-DELETION_COLUMNS = ("shap", "lrp", "random")  # dvc.yaml's deletion plots read them from every model's CSV
+# dvc.yaml's deletion plots read these columns from every model's CSV: the deletion curves, then the insertion ones.
+DELETION_COLUMNS = ("shap", "lrp", *CONTROLS)
+INSERTION_PREFIX = "insertion_"
 
 
-def write_deletion_csv(path: Path, fractions: np.ndarray, curves: dict[str, np.ndarray]) -> None:
-    """One column per ordering; a method not run for the model's kind (LRP) is an empty column."""
-    columns = list(dict.fromkeys([*DELETION_COLUMNS, *curves]))
+def write_deletion_csv(path: Path, fractions: np.ndarray, deletion: dict, insertion: dict) -> None:
+    """One column per ordering and curve; a method not run for the model's kind (LRP) is an empty column."""
+    curves = deletion | {INSERTION_PREFIX + key: values for key, values in insertion.items()}
+    columns = [*DELETION_COLUMNS, *(INSERTION_PREFIX + key for key in DELETION_COLUMNS)]
+    columns += [key for key in curves if key not in columns]
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["fraction", *columns])
@@ -160,10 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     report = {"model": args.model, **result["report"]}
     title = args.model
     write_json(args.json_out, report)
-    write_deletion_csv(args.deletion_out, *result["deletion"][:2])
+    write_deletion_csv(args.deletion_out, *result["deletion"][:2], result["insertion"][1])
     figures.plot_class_maps(*result["sample"], args.classes_png, title)
     figures.plot_examples(*result["examples"], args.examples_png, title)
-    figures.plot_deletion(*result["deletion"], args.deletion_png, title)
+    figures.plot_deletion(result["deletion"], result["insertion"], args.deletion_png, title)
     seconds["outputs"] = time.perf_counter() - started - sum(seconds.values())
     # Wall times go to the log and MLflow only: the JSON stays the same from run to run.
     run_id = log_to_mlflow(args, report, time.perf_counter() - started)
@@ -172,25 +177,31 @@ def main(argv: list[str] | None = None) -> None:
     checks = [
         f"{name} randomization rho of |maps| on the garment {report[key]['randomization'][JUDGED_ON]:.3f} "
         f"against {report[key]['randomization']['noise_reference'][JUDGED_ON]:.3f} for noise maps "
-        f"({report[key]['randomization']['verdict']}), deletion area {report[key]['deletion_area']:.3f}"
+        f"({report[key]['randomization']['verdict']}), deletion area {report[key]['deletion_area']:.3f}, insertion "
+        f"area {report[key]['insertion_area']:.3f} ({report[key]['faithfulness_verdict']})"
         for key, name in (("shap", "SHAP"), ("lrp", "LRP"))
         if report[key] is not None
     ]
     print(
         f"explain: {args.model}: SHAP additivity gap {report['shap']['additivity_max_abs_gap']:.2g}; "
         + "; ".join(checks)
-        + f"; random deletion area {report['deletion']['random_area']:.3f}; MLflow run {run_id}"
+        + "; controls' deletion / insertion areas "
+        + ", ".join(
+            f"{c} {report['deletion'][f'{c}_area']:.3f} / {report['insertion'][f'{c}_area']:.3f}" for c in CONTROLS
+        )
+        + f"; MLflow run {run_id}"
     )
 
 
 def metrics_of(report: dict) -> dict[str, float]:
     """The report's numbers as flat MLflow metric names, explain_<method>_<figure>."""
     out = {}
-    for method in ("shap", "lrp"):
-        part = report[method]
+    parts = {method: report[method] for method in ("shap", "lrp")} | report.get("reference_methods", {})
+    for method, part in parts.items():
         if part is None:  # LRP does not cover the model's kind
             continue
         out[f"explain_{method}_deletion_area"] = part["deletion_area"]
+        out[f"explain_{method}_insertion_area"] = part["insertion_area"]
         out[f"explain_{method}_randomization_spearman"] = part["randomization"]["spearman"]
         out[f"explain_{method}_randomization_spearman_abs"] = part["randomization"]["spearman_abs"]
         out[f"explain_{method}_randomization_spearman_abs_on_garment"] = part["randomization"][JUDGED_ON]
@@ -198,7 +209,9 @@ def metrics_of(report: dict) -> dict[str, float]:
     out["explain_shap_additivity_max_abs_gap"] = report["shap"]["additivity_max_abs_gap"]
     if report["lrp"] is not None:
         out["explain_lrp_conservation_relative_gap"] = report["lrp"]["conservation"]["mean_abs_gap_relative"]
-    out["explain_random_deletion_area"] = report["deletion"]["random_area"]
+    for control in CONTROLS:
+        out[f"explain_{control}_deletion_area"] = report["deletion"][f"{control}_area"]
+        out[f"explain_{control}_insertion_area"] = report["insertion"][f"{control}_area"]
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 

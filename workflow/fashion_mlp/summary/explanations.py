@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fashion_mlp.attribution.checks import CONTROLS
+
 
 def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -> list[str]:
     """Markdown lines of the "Explanations" section, from `fashion-mlp explain`'s JSON files (docs/explain.md)."""
@@ -17,6 +19,11 @@ def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -
         key = rand["judged_on"]
         return f"{rand[key]:.2f} against {rand['noise_reference'][key]:.2f} ({rand['verdict']})"
 
+    def areas(e: dict, test: str) -> str:
+        lrp = f"{e['lrp'][f'{test}_area']:.3f}" if e["lrp"] else "n/a"
+        controls = " / ".join(f"{e[test][f'{c}_area']:.3f}" for c in CONTROLS)
+        return f"{e['shap'][f'{test}_area']:.3f} / {lrp} ({controls})"
+
     lines = [
         "## Explanations (SHAP and LRP)",
         "",
@@ -25,27 +32,37 @@ def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -
         "pixels. Randomization: Spearman correlation of |maps| on the garment's pixels between the trained model and "
         "the same architecture re-initialized, against the level two noise maps of the same input reach (x·noise "
         "for LRP, (x − background mean)·noise for SHAP): a method FAILS only when its 95 % interval lies above "
-        "that level's, for then its maps keep more than the input. "
-        "Deletion: area under accuracy as pixels are removed, highest attribution first (lower is more faithful); "
-        "random order is the control.",
+        "that level's by more than the margin of docs/explain.md, for then its maps keep more than the input. "
+        "Deletion and insertion: area under accuracy as pixels are removed from the image, or put back on an empty "
+        "canvas, highest attribution first (lower deletion and higher insertion are more faithful). A method must "
+        "beat three control orders on both: random, random on the garment, and brightest pixel first.",
         "",
         "| Model | SHAP additivity gap | LRP relevance out → in | Randomization ρ SHAP vs noise "
-        "| Randomization ρ LRP vs noise | Deletion area SHAP / LRP / random |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Randomization ρ LRP vs noise | Deletion area SHAP / LRP (controls) | Insertion area SHAP / LRP (controls) "
+        "| Faithfulness SHAP / LRP |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for e in explain:
         shap, lrp = e["shap"], e["lrp"]
         if lrp is None:  # a kind LRP does not cover (models/kinds.py)
-            conservation, lrp_check, lrp_area = "n/a (kind not covered)", "n/a", "n/a"
+            conservation, lrp_check, lrp_verdict = "n/a (kind not covered)", "n/a", "n/a"
         else:
             kept = lrp["conservation"]
             conservation = f"{kept['mean_relevance_out']:.2f} → {kept['mean_relevance_in']:.2f}"
-            lrp_check, lrp_area = check(lrp), f"{lrp['deletion_area']:.3f}"
+            lrp_check, lrp_verdict = check(lrp), lrp["faithfulness_verdict"]
         lines.append(
             f"| {e['model']} | {shap['additivity_max_abs_gap']:.1e} | {conservation} | {check(shap)} | {lrp_check} | "
-            f"{shap['deletion_area']:.3f} / {lrp_area} / {e['deletion']['random_area']:.3f} |"
+            f"{areas(e, 'deletion')} | {areas(e, 'insertion')} | {shap['faithfulness_verdict']} / {lrp_verdict} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "The same checks on reference methods: the plain gradient and SmoothGrad (judged against plain noise "
+        "maps), input × gradient and Integrated Gradients from a black or the background-mean image (against "
+        "noise maps multiplied by the input, or by its distance from the baseline).",
+        "",
+        *methods_table(explain),
+        "",
+    ]
     for e in explain:
         links = []
         for kind, label in (("classes", "Per-class maps"), ("examples", "Examples"), ("deletion", "Deletion curves")):
@@ -54,3 +71,25 @@ def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -
                 links.append(f"[{label}]({Path(os.path.relpath(path, summary_dir)).as_posix()})")
         lines.append(f"- **{e['model']}**: " + " · ".join(links))
     return [*lines, ""]
+
+
+def methods_table(explain: list[dict]) -> list[str]:
+    """SHAP, LRP and the reference methods (gradient, SmoothGrad, input × gradient, Integrated Gradients)
+    through the same checks, one row per model and method: is a result the method's, or the data's and the metric's?"""
+    lines = [
+        "| Model | Method | ρ \\|maps\\| on the garment, trained vs randomized (noise maps: form, level) "
+        "| Randomization | Deletion / insertion area | Against the control orders |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for e in explain:
+        parts = [(label, e[key]) for key, label in (("shap", "SHAP"), ("lrp", "LRP")) if e.get(key)]
+        parts += [(part["label"], part) for part in e.get("reference_methods", {}).values()]
+        for label, part in parts:
+            rand = part["randomization"]
+            judged = rand["judged_on"]
+            rho = f"{rand[judged]:.2f} ({rand['reference']}: {rand['noise_reference'][judged]:.2f})"
+            areas = f"{part['deletion_area']:.3f} / {part['insertion_area']:.3f}"
+            lines.append(
+                f"| {e['model']} | {label} | {rho} | {rand['verdict']} | {areas} | {part['faithfulness_verdict']} |"
+            )
+    return lines

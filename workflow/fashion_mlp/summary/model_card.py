@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from fashion_mlp.attribution.checks import CONTROLS
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.metrics.columns import interval_cell
 from fashion_mlp.models.kinds import KINDS
@@ -104,24 +105,29 @@ def explanations(record: dict) -> list[str]:
     lines = [
         "## Explanations",
         "",
-        "| Method | Randomization check (Spearman of \\|maps\\| on the garment, against noise maps) | Deletion area |",
-        "|---|---|---:|",
+        "| Method | Randomization check (Spearman of \\|maps\\| on the garment, against noise maps) | Deletion area "
+        "| Insertion area | Against the control orders |",
+        "|---|---|---:|---:|---|",
     ]
     for key, name in (("shap", "SHAP (DeepExplainer)"), ("lrp", "LRP (epsilon rule)")):
         part = e.get(key)
         if part is None:
-            lines.append(f"| {name} | not run for this kind | |")
+            lines.append(f"| {name} | not run for this kind | | | |")
             continue
         rand = part["randomization"]
         judged = rand["judged_on"]
         check = f"{rand[judged]:.2f} against {rand['noise_reference'][judged]:.2f}: {rand['verdict']}"
-        lines.append(f"| {name} | {check} | {part['deletion_area']:.3f} |")
+        areas = f"{part['deletion_area']:.3f} | {part['insertion_area']:.3f}"
+        lines.append(f"| {name} | {check} | {areas} | {part['faithfulness_verdict']} |")
+    for control, name in CONTROLS.items():
+        lines.append(f"| {name} (control) | | {e['deletion'][f'{control}_area']:.3f} | "
+                     f"{e['insertion'][f'{control}_area']:.3f} | |")  # fmt: skip
     lines += [
-        f"| random order (control) | | {e['deletion']['random_area']:.3f} |",
         "",
         "A method FAILS the randomization check when its maps stay more alike on a re-initialized model than two "
-        "noise maps of the same input do; a deletion area below the random order's means the pixels it ranks "
-        "first matter (docs/explain.md).",
+        "noise maps of the same input do. A method beats a control order when removing pixels in its order lowers "
+        "accuracy faster (lower deletion area) and putting them back on an empty canvas raises it faster (higher "
+        "insertion area); the brightest-first order needs no model at all (docs/explain.md).",
         "",
     ]
     return lines
