@@ -476,7 +476,7 @@ def test_cli_gives_the_same_bytes_twice_and_writes_nothing_for_a_bad_model(tmp_p
     shown = report["images"]["examples_correct"] + report["images"]["examples_mistakes"]
     assert_png(tmp_path / "a" / "classes.png", panels=(2, 10))  # SHAP, LRP; a panel per class
     assert_png(tmp_path / "a" / "examples.png", panels=(3, shown))
-    assert_png(tmp_path / "a" / "deletion.png", panels=(1, 1))
+    assert_png(tmp_path / "a" / "deletion.png", panels=(1, 2))
     (tmp_path / "bad.keras").write_text("not a model")
     result = run_cli(tmp_path, tmp_path / "bad.keras", "c")
     assert result.returncode != 0
