@@ -52,6 +52,7 @@ SMOKE = {
     # 20 explained images on a 20-image background: every check and figure, at a fifth of the SHAP work.
     "explain.background_size": 20,
     "explain.images_per_class": 2,
+    "explain.cascade_images_per_class": 1,  # each layer's step maps every method again
     # The model card's photo-like pictures: 100 test images, 8 variants, for one or two models.
     "card.robustness_images": 100,
     # Three lessons, one of each wiring: on the data with NumPy, on the data with Keras, on the trained models.

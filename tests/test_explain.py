@@ -34,6 +34,7 @@ OPTS = {
     "smoothgrad_samples": 3,
     "smoothgrad_noise": 0.15,
     "ig_steps": 4,
+    "cascade_images_per_class": 1,
 }
 
 
@@ -402,8 +403,10 @@ def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
     row = "| baseline | 4.0e-06 | 9.90 → 9.30 | 0.30 against 0.25 (FAILS) | 0.20 against 0.25 (passes) |"
     assert row + " 0.080 / 0.030 (0.700 / 0.500 / 0.200) | 0.900 / 0.400 (0.100 / 0.200 / 0.600) |" in text
     assert "| beats every control / does not beat brightest |" in text
-    assert "| baseline | Gradient | 0.30 (noise: 0.25) | passes | 0.300 / 0.500 | does not beat brightest |" in text
-    assert "| baseline | SHAP | 0.30 (x·noise: 0.25) | FAILS | 0.080 / 0.900 | beats every control |" in text
+    assert (
+        "| baseline | Gradient | 0.30 (noise: 0.25) | passes | n/a | 0.300 / 0.500 | does not beat brightest |" in text
+    )
+    assert "| baseline | SHAP | 0.30 (x·noise: 0.25) | FAILS | n/a | 0.080 / 0.900 | beats every control |" in text
     assert "[Per-class maps](baseline_explain_classes.png)" in text
     assert "Examples" not in text.split("- **baseline**")[1]  # a missing figure is not linked
 
@@ -431,6 +434,11 @@ def test_a_kind_lrp_does_not_cover_gets_shap_alone_everywhere(tmp_path):
     assert_png(tmp_path / "classes.png", panels=(1, 10))  # SHAP's row only: a panel per class
     assert_png(tmp_path / "examples.png", panels=(2, shown))  # the images, SHAP's maps
     assert_png(tmp_path / "deletion.png", panels=(1, 2))  # deletion, insertion
+    figures.plot_cascade(result["cascade"][0], tmp_path / "cascade.png", "no lrp")
+    figures.plot_randomized(*result["cascade"][1:], tmp_path / "randomized.png", "no lrp")
+    assert "lrp" not in result["cascade"][0]["cascading"]
+    assert_png(tmp_path / "cascade.png", panels=(1, 2))
+    assert_png(tmp_path / "randomized.png", panels=(6, None))  # SHAP and the five reference methods
     explain.write_deletion_csv(tmp_path / "deletion.csv", *result["deletion"][:2], result["insertion"][1])
     rows = list(csv.DictReader((tmp_path / "deletion.csv").open()))
     assert list(rows[0]) == ["fraction", *COLUMNS]
@@ -450,7 +458,8 @@ def run_cli(workdir: Path, model_path: Path, out: str) -> subprocess.CompletedPr
         *("--model_path", str(model_path), "--train_data", "train.npz", "--test_data", "test.npz"),
         *("--json_out", f"{out}/tiny.json", "--deletion_out", f"{out}/tiny_deletion.csv"),
         *("--classes_png", f"{out}/classes.png", "--examples_png", f"{out}/examples.png"),
-        *("--deletion_png", f"{out}/deletion.png"),
+        *("--deletion_png", f"{out}/deletion.png", "--cascade_png", f"{out}/cascade.png"),
+        *("--randomized_png", f"{out}/randomized.png"),
     ]
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
     command = [str(CLI), "explain", *args]
@@ -516,6 +525,10 @@ def check_explain_outputs(repo: Path) -> None:
         assert_png(figures / f"{model}_explain_classes.png", panels=(2, 10))  # SHAP, LRP; a panel per class
         assert_png(figures / f"{model}_explain_examples.png", panels=(3, shown))  # the images, SHAP, LRP
         assert_png(figures / f"{model}_explain_deletion.png", panels=(1, 2))
+        assert_png(figures / f"{model}_explain_cascade.png", panels=(1, 2))  # cascading, independent
+        layers = report["cascade"]["layers"]
+        assert all(len(steps) == len(layers) for steps in report["cascade"]["cascading"].values()), model
+        assert_png(figures / f"{model}_explain_randomized.png", panels=(7, None))  # a row per method
     assert "## Explanations (SHAP and LRP)" in (repo / "reports" / "summary.md").read_text()
     assert no_temporaries(repo / "reports" / "explain")
 
@@ -588,3 +601,41 @@ def test_an_excess_below_the_margin_is_no_failure():
     lenient = randomization.check(trained, randomized, x, None, seed=0, by_input=False, margin=0.05)
     assert 0.0 < strict["excess"] < 0.05, strict["excess"]
     assert strict["verdict"] == "FAILS" and lenient["verdict"] == "passes"
+
+
+# --- layer randomization (attribution/cascade.py) -------------------------------------------------
+
+
+def test_a_partly_randomized_copy_changes_only_the_named_layers():
+    from fashion_mlp.attribution import cascade
+
+    model = tiny_mlp(seed=2)
+    names = cascade.weight_layers(model)
+    assert len(names) == 3  # Dense, BatchNormalization, Dense: Flatten and Dropout hold no weights
+    fresh = checks.randomized_copy(model, seed=5)
+    copy = cascade.partly_randomized(model, fresh, {names[-1]})
+    for layer in model.layers:
+        kept = [
+            np.array_equal(a, b)
+            for a, b in zip(layer.get_weights(), copy.get_layer(layer.name).get_weights(), strict=True)
+        ]
+        assert all(kept) == (layer.name != names[-1]), layer.name
+
+
+def test_the_cascade_separates_a_map_of_the_weights_from_one_of_the_input():
+    """A map made of the input alone survives every step; the gradient falls to two random models' level."""
+    from fashion_mlp.attribution import cascade, gradients
+
+    model = tiny_mlp(seed=3, batchnorm=False)
+    x, targets = images(12, seed=8), np.arange(12) % 10
+
+    def explain_all(variant):
+        logits = gradients.logits_of(variant)
+        return {"gradient": gradients.logit_gradients(logits, x, targets), "input_only": x.copy()}
+
+    report = cascade.cascade(model, explain_all, x, seed=0)["report"]
+    assert [len(steps) for steps in report["cascading"].values()] == [2, 2]
+    assert all(step["mean"] == pytest.approx(1.0) for step in report["cascading"]["input_only"])
+    assert report["two_random_inits"]["input_only"]["mean"] == pytest.approx(1.0)
+    assert report["cascading"]["gradient"][-1]["mean"] < 0.5
+    assert abs(report["cascading"]["gradient"][-1]["mean"] - report["two_random_inits"]["gradient"]["mean"]) < 0.3

@@ -447,6 +447,8 @@ def test_explain_refuses_a_model_of_no_known_kind_naming_its_file_and_writes_not
             "--classes_png", str(out / "figures" / "classes.png"),
             "--examples_png", str(out / "figures" / "examples.png"),
             "--deletion_png", str(out / "figures" / "deletion.png"),
+            "--cascade_png", str(out / "figures" / "cascade.png"),
+            "--randomized_png", str(out / "figures" / "randomized.png"),
         ],
         tmp_path,
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",

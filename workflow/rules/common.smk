@@ -38,7 +38,14 @@ envvars:
 MODELS = list(config["train"])  # trained from their params block by `train`
 EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
 FIGURE_KINDS = ["confusion", "curves", "predictions", "reliability"]  # evaluate's PNGs, per model
-EXPLAIN_FIGURE_KINDS = ["explain_classes", "explain_examples", "explain_deletion"]  # explain's PNGs, per model
+# explain's PNGs, per model
+EXPLAIN_FIGURE_KINDS = [
+    "explain_classes",
+    "explain_examples",
+    "explain_deletion",
+    "explain_cascade",
+    "explain_randomized",
+]
 RAW = expand("data/raw/{name}", name=list(RAW_FILES))
 MODEL_LESSONS = list(config["model_lessons"])  # lessons that read the trained models: after train and tune
 LESSONS = list(config["lessons"]) + MODEL_LESSONS  # the tutorial's claims, a job each (lessons.smk)

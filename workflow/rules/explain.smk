@@ -27,6 +27,18 @@ rule explain:
             category="Explanations",
             subcategory="{model}",
         ),
+        cascade_png=report(
+            "reports/figures/{model}_explain_cascade.png",
+            caption="../report/explain_cascade.rst",
+            category="Explanations",
+            subcategory="{model}",
+        ),
+        randomized_png=report(
+            "reports/figures/{model}_explain_randomized.png",
+            caption="../report/explain_randomized.rst",
+            category="Explanations",
+            subcategory="{model}",
+        ),
     log:
         "logs/explain/{model}.log",
     benchmark:
@@ -44,4 +56,5 @@ rule explain:
         "fashion-mlp explain {params.flags} --seed {params.seed} --threads {threads} --experiment {params.experiment}"
         " --model {wildcards.model} --model_path {input.model} --train_data {input.train} --test_data {input.test}"
         " --json_out {output.json} --deletion_out {output.deletion} --classes_png {output.classes}"
-        " --examples_png {output.examples} --deletion_png {output.deletion_png} > {log} 2>&1"
+        " --examples_png {output.examples} --deletion_png {output.deletion_png}"
+        " --cascade_png {output.cascade_png} --randomized_png {output.randomized_png} > {log} 2>&1"

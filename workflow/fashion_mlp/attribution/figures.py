@@ -1,4 +1,4 @@
-"""The figures of `explain`: per-class mean maps, individual explanations and the deletion curves.
+"""The figures of `explain`: per-class mean maps, individual explanations, deletion curves and layer randomization.
 
 Attributions are signed, drawn on a diverging colormap centred on 0 (red: evidence for the
 class, blue: against) over the image in grey. Both methods explain the logit, so one symmetric
@@ -9,6 +9,7 @@ same bytes.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -149,4 +150,71 @@ def plot_deletion(deletion: tuple, insertion: tuple, path: Path, title) -> None:
         ax.legend(fontsize=7)
     axes[0].set_ylabel("Accuracy on the explained test images")
     fig.suptitle(f"{title}: the methods' pixel orders against three controls (dashed and dotted)")
+    save_figure(fig, path)
+
+
+def method_labels(keys) -> dict[str, str]:
+    """Every method's label: SHAP's and LRP's, then the reference methods'."""
+    from fashion_mlp.attribution.gradients import REFERENCE_METHODS
+
+    labels = dict(METHODS) | {key: label for key, (label, _) in REFERENCE_METHODS.items()}
+    return {key: labels[key] for key in keys}
+
+
+def plot_cascade(report: dict, path: Path, title) -> None:
+    """ρ of each method's |maps| on the garment against the trained model's, as layers are re-initialized:
+    cascading from the top (ending beside the level of two random initializations) and one layer at a time."""
+    plt = pyplot()
+    layers, labels = report["layers"], method_labels(report["cascading"])
+    colors = dict(zip(labels, plt.get_cmap("tab10").colors, strict=False))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    steps = np.arange(len(layers) + 1)
+    for key, label in labels.items():
+        means = [1.0] + [step["mean"] for step in report["cascading"][key]]
+        left.plot(steps, means, marker="o", color=colors[key], label=label)
+        inits = report["two_random_inits"][key]["mean"]
+        left.plot([steps[-1], steps[-1] + 1], [means[-1], inits], linestyle=":", color=colors[key], marker="x")
+        right.plot(steps[1:], [step["mean"] for step in report["independent"][key]], marker="o", color=colors[key])
+    # Numbered ticks, the layers named in the axis label: long layer names side by side would overlap.
+    top_down = ", ".join(f"{k} {name}" for k, name in enumerate(reversed(layers), start=1))
+    left.set_xticks([*steps, steps[-1] + 1])
+    left.set_xticklabels(["trained", *map(str, steps[1:]), "two random\ninits"], fontsize=8)
+    left.set_xlabel(textwrap.fill(f"top layers re-initialized: {top_down}", 70), fontsize=7)
+    right.set_xticks(steps[1:])
+    right.set_xticklabels(map(str, steps[1:]), fontsize=8)
+    right.set_xlabel(textwrap.fill(", ".join(f"{k} {n}" for k, n in enumerate(layers, start=1)), 70), fontsize=7)
+    left.set(ylabel=f"Spearman ρ of |maps| on the garment, {report['images']} images", ylim=(-0.1, 1.05),
+             title="Cascading: layers re-initialized from the top")  # fmt: skip
+    right.set(title="Independent: one layer re-initialized")
+    for ax in (left, right):
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"{title}: how much of each map survives re-initialized weights")
+    save_figure(fig, path)
+
+
+def plot_randomized(image: np.ndarray, label: int, maps_by_step: dict, path: Path, title) -> None:
+    """One explained image: every method's map on the trained model, then after each cascading step.
+
+    The methods have different units, so each map is divided by its own 99th percentile of |value|:
+    one symmetric scale, [-1, 1], serves the figure, and a map's pattern can be compared across steps.
+    """
+    plt = pyplot()
+    steps = list(maps_by_step)
+    labels = method_labels(maps_by_step["trained"])
+    fig, axes = plt.subplots(len(labels), len(steps), figsize=(1.7 * len(steps) + 1.5, 1.7 * len(labels) + 0.6))
+    axes = np.asarray(axes).reshape(len(labels), len(steps))
+    shown = None
+    for row, (key, name) in enumerate(labels.items()):
+        for col, step in enumerate(steps):
+            values = maps_by_step[step][key][0]
+            shown = overlay(axes[row, col], image[0], values / symmetric_limit(values), 1.0)
+            if row == 0:
+                axes[row, col].set_title(step if step == "trained" else f"{step} random", fontsize=8)
+        axes[row, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.subplots_adjust(left=0.3, bottom=0.1)
+    cax = fig.add_axes((0.4, 0.03, 0.4, 0.012))  # its own axes, below the rows: the rows stay apart
+    fig.colorbar(shown, cax=cax, orientation="horizontal", label="attribution / its 99th percentile of |value|")
+    fig.suptitle(f"{title}: a {CLASS_NAMES[int(label[0])]}, explained as the top layers are re-initialized")
     save_figure(fig, path)

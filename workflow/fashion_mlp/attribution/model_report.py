@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from fashion_mlp import inference
-from fashion_mlp.attribution import gradients, randomization
+from fashion_mlp.attribution import cascade, gradients, randomization
 from fashion_mlp.attribution.checks import CONTROLS, area_under, control_orders, deletion_curve, randomized_copy
 from fashion_mlp.attribution.methods import conservation_summary, lrp_attributions, shap_attributions
 from fashion_mlp.data import NUM_CLASSES
@@ -80,6 +80,7 @@ def explain_model(
     # Each method against noise of its own form: DeepSHAP's (x - background mean)·g, LRP-epsilon's x·g.
     centre = background.reshape(len(background), -1).mean(axis=0)
     references = reference_report(model, random_model, (images[:n], targets[:n]), centre, opts, seed, areas)
+    layers = layer_randomization(model, background, (images[:n], targets[:n]), centre, opts, seed, lrp)
     margin = opts["randomization_margin"]
     shap_check = randomization.check(maps["shap"][:n], random_maps["shap"], images[:n], centre, seed, margin=margin)
     report = {
@@ -115,6 +116,7 @@ def explain_model(
         | {f"{control}_area": areas["deletion"][control] for control in CONTROLS},
         "insertion": {f"{control}_area": areas["insertion"][control] for control in CONTROLS},
         "reference_methods": references,
+        "cascade": layers["report"],
     }
     return {
         "report": rounded(report),
@@ -128,6 +130,7 @@ def explain_model(
         ),
         "deletion": (fractions, curves["deletion"], areas["deletion"]),
         "insertion": (fractions, curves["insertion"], areas["insertion"]),
+        "cascade": (layers["report"], layers["image"], layers["label"], layers["maps"]),
     }
 
 
@@ -162,6 +165,25 @@ def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opt
         if name in gaps:  # Integrated Gradients: how far its sum is from logit(x) - logit(baseline)
             out[name]["completeness_mean_abs_gap"] = gaps[name]
     return out
+
+
+def layer_randomization(model, background, sample: tuple, centre, opts: dict, seed: int, lrp: bool) -> dict:
+    """cascade.cascade on the first `cascade_images_per_class` images of each class of the sample, every method."""
+    images, targets = sample
+    pick = np.sort(
+        np.concatenate([np.flatnonzero(targets == c)[: opts["cascade_images_per_class"]] for c in range(NUM_CLASSES)])
+    )
+    images, targets = images[pick], targets[pick]
+
+    def explain_all(variant) -> dict:
+        maps = {"shap": shap_attributions(variant, background, images, targets)["values"]}
+        if lrp:
+            maps["lrp"] = lrp_attributions(variant, images, targets, opts["lrp_epsilon"])["values"]
+        return maps | gradients.reference_maps(variant, images, targets, centre, opts, seed)
+
+    result = cascade.cascade(model, explain_all, images, seed)
+    first = {step: {key: m[:1] for key, m in maps.items()} for step, maps in result["maps"].items()}
+    return {"report": result["report"], "image": images[:1], "label": targets[:1], "maps": first}
 
 
 def faithfulness(areas: dict, method: str) -> dict:

@@ -54,6 +54,8 @@ def oracle(strategy: str, options: dict, seed: int):
     """KerasTuner's oracle of `strategy` on the space; random search gets as many trials as the grid has points."""
     import keras_tuner as kt
 
+    seed += 1  # KerasTuner takes a seed of 0 for none and draws its own: every seed is offset by one
+
     hp = kt.HyperParameters()
     hp.Choice("units", sorted({u for u, _ in configurations(options)}))
     hp.Choice("learning_rate", options["learning_rates"])

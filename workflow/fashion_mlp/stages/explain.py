@@ -7,7 +7,7 @@ explain the chosen class's logit, not its softmax probability: a logit is one cl
 evidence, while a probability also moves with every other class's score and saturates near 1,
 which squeezes a confident prediction's attributions towards 0. SHAP's additivity and LRP's
 conservation are then stated for the same number.
-Writes reports/explain/<model>.json, a deletion-curve CSV (for `dvc plots`) and three figures,
+Writes reports/explain/<model>.json, a deletion-curve CSV (for `dvc plots`) and five figures,
 and logs all of it into the model's training run in MLflow.
 """
 
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes_png", type=Path, required=True)
     parser.add_argument("--examples_png", type=Path, required=True)
     parser.add_argument("--deletion_png", type=Path, required=True)
+    parser.add_argument("--cascade_png", type=Path, required=True, help="similarity as layers are re-initialized")
+    parser.add_argument("--randomized_png", type=Path, required=True, help="one image's maps, layer after layer")
     return parser
 
 
@@ -169,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     figures.plot_class_maps(*result["sample"], args.classes_png, title)
     figures.plot_examples(*result["examples"], args.examples_png, title)
     figures.plot_deletion(result["deletion"], result["insertion"], args.deletion_png, title)
+    figures.plot_cascade(result["cascade"][0], args.cascade_png, title)
+    figures.plot_randomized(*result["cascade"][1:], args.randomized_png, title)
     seconds["outputs"] = time.perf_counter() - started - sum(seconds.values())
     # Wall times go to the log and MLflow only: the JSON stays the same from run to run.
     run_id = log_to_mlflow(args, report, time.perf_counter() - started)
@@ -209,6 +213,9 @@ def metrics_of(report: dict) -> dict[str, float]:
     out["explain_shap_additivity_max_abs_gap"] = report["shap"]["additivity_max_abs_gap"]
     if report["lrp"] is not None:
         out["explain_lrp_conservation_relative_gap"] = report["lrp"]["conservation"]["mean_abs_gap_relative"]
+    for method, steps in report["cascade"]["cascading"].items():  # every layer re-initialized; two random models
+        out[f"explain_{method}_cascade_all_layers"] = steps[-1]["mean"]
+        out[f"explain_{method}_two_random_inits"] = report["cascade"]["two_random_inits"][method]["mean"]
     for control in CONTROLS:
         out[f"explain_{control}_deletion_area"] = report["deletion"][f"{control}_area"]
         out[f"explain_{control}_insertion_area"] = report["insertion"][f"{control}_area"]
@@ -227,7 +234,7 @@ def log_to_mlflow(args: argparse.Namespace, report: dict, seconds: float) -> str
         tracking.with_retry(mlflow.set_tags, {"explain_engine": tracking.engine()})
         mlflow.log_artifact(str(args.json_out), artifact_path="explain")
         mlflow.log_artifact(str(args.deletion_out), artifact_path="explain/deletion")
-        for path in (args.classes_png, args.examples_png, args.deletion_png):
+        for path in (args.classes_png, args.examples_png, args.deletion_png, args.cascade_png, args.randomized_png):
             mlflow.log_artifact(str(path), artifact_path="figures")
         return active.info.run_id
 

@@ -10,6 +10,14 @@ from pathlib import Path
 
 from fashion_mlp.attribution.checks import CONTROLS
 
+FIGURES = (  # explain's figures of a model, as the summary links them
+    ("classes", "Per-class maps"),
+    ("examples", "Examples"),
+    ("deletion", "Deletion and insertion curves"),
+    ("cascade", "Layer randomization"),
+    ("randomized", "Randomized maps"),
+)
+
 
 def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -> list[str]:
     """Markdown lines of the "Explanations" section, from `fashion-mlp explain`'s JSON files (docs/explain.md)."""
@@ -65,7 +73,7 @@ def summary_section(explain: list[dict], figures_dir: Path, summary_dir: Path) -
     ]
     for e in explain:
         links = []
-        for kind, label in (("classes", "Per-class maps"), ("examples", "Examples"), ("deletion", "Deletion curves")):
+        for kind, label in FIGURES:
             path = figures_dir / f"{e['model']}_explain_{kind}.png"
             if path.exists():
                 links.append(f"[{label}]({Path(os.path.relpath(path, summary_dir)).as_posix()})")
@@ -78,18 +86,24 @@ def methods_table(explain: list[dict]) -> list[str]:
     through the same checks, one row per model and method: is a result the method's, or the data's and the metric's?"""
     lines = [
         "| Model | Method | ρ \\|maps\\| on the garment, trained vs randomized (noise maps: form, level) "
-        "| Randomization | Deletion / insertion area | Against the control orders |",
-        "|---|---|---:|---|---:|---|",
+        "| Randomization | Every layer re-initialized, top down (two random inits) "
+        "| Deletion / insertion area | Against the control orders |",
+        "|---|---|---:|---|---:|---:|---|",
     ]
     for e in explain:
-        parts = [(label, e[key]) for key, label in (("shap", "SHAP"), ("lrp", "LRP")) if e.get(key)]
-        parts += [(part["label"], part) for part in e.get("reference_methods", {}).values()]
-        for label, part in parts:
+        parts = [(key, label, e[key]) for key, label in (("shap", "SHAP"), ("lrp", "LRP")) if e.get(key)]
+        parts += [(key, part["label"], part) for key, part in e.get("reference_methods", {}).items()]
+        layers = e.get("cascade")
+        for key, label, part in parts:
+            cascade = "n/a"
+            if layers:
+                cascade = f"{layers['cascading'][key][-1]['mean']:.2f} ({layers['two_random_inits'][key]['mean']:.2f})"
             rand = part["randomization"]
             judged = rand["judged_on"]
             rho = f"{rand[judged]:.2f} ({rand['reference']}: {rand['noise_reference'][judged]:.2f})"
             areas = f"{part['deletion_area']:.3f} / {part['insertion_area']:.3f}"
             lines.append(
-                f"| {e['model']} | {label} | {rho} | {rand['verdict']} | {areas} | {part['faithfulness_verdict']} |"
+                f"| {e['model']} | {label} | {rho} | {rand['verdict']} | {cascade} | {areas} "
+                f"| {part['faithfulness_verdict']} |"
             )
     return lines
