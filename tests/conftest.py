@@ -52,7 +52,11 @@ SMOKE = {
     # 20 explained images on a 20-image background: every check and figure, at a fifth of the SHAP work.
     "explain.background_size": 20,
     "explain.images_per_class": 2,
-    "explain.cascade_images_per_class": 1,  # each layer's step maps every method again
+    # Each layer's step maps every method again; SHAP's DeepExplainer is most of that cost (about 20 s a run).
+    "explain.cascade_images_per_class": 1,
+    "explain.cascade_methods": ["lrp", "gradient"],
+    "explain.smoothgrad_samples": 2,
+    "explain.ig_steps": 4,
     # The model card's photo-like pictures: 100 test images, 8 variants, for one or two models.
     "card.robustness_images": 100,
     # Three lessons, one of each wiring: on the data with NumPy, on the data with Keras, on the trained models.

@@ -35,6 +35,15 @@ OPTS = {
     "smoothgrad_noise": 0.15,
     "ig_steps": 4,
     "cascade_images_per_class": 1,
+    "cascade_methods": [
+        "shap",
+        "lrp",
+        "gradient",
+        "smoothgrad",
+        "input_x_gradient",
+        "integrated_gradients_zero",
+        "integrated_gradients_background",
+    ],
 }
 
 
@@ -528,7 +537,8 @@ def check_explain_outputs(repo: Path) -> None:
         assert_png(figures / f"{model}_explain_cascade.png", panels=(1, 2))  # cascading, independent
         layers = report["cascade"]["layers"]
         assert all(len(steps) == len(layers) for steps in report["cascade"]["cascading"].values()), model
-        assert_png(figures / f"{model}_explain_randomized.png", panels=(7, None))  # a row per method
+        rows = len(report["cascade"]["cascading"])  # a row per method of explain.cascade_methods
+        assert_png(figures / f"{model}_explain_randomized.png", panels=(rows, None))
     assert "## Explanations (SHAP and LRP)" in (repo / "reports" / "summary.md").read_text()
     assert no_temporaries(repo / "reports" / "explain")
 
@@ -639,3 +649,13 @@ def test_the_cascade_separates_a_map_of_the_weights_from_one_of_the_input():
     assert report["two_random_inits"]["input_only"]["mean"] == pytest.approx(1.0)
     assert report["cascading"]["gradient"][-1]["mean"] < 0.5
     assert abs(report["cascading"]["gradient"][-1]["mean"] - report["two_random_inits"]["gradient"]["mean"]) < 0.3
+
+
+def test_the_cascade_runs_the_methods_it_is_given():
+    model = tiny_mlp(seed=4)
+    x, targets = images(20, seed=9), np.arange(20) % 10
+    centre = x.reshape(20, -1).mean(axis=0)
+    opts = OPTS | {"cascade_methods": ["gradient", "lrp"]}
+    layers = model_report.layer_randomization(model, x[:5], (x, targets), centre, opts, seed=0, lrp=False)
+    assert list(layers["report"]["cascading"]) == ["gradient"]  # LRP asked for, but not for this kind
+    assert list(layers["maps"]["trained"]) == ["gradient"]

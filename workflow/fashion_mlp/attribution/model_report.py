@@ -168,18 +168,25 @@ def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opt
 
 
 def layer_randomization(model, background, sample: tuple, centre, opts: dict, seed: int, lrp: bool) -> dict:
-    """cascade.cascade on the first `cascade_images_per_class` images of each class of the sample, every method."""
+    """cascade.cascade on the first `cascade_images_per_class` images of each class of the sample, for the
+    methods of `cascade_methods` (LRP left out for a kind it does not cover)."""
     images, targets = sample
     pick = np.sort(
         np.concatenate([np.flatnonzero(targets == c)[: opts["cascade_images_per_class"]] for c in range(NUM_CLASSES)])
     )
     images, targets = images[pick], targets[pick]
 
+    wanted = [m for m in opts["cascade_methods"] if lrp or m != "lrp"]
+
     def explain_all(variant) -> dict:
-        maps = {"shap": shap_attributions(variant, background, images, targets)["values"]}
-        if lrp:
+        maps = {}
+        if "shap" in wanted:  # the costly one: a DeepExplainer per class and step
+            maps["shap"] = shap_attributions(variant, background, images, targets)["values"]
+        if "lrp" in wanted:
             maps["lrp"] = lrp_attributions(variant, images, targets, opts["lrp_epsilon"])["values"]
-        return maps | gradients.reference_maps(variant, images, targets, centre, opts, seed)
+        if set(wanted) & set(gradients.REFERENCE_METHODS):
+            maps |= gradients.reference_maps(variant, images, targets, centre, opts, seed)
+        return {m: maps[m] for m in wanted}
 
     result = cascade.cascade(model, explain_all, images, seed)
     first = {step: {key: m[:1] for key, m in maps.items()} for step, maps in result["maps"].items()}

@@ -96,7 +96,7 @@ def methods_table(explain: list[dict]) -> list[str]:
         layers = e.get("cascade")
         for key, label, part in parts:
             cascade = "n/a"
-            if layers:
+            if layers and key in layers["cascading"]:  # the methods of explain.cascade_methods
                 cascade = f"{layers['cascading'][key][-1]['mean']:.2f} ({layers['two_random_inits'][key]['mean']:.2f})"
             rand = part["randomization"]
             judged = rand["judged_on"]
