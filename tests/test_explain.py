@@ -462,7 +462,9 @@ def test_a_kind_lrp_does_not_cover_gets_shap_alone_everywhere(tmp_path):
 
 def run_cli(workdir: Path, model_path: Path, out: str) -> subprocess.CompletedProcess:
     args = [
-        *" ".join(f"--{key} {value}" for key, value in OPTS.items()).split(),
+        *" ".join(
+            f"--{key} {' '.join(map(str, v)) if isinstance(v := value, list) else v}" for key, value in OPTS.items()
+        ).split(),
         *("--seed", "3", "--threads", "1", "--experiment", "explain-test", "--model", "tiny"),
         *("--model_path", str(model_path), "--train_data", "train.npz", "--test_data", "test.npz"),
         *("--json_out", f"{out}/tiny.json", "--deletion_out", f"{out}/tiny_deletion.csv"),

@@ -48,7 +48,7 @@ def cascade(model, explain_all, images: np.ndarray, seed: int) -> dict:
     trained = explain_all(model)
 
     def against(reference: dict, maps: dict) -> dict:
-        return {key: similarity(reference[key], maps[key], images, seed)[JUDGED_ON] for key in reference}
+        return {key: similarity(reference[key], maps[key], images, seed, (JUDGED_ON,))[JUDGED_ON] for key in reference}
 
     steps: dict[str, list] = {"cascading": [], "independent": []}
     maps_by_step = {"trained": trained}

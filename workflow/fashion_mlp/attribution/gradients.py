@@ -66,23 +66,30 @@ def integrated(logits, images: np.ndarray, targets: np.ndarray, baseline: np.nda
     return (images - baseline) * grads.reshape(steps, *images.shape).mean(axis=0)
 
 
-def reference_maps(model, images: np.ndarray, targets: np.ndarray, centre: np.ndarray, opts: dict, seed: int):
-    """Every reference method's maps of `images` for their `targets`' logits: {name: array like `images`}."""
+def reference_maps(
+    model, images: np.ndarray, targets: np.ndarray, centre: np.ndarray, opts: dict, seed: int, methods=None
+) -> dict:
+    """The reference methods' maps of `images` for their `targets`' logits: {name: array like `images`}, for
+    `methods` (all of REFERENCE_METHODS by default)."""
     logits = logits_of(model)
     images = images.astype(np.float32)
-    gradient = logit_gradients(logits, images, targets)
-    rng = np.random.default_rng(seed)
-    samples, spread = opts["smoothgrad_samples"], opts["smoothgrad_noise"] * float(images.max() - images.min())
-    noisy = images[None] + rng.normal(0.0, spread, (samples, *images.shape)).astype(np.float32)
-    smooth = logit_gradients(logits, noisy.reshape(-1, *images.shape[1:]), np.tile(targets, samples))
-    background = np.broadcast_to(centre.reshape(images.shape[1:]), images.shape).astype(np.float32)
-    return {
-        "gradient": gradient,
-        "smoothgrad": smooth.reshape(samples, *images.shape).mean(axis=0),
-        "input_x_gradient": images * gradient,
-        "integrated_gradients_zero": integrated(logits, images, targets, np.zeros_like(images), opts["ig_steps"]),
-        "integrated_gradients_background": integrated(logits, images, targets, background, opts["ig_steps"]),
-    }
+    wanted = list(REFERENCE_METHODS) if methods is None else [m for m in REFERENCE_METHODS if m in methods]
+    out = {}
+    if {"gradient", "input_x_gradient"} & set(wanted):
+        gradient = logit_gradients(logits, images, targets)
+        out |= {"gradient": gradient, "input_x_gradient": images * gradient}
+    if "smoothgrad" in wanted:
+        rng = np.random.default_rng(seed)
+        samples, spread = opts["smoothgrad_samples"], opts["smoothgrad_noise"] * float(images.max() - images.min())
+        noisy = images[None] + rng.normal(0.0, spread, (samples, *images.shape)).astype(np.float32)
+        smooth = logit_gradients(logits, noisy.reshape(-1, *images.shape[1:]), np.tile(targets, samples))
+        out["smoothgrad"] = smooth.reshape(samples, *images.shape).mean(axis=0)
+    if "integrated_gradients_zero" in wanted:
+        out["integrated_gradients_zero"] = integrated(logits, images, targets, np.zeros_like(images), opts["ig_steps"])
+    if "integrated_gradients_background" in wanted:
+        background = np.broadcast_to(centre.reshape(images.shape[1:]), images.shape).astype(np.float32)
+        out["integrated_gradients_background"] = integrated(logits, images, targets, background, opts["ig_steps"])
+    return {m: out[m] for m in wanted}
 
 
 def completeness_gaps(model, images: np.ndarray, targets: np.ndarray, maps: dict, centre: np.ndarray) -> dict:

@@ -185,7 +185,7 @@ def layer_randomization(model, background, sample: tuple, centre, opts: dict, se
         if "lrp" in wanted:
             maps["lrp"] = lrp_attributions(variant, images, targets, opts["lrp_epsilon"])["values"]
         if set(wanted) & set(gradients.REFERENCE_METHODS):
-            maps |= gradients.reference_maps(variant, images, targets, centre, opts, seed)
+            maps |= gradients.reference_maps(variant, images, targets, centre, opts, seed, wanted)
         return {m: maps[m] for m in wanted}
 
     result = cascade.cascade(model, explain_all, images, seed)

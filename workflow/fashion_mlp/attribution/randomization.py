@@ -57,13 +57,14 @@ def mean_interval(rhos: np.ndarray, seed: int) -> dict:
     return {"mean": float(finite.mean()), "low": float(ci.low), "high": float(ci.high)}
 
 
-def similarity(a: np.ndarray, b: np.ndarray, images: np.ndarray, seed: int) -> dict:
-    """Every variant of ρ between two sets of maps of `images`: {variant: {"mean", "low", "high"}}."""
+def similarity(a: np.ndarray, b: np.ndarray, images: np.ndarray, seed: int, variants=tuple(VARIANTS)) -> dict:
+    """The `variants` of ρ (all by default) between two sets of maps of `images`: {variant: {"mean", "low", "high"}}."""
     n = len(images)
     a, b = a.reshape(n, -1), b.reshape(n, -1)
     garment = images.reshape(n, -1) > 0
     out = {}
-    for key, (absolute, on_garment) in VARIANTS.items():
+    for key in variants:
+        absolute, on_garment = VARIANTS[key]
         x, y = (np.abs(a), np.abs(b)) if absolute else (a, b)
         out[key] = mean_interval(per_image_rho(x, y, garment if on_garment else None), seed)
     return out
