@@ -647,6 +647,8 @@ def test_the_cascade_runs_the_methods_it_is_given():
     x, targets = images(20, seed=9), np.arange(20) % 10
     centre = x.reshape(20, -1).mean(axis=0)
     opts = OPTS | {"cascade_methods": ["gradient", "lrp"]}
-    layers = model_report.layer_randomization(model, x[:5], (x, targets), centre, opts, seed=0, lrp=False)
+    layers = model_report.layer_randomization(
+        (model, checks.randomized_copy(model, 0)), x[:5], (x, targets), centre, opts, seed=0, lrp=False
+    )
     assert list(layers["report"]["cascading"]) == ["gradient"]  # LRP asked for, but not for this kind
     assert list(layers["maps"]["trained"]) == ["gradient"]

@@ -37,14 +37,16 @@ def partly_randomized(model, fresh, names: set[str]):
     return copy
 
 
-def cascade(model, explain_all, images: np.ndarray, seed: int) -> dict:
+def cascade(model, explain_all, images: np.ndarray, seed: int, fresh=None) -> dict:
     """Each method's ρ against the trained maps, cascading top-down and layer by layer, and between two random inits.
 
-    `explain_all(model)` returns {method: maps of `images`}. Returns the report (intervals per step) and
+    `explain_all(model)` returns {method: maps of `images`}; `fresh` is the copy re-initialized from `seed`.
+    Returns the report (intervals per step) and
     the maps of every cascading step, for the figure of randomized maps.
     """
     names = weight_layers(model)
-    fresh, other = randomized_copy(model, seed), randomized_copy(model, seed + 1)
+    fresh = randomized_copy(model, seed) if fresh is None else fresh  # explain's copy when it has one
+    other = randomized_copy(model, seed + 1)
     trained = explain_all(model)
 
     def against(reference: dict, maps: dict) -> dict:

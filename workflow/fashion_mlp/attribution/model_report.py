@@ -79,8 +79,9 @@ def explain_model(
     curves, areas = faithfulness_curves(predict, images[:n], targets[:n], orders, fractions)
     # Each method against noise of its own form: DeepSHAP's (x - background mean)·g, LRP-epsilon's x·g.
     centre = background.reshape(len(background), -1).mean(axis=0)
-    references = reference_report(model, random_model, (images[:n], targets[:n]), centre, opts, seed, areas)
-    layers = layer_randomization(model, background, (images[:n], targets[:n]), centre, opts, seed, lrp)
+    sample_ = (images[:n], targets[:n])
+    references = reference_report(model, random_model, sample_, centre, opts, seed, (predict, fractions, areas))
+    layers = layer_randomization((model, random_model), background, sample_, centre, opts, seed, lrp)
     margin = opts["randomization_margin"]
     shap_check = randomization.check(maps["shap"][:n], random_maps["shap"], images[:n], centre, seed, margin=margin)
     report = {
@@ -146,13 +147,15 @@ def faithfulness_curves(predict, images: np.ndarray, targets: np.ndarray, orders
     return curves, areas
 
 
-def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opts: dict, seed: int, areas: dict):
-    """The gradient-based reference methods through the same checks as SHAP and LRP, against the same controls."""
+def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opts: dict, seed: int, faith: tuple):
+    """The gradient-based reference methods through the same checks as SHAP and LRP, against the same controls.
+
+    `faith`: explain_model's (predict, fractions, areas), the controls' areas among them.
+    """
     images, targets = sample
+    predict, fractions, areas = faith
     trained = gradients.reference_maps(model, images, targets, centre, opts, seed)
     randomized = gradients.reference_maps(random_model, images, targets, centre, opts, seed)
-    predict = functools.partial(inference.probabilities, model)
-    fractions = np.linspace(0.0, 1.0, opts["deletion_steps"] + 1)
     _, own = faithfulness_curves(predict, images, targets, trained, fractions)
     both = {mode: own[mode] | {c: areas[mode][c] for c in CONTROLS} for mode in own}
     gaps = gradients.completeness_gaps(model, images, targets, trained, centre)
@@ -167,7 +170,7 @@ def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opt
     return out
 
 
-def layer_randomization(model, background, sample: tuple, centre, opts: dict, seed: int, lrp: bool) -> dict:
+def layer_randomization(models: tuple, background, sample: tuple, centre, opts: dict, seed: int, lrp: bool) -> dict:
     """cascade.cascade on the first `cascade_images_per_class` images of each class of the sample, for the
     methods of `cascade_methods` (LRP left out for a kind it does not cover)."""
     images, targets = sample
@@ -188,7 +191,8 @@ def layer_randomization(model, background, sample: tuple, centre, opts: dict, se
             maps |= gradients.reference_maps(variant, images, targets, centre, opts, seed, wanted)
         return {m: maps[m] for m in wanted}
 
-    result = cascade.cascade(model, explain_all, images, seed)
+    model, random_model = models  # the trained model and explain_model's re-initialized copy (seed `seed`)
+    result = cascade.cascade(model, explain_all, images, seed, fresh=random_model)
     first = {step: {key: m[:1] for key, m in maps.items()} for step, maps in result["maps"].items()}
     return {"report": result["report"], "image": images[:1], "label": targets[:1], "maps": first}
 
