@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import run
 from fashion_mlp import PipelineError
-from fashion_mlp.metrics import paired
+from fashion_mlp.metrics import paired, stats
 from fashion_mlp.metrics.stats import holm, mcnemar_exact, pairwise_mcnemar
 from fashion_mlp.stages import compare as compare_stage
 
@@ -32,7 +32,7 @@ def test_scores_by_matrix_sums_equal_scikit_learn_also_with_a_class_never_seen()
     y_true = RNG.integers(0, 9, size=500)  # class 9 never occurs and is never predicted
     y_pred = np.where(RNG.random(500) < 0.3, RNG.integers(0, 9, size=500), y_true)
     weights = RNG.integers(0, 4, size=(3, 500))
-    got = paired.scores(paired.confusion_counts(y_true, y_pred, weights))
+    got = stats.scores(stats.confusion_counts(y_true, y_pred, weights))
     for i, w in enumerate(weights):
         assert got["accuracy"][i] == pytest.approx(accuracy_score(y_true, y_pred, sample_weight=w))
         expected = f1_score(y_true, y_pred, labels=range(10), average="macro", zero_division=0, sample_weight=w)

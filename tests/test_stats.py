@@ -60,6 +60,38 @@ def test_bootstrap_macro_f1_is_scikit_learns_on_a_perfect_classifier():
     assert ci["macro_f1"] == {"low": 1.0, "high": 1.0}
 
 
+@pytest.mark.parametrize("case", ["typical", "a class never predicted", "a class absent", "tiny"])
+def test_every_bootstrap_scorer_equals_scikit_learns_to_the_last_bit(case):
+    """stats.scores scores every resample at once by hand; scikit-learn's scorers, one resample per call,
+    are the reference: the same float for every resample, or the committed intervals would move."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    rng = np.random.default_rng(11)
+    n = 12 if case == "tiny" else 3000
+    y_true = rng.integers(0, 10, n)
+    y_pred = np.where(rng.random(n) < 0.8, y_true, rng.integers(0, 10, n))
+    if case == "a class never predicted":
+        y_pred[y_pred == 3] = 4
+    if case == "a class absent":
+        y_true[y_true == 7], y_pred[y_pred == 7] = 0, 0
+    cells, draws = stats.resample_weights(y_true, y_pred, resamples=300, seed=3)
+    t, p = cells[:, 0], cells[:, 1]
+    labels = list(range(10))
+    reference = {
+        "accuracy": lambda w: accuracy_score(t, p, sample_weight=w),
+        **{
+            f"{average}_{name}": lambda w, score=score, average=average: score(
+                t, p, labels=labels, average=average, zero_division=0, sample_weight=w
+            )
+            for name, score in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score))
+            for average in ("macro", "weighted")
+        },
+    }
+    scored = stats.scores(stats.confusion_counts(t, p, draws))
+    for key in stats.SCORERS:
+        np.testing.assert_array_equal(scored[key], [reference[key](w) for w in draws], err_msg=key)
+
+
 def test_bootstrap_bounds_any_scored_column_and_adding_one_leaves_the_others_unchanged():
     """columns.py marks which columns get an interval; each is scored on the same resamples, so a
     new interval column cannot move the existing ones."""

@@ -10,30 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fashion_mlp.data import NUM_CLASSES
-from fashion_mlp.metrics.stats import ALPHA, CONFIDENCE, holm, mcnemar_exact, resample_weights
-
-
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Confusion matrices (true × predicted), one per row of `weights` (resample counts per image)."""
-    cell = np.asarray(y_true) * NUM_CLASSES + np.asarray(y_pred)
-    onehot = np.zeros((len(cell), NUM_CLASSES * NUM_CLASSES))
-    onehot[np.arange(len(cell)), cell] = 1.0
-    weights = np.ones((1, len(cell))) if weights is None else np.atleast_2d(weights)
-    return (weights @ onehot).reshape(-1, NUM_CLASSES, NUM_CLASSES)
-
-
-def scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, macro F1 and per-class F1 of stacked confusion matrices.
-
-    By hand rather than scikit-learn's, because a thousand resamples are scored at once as matrix sums;
-    the unit tests check both against sklearn.metrics (labels 0-9, zero_division=0).
-    """
-    tp = np.diagonal(confusion, axis1=1, axis2=2)
-    support, predicted = confusion.sum(axis=2), confusion.sum(axis=1)
-    denominator = support + predicted
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    return {"accuracy": tp.sum(axis=1) / confusion.sum(axis=(1, 2)), "macro_f1": f1.mean(axis=1), "per_class_f1": f1}
+from fashion_mlp.metrics.stats import ALPHA, CONFIDENCE, confusion_counts, holm, mcnemar_exact, resample_weights, scores
 
 
 def paired_bootstrap(
