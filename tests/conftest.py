@@ -55,6 +55,8 @@ SMOKE = {
     # Each layer's step maps every method again; SHAP's DeepExplainer is most of that cost (about 20 s a run).
     "explain.cascade_images_per_class": 1,
     "explain.cascade_methods": ["lrp", "gradient"],
+    "explain.data_randomization_images": 500,
+    "explain.data_randomization_epochs": 1,
     "explain.smoothgrad_samples": 2,
     "explain.ig_steps": 4,
     # The model card's photo-like pictures: 100 test images, 8 variants, for one or two models.

@@ -153,7 +153,7 @@ def test_the_card_quotes_its_records_and_says_what_lrp_did_not_cover():
     assert text.startswith("# Model card: cnn (`fashion-mnist-classifier@champion`)")
     for part in ("Accuracy **0.9109** (95 % CI 0.9055–0.9165)", "macro F1 0.9108", "108,810 parameters",
                  "| Shirt | 0.900 | 0.860 | 0.710 | 1,000 |", "T = 1.137", "| JPEG | 0.950 | 0.8800 |",
-                 "| LRP (epsilon rule) | not run for this kind | |", "Weakest class: Shirt (F1 0.710).",
+                 "| LRP | not run for this kind | |", "Weakest class: Shirt (F1 0.710).",
                  "| SHAP (DeepExplainer) | 0.41 against 0.38: passes | 0.264 |",
                  "Most frequent mistake: Shirt taken for T-shirt/top (120 test images)", "a" * 64,
                  "Out of scope"):  # fmt: skip

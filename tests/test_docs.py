@@ -123,7 +123,7 @@ def test_results_quoted_in_the_docs_are_generated_from_the_reports(capsys):
 # Where the docs quote results: each of these blocks must be there (an empty page would pass the check).
 RESULT_BLOCKS = {
     "README.md": ["models-table", "goals", "calibration-summary", "explain-summary"],
-    "docs/explain.md": ["explain-table", "explain-methods", "explain-findings"],
+    "docs/explain.md": ["lrp-conservation", "explain-table", "explain-methods", "explain-findings"],
     "docs/statistics.md": ["intervals-table", "calibration-summary"],
     "docs/models.md": ["presets", "val-test-gap"],
 }

@@ -29,13 +29,17 @@ OPTS = {
     "grid_correct": 2,
     "grid_mistakes": 2,
     "deletion_steps": 4,
+    "lrp_rule": "composite",
     "lrp_epsilon": 0.01,
+    "lrp_gamma": 0.25,
     "randomization_margin": 0.05,
     "smoothgrad_samples": 3,
     "smoothgrad_noise": 0.15,
     "ig_steps": 4,
     "cascade_images_per_class": 1,
     "cascade_methods": ["lrp", "gradient"],  # SHAP, the costly one, in the test that names every method
+    "data_randomization_images": 40,
+    "data_randomization_epochs": 1,
 }
 
 
@@ -98,7 +102,7 @@ def test_lrp_conserves_relevance_and_equals_gradient_times_input_without_biases(
 
 def test_lrp_with_biases_loses_relevance_to_them():
     model, x = tiny_mlp(zero_bias=False), images(6)
-    result = methods.lrp_attributions(model, x, np.zeros(6, dtype=int), epsilon=0.01)
+    result = methods.lrp_attributions(model, x, np.zeros(6, dtype=int), lrp.Rules(epsilon=0.01))
     summary = methods.conservation_summary(result["relevance_out"], result["relevance_in"])
     assert summary["max_abs_gap"] > 1e-4  # the biases absorb some: the report states how much
 
@@ -123,7 +127,7 @@ def test_randomizing_the_weights_lowers_the_rank_correlation():
     random = checks.randomized_copy(model, seed=7)
     assert not np.allclose(random.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
     for attribute in (
-        lambda m: methods.lrp_attributions(m, x, targets, 0.01)["values"],
+        lambda m: methods.lrp_attributions(m, x, targets, lrp.Rules(epsilon=0.01))["values"],
         lambda m: methods.shap_attributions(m, images(10, seed=2), x, targets)["values"],
     ):
         same = randomization.similarity(attribute(model), attribute(model), x, seed=0)
@@ -203,10 +207,12 @@ def test_the_randomization_check_fails_maps_blind_to_the_weights_and_passes_maps
     monkeypatch.setattr(
         model_report,
         "lrp_attributions",
-        lambda model, x, targets, epsilon: {
+        lambda model, x, targets, rules: {
             "values": MAPS[lrp_maps](model, x, targets),
             "relevance_out": np.ones(len(x)),
             "relevance_in": np.ones(len(x)),
+            "per_layer": [],
+            "folded_batchnorm": [],
         },
     )
     x = images(40, seed=5)
@@ -404,10 +410,10 @@ def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
     row = "| baseline | 4.0e-06 | 9.90 → 9.30 | 0.30 against 0.25 (FAILS) | 0.20 against 0.25 (passes) |"
     assert row + " 0.080 / 0.030 (0.700 / 0.500 / 0.200) | 0.900 / 0.400 (0.100 / 0.200 / 0.600) |" in text
     assert "| beats every control / does not beat brightest |" in text
-    assert (
-        "| baseline | Gradient | 0.30 (noise: 0.25) | passes | n/a | 0.300 / 0.500 | does not beat brightest |" in text
+    assert "| baseline | Gradient | 0.30 (noise: 0.25) | passes | n/a | n/a | 0.300 / 0.500 | does not beat" in text
+    assert "| baseline | SHAP | 0.30 (x·noise: 0.25) | FAILS | n/a | n/a | 0.080 / 0.900 | beats every control |" in (
+        text
     )
-    assert "| baseline | SHAP | 0.30 (x·noise: 0.25) | FAILS | n/a | 0.080 / 0.900 | beats every control |" in text
     assert "[Per-class maps](baseline_explain_classes.png)" in text
     assert "Examples" not in text.split("- **baseline**")[1]  # a missing figure is not linked
 
@@ -648,7 +654,7 @@ def test_the_cascade_runs_the_methods_it_is_given():
     centre = x.reshape(20, -1).mean(axis=0)
     opts = OPTS | {"cascade_methods": ["gradient", "lrp"]}
     layers = model_report.layer_randomization(
-        (model, checks.randomized_copy(model, 0)), x[:5], (x, targets), centre, opts, seed=0, lrp=False
+        (model, checks.randomized_copy(model, 0), None), x[:5], (x, targets), centre, opts, seed=0, lrp=False
     )
     assert list(layers["report"]["cascading"]) == ["gradient"]  # LRP asked for, but not for this kind
     assert list(layers["maps"]["trained"]) == ["gradient"]

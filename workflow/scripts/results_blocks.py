@@ -435,6 +435,30 @@ def explain_methods(r: Reports) -> list[str]:
     return methods_table([{"model": m, **r.explain[m]} for m in r.models])
 
 
+RULE_NAMES = {"epsilon": "ε", "gamma": "γ", "zbox": "z^B", "route": "moved", "": ""}
+
+
+def lrp_conservation(r: Reports) -> list[str]:
+    """LRP's relevance on its way down, per model: the share of the logit left after each layer, with its rule."""
+    lines = [
+        "| Model | Rules | BatchNorm folded | Share of the logit left after each layer, from the top (rule) |",
+        "|---|---|---|---|",
+    ]
+    for name in r.models:
+        lrp = r.explain[name].get("lrp")
+        if not lrp:
+            lines.append(f"| {name} | not run for this kind | | |")
+            continue
+        path = " → ".join(
+            f"{row['layer']} ({RULE_NAMES[row['rule']]}) {_percent(row['share_of_top'])}"
+            for row in lrp["conservation"]["per_layer"][1:]
+            if row["rule"] != "route"  # reshapes and pooling move relevance without changing its sum
+        )
+        folded = ", ".join(lrp["folded_batchnorm"]) or "none"
+        lines.append(f"| {name} | {lrp['method']} | {folded} | logit 100 % → {path} |")
+    return lines
+
+
 BLOCKS: dict[str, Callable[[Reports], list[str]]] = {
     "models-table": models_table,
     "goals": goals,
@@ -443,6 +467,7 @@ BLOCKS: dict[str, Callable[[Reports], list[str]]] = {
     "explain-table": explain_table,
     "explain-findings": explain_findings,
     "explain-methods": explain_methods,
+    "lrp-conservation": lrp_conservation,
     "intervals-table": intervals_table,
     "presets": presets,
     "val-test-gap": val_test_gap,

@@ -8,7 +8,8 @@ A method whose maps depend on the weights falls towards the level of two differe
 initializations compared with each other (seeds `seed` and `seed + 1`), also measured here: a
 convolutional architecture alone makes two random models' maps alike, which noise maps cannot show.
 A layer with weights is a step: Dense, Conv2D and BatchNormalization (reset to its initial,
-identity-like state). Pure functions.
+identity-like state). Beside them, the data randomization: the maps of a model trained on permuted
+labels (data_randomization.py). Pure functions.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ def partly_randomized(model, fresh, names: set[str]):
     return copy
 
 
-def cascade(model, explain_all, images: np.ndarray, seed: int, fresh=None) -> dict:
+def cascade(model, explain_all, images: np.ndarray, seed: int, fresh=None, permuted=None) -> dict:
     """Each method's ρ against the trained maps, cascading top-down and layer by layer, and between two random inits.
 
-    `explain_all(model)` returns {method: maps of `images`}; `fresh` is the copy re-initialized from `seed`.
+    `explain_all(model)` returns {method: maps of `images`}; `fresh` is the copy re-initialized from `seed`;
+    `permuted`, if given, the model trained on permuted labels (data_randomization.py), compared likewise.
     Returns the report (intervals per step) and
     the maps of every cascading step, for the figure of randomized maps.
     """
@@ -67,4 +69,6 @@ def cascade(model, explain_all, images: np.ndarray, seed: int, fresh=None) -> di
         **{mode: {key: [step[key] for step in rows] for key in trained} for mode, rows in steps.items()},
         "two_random_inits": against(explain_all(fresh), explain_all(other)),
     }
+    if permuted is not None:
+        report["permuted_labels"] = against(trained, explain_all(permuted))
     return {"report": report, "maps": maps_by_step}

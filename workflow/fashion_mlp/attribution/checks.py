@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# the methods explain maps, with their labels in figures and tables (LRP's rules: params.yaml explain.lrp_rule)
+METHODS = (("shap", "SHAP (DeepExplainer)"), ("lrp", "LRP"))
 # control_orders' names, in the report's order, with their labels in figures and tables
 CONTROLS = {
     "random": "random order",

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_mlp.attribution.checks import CONTROLS
+from fashion_mlp.attribution.checks import CONTROLS, METHODS
 from fashion_mlp.data import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
 
 CMAP = "RdBu_r"
-METHODS = (("shap", "SHAP (DeepExplainer)"), ("lrp", "LRP (epsilon rule)"))
 
 
 def present_methods(attributions: dict) -> list[tuple[str, str]]:
@@ -163,9 +162,11 @@ def method_labels(keys) -> dict[str, str]:
 
 def plot_cascade(report: dict, path: Path, title) -> None:
     """ρ of each method's |maps| on the garment against the trained model's, as layers are re-initialized:
-    cascading from the top (ending beside the level of two random initializations) and one layer at a time."""
+    cascading from the top (ending beside the level of two random initializations and, when run, the model
+    trained on permuted labels) and one layer at a time."""
     plt = pyplot()
     layers, labels = report["layers"], method_labels(report["cascading"])
+    permuted = "permuted_labels" in report
     colors = dict(zip(labels, plt.get_cmap("tab10").colors, strict=False))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     steps = np.arange(len(layers) + 1)
@@ -174,11 +175,14 @@ def plot_cascade(report: dict, path: Path, title) -> None:
         left.plot(steps, means, marker="o", color=colors[key], label=label)
         inits = report["two_random_inits"][key]["mean"]
         left.plot([steps[-1], steps[-1] + 1], [means[-1], inits], linestyle=":", color=colors[key], marker="x")
+        if permuted:  # the data randomization: trained on permuted labels, against the trained maps
+            left.plot(steps[-1] + 2, report["permuted_labels"][key]["mean"], color=colors[key], marker="D")
         right.plot(steps[1:], [step["mean"] for step in report["independent"][key]], marker="o", color=colors[key])
     # Numbered ticks, the layers named in the axis label: long layer names side by side would overlap.
     top_down = ", ".join(f"{k} {name}" for k, name in enumerate(reversed(layers), start=1))
-    left.set_xticks([*steps, steps[-1] + 1])
-    left.set_xticklabels(["trained", *map(str, steps[1:]), "two random\ninits"], fontsize=8)
+    extra = ["two random\ninits", "permuted\nlabels"][: 1 + permuted]
+    left.set_xticks([*steps, *(steps[-1] + 1 + np.arange(len(extra)))])
+    left.set_xticklabels(["trained", *map(str, steps[1:]), *extra], fontsize=8)
     left.set_xlabel(textwrap.fill(f"top layers re-initialized: {top_down}", 70), fontsize=7)
     right.set_xticks(steps[1:])
     right.set_xticklabels(map(str, steps[1:]), fontsize=8)

@@ -1,17 +1,19 @@
-"""Layer-wise relevance propagation (the epsilon rule) for the pipeline's Keras MLPs and small CNNs.
+"""Layer-wise relevance propagation for the pipeline's Keras MLPs and small CNNs: the epsilon rule, or the
+composite z^B / gamma / epsilon with BatchNorm folded (lrp_rules.py, canonize.py).
 
 Written by hand on purpose: no maintained LRP library supports Keras 3. iNNvestigate pins
 TensorFlow < 2.15, and zennit and captum are PyTorch. The models here need only a few layer
-kinds, so the rule fits in a short, tested module (tests/test_explain.py, tests/test_lrp.py).
+kinds, so the rules fit in short, tested modules (tests/test_explain.py, tests/test_lrp.py, tests/test_lrp_rules.py).
 
 The model becomes a list of float64 steps, each a map z = f(a) written with TensorFlow ops
 (Montavon et al., *Layer-wise relevance propagation: an overview*, 2019):
-- "epsilon" steps, the affine maps: R_in = a * d/da[ sum_j z_j * s_j ],  s = R_out / (z + eps sign z),
-  computed with tf.GradientTape.
+- affine steps (rule "epsilon" until Rules say otherwise): a -> linear(a, kernel) + bias.
   - Dense: kernel and bias. Conv2D: the convolution and its bias. Their elementwise activation
     (ReLU or another) passes relevance through unchanged, the usual convention.
   - BatchNormalization: at inference an affine map per unit (after Dense) or per channel (after Conv2D),
-    x * gamma / sqrt(var + eps) + (beta - mean * that).
+    x * gamma / sqrt(var + eps) + (beta - mean * that). canonize.py folds it into the next linear layer.
+  The epsilon rule: R_in = a * d/da[ sum_j z_j * s_j ],  s = R_out / (z + eps sign z), with tf.GradientTape;
+  z^B and gamma: lrp_rules.py.
 - "route" steps, maps that only move or pick inputs: R_in = J^T R_out (the map's gradient applied to R).
   - Flatten, Reshape: relevance is reshaped back.
   - MaxPooling2D: winner-take-all, all of a window's relevance goes to its largest input. That is the
@@ -32,6 +34,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fashion_mlp.attribution import canonize, lrp_rules
+from fashion_mlp.attribution.lrp_rules import Rules, epsilon_step, route_step
+
 SUPPORTED = (
     "InputLayer",
     "Reshape",
@@ -45,16 +50,48 @@ SUPPORTED = (
 
 
 class UnsupportedLayer(ValueError):
-    """The model has a layer the epsilon rule here does not cover; the message names it."""
+    """The model has a layer the rules here do not cover; the message names it."""
 
 
 class Step(NamedTuple):
-    """One layer as a float64 map z = forward(a), the way relevance crosses it, and the activation after it."""
+    """One layer as a float64 map z = forward(a), the way relevance crosses it, and the activation after it.
+
+    Affine steps also keep their parts, forward(a) == linear(a, kernel) + bias, for the rules that
+    modify the weights (z^B, gamma) and for folding BatchNorm into them.
+    """
 
     name: str
-    rule: str  # "epsilon" (affine maps) or "route" (reshapes, max pooling)
+    rule: str  # "epsilon", "gamma", "zbox" (affine maps) or "route" (reshapes, max pooling)
     forward: Callable
     activation: str = "linear"
+    kind: str = ""  # the Keras layer class
+    linear: Callable | None = None  # (a, kernel) -> the map without its bias
+    kernel: np.ndarray | None = None  # BatchNorm: its scale
+    bias: np.ndarray | None = None  # BatchNorm: its shift
+    padding: str = ""  # Conv2D: "VALID" or "SAME"
+    folded: tuple[str, ...] = ()  # the BatchNormalization layers folded into this step
+
+
+class LayerRelevance(NamedTuple):
+    """The relevance per image at the input of step `layer` (first entry: "logit", the top)."""
+
+    layer: str
+    rule: str
+    sums: np.ndarray
+
+
+class Attribution(NamedTuple):
+    """LRP's result: the pixel relevance, the target logit put in at the top, the per-step sums, the steps."""
+
+    values: np.ndarray  # shaped like the images
+    relevance_out: np.ndarray  # (N,): each image's target logit
+    per_layer: list[LayerRelevance]  # from the logit down to the pixels; the last sums `values`
+    steps: list[Step]  # with the rule each took
+
+    @property
+    def folded(self) -> tuple[str, ...]:
+        """The BatchNormalization layers folded into the next linear layer."""
+        return tuple(name for step in self.steps for name in step.folded)
 
 
 def _f64(variable) -> np.ndarray:
@@ -74,6 +111,14 @@ def _channels_last(layer) -> None:
         raise _unsupported(layer, f"data_format {layer.data_format!r}; LRP here needs channels_last")
 
 
+def _affine(layer, linear: Callable, kernel, bias, activation: str = "linear", padding: str = "") -> Step:
+    def forward(a):
+        return linear(a, kernel) + bias
+
+    kind = type(layer).__name__
+    return Step(layer.name, "epsilon", forward, activation, kind, linear, kernel, bias, padding)
+
+
 def layer_steps(model) -> list[Step]:
     """The model as a list of float64 steps ending at the logits (the last Dense's softmax is dropped).
 
@@ -87,33 +132,35 @@ def layer_steps(model) -> list[Step]:
         if kind not in SUPPORTED:
             raise _unsupported(layer, f"LRP here covers only {', '.join(SUPPORTED)}")
         if kind == "Flatten":
-            steps.append(Step(layer.name, "route", lambda a: tf.reshape(a, (tf.shape(a)[0], -1))))
+            _channels_last(layer)  # channels_first would move the channels before flattening
+            flatten = Step(layer.name, "route", lambda a: tf.reshape(a, (tf.shape(a)[0], -1)), kind=kind)
+            steps.append(flatten)
         elif kind == "Reshape":
             target = tuple(layer.target_shape)
-            steps.append(Step(layer.name, "route", lambda a, target=target: tf.reshape(a, (-1, *target))))
+            steps.append(Step(layer.name, "route", lambda a, target=target: tf.reshape(a, (-1, *target)), kind=kind))
         elif kind == "Dense":
-            steps.append(Step(layer.name, "epsilon", _dense(layer), _activation_name(layer)))
+            steps.append(_dense(layer))
         elif kind == "Conv2D":
-            steps.append(Step(layer.name, "epsilon", _conv2d(layer), _activation_name(layer)))
+            steps.append(_conv2d(layer))
         elif kind == "BatchNormalization":
-            steps.append(Step(layer.name, "epsilon", _batchnorm(layer)))
+            steps.append(_batchnorm(layer))
         elif kind == "MaxPooling2D":
-            steps.append(Step(layer.name, "route", _maxpool(layer)))
-    if not steps or type(model.get_layer(steps[-1].name)).__name__ != "Dense":
+            steps.append(Step(layer.name, "route", _maxpool(layer), kind=kind))
+    if not steps or steps[-1].kind != "Dense":
         raise UnsupportedLayer("the model must end with a Dense layer (the logits)")
     steps[-1] = steps[-1]._replace(activation="linear")
     return steps
 
 
-def _dense(layer) -> Callable:
+def _dense(layer) -> Step:
     import tensorflow as tf
 
     kernel = _f64(layer.kernel)
     bias = _f64(layer.bias) if layer.use_bias else np.zeros(layer.units)
-    return lambda a: tf.matmul(a, kernel) + bias
+    return _affine(layer, tf.matmul, kernel, bias, _activation_name(layer))
 
 
-def _conv2d(layer) -> Callable:
+def _conv2d(layer) -> Step:
     import tensorflow as tf
 
     _channels_last(layer)
@@ -123,10 +170,10 @@ def _conv2d(layer) -> Callable:
     bias = _f64(layer.bias) if layer.use_bias else np.zeros(layer.filters)
     strides, dilations, padding = tuple(layer.strides), tuple(layer.dilation_rate), layer.padding.upper()
 
-    def forward(a):
-        return tf.nn.convolution(a, kernel, strides=strides, padding=padding, dilations=dilations) + bias
+    def convolve(a, kernel):
+        return tf.nn.convolution(a, kernel, strides=strides, padding=padding, dilations=dilations)
 
-    return forward
+    return _affine(layer, convolve, kernel, bias, _activation_name(layer), padding)
 
 
 def batchnorm_affine(layer) -> tuple[np.ndarray, np.ndarray]:
@@ -139,12 +186,12 @@ def batchnorm_affine(layer) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - mean * scale
 
 
-def _batchnorm(layer) -> Callable:
+def _batchnorm(layer) -> Step:
     rank = layer.input_spec.ndim  # set when built; layer.input would fail once explain shares the layer
     if layer.axis % rank != rank - 1:  # the vectors below broadcast over the last axis only
         raise _unsupported(layer, f"axis={layer.axis}; LRP here needs the last axis (units or channels)")
     scale, shift = batchnorm_affine(layer)
-    return lambda a: a * scale + shift
+    return _affine(layer, lambda a, scale: a * scale, scale, shift)
 
 
 def _maxpool(layer) -> Callable:
@@ -173,49 +220,73 @@ def _forward(steps: list[Step], model, images: np.ndarray):
     return a, inputs
 
 
-def logits(model, images: np.ndarray) -> np.ndarray:
-    """The pre-softmax scores (N, classes) of `model`, computed from its steps in float64."""
-    return _forward(layer_steps(model), model, images)[0].numpy()
+def plan(model, rules: Rules) -> list[Step]:
+    """The model's steps under `rules`: BatchNorm folded if rules.fold_batchnorm, each step's rule set."""
+    steps = layer_steps(model)
+    if rules.fold_batchnorm:
+        steps = canonize.fold_batchnorm(steps)
+    return lrp_rules.assign(steps, rules)
+
+
+def logits(model, images: np.ndarray, rules: Rules | None = None) -> np.ndarray:
+    """The pre-softmax scores (N, classes) of `model`, computed from its steps (under `rules`) in float64."""
+    steps = layer_steps(model) if rules is None else plan(model, rules)
+    return _forward(steps, model, images)[0].numpy()
 
 
 def relevance(model, images: np.ndarray, targets: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
-    """Epsilon-rule relevance of every input pixel for class `targets[i]` of image i.
+    """Epsilon-rule relevance of every input pixel for class `targets[i]` of image i (BatchNorm unfolded).
 
     Returns (relevance shaped like `images`, the relevance put in at the top: each
     image's target logit). Conservation means relevance.sum(pixels) == that logit.
     """
+    result = attribute(model, images, targets, Rules("epsilon", epsilon=epsilon))
+    return result.values, result.relevance_out
+
+
+def attribute(model, images: np.ndarray, targets: np.ndarray, rules: Rules) -> Attribution:
+    """LRP relevance of every input pixel for class `targets[i]` of image i under `rules`, with the
+    relevance per image at the input of every step: where the biases and epsilon absorb it (Attribution).
+
+    Bias per rule: epsilon and gamma keep it in the denominator, so it absorbs its share;
+    z^B leaves it out and conserves. Routes and max pooling conserve.
+    """
     import tensorflow as tf
 
-    steps = layer_steps(model)
+    steps = plan(model, rules)
     out, inputs = _forward(steps, model, images)
     top = out.numpy()[np.arange(len(images)), targets]
     r = tf.one_hot(targets, out.shape[1], dtype=tf.float64) * out
+    per_layer = [LayerRelevance("logit", "", top)]
+    bounds = _pixel_bounds(steps, model, images, rules) if rules.name == "composite" else None
     for step, a_in in zip(reversed(steps), reversed(inputs), strict=True):
-        if step.rule == "epsilon":
-            r = epsilon_step(step.forward, a_in, r, epsilon)
-        else:
+        if step.rule == "route":
             r = route_step(step.forward, a_in, r)
-    return r.numpy().reshape(images.shape), top
+        elif step.rule == "zbox":
+            r = lrp_rules.zbox_step(step.linear, step.kernel, a_in, r, *bounds)
+        elif step.rule == "gamma":
+            r = lrp_rules.gamma_step(step.linear, step.kernel, step.bias, a_in, r, rules.gamma)
+        else:
+            r = epsilon_step(step.forward, a_in, r, rules.epsilon)
+        per_layer.append(LayerRelevance(step.name, step.rule, tf.reduce_sum(r, axis=list(range(1, r.ndim))).numpy()))
+    return Attribution(r.numpy().reshape(images.shape), top, per_layer, steps)
 
 
-def epsilon_step(forward: Callable, a, r, epsilon: float):
-    """R_in = a * grad_a(z . s) with s = R_out / (z + eps sign z); a dead unit (z == 0) passes nothing."""
-    import tensorflow as tf
+def _pixel_bounds(steps: list[Step], model, images: np.ndarray, rules: Rules) -> tuple:
+    """z^B's bounds at the input of its layer: the pixel bounds carried through the steps before it.
 
-    with tf.GradientTape() as tape:
-        tape.watch(a)
-        z = forward(a)
-    sign = tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
-    stabilized = z + epsilon * sign
-    s = tf.where(stabilized == 0, tf.zeros_like(z), r / tf.where(stabilized == 0, tf.ones_like(z), stabilized))
-    return a * tape.gradient(z, a, output_gradients=s)
-
-
-def route_step(forward: Callable, a, r):
-    """R_in = J^T R_out: a reshape gives R back in the input's shape, max pooling gives it to each window's max."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        tape.watch(a)
-        z = forward(a)
-    return tape.gradient(z, a, output_gradients=r)
+    Those may only reshape or max-pool: monotone maps, so they keep low <= a <= high.
+    """
+    first = next(i for i, step in enumerate(steps) if step.rule == "zbox")
+    for step in steps[:first]:
+        if step.rule != "route":
+            raise UnsupportedLayer(
+                f"layer {step.name!r} ({step.kind}) before {steps[first].name!r}: z^B needs "
+                "the first linear layer to see the pixels through reshapes and pooling only"
+            )
+    low, high = (
+        np.broadcast_to(np.asarray(bound, dtype=np.float64), images.shape) for bound in (rules.low, rules.high)
+    )
+    if np.any(images < low) or np.any(images > high):
+        raise ValueError(f"z^B's bounds: images outside [{np.min(rules.low)}, {np.max(rules.high)}]")
+    return tuple(_forward(steps[:first], model, bound)[0] for bound in (low, high))

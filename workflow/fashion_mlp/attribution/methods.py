@@ -1,7 +1,8 @@
 """The attribution methods of `explain`, each for the logit of one class per image.
 
 - SHAP: shap's DeepExplainer (DeepLIFT rescale rules averaged over a background sample), on the logits.
-- LRP: the epsilon rule of fashion_mlp.attribution.lrp, with how much relevance reaches the pixels.
+- LRP: fashion_mlp.attribution.lrp's rules (epsilon, or the composite), with how much relevance reaches the
+  pixels and where on the way the rest is absorbed.
 Pure functions of arrays and models: no files, no MLflow.
 """
 
@@ -63,21 +64,46 @@ def shap_attributions(model, background: np.ndarray, images: np.ndarray, targets
     return {"values": values, "additivity_gaps": gaps}
 
 
-def lrp_attributions(model, images: np.ndarray, targets: np.ndarray, epsilon: float) -> dict:
-    """Epsilon-LRP relevance, and conservation: relevance reaching the pixels against the target logit put in."""
+def lrp_attributions(model, images: np.ndarray, targets: np.ndarray, rules) -> dict:
+    """LRP relevance under `rules` (lrp.Rules), and conservation: relevance reaching the pixels against the
+    target logit put in, and at the input of every step on the way ("per_layer", from the logit down;
+    lrp.LayerRelevance), with the BatchNorm layers folded into the next linear layer ("folded_batchnorm").
+    """
     from fashion_mlp.attribution import lrp
 
-    values, top = lrp.relevance(model, images, targets, epsilon)
-    into_pixels = values.reshape(len(images), -1).sum(axis=1)
-    return {"values": values, "relevance_out": top, "relevance_in": into_pixels}
-
-
-def conservation_summary(relevance_out: np.ndarray, relevance_in: np.ndarray) -> dict:
-    """How much of the top relevance reaches the pixels; biases and epsilon absorb the rest."""
-    gap = np.abs(relevance_in - relevance_out)
+    result = lrp.attribute(model, images, targets, rules)
+    into_pixels = result.values.reshape(len(images), -1).sum(axis=1)
     return {
+        "values": result.values,
+        "relevance_out": result.relevance_out,
+        "relevance_in": into_pixels,
+        "per_layer": result.per_layer,
+        "folded_batchnorm": list(result.folded),
+    }
+
+
+def conservation_summary(relevance_out: np.ndarray, relevance_in: np.ndarray, per_layer=None) -> dict:
+    """How much of the top relevance reaches the pixels; biases and epsilon absorb the rest.
+
+    With `per_layer` (lrp_attributions' list) also where: "per_layer", one entry per step from the logit
+    down, {"layer", "rule", "mean_relevance", "share_of_top"} (share: mean relevance there / mean logit).
+    """
+    gap = np.abs(relevance_in - relevance_out)
+    summary = {
         "mean_relevance_out": float(relevance_out.mean()),
         "mean_relevance_in": float(relevance_in.mean()),
         "max_abs_gap": float(gap.max()),
         "mean_abs_gap_relative": float(gap.mean() / max(np.abs(relevance_out).mean(), 1e-12)),
     }
+    if per_layer is not None:
+        top = float(relevance_out.mean())
+        summary["per_layer"] = [
+            {
+                "layer": entry.layer,
+                "rule": entry.rule,
+                "mean_relevance": float(entry.sums.mean()),
+                "share_of_top": float(entry.sums.mean()) / top if top else float("nan"),
+            }
+            for entry in per_layer
+        ]
+    return summary

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from fashion_mlp import inference
-from fashion_mlp.attribution import cascade, gradients, randomization
+from fashion_mlp.attribution import cascade, data_randomization, gradients, randomization
 from fashion_mlp.attribution.checks import CONTROLS, area_under, control_orders, deletion_curve, randomized_copy
 from fashion_mlp.attribution.methods import conservation_summary, lrp_attributions, shap_attributions
 from fashion_mlp.data import NUM_CLASSES
@@ -46,11 +46,19 @@ def pick_examples(
 
 
 def explain_model(
-    model, background: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, opts: dict, seed: int, lrp: bool = True
+    model,
+    background: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    opts: dict,
+    seed: int,
+    lrp: bool = True,
+    training: tuple | None = None,
 ):
     """Every number and map of the stage, computed before anything is written.
 
     `lrp` False (a kind LRP does not cover, models/kinds.py) leaves LRP out: its part of the report is None.
+    `training`: (images, labels) of the training split for the data randomization; None leaves it out.
     """
     predict = functools.partial(inference.probabilities, model)
     probabilities = predict(x_test)
@@ -66,22 +74,26 @@ def explain_model(
     shap_out = shap_attributions(model, background, images, targets)
     n = len(sample)
     maps = {"shap": shap_out["values"]}
+    rules = lrp_rules(opts)
     if lrp:
-        lrp_out = lrp_attributions(model, images, targets, opts["lrp_epsilon"])
+        lrp_out = lrp_attributions(model, images, targets, rules)
         maps["lrp"] = lrp_out["values"]
 
     random_model = randomized_copy(model, seed)
     random_maps = {"shap": shap_attributions(random_model, background, images[:n], targets[:n])["values"]}
     if lrp:
-        random_maps["lrp"] = lrp_attributions(random_model, images[:n], targets[:n], opts["lrp_epsilon"])["values"]
+        random_maps["lrp"] = lrp_attributions(random_model, images[:n], targets[:n], rules)["values"]
     fractions = np.linspace(0.0, 1.0, opts["deletion_steps"] + 1)
     orders = {key: maps[key][:n] for key in maps} | control_orders(images[:n], seed)
     curves, areas = faithfulness_curves(predict, images[:n], targets[:n], orders, fractions)
     # Each method against noise of its own form: DeepSHAP's (x - background mean)·g, LRP-epsilon's x·g.
     centre = background.reshape(len(background), -1).mean(axis=0)
     sample_ = (images[:n], targets[:n])
-    references = reference_report(model, random_model, sample_, centre, opts, seed, (predict, fractions, areas))
-    layers = layer_randomization((model, random_model), background, sample_, centre, opts, seed, lrp)
+    references = reference_report(
+        model, random_model, sample_, centre, opts, seed, (predict, fractions, areas), lrp and rules.name != "epsilon"
+    )
+    permuted, data_randomization = permuted_label_check(model, training, x_test, y_test, opts, seed)
+    layers = layer_randomization((model, random_model, permuted), background, sample_, centre, opts, seed, lrp)
     margin = opts["randomization_margin"]
     shap_check = randomization.check(maps["shap"][:n], random_maps["shap"], images[:n], centre, seed, margin=margin)
     report = {
@@ -105,11 +117,16 @@ def explain_model(
         "lrp": None
         if not lrp
         else {
-            "method": "epsilon rule",
-            "epsilon": opts["lrp_epsilon"],
-            "conservation": conservation_summary(lrp_out["relevance_out"], lrp_out["relevance_in"]),
+            "method": f"{rules.name} rule",
+            "epsilon": rules.epsilon,
+            "gamma": rules.gamma if rules.name == "composite" else None,
+            "folded_batchnorm": lrp_out["folded_batchnorm"],
+            "conservation": conservation_summary(
+                lrp_out["relevance_out"], lrp_out["relevance_in"], lrp_out["per_layer"]
+            ),
+            # The epsilon rule's maps are x·(something), like x·noise; z^B also credits black pixels: plain noise.
             "randomization": randomization.check(
-                maps["lrp"][:n], random_maps["lrp"], images[:n], None, seed, margin=margin
+                maps["lrp"][:n], random_maps["lrp"], images[:n], None, seed, rules.name == "epsilon", margin
             ),
             **faithfulness(areas, "lrp"),
         },
@@ -118,6 +135,7 @@ def explain_model(
         "insertion": {f"{control}_area": areas["insertion"][control] for control in CONTROLS},
         "reference_methods": references,
         "cascade": layers["report"],
+        "data_randomization": data_randomization,
     }
     return {
         "report": rounded(report),
@@ -147,8 +165,15 @@ def faithfulness_curves(predict, images: np.ndarray, targets: np.ndarray, orders
     return curves, areas
 
 
-def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opts: dict, seed: int, faith: tuple):
-    """The gradient-based reference methods through the same checks as SHAP and LRP, against the same controls.
+# LRP with the epsilon rule in every layer, beside the composite: its maps are x·(something), as input × gradient.
+LRP_EPSILON = ("LRP, ε in every layer", "x·noise")
+
+
+def reference_report(
+    model, random_model, sample: tuple, centre: np.ndarray, opts: dict, seed: int, faith: tuple, lrp_epsilon: bool
+):
+    """The gradient-based reference methods through the same checks as SHAP and LRP, against the same controls;
+    with `lrp_epsilon` (LRP runs the composite), LRP-epsilon too, so that the composite's effect shows.
 
     `faith`: explain_model's (predict, fractions, areas), the controls' areas among them.
     """
@@ -156,11 +181,17 @@ def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opt
     predict, fractions, areas = faith
     trained = gradients.reference_maps(model, images, targets, centre, opts, seed)
     randomized = gradients.reference_maps(random_model, images, targets, centre, opts, seed)
+    methods = dict(gradients.REFERENCE_METHODS)
+    if lrp_epsilon:
+        rules = lrp_rules(opts | {"lrp_rule": "epsilon"})
+        trained["lrp_epsilon"] = lrp_attributions(model, images, targets, rules)["values"]
+        randomized["lrp_epsilon"] = lrp_attributions(random_model, images, targets, rules)["values"]
+        methods["lrp_epsilon"] = LRP_EPSILON
     _, own = faithfulness_curves(predict, images, targets, trained, fractions)
     both = {mode: own[mode] | {c: areas[mode][c] for c in CONTROLS} for mode in own}
     gaps = gradients.completeness_gaps(model, images, targets, trained, centre)
     out = {}
-    for name, (label, form) in gradients.REFERENCE_METHODS.items():
+    for name, (label, form) in methods.items():
         by_input, around = form != "noise", centre if form.startswith("(") else None
         margin = opts["randomization_margin"]
         check = randomization.check(trained[name], randomized[name], images, around, seed, by_input, margin)
@@ -168,6 +199,25 @@ def reference_report(model, random_model, sample: tuple, centre: np.ndarray, opt
         if name in gaps:  # Integrated Gradients: how far its sum is from logit(x) - logit(baseline)
             out[name]["completeness_mean_abs_gap"] = gaps[name]
     return out
+
+
+def permuted_label_check(model, training, x_test, y_test, opts: dict, seed: int):
+    """The model trained on permuted labels (data_randomization.py) and its part of the report; (None, None)
+    without training images or with data_randomization_epochs 0."""
+    if training is None or not opts["data_randomization_epochs"]:
+        return None, None
+    images, labels = training
+    permuted, memorized = data_randomization.permuted_label_model(
+        model, images, labels, opts["data_randomization_epochs"], seed
+    )
+    predicted = inference.probabilities(permuted, x_test).argmax(axis=1)
+    return permuted, {
+        "images": len(images),
+        "epochs": opts["data_randomization_epochs"],
+        "source": f"training split, stratified, seed {seed}; labels permuted with seed {seed}",
+        "accuracy_on_permuted_labels": memorized,
+        "test_accuracy": float((predicted == y_test).mean()),
+    }
 
 
 def layer_randomization(models: tuple, background, sample: tuple, centre, opts: dict, seed: int, lrp: bool) -> dict:
@@ -186,15 +236,22 @@ def layer_randomization(models: tuple, background, sample: tuple, centre, opts: 
         if "shap" in wanted:  # the costly one: a DeepExplainer per class and step
             maps["shap"] = shap_attributions(variant, background, images, targets)["values"]
         if "lrp" in wanted:
-            maps["lrp"] = lrp_attributions(variant, images, targets, opts["lrp_epsilon"])["values"]
+            maps["lrp"] = lrp_attributions(variant, images, targets, lrp_rules(opts))["values"]
         if set(wanted) & set(gradients.REFERENCE_METHODS):
             maps |= gradients.reference_maps(variant, images, targets, centre, opts, seed, wanted)
         return {m: maps[m] for m in wanted}
 
-    model, random_model = models  # the trained model and explain_model's re-initialized copy (seed `seed`)
-    result = cascade.cascade(model, explain_all, images, seed, fresh=random_model)
+    model, random_model, permuted = models  # trained; re-initialized (seed `seed`); trained on permuted labels
+    result = cascade.cascade(model, explain_all, images, seed, fresh=random_model, permuted=permuted)
     first = {step: {key: m[:1] for key, m in maps.items()} for step, maps in result["maps"].items()}
     return {"report": result["report"], "image": images[:1], "label": targets[:1], "maps": first}
+
+
+def lrp_rules(opts: dict):
+    """The LRP rules of params.yaml's explain section: epsilon everywhere, or the composite."""
+    from fashion_mlp.attribution import lrp
+
+    return lrp.Rules(opts["lrp_rule"], epsilon=opts["lrp_epsilon"], gamma=opts["lrp_gamma"])
 
 
 def faithfulness(areas: dict, method: str) -> dict:

@@ -155,12 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     per_class = [size // NUM_CLASSES + (cls < size % NUM_CLASSES) for cls in range(NUM_CLASSES)]
     background = x_train[model_report.stratified_sample(y_train, per_class, args.seed)]
     check_images(background, f"{args.train_data} (background sample)")
+    kept = model_report.stratified_sample(y_train, opts["data_randomization_images"] // NUM_CLASSES, args.seed)
+    training = (x_train[kept], y_train[kept])  # the data randomization's images; their labels get permuted
     del x_train, y_train  # 170 MB that nothing else reads
     x_test, y_test = load_split(args.test_data, "test")
     shape = (-1, *model.input_shape[1:])
     seconds = {"set-up": time.perf_counter() - started}
     result = model_report.explain_model(
-        model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed, lrp=kind.lrp
+        model, background.reshape(shape), x_test.reshape(shape), y_test, opts, args.seed, kind.lrp, training
     )
 
     seconds["attributions and checks"] = time.perf_counter() - started - sum(seconds.values())
@@ -216,6 +218,8 @@ def metrics_of(report: dict) -> dict[str, float]:
     for method, steps in report["cascade"]["cascading"].items():  # every layer re-initialized; two random models
         out[f"explain_{method}_cascade_all_layers"] = steps[-1]["mean"]
         out[f"explain_{method}_two_random_inits"] = report["cascade"]["two_random_inits"][method]["mean"]
+        if "permuted_labels" in report["cascade"]:
+            out[f"explain_{method}_permuted_labels"] = report["cascade"]["permuted_labels"][method]["mean"]
     for control in CONTROLS:
         out[f"explain_{control}_deletion_area"] = report["deletion"][f"{control}_area"]
         out[f"explain_{control}_insertion_area"] = report["insertion"][f"{control}_area"]

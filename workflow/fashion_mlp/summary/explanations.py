@@ -86,24 +86,26 @@ def methods_table(explain: list[dict]) -> list[str]:
     through the same checks, one row per model and method: is a result the method's, or the data's and the metric's?"""
     lines = [
         "| Model | Method | ρ \\|maps\\| on the garment, trained vs randomized (noise maps: form, level) "
-        "| Randomization | Every layer re-initialized, top down (two random inits) "
+        "| Randomization | Every layer re-initialized, top down (two random inits) | Trained on permuted labels "
         "| Deletion / insertion area | Against the control orders |",
-        "|---|---|---:|---|---:|---:|---|",
+        "|---|---|---:|---|---:|---:|---:|---|",
     ]
     for e in explain:
         parts = [(key, label, e[key]) for key, label in (("shap", "SHAP"), ("lrp", "LRP")) if e.get(key)]
         parts += [(key, part["label"], part) for key, part in e.get("reference_methods", {}).items()]
         layers = e.get("cascade")
         for key, label, part in parts:
-            cascade = "n/a"
+            cascade = permuted = "n/a"
             if layers and key in layers["cascading"]:  # the methods of explain.cascade_methods
                 cascade = f"{layers['cascading'][key][-1]['mean']:.2f} ({layers['two_random_inits'][key]['mean']:.2f})"
+                if "permuted_labels" in layers:  # the data randomization, when run
+                    permuted = f"{layers['permuted_labels'][key]['mean']:.2f}"
             rand = part["randomization"]
             judged = rand["judged_on"]
             rho = f"{rand[judged]:.2f} ({rand['reference']}: {rand['noise_reference'][judged]:.2f})"
             areas = f"{part['deletion_area']:.3f} / {part['insertion_area']:.3f}"
             lines.append(
-                f"| {e['model']} | {label} | {rho} | {rand['verdict']} | {cascade} | {areas} "
+                f"| {e['model']} | {label} | {rho} | {rand['verdict']} | {cascade} | {permuted} | {areas} "
                 f"| {part['faithfulness_verdict']} |"
             )
     return lines

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from fashion_mlp.attribution.checks import CONTROLS
+from fashion_mlp.attribution.checks import CONTROLS, METHODS
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.metrics.columns import interval_cell
 from fashion_mlp.models.kinds import KINDS
@@ -109,8 +109,9 @@ def explanations(record: dict) -> list[str]:
         "| Insertion area | Against the control orders |",
         "|---|---|---:|---:|---|",
     ]
-    for key, name in (("shap", "SHAP (DeepExplainer)"), ("lrp", "LRP (epsilon rule)")):
+    for key, name in METHODS:
         part = e.get(key)
+        name = f"{name} ({part['method']})" if key == "lrp" and part else name
         if part is None:
             lines.append(f"| {name} | not run for this kind | | | |")
             continue
