@@ -31,10 +31,10 @@ help:
 run: install data
 	snakemake --cores all
 
-# pytest-xdist: a worker per core, and one more that mostly waits for the DVC smoke run before its
+# pytest-xdist: a worker per core, and two more that mostly wait for the DVC smoke run before their
 # tests (tests/smoke_runs.py orders and groups the tests: loadgroup keeps the tests of one smoke copy,
 # or of one module, on one worker and in order; no reorder keeps that order).
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 test: install data
 	python -m pytest --numprocesses $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 

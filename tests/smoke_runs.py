@@ -122,6 +122,26 @@ def snapshot(repo: Path, output: str, runs_before: set[str], models=MODELS) -> S
     )
 
 
+COPIED = ("dvc",)  # the runs that get a second copy when they end (the dvc_copy fixture)
+
+
+def copy_finished_run(repo: Path, dest: Path) -> None:
+    """`repo` after its run, copied to `dest`: git, DVC's cache and the MLflow store, whose absolute
+    artifact locations are moved to the copy's own mlartifacts/ (new runs would write into `repo`'s)."""
+    import sqlite3
+
+    shutil.copytree(repo, dest, symlinks=True)
+    old, new = (repo / "mlartifacts").as_uri(), (dest / "mlartifacts").as_uri()
+    with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as db, db:
+        columns = {
+            table: [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        for table, names in columns.items():
+            for column in {"artifact_location", "artifact_uri", "source", "storage_location"} & set(names):
+                db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (old, new))
+
+
 # --- the background runs -------------------------------------------------------------------
 
 # Under pytest-xdist (make test: a worker per core, plus one) every worker collects the same tests,
@@ -132,8 +152,11 @@ def snapshot(repo: Path, output: str, runs_before: set[str], models=MODELS) -> S
 # a copy share a worker.
 ROOT_VAR = "FASHION_MLP_TEST_SMOKE_ROOT"
 # The first that matches: a test of both runs (which reads their snapshots only) goes with Snakemake's,
-# the shorter chain, so that the DVC tests never wait for the Snakemake run.
-GROUPS = {"snakemake_first": "smoke-snakemake", "dvc_first": "smoke-dvc"}
+# the shorter chain, so that the DVC tests never wait for the Snakemake run. The DVC run's tests are two
+# chains: those of its copy, and those of a second copy taken when the run ends (dvc_copy), each on a
+# worker of its own, side by side.
+GROUPS = {"snakemake_first": "smoke-snakemake", "dvc_copy": "smoke-dvc-copy", "dvc_first": "smoke-dvc"}
+DVC_GROUPS = (GROUPS["dvc_first"], GROUPS["dvc_copy"])  # the suite's critical path: first, and never niced
 
 
 @contextlib.contextmanager
@@ -205,12 +228,20 @@ class BackgroundRun:
         assert code == 0, f"{cmd} failed ({code}) in {self.repo}\n--- output\n{output[-8000:]}"
         return snapshot(self.repo, output, set(), MODELS_OF.get(self.name, MODELS))
 
+    @property
+    def copy(self) -> Path:
+        """A second copy of the finished run (COPIED runs), for a second chain of tests."""
+        return self.dir / "copy"
+
     def result(self) -> Snapshot:
-        """The run's snapshot: taken by the first caller in any worker, read back by the others."""
+        """The run's snapshot: taken by the first caller in any worker, read back by the others. The copy
+        is taken with it, before any test can change the run's repo."""
         saved = self.dir / "snapshot.pickle"
         with locked(self.dir / "lock"):
             if not saved.exists():
                 taken = self.wait()
+                if self.name in COPIED:
+                    copy_finished_run(self.repo, self.copy)
                 saved.write_bytes(pickle.dumps(taken))
                 return taken
             return pickle.loads(saved.read_bytes())
@@ -258,19 +289,26 @@ def pytest_collection_modifyitems(config, items) -> None:
     """Order the tests, and group them for pytest-xdist (make test: --dist loadgroup).
 
     One process: the e2e tests go last, those that wait for a run after those that do not, so that
-    the other tests run while the engines do. Under xdist (make test starts one worker more than there
-    are cores), the first worker takes the tests of the DVC run and waits for it: DVC's run and its tests
-    are the suite's longest chain. The next take the e2e tests that need no run (the PostgreSQL-backed
-    pipeline, the SSH remote), which also run beside the engines; then the unit tests, and the Snakemake
-    run's tests last. Each group runs on one worker, in order: the tests of one smoke copy, or of one
-    module (so that its module-scoped fixtures, such as trainings, are made once, not once per worker)."""
+    the other tests run while the engines do. Under xdist (make test starts two workers more than there
+    are cores), the first two workers take the tests of the DVC run and of its second copy (DVC_GROUPS)
+    and wait for the run: DVC's run and its tests are the suite's longest chain, split in two. The next
+    take the e2e tests that need no run (the PostgreSQL-backed pipeline, the SSH remote), which also run
+    beside the engines; then the unit tests, and the Snakemake run's tests last. Each group runs on one
+    worker, in order: the tests of one smoke copy, or of one module (so that its module-scoped fixtures,
+    such as trainings, are made once, not once per worker)."""
     for item in items:
         run = next((g for fixture, g in GROUPS.items() if fixture in item.fixturenames), None)
         item.add_marker(pytest.mark.xdist_group(run or item.path.stem))
     if is_worker(config):
-        items.sort(key=lambda item: 0 if group(item) == GROUPS["dvc_first"] else (2, 1, 3)[rank(item)])
+        items.sort(key=worker_rank)
     else:
         items.sort(key=rank)
+
+
+def worker_rank(item) -> int:
+    """Under xdist: the DVC run's two chains first (each group to its own worker), then the e2e tests of their
+    own, the unit tests, and the other runs' tests."""
+    return DVC_GROUPS.index(group(item)) if group(item) in DVC_GROUPS else (3, 2, 4)[rank(item)]
 
 
 def rank(item) -> int:
@@ -301,7 +339,7 @@ def pytest_runtest_setup(item) -> None:
     """A worker yields the CPU (nice) from its first test outside the DVC run's group, after the runs
     started: the DVC run and its tests, the longest chain, keep their priority over everything else."""
     global _NICED
-    if not _NICED and is_worker(item.config) and group(item) != GROUPS["dvc_first"]:
+    if not _NICED and is_worker(item.config) and group(item) not in DVC_GROUPS:
         os.nice(WORKER_NICENESS)
         _NICED = True
 
@@ -352,3 +390,9 @@ def snakemake_repo(snakemake_first: Snapshot) -> Path:
 @pytest.fixture(scope="session")
 def dvc_repo(dvc_first: Snapshot) -> Path:
     return dvc_first.repo
+
+
+@pytest.fixture(scope="session")
+def dvc_copy(dvc_first: Snapshot) -> Path:
+    """A second copy of the DVC run's repo as the run left it, for tests that run beside those of dvc_repo."""
+    return _RUNS.runs["dvc"].copy

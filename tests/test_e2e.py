@@ -468,10 +468,10 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
     assert "accuracy" in metrics.stdout
 
 
-def test_dvc_queue_runs_two_queued_experiments_with_two_workers_into_the_one_store(
-    dvc_repo: Path, dvc_first: Snapshot
-) -> None:
-    """`dvc exp run --queue -S ...` twice, then `dvc queue start -j 2` (README: Sweep values in parallel)."""
+def test_dvc_queue_runs_two_queued_experiments_with_two_workers_into_the_one_store(dvc_copy: Path) -> None:
+    """`dvc exp run --queue -S ...` twice, then `dvc queue start -j 2` (README: Sweep values in parallel), in
+    the second copy of the DVC run: beside the tests of the first, on another worker."""
+    dvc_repo = dvc_copy
     figures = check_queue(dvc_repo)
     print(f"\ndvc queue: {figures}")
 
@@ -501,11 +501,12 @@ def test_same_params_and_seed_give_identical_models_under_both_engines(
 
 
 def test_dvc_bad_edit_is_refused_before_any_output_is_removed_and_its_revert_runs_nothing_but_the_check(
-    dvc_repo: Path, dvc_first: Snapshot
+    dvc_copy: Path,
 ) -> None:
     """DVC removes a stage's outputs before its command runs, so a value the command refused used to cost
-    the model it would have replaced. The `check` stage, which every stage depends on, runs first."""
-    repo = dvc_repo
+    the model it would have replaced. The `check` stage, which every stage depends on, runs first.
+    In the DVC run's second copy, after the queue's experiments (which leave the workspace as it was)."""
+    repo = dvc_copy
     outputs = output_files(repo)
     before = hashes(repo, outputs)
     runs_before = set(run_statuses(repo))
@@ -531,10 +532,8 @@ def test_dvc_bad_edit_is_refused_before_any_output_is_removed_and_its_revert_run
     assert dvc_status(repo) == {}
 
 
-def test_dvc_push_then_pull_into_an_empty_cache_gives_back_identical_files(
-    dvc_repo: Path, dvc_first: Snapshot, tmp_path: Path
-) -> None:
-    repo = dvc_repo
+def test_dvc_push_then_pull_into_an_empty_cache_gives_back_identical_files(dvc_copy: Path, tmp_path: Path) -> None:
+    repo = dvc_copy
     outputs = output_files(repo)
     cached = sorted(path for path, use_cache in outputs.items() if use_cache)
     before = hashes(repo, outputs)
