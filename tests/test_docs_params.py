@@ -28,7 +28,6 @@ KNOWN = {
     "explain.md": {
         "explain.background_size",
         "explain.images_per_class",
-        "explain.lrp_epsilon",
     },
     "statistics.md": {"evaluate.bootstrap_resamples", "evaluate.calibration_bins"},
 }
