@@ -121,6 +121,19 @@ def test_shap_additivity_holds():
     assert result["additivity_gaps"].max() < 1e-4
 
 
+def test_reused_shap_explainers_give_shap_attributions_values_bit_for_bit_for_every_model():
+    """The layer randomization's SHAP reuses one DeepExplainer per class across models of one architecture
+    (their weights copied in): the same values as explainers built afresh for each model, in any order."""
+    model, background = tiny_mlp(seed=3), images(10, seed=2)
+    x, targets = images(6), np.array([3, 3, 7, 3, 0, 7])
+    others = [checks.randomized_copy(model, seed=1), tiny_mlp(seed=5)]
+    reused = methods.ShapExplainers(model, background)
+    for variant in [*others, model, others[0]]:
+        expected = methods.shap_attributions(variant, background, x, targets)["values"]
+        np.testing.assert_array_equal(reused.values(variant, x, targets), expected)
+    assert set(reused.explainers) == {0, 3, 7}  # one per class, built once
+
+
 def test_randomizing_the_weights_lowers_the_rank_correlation():
     model, x = tiny_mlp(seed=0), images(6)
     targets = np.zeros(6, dtype=int)  # one class: one DeepExplainer per model

@@ -64,6 +64,43 @@ def shap_attributions(model, background: np.ndarray, images: np.ndarray, targets
     return {"values": values, "additivity_gaps": gaps}
 
 
+class ShapExplainers:
+    """DeepSHAP values for many models of one architecture (the layer randomization's variants), one
+    DeepExplainer per class built once: each model's weights are copied into a working copy that the
+    explainers hold, so that shap's traced gradient is reused instead of traced again for every model
+    (on the CNN about 0.4 s a class and model, against 0.08 s reused). The values are those of
+    shap_attributions, bit for bit (tests/test_explain.py); its additivity gaps are left out.
+    """
+
+    def __init__(self, model, background: np.ndarray) -> None:
+        import keras
+
+        self.working = keras.models.clone_model(model)
+        self.working.build(model.input_shape)
+        self.background = background
+        self.explainers: dict[int, tuple] = {}
+
+    def values(self, model, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        import shap
+
+        self.working.set_weights(model.get_weights())
+        last = model.layers[-1]
+        values = np.zeros(images.shape, dtype=np.float64)
+        for cls in range(NUM_CLASSES):
+            idx = np.flatnonzero(targets == cls)
+            if not len(idx):
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # as in shap_attributions
+                if cls not in self.explainers:
+                    head = class_logit_model(self.working, cls)
+                    self.explainers[cls] = (head, shap.DeepExplainer(head, self.background))
+                head, explainer = self.explainers[cls]
+                head.layers[-1].set_weights([last.kernel.numpy()[:, cls : cls + 1], last.bias.numpy()[cls : cls + 1]])
+                values[idx] = np.asarray(explainer.shap_values(images[idx], check_additivity=False))[..., 0]
+        return values
+
+
 def lrp_attributions(model, images: np.ndarray, targets: np.ndarray, rules) -> dict:
     """LRP relevance under `rules` (lrp.Rules), and conservation: relevance reaching the pixels against the
     target logit put in, and at the input of every step on the way ("per_layer", from the logit down;

@@ -13,7 +13,7 @@ import numpy as np
 from fashion_mlp import inference
 from fashion_mlp.attribution import cascade, data_randomization, gradients, randomization
 from fashion_mlp.attribution.checks import CONTROLS, area_under, control_orders, deletion_curve, randomized_copy
-from fashion_mlp.attribution.methods import conservation_summary, lrp_attributions, shap_attributions
+from fashion_mlp.attribution.methods import ShapExplainers, conservation_summary, lrp_attributions, shap_attributions
 from fashion_mlp.data import NUM_CLASSES
 
 
@@ -230,11 +230,12 @@ def layer_randomization(models: tuple, background, sample: tuple, centre, opts: 
     images, targets = images[pick], targets[pick]
 
     wanted = [m for m in opts["cascade_methods"] if lrp or m != "lrp"]
+    shap_values = ShapExplainers(models[0], background).values if "shap" in wanted else None
 
     def explain_all(variant) -> dict:
         maps = {}
-        if "shap" in wanted:  # the costly one: a DeepExplainer per class and step
-            maps["shap"] = shap_attributions(variant, background, images, targets)["values"]
+        if shap_values:  # the costly one: a DeepExplainer per class, reused across the variants
+            maps["shap"] = shap_values(variant, images, targets)
         if "lrp" in wanted:
             maps["lrp"] = lrp_attributions(variant, images, targets, lrp_rules(opts))["values"]
         if set(wanted) & set(gradients.REFERENCE_METHODS):
