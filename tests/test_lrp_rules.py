@@ -295,11 +295,13 @@ def test_explain_puts_lrp_epsilon_beside_the_composite_and_not_beside_itself():
     """With the composite, LRP-ε goes through the same checks as a reference method: the composite's effect shows
     in one table; with LRP-ε itself, no copy of it."""
     model, x, y = tiny_mlp(), images(20), np.arange(20) % 10
-    composite = model_report.explain_model(model, x[:10], x, y, OPTS, seed=0)["report"]
+    cheap = {"images_per_class": 1, "cascade_methods": ["gradient"], "smoothgrad_samples": 1, "ig_steps": 1}
+    opts = OPTS | cheap
+    composite = model_report.explain_model(model, x[:10], x, y, opts, seed=0)["report"]
     assert composite["lrp"]["method"] == "composite rule"
     assert composite["reference_methods"]["lrp_epsilon"]["label"] == "LRP, ε in every layer"
     assert composite["reference_methods"]["lrp_epsilon"]["randomization"]["reference"] == "x·noise"
-    epsilon = model_report.explain_model(model, x[:10], x, y, OPTS | {"lrp_rule": "epsilon"}, seed=0)["report"]
+    epsilon = model_report.explain_model(model, x[:10], x, y, opts | {"lrp_rule": "epsilon"}, seed=0)["report"]
     assert epsilon["lrp"]["method"] == "epsilon rule" and "lrp_epsilon" not in epsilon["reference_methods"]
     assert epsilon["lrp"]["deletion_area"] == composite["reference_methods"]["lrp_epsilon"]["deletion_area"]
     assert epsilon["lrp"]["randomization"]["reference"] == "x·noise"
