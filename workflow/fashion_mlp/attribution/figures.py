@@ -160,6 +160,9 @@ def method_labels(keys) -> dict[str, str]:
     return {key: labels[key] for key in keys}
 
 
+PERMUTED_AT = 2.5  # the permuted-label point's distance from the last cascading step: its label clear of the next
+
+
 def plot_cascade(report: dict, path: Path, title) -> None:
     """ρ of each method's |maps| on the garment against the trained model's, as layers are re-initialized:
     cascading from the top (ending beside the level of two random initializations and, when run, the model
@@ -176,12 +179,12 @@ def plot_cascade(report: dict, path: Path, title) -> None:
         inits = report["two_random_inits"][key]["mean"]
         left.plot([steps[-1], steps[-1] + 1], [means[-1], inits], linestyle=":", color=colors[key], marker="x")
         if permuted:  # the data randomization: trained on permuted labels, against the trained maps
-            left.plot(steps[-1] + 2, report["permuted_labels"][key]["mean"], color=colors[key], marker="D")
+            left.plot(steps[-1] + PERMUTED_AT, report["permuted_labels"][key]["mean"], color=colors[key], marker="D")
         right.plot(steps[1:], [step["mean"] for step in report["independent"][key]], marker="o", color=colors[key])
     # Numbered ticks, the layers named in the axis label: long layer names side by side would overlap.
     top_down = ", ".join(f"{k} {name}" for k, name in enumerate(reversed(layers), start=1))
     extra = ["two random\ninits", "permuted\nlabels"][: 1 + permuted]
-    left.set_xticks([*steps, *(steps[-1] + 1 + np.arange(len(extra)))])
+    left.set_xticks([*steps, *(steps[-1] + np.array([1, PERMUTED_AT])[: len(extra)])])
     left.set_xticklabels(["trained", *map(str, steps[1:]), *extra], fontsize=8)
     left.set_xlabel(textwrap.fill(f"top layers re-initialized: {top_down}", 70), fontsize=7)
     right.set_xticks(steps[1:])
