@@ -252,7 +252,18 @@ def check_queue(repo: Path) -> dict:
     for epochs, name in zip(QUEUE_EPOCHS, names, strict=True):
         run(["dvc", "exp", "run", "--queue", "-S", f"train.baseline.epochs={epochs}", "--name", name], repo)
     started = time.monotonic()
-    run(["dvc", "queue", "start", "-j", "2"], repo)
+    # Not `run`: its captured pipe stays open as long as the detached queue workers hold it, and a worker that
+    # stays idle after the queue is done (seen once, 10 min) would block it; the status below says when it is.
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", "2"],
+        cwd=repo,
+        env=engine_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=300,
+    )
     status = ""
     while time.monotonic() - started < QUEUE_TIMEOUT:
         status = run(["dvc", "queue", "status"], repo).stdout
