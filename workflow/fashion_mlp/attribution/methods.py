@@ -35,41 +35,13 @@ def class_logit_model(model, cls: int):
     return keras.Model(inputs, outputs)
 
 
-def shap_attributions(model, background: np.ndarray, images: np.ndarray, targets: np.ndarray) -> dict:
-    """DeepSHAP values of each image for the logit of its target class.
-
-    Returns {"values": like `images`, "additivity_gaps": per image |sum(values) - (f(x) - E f(background))|}.
-    shap.DeepExplainer on purpose: shap.Explainer's default for a Keras model is the model-agnostic
-    Permutation explainer, thousands of model calls per image and only approximately additive.
-    """
-    import shap
-
-    values = np.zeros(images.shape, dtype=np.float64)
-    gaps = np.zeros(len(images), dtype=np.float64)
-    for cls in range(NUM_CLASSES):
-        idx = np.flatnonzero(targets == cls)
-        if not len(idx):
-            continue
-        head = class_logit_model(model, cls)
-        with warnings.catch_warnings():
-            # shap warns that TF > 2.4 runs eagerly; Keras that shap passes its input as a list
-            # ("structure of inputs doesn't match"). Both harmless here.
-            warnings.simplefilter("ignore", UserWarning)
-            explainer = shap.DeepExplainer(head, background)
-            phi = np.asarray(explainer.shap_values(images[idx], check_additivity=False))[..., 0]
-            fx = np.asarray(head(images[idx], training=False))[:, 0]
-        expected = float(np.asarray(explainer.expected_value).ravel()[0])
-        values[idx] = phi
-        gaps[idx] = np.abs(phi.reshape(len(idx), -1).sum(axis=1) - (fx - expected))
-    return {"values": values, "additivity_gaps": gaps}
-
-
 class ShapExplainers:
-    """DeepSHAP values for many models of one architecture (the layer randomization's variants), one
-    DeepExplainer per class built once: each model's weights are copied into a working copy that the
-    explainers hold, so that shap's traced gradient is reused instead of traced again for every model
-    (on the CNN about 0.4 s a class and model, against 0.08 s reused). The values are those of
-    shap_attributions, bit for bit (tests/test_explain.py); its additivity gaps are left out.
+    """DeepSHAP values for one model, or for many of one architecture (the layer randomization's variants):
+    one DeepExplainer per class, built on first use, holds a working copy into which each model's weights are
+    copied, so that shap's traced gradient is reused instead of traced again for every model (on the CNN
+    about 0.4 s a class and model, against 0.08 s reused). Reused, the values are bit for bit those of
+    explainers built afresh (tests/test_explain.py); an explainer's expected value stays that of the model it
+    was built on, so shap_attributions' additivity gaps use fresh ones.
     """
 
     def __init__(self, model, background: np.ndarray) -> None:
@@ -91,7 +63,9 @@ class ShapExplainers:
             if not len(idx):
                 continue
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # as in shap_attributions
+                # shap warns that TF > 2.4 runs eagerly; Keras that shap passes its input as a list
+                # ("structure of inputs doesn't match"). Both harmless here.
+                warnings.simplefilter("ignore", UserWarning)
                 if cls not in self.explainers:
                     head = class_logit_model(self.working, cls)
                     self.explainers[cls] = (head, shap.DeepExplainer(head, self.background))
@@ -99,6 +73,24 @@ class ShapExplainers:
                 head.layers[-1].set_weights([last.kernel.numpy()[:, cls : cls + 1], last.bias.numpy()[cls : cls + 1]])
                 values[idx] = np.asarray(explainer.shap_values(images[idx], check_additivity=False))[..., 0]
         return values
+
+
+def shap_attributions(model, background: np.ndarray, images: np.ndarray, targets: np.ndarray) -> dict:
+    """DeepSHAP values of each image for the logit of its target class.
+
+    Returns {"values": like `images`, "additivity_gaps": per image |sum(values) - (f(x) - E f(background))|}.
+    shap.DeepExplainer on purpose: shap.Explainer's default for a Keras model is the model-agnostic
+    Permutation explainer, thousands of model calls per image and only approximately additive.
+    """
+    explainers = ShapExplainers(model, background)  # built afresh: their expected values are this model's
+    values = explainers.values(model, images, targets)
+    gaps = np.zeros(len(images), dtype=np.float64)
+    for cls, (head, explainer) in explainers.explainers.items():
+        idx = np.flatnonzero(targets == cls)
+        fx = np.asarray(head(images[idx], training=False))[:, 0]
+        expected = float(np.asarray(explainer.expected_value).ravel()[0])
+        gaps[idx] = np.abs(values[idx].reshape(len(idx), -1).sum(axis=1) - (fx - expected))
+    return {"values": values, "additivity_gaps": gaps}
 
 
 def lrp_attributions(model, images: np.ndarray, targets: np.ndarray, rules) -> dict:

@@ -231,13 +231,14 @@ def layer_randomization(models: tuple, background, sample: tuple, centre, opts: 
 
     wanted = [m for m in opts["cascade_methods"] if lrp or m != "lrp"]
     shap_values = ShapExplainers(models[0], background).values if "shap" in wanted else None
+    rules = lrp_rules(opts)
 
     def explain_all(variant) -> dict:
         maps = {}
         if shap_values:  # the costly one: a DeepExplainer per class, reused across the variants
             maps["shap"] = shap_values(variant, images, targets)
         if "lrp" in wanted:
-            maps["lrp"] = lrp_attributions(variant, images, targets, lrp_rules(opts))["values"]
+            maps["lrp"] = lrp_attributions(variant, images, targets, rules)["values"]
         if set(wanted) & set(gradients.REFERENCE_METHODS):
             maps |= gradients.reference_maps(variant, images, targets, centre, opts, seed, wanted)
         return {m: maps[m] for m in wanted}
