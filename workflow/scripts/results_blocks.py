@@ -9,15 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from results_explain import explain_findings, explain_methods, explain_summary, explain_table, lrp_conservation
+from results_text import join_and, number_word, percent, value_span
+
 from fashion_mlp import PipelineError
-from fashion_mlp.attribution.checks import CONTROLS
 from fashion_mlp.config import load_params, model_names
 from fashion_mlp.io import read_json, read_metrics
 from fashion_mlp.metrics.columns import REQUIRED
 from fashion_mlp.models import kinds as model_kinds
 from fashion_mlp.stages.register import choices
 from fashion_mlp.summary.anchors import ANCHORS
-from fashion_mlp.summary.explanations import methods_table
 from fashion_mlp.summary.models_table import GOALS
 from fashion_mlp.summary.presets import load_presets, preset_rows
 
@@ -73,80 +74,6 @@ def load(root: Path = REPO) -> Reports:
 # --- wording ------------------------------------------------------------------------------------
 
 
-def _and(items: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _span(values: list[float], spec: str) -> str:
-    """'0.51' when the values print alike, else '0.51 to 0.55'."""
-    low, high = format(min(values), spec), format(max(values), spec)
-    return low if low == high else f"{low} to {high}"
-
-
-def _every(count: int, total: int) -> str:
-    return "every model" if count == total else f"{count} of {total} models"
-
-
-def _verdicts(r: Reports, method: str, label: str) -> str:
-    """'SHAP fails on every model', 'LRP fails on 1 of 4 models (cnn)', 'SHAP passes on every model'."""
-    covered = [m for m in r.models if r.explain[m].get(method)]
-    failed = [m for m in covered if r.explain[m][method]["randomization"]["verdict"] == "FAILS"]
-    if not failed:
-        return f"{label} passes on every model"
-    which = "" if len(failed) == len(covered) else f" ({', '.join(failed)})"
-    return f"{label} fails on {_every(len(failed), len(covered))}{which}"
-
-
-def _faithful(r: Reports, method: str, label: str) -> str:
-    """'SHAP beats every control on every model', 'LRP beats every control on 2 of 3 models (cnn: brightest)'."""
-    covered = [m for m in r.models if r.explain[m].get(method)]
-    missed = {m: [c for c, ok in r.explain[m][method]["beats"].items() if not ok] for m in covered}
-    missed = {m: controls for m, controls in missed.items() if controls}
-    if not missed:
-        return f"{label} beats every control on every model"
-    which = "; ".join(f"{m}: not {', '.join(c.replace('_', ' ') for c in controls)}" for m, controls in missed.items())
-    return f"{label} beats every control on {_every(len(covered) - len(missed), len(covered))} ({which})"
-
-
-def _control_areas(r: Reports, names: list[str], test: str) -> str:
-    """'random 0.52 to 0.55, random garment 0.40 to 0.42, brightest 0.30 to 0.33': the controls' areas of a test."""
-    return ", ".join(
-        f"{c.replace('_', ' ')} {_span([r.explain[m][test][f'{c}_area'] for m in names], '.3f')}" for c in CONTROLS
-    )
-
-
-def _methods(r: Reports) -> list[tuple[str, str]]:
-    """The attribution methods that explain at least one model (LRP leaves out a kind it does not cover)."""
-    return [
-        (key, label)
-        for key, label in (("shap", "SHAP"), ("lrp", "LRP"))
-        if any(r.explain[m].get(key) for m in r.models)
-    ]
-
-
-NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-
-
-def _count(n: int) -> str:
-    return NUMBERS[n] if n < len(NUMBERS) else str(n)
-
-
-def _percent(share: float) -> str:
-    return f"{100 * share:.0f} %"
-
-
-def _kind_groups(r: Reports, models: list[str]) -> list[tuple[str, list[str]]]:
-    """Models grouped by kind, in registry order: ('MLPs', [...]), ('CNN', [...])."""
-    groups = []
-    for kind in model_kinds.KINDS.values():
-        names = [m for m in models if r.kinds[m].name == kind.name]
-        if names:
-            label = kind.name.upper() + ("s" if len(names) > 1 else "")
-            groups.append((label, names))
-    return groups
-
-
 # --- the blocks ---------------------------------------------------------------------------------
 
 
@@ -163,7 +90,7 @@ def models_table(r: Reports) -> list[str]:
         roles = (["the champion"] if name == champion else []) + (
             ["the best MLP: `best-mlp`"] if name == best_mlp else []
         )
-        what = DESCRIPTIONS.get(name, r.kinds[name].noun) + (f" ({_and(roles)})" if roles else "")
+        what = DESCRIPTIONS.get(name, r.kinds[name].noun) + (f" ({join_and(roles)})" if roles else "")
         lines.append(f"| {name} | **{m['accuracy']:.4f}** | {m['macro_f1']:.4f} | {m['val_accuracy']:.4f} | {what} |")
     rows, _ = preset_rows(r.presets)
     for row, p in zip(rows, r.presets, strict=True):
@@ -188,9 +115,9 @@ def goals(r: Reports) -> list[str]:
             (met if accuracy >= GOALS[name] else missed).append((name, GOALS[name], accuracy))
     clauses = []
     if met:
-        clauses.append(f"the goals of {_and([f'{name} (≥ {goal:.3f})' for name, goal, _ in met])} are met")
+        clauses.append(f"the goals of {join_and([f'{name} (≥ {goal:.3f})' for name, goal, _ in met])} are met")
     if missed:
-        owners = _and([f"{name}'s (≥ {goal:.3f}, at {accuracy:.4f})" for name, goal, accuracy in missed])
+        owners = join_and([f"{name}'s (≥ {goal:.3f}, at {accuracy:.4f})" for name, goal, accuracy in missed])
         clauses.append(f"{owners} {'is' if len(missed) == 1 else 'are'} not, within the run's time budget")
     text = f"In the default run {'; '.join(clauses)}." if clauses else ""
     recipes = []
@@ -216,19 +143,17 @@ def calibration_summary(r: Reports) -> list[str]:
     under = [name for name, t in temps.items() if t < 1]
     n = len(temps)
     if len(over) == n:
-        text = (
-            f"All {_count(n)} models are over-confident (temperature T {_span(list(temps.values()), '.3f')}, above 1)"
-        )
+        t_span = value_span(list(temps.values()), ".3f")
+        text = f"All {number_word(n)} models are over-confident (temperature T {t_span}, above 1)"
     elif len(under) == n:
-        text = (
-            f"All {_count(n)} models are under-confident (temperature T {_span(list(temps.values()), '.3f')}, below 1)"
-        )
+        t_span = value_span(list(temps.values()), ".3f")
+        text = f"All {number_word(n)} models are under-confident (temperature T {t_span}, below 1)"
     else:
         verb = {True: "is", False: "are"}
-        parts = [f"{_and(over)} {verb[len(over) == 1]} over-confident (T > 1)"] if over else []
-        parts += [f"{_and(under)} {verb[len(under) == 1]} under-confident (T < 1)"] if under else []
+        parts = [f"{join_and(over)} {verb[len(over) == 1]} over-confident (T > 1)"] if over else []
+        parts += [f"{join_and(under)} {verb[len(under) == 1]} under-confident (T < 1)"] if under else []
         exact = [name for name, t in temps.items() if t == 1]
-        parts += [f"{_and(exact)} {verb[len(exact) == 1]} calibrated as trained (T = 1)"] if exact else []
+        parts += [f"{join_and(exact)} {verb[len(exact) == 1]} calibrated as trained (T = 1)"] if exact else []
         text = "Of the models, " + ", ".join(parts)
     cuts = {name: 1 - c["ece_scaled"] / c["ece"] for name, c in cal.items() if c["ece"] > 0}
     lower = sorted((share, name) for name, share in cuts.items() if share > 0)
@@ -236,131 +161,17 @@ def calibration_summary(r: Reports) -> list[str]:
     if lower:
         (low, low_name), (high, high_name) = lower[0], lower[-1]
         span = (
-            f"{_percent(low)} ({low_name})" if low_name == high_name else
-            f"{_percent(low)} ({low_name}) to {_percent(high)} ({high_name})"
+            f"{percent(low)} ({low_name})" if low_name == high_name else
+            f"{percent(low)} ({low_name}) to {percent(high)} ({high_name})"
         )  # fmt: skip
         lowered = {name for _, name in lower}
-        who = "" if len(lower) == n else f" of {_and([name for name in cal if name in lowered])}"
+        who = "" if len(lower) == n else f" of {join_and([name for name in cal if name in lowered])}"
         text += (
             f": temperature scaling fitted on the validation split cuts the expected calibration error{who} by {span}"
         )
     if higher:
-        text += f"{'; it' if lower else ': temperature scaling'} does not lower that of {_and(higher)}"
+        text += f"{'; it' if lower else ': temperature scaling'} does not lower that of {join_and(higher)}"
     return [text + "."]
-
-
-def explain_summary(r: Reports) -> list[str]:
-    """The randomization verdicts and the deletion test, in one sentence per check."""
-    verdicts = []
-    for method, label in _methods(r):
-        covered = [r.explain[m][method]["randomization"] for m in r.models if r.explain[m].get(method)]
-        rho = _span([c[c["judged_on"]] for c in covered], ".2f")
-        noise = _span([c["noise_reference"][c["judged_on"]] for c in covered], ".2f")
-        verdicts.append(f"{_verdicts(r, method, label)}, with ρ {rho} against {noise} for noise maps")
-    text = (
-        "By the model-randomization sanity check on the maps' magnitudes over the garment, judged against two noise "
-        "maps of the same input (a method fails when its interval lies above theirs by more than the margin), "
-        f"{_and(verdicts)}."
-    )
-    areas = {}
-    for method, label in _methods(r):
-        covered = [r.explain[m] for m in r.models if r.explain[m].get(method)]
-        areas[label] = (_span([e[method]["deletion_area"] for e in covered], ".3f"),
-                        _span([e[method]["insertion_area"] for e in covered], ".3f"))  # fmt: skip
-    verdicts = _and([_faithful(r, method, label) for method, label in _methods(r)])
-    text += (
-        " By the deletion and insertion tests (pixels removed, or put back on an empty canvas, in the method's order; "
-        f"a method beats a control with a lower deletion and a higher insertion area), {verdicts}. Deletion areas "
-        f"{', '.join(f'{k} {v[0]}' for k, v in areas.items())} against {_control_areas(r, r.models, 'deletion')}; "
-        f"insertion areas {', '.join(f'{k} {v[1]}' for k, v in areas.items())} against "
-        f"{_control_areas(r, r.models, 'insertion')}."
-    )
-    return [text]
-
-
-def explain_table(r: Reports) -> list[str]:
-    """explain's checks per model, with the model's test accuracy."""
-    lines = [
-        "| Model | Test accuracy | SHAP additivity gap | LRP relevance out → in | ρ signed SHAP / LRP "
-        "| ρ \\|maps\\| SHAP / LRP | ρ \\|maps\\| on garment SHAP / LRP (noise maps) "
-        "| Deletion area SHAP / LRP (controls: random / on garment / brightest) | Insertion area, likewise |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name in r.models:
-        e, shap, lrp = r.explain[name], r.explain[name]["shap"], r.explain[name].get("lrp")
-
-        def both(key: str, shap=shap, lrp=lrp, noise: bool = False) -> str:
-            def cell(rand: dict) -> str:
-                return f"{rand[key]:.3f}" + (f" ({rand['noise_reference'][key]:.3f})" if noise else "")
-
-            return f"{cell(shap['randomization'])} / {cell(lrp['randomization']) if lrp else 'n/a'}"
-
-        kept = "n/a"
-        if lrp:
-            kept = f"{lrp['conservation']['mean_relevance_out']:.2f} → {lrp['conservation']['mean_relevance_in']:.2f}"
-
-        def areas(test: str, shap=shap, lrp=lrp, e=e) -> str:
-            lrp_area = f"{lrp[f'{test}_area']:.3f}" if lrp else "n/a"
-            controls = " / ".join(f"{e[test][f'{c}_area']:.3f}" for c in CONTROLS)
-            return f"{shap[f'{test}_area']:.3f} / {lrp_area} ({controls})"
-
-        lines.append(
-            f"| {name} | {r.metrics[name]['accuracy']:.4f} | {shap['additivity_max_abs_gap']:.1e} "
-            f"| {kept} | {both('spearman')} | {both('spearman_abs')} "
-            f"| {both('spearman_abs_on_garment', noise=True)} "
-            f"| {areas('deletion')} | {areas('insertion')} |"
-        )
-    return lines
-
-
-def explain_findings(r: Reports) -> list[str]:
-    """The table above in words, one bullet per check, the kinds side by side."""
-    gaps = {m: r.explain[m]["shap"]["additivity_max_abs_gap"] for m in r.models}
-    worst = max(gaps, key=lambda m: (gaps[m], m))
-    rounding = "to float32 rounding" if gaps[worst] < 1e-5 else "only roughly, above float32 rounding"
-    lines = [f"- SHAP is additive {rounding}: its largest gap is {gaps[worst]:.1e} ({worst})."]
-    lrp = [m for m in r.models if r.explain[m].get("lrp")]
-    if lrp:
-        kept = [
-            f"{m} {_percent(c['mean_relevance_in'] / c['mean_relevance_out'])}"
-            for m in lrp
-            for c in [r.explain[m]["lrp"]["conservation"]]
-        ]
-        lines.append(f"- The share of the logit that LRP's relevance keeps down to the pixels: {', '.join(kept)}.")
-    for key, label in (("spearman_abs_on_garment", "ρ of |maps| on the garment"), ("spearman_abs", "Over all pixels"),
-                       ("spearman", "Signed maps")):  # fmt: skip
-        groups = []
-        for kind, names in _kind_groups(r, r.models):
-            shap = _span([r.explain[m]["shap"]["randomization"][key] for m in names], ".2f")
-            covered = [m for m in names if r.explain[m].get("lrp")]
-            lrp_span = _span([r.explain[m]["lrp"]["randomization"][key] for m in covered], ".2f") if covered else "n/a"
-            groups.append(f"{kind} SHAP {shap}, LRP {lrp_span}")
-        noise = {
-            method: _span([r.explain[m][method]["randomization"]["noise_reference"][key] for m in names], ".2f")
-            for method, names in (("shap", r.models), ("lrp", [m for m in r.models if r.explain[m].get("lrp")]))
-            if names
-        }
-        groups.append("noise maps " + ", ".join(f"{m.upper()}'s {v}" for m, v in noise.items()))
-        if key == "spearman_abs_on_garment":
-            verdicts = _and([_verdicts(r, method, label) for method, label in _methods(r)])
-            lines.append(
-                "- The randomization check, on |maps| over the garment against two noise maps of the same input "
-                f"(x·noise for LRP, (x − background mean)·noise for SHAP): {verdicts}. {label}: {'; '.join(groups)}."
-            )
-        else:
-            lines.append(f"  {label}: {'; '.join(groups)}.")
-    for test, better in (("deletion", "lower"), ("insertion", "higher")):
-        groups = []
-        for kind, names in _kind_groups(r, r.models):
-            areas = []
-            for method, name in _methods(r):
-                covered = [m for m in names if r.explain[m].get(method)]
-                if covered:
-                    areas.append(f"{name} {_span([r.explain[m][method][f'{test}_area'] for m in covered], '.3f')}")
-            groups.append(f"{kind} {', '.join(areas)} against {_control_areas(r, names, test)}")
-        lines.append(f"- {test.capitalize()} areas ({better} is more faithful): {'; '.join(groups)}.")
-    lines.append(f"  Against the three controls: {_and([_faithful(r, m, label) for m, label in _methods(r)])}.")
-    return lines
 
 
 def intervals_table(r: Reports) -> list[str]:
@@ -416,7 +227,7 @@ def val_test_gap(r: Reports) -> list[str]:
     if lower:
         low_name, high_name = min(lower, key=gaps.get), max(lower, key=gaps.get)
         low, high = gaps[low_name], gaps[high_name]
-        who = "Every model of the default run and every preset" if not higher else _and(lower)
+        who = "Every model of the default run and every preset" if not higher else join_and(lower)
         by = (
             f"{low:.3f} ({low_name})"
             if low_name == high_name
@@ -425,38 +236,10 @@ def val_test_gap(r: Reports) -> list[str]:
         clauses.append(f"{who} {'scores' if not higher else 'score'} lower on test than on validation, by {by}")
     if higher:
         clauses.append(
-            f"{_and(higher)} {'scores' if len(higher) == 1 else 'score'} as high on test as on validation, or higher"
+            f"{join_and(higher)} {'scores' if len(higher) == 1 else 'score'} as high on test as on validation, "
+            "or higher"
         )
     return ["; ".join(clauses) + "."]
-
-
-def explain_methods(r: Reports) -> list[str]:
-    """Every attribution method through the same checks, one row per model and method."""
-    return methods_table([{"model": m, **r.explain[m]} for m in r.models])
-
-
-RULE_NAMES = {"epsilon": "ε", "gamma": "γ", "zbox": "z^B", "route": "moved", "": ""}
-
-
-def lrp_conservation(r: Reports) -> list[str]:
-    """LRP's relevance on its way down, per model: the share of the logit left after each layer, with its rule."""
-    lines = [
-        "| Model | Rules | BatchNorm folded | Share of the logit left after each layer, from the top (rule) |",
-        "|---|---|---|---|",
-    ]
-    for name in r.models:
-        lrp = r.explain[name].get("lrp")
-        if not lrp:
-            lines.append(f"| {name} | not run for this kind | | |")
-            continue
-        path = " → ".join(
-            f"{row['layer']} ({RULE_NAMES[row['rule']]}) {_percent(row['share_of_top'])}"
-            for row in lrp["conservation"]["per_layer"][1:]
-            if row["rule"] != "route"  # reshapes and pooling move relevance without changing its sum
-        )
-        folded = ", ".join(lrp["folded_batchnorm"]) or "none"
-        lines.append(f"| {name} | {lrp['method']} | {folded} | logit 100 % → {path} |")
-    return lines
 
 
 BLOCKS: dict[str, Callable[[Reports], list[str]]] = {
