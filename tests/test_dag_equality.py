@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,7 @@ def dvc_stages(repo: Path) -> dict[frozenset, dict]:
     from dvc.repo import Repo
 
     stages = {}
-    with Repo(str(repo)) as dvc_repo:
+    with contextlib.chdir(repo), Repo(str(repo)) as dvc_repo:  # stage names are relative to the cwd
         all_outs = {str(Path(o.fs_path).relative_to(repo)) for o in dvc_repo.index.outs}
 
         def expand(dep: str) -> set[str]:
@@ -85,16 +87,43 @@ def dvc_stages(repo: Path) -> dict[frozenset, dict]:
     return stages
 
 
+STUDENT = "student"  # a distill: entry the engines' copy adds: the default run has none
+# What the copy links rather than copies: the real checkout's own files; its run's outputs stay out.
+LEFT_OUT = {".git", ".dvc", ".snakemake", ".venv", "params.yaml", "dvc.lock", "data", "models", "logs", "registered"}
+COPIED = {"dvc.yaml", "Snakefile", ".gitignore", ".dvcignore"}  # DVC places a linked dvc.yaml's stages where it points
+
+
 @pytest.fixture(scope="module")
-def engines():
-    return snakemake_jobs(REPO), dvc_stages(REPO)
+def repo(tmp_path_factory):
+    """The repository's pipeline, with params.yaml plus one student (distill:) whose teacher is `cnn`,
+    so both engines show the student's jobs too; everything else is the real checkout, linked."""
+    root = tmp_path_factory.mktemp("engines")
+    for entry in REPO.iterdir():
+        if entry.name in COPIED:
+            shutil.copy(entry, root / entry.name)
+        elif entry.name not in LEFT_OUT:
+            (root / entry.name).symlink_to(entry)
+    (root / ".dvc").mkdir()
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["distill"] = {
+        STUDENT: {**params["train"]["baseline"], "teacher": {"model": "cnn", "temperature": 4.0, "alpha": 0.9}}
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    return root
 
 
-def test_same_stages_and_outputs(engines):
+@pytest.fixture(scope="module")
+def engines(repo):
+    return snakemake_jobs(repo), dvc_stages(repo)
+
+
+def test_same_stages_and_outputs(engines, repo):
     snake, dvc = engines
     assert set(snake) == set(dvc), "the engines produce different sets of outputs"
     names = {dvc[outs]["name"]: snake[outs]["rule"] for outs in dvc}
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     expected = {
         "download": "download",
         "prepare": "prepare",
@@ -110,6 +139,10 @@ def test_same_stages_and_outputs(engines):
         expected[f"train@{model}"] = "train"
         expected[f"evaluate@{model}"] = "evaluate"
         expected[f"explain@{model}"] = "explain"
+    for model in params["distill"]:
+        expected[f"distill@{model}"] = "train"
+        expected[f"evaluate_distill@{model}"] = "evaluate"
+        expected[f"explain_distill@{model}"] = "explain"
     for lesson in params["lessons"]:
         expected[f"lesson@{lesson}"] = "lesson"
     for lesson in params["model_lessons"]:
@@ -124,10 +157,10 @@ def test_same_commands_and_deps(engines):
         assert snake[outs]["deps"] == stage["deps"], stage["name"]
 
 
-def test_declared_params_are_the_ones_on_the_command_line(engines):
+def test_declared_params_are_the_ones_on_the_command_line(engines, repo):
     """Every params.yaml value a DVC stage tracks reaches its command, so both engines rerun on it."""
     _, dvc = engines
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     for stage in dvc.values():
         if "--params params.yaml" in stage["cmd"]:  # it reads its declared sections from the file itself
             continue
@@ -145,21 +178,22 @@ def param_flag_names(node: dict) -> set[str]:
 
 
 def every_param_flag_name(params: dict) -> set[str]:
-    """Every flag name some part of params.yaml could put on a command line."""
+    """Every flag name some part of params.yaml could put on a command line: a section (${tune}) or
+    an entry of one (${item}, train.baseline); a mapping inside an entry renders with its prefix
+    (--teacher.model), never alone."""
     names = {key for key, value in params.items() if not isinstance(value, dict)}
-    pending = [value for value in params.values() if isinstance(value, dict)]
-    while pending:
-        node = pending.pop()
-        names |= param_flag_names(node)
-        pending += [value for value in node.values() if isinstance(value, dict)]
+    for section in (value for value in params.values() if isinstance(value, dict)):
+        names |= param_flag_names(section)
+        for entry in (value for value in section.values() if isinstance(value, dict)):
+            names |= param_flag_names(entry)
     return names
 
 
-def test_every_param_on_the_command_line_is_tracked(engines):
+def test_every_param_on_the_command_line_is_tracked(engines, repo):
     """The other direction: a value from params.yaml on a stage's command must be one the stage
     declares, or DVC would not rerun the stage when it changes (Snakemake would, from its params)."""
     _, dvc = engines
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     from_params = every_param_flag_name(params)
     for stage in dvc.values():
         declared = set()
@@ -172,10 +206,10 @@ def test_every_param_on_the_command_line_is_tracked(engines):
         assert used <= declared, f"{stage['name']}: {sorted(used - declared)} come from params.yaml undeclared"
 
 
-def test_snakemake_summary_lists_the_files_dvc_declares(engines):
+def test_snakemake_summary_lists_the_files_dvc_declares(engines, repo):
     """Snakemake's own list of the files it makes (`--summary`) is dvc.yaml's list of outs."""
     _, dvc = engines
-    out = run(["snakemake", "--summary", "--cores", "2"], REPO).stdout
+    out = run(["snakemake", "--summary", "--cores", "2"], repo).stdout
     rows = [line.split("\t") for line in out.splitlines()]
     assert rows and rows[0][:3] == ["output_file", "date", "rule"], out[:500]
     summary = {row[0] for row in rows[1:] if row[0] and not row[0].startswith(".tuner/")}
@@ -183,8 +217,10 @@ def test_snakemake_summary_lists_the_files_dvc_declares(engines):
 
 
 def role(name: str) -> str:
-    """A job's stage: evaluate@baseline and evaluate_search@tuned are both `evaluate`."""
-    return name.split("@")[0].removesuffix("_search")
+    """A job's stage: evaluate@baseline, evaluate_search@tuned and evaluate_distill@student are all
+    `evaluate`; a student's distill@ is `train`."""
+    stage = name.split("@")[0].removesuffix("_search").removesuffix("_distill")
+    return "train" if stage == "distill" else stage
 
 
 def test_only_evaluate_explain_and_card_read_the_test_split_and_nothing_chooses_on_them(engines):
@@ -203,3 +239,11 @@ def test_only_evaluate_explain_and_card_read_the_test_split_and_nothing_chooses_
         assert downstream <= {"register", "report", "card"}, downstream
         from_card = set().union(*(outs for outs in jobs if roles[outs] == "card"))
         assert not any(job["deps"] & from_card for job in jobs.values()), "a stage reads the model card"
+
+
+def test_a_student_waits_for_its_teacher_under_both_engines(engines):
+    """distill@student reads the teacher's model, train's output, and nothing made from the test split."""
+    for jobs in engines:
+        (student,) = [job for outs, job in jobs.items() if f"models/{STUDENT}.keras" in outs]
+        assert "models/cnn.keras" in student["deps"] and "data/prepared/test.npz" not in student["deps"]
+        assert "--teacher_path models/cnn.keras" in student["cmd"]

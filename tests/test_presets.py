@@ -26,11 +26,12 @@ def test_every_shipped_preset_applies_to_params_yaml_and_turns_into_one_command(
     assert shipped, "presets/ holds at least the MLP preset of issue 14"
     for path in shipped:
         preset = presets.load_preset(path)
-        applied = presets.apply_overrides(params, preset["set"], str(path))
+        added = preset.get("add", {})
+        applied = presets.apply_overrides(params, preset["set"], str(path), added)
         assert applied != params
-        argv = presets.command(path.stem, preset["set"])
+        argv = presets.command(path.stem, preset["set"], added)
         assert argv[:6] == ["dvc", "exp", "run", "--temp", "-n", path.stem]
-        assert len(argv) == 6 + 2 * len(preset["set"])
+        assert len(argv) == 6 + 2 * (len(preset["set"]) + len(added))
 
 
 def test_overrides_replace_leaves_and_render_as_dvc_reads_them():
@@ -58,6 +59,43 @@ def test_a_bad_override_is_refused_by_name(overrides, message):
         presets.apply_overrides(load_params(REPO / "params.yaml"), overrides, "p.yaml")
 
 
+def student_keys(name: str = "student", teacher: str = "cnn") -> dict:
+    """A distill: entry as `add:` spells it: the baseline's block and a teacher, key by dotted key."""
+    block = dict(load_params(REPO / "params.yaml")["train"]["baseline"])
+    block["teacher"] = {"model": teacher, "temperature": 4.0, "alpha": 0.9}
+    return {f"distill.{name}.{key}": value for key, value in block.items() if not isinstance(value, dict)} | {
+        f"distill.{name}.teacher.{key}": value for key, value in block["teacher"].items()
+    }
+
+
+def test_added_keys_make_a_new_student_rendered_with_dvc_s_plus():
+    params = load_params(REPO / "params.yaml")
+    added = student_keys()
+    applied = presets.apply_overrides(params, {"train.cnn.epochs": 9}, "p.yaml", added)
+    assert applied["distill"]["student"]["teacher"] == {"model": "cnn", "temperature": 4.0, "alpha": 0.9}
+    assert applied["distill"]["student"]["hidden"] == params["train"]["baseline"]["hidden"]
+    assert "student" not in params["distill"]  # the loaded params are left alone
+    argv = presets.command("x", {"train.cnn.epochs": 9}, added)
+    assert argv[6:10] == ["-S", "train.cnn.epochs=9", "-S", "+distill.student.hidden=[128]"]
+    assert "+distill.student.teacher.model=cnn" in argv and "+distill.student.early_stopping_patience=null" in argv
+
+
+@pytest.mark.parametrize(
+    "added, message",
+    [
+        ({"train.wide.hidden": [64]}, r"add\.train\.wide\.hidden: only new entries of distill can be added"),
+        (student_keys(teacher="resnet"), r"distill\.student\.teacher\.model: 'resnet' is no entry of train:"),
+        (
+            {k: v for k, v in student_keys().items() if not k.endswith(".epochs")},
+            r"p\.yaml applied to params\.yaml: .*distill\.student.*epochs",
+        ),
+    ],
+)
+def test_a_bad_addition_is_refused_by_name(added, message):
+    with pytest.raises(PipelineError, match=message):
+        presets.apply_overrides(load_params(REPO / "params.yaml"), {"train.cnn.epochs": 9}, "p.yaml", added)
+
+
 def test_a_missing_or_incomplete_preset_file_is_named(tmp_path):
     with pytest.raises(PipelineError, match=r"nope\.yaml: no such preset"):
         presets.load_preset(tmp_path / "nope.yaml")
@@ -81,11 +119,17 @@ def test_the_record_is_read_from_the_experiments_commit(tmp_path):
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
 
     git("init", "-q")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)  # the predictions are read through DVC
+    git("add", ".dvc")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "base")
     baseline = git("rev-parse", "HEAD")
     (tmp_path / "reports/metrics").mkdir(parents=True)
+    (tmp_path / "reports/predictions").mkdir(parents=True)
     for model in ("tuned", "cnn", "base"):
         (tmp_path / f"reports/metrics/{model}.json").write_text(json.dumps({"model": model, "accuracy": 0.91}))
+        (tmp_path / f"reports/predictions/{model}.csv").write_text(
+            "actual,predicted\nBag,Bag\nShirt,T-shirt/top\nAnkle boot,Sneaker\n"
+        )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"cnn": {"kind": "cnn"}, "base": {}}}))
     git("add", "reports", "params.yaml")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "exp")
@@ -100,6 +144,7 @@ def test_the_record_is_read_from_the_experiments_commit(tmp_path):
     record = presets.record("long", preset, ["dvc", "exp", "run"], rev, baseline, 600.4, tmp_path)
     assert record["metrics"] == {"model": "tuned", "accuracy": 0.91} and record["kind"] == "mlp"
     assert (record["seconds"], record["command"], record["experiment_commit"]) == (600, "dvc exp run", rev)
+    assert record["predicted"] == "807"  # Bag, T-shirt/top, Sneaker: the summary's paired tests read them
     assert presets.record("long", preset | {"model": "cnn"}, [], rev, baseline, None, tmp_path)["kind"] == "cnn"
     assert presets.record("long", preset | {"model": "base"}, [], rev, baseline, None, tmp_path)["seconds"] is None
     with pytest.raises(PipelineError, match=r"the experiment's commit [0-9a-f]{7} has no reports/metrics/nope\.json"):

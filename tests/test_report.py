@@ -672,3 +672,34 @@ def test_no_presets_directory_means_no_preset_rows_and_a_bad_record_is_named(tmp
     (presets / "broken.json").write_text("{garbled")
     with pytest.raises(PipelineError, match=r"broken\.json: cannot read the preset record"):
         report.main([*cnn_run, "--presets_dir", str(presets)])
+
+
+def test_presets_with_predictions_are_paired_with_each_other_and_with_the_run_models_they_lengthen():
+    from fashion_mlp.summary import presets as preset_summary
+
+    actual = np.arange(10).repeat(10)  # 100 test images, 10 a class
+    tuned = actual.copy()
+    tuned[:20] = (actual[:20] + 1) % 10  # 80 right
+    long = actual.copy()
+    long[:10] = (actual[:10] + 1) % 10  # 90 right: 10 that tuned gets wrong, none the other way
+    records = [
+        {"preset": "mlp-long", "model": "tuned", "predicted": "".join(map(str, long))},
+        {"preset": "mlp-distilled", "model": "student", "predicted": "".join(map(str, actual))},
+        {"preset": "cnn-long", "model": "cnn"},  # recorded before records kept predictions
+    ]
+    pairs = preset_summary.preset_pairs(records, {"tuned": tuned == actual, "cnn": actual == actual}, actual)
+    by_names = {(p["a"], p["b"]): p for p in pairs}
+    assert set(by_names) == {
+        ("tuned (preset mlp-long)", "student (preset mlp-distilled)"),
+        ("tuned (preset mlp-long)", "tuned"),
+        ("student (preset mlp-distilled)", "tuned"),
+    }  # cnn-long has no predictions, so neither it nor cnn is tested
+    pair = by_names[("tuned (preset mlp-long)", "tuned")]
+    assert (pair["only_a_correct"], pair["only_b_correct"], pair["n"]) == (10, 0, 100)
+    assert by_names[("student (preset mlp-distilled)", "tuned")]["better"] == "student (preset mlp-distilled)"
+    section = "\n".join(preset_summary.preset_pairs_section(pairs, records))
+    assert "### The presets, paired" in section and "cnn (preset cnn-long) recorded no predictions" in section
+    assert "| tuned (preset mlp-long) | tuned | 10 | 0 | +0.1000 |" in section
+    assert preset_summary.preset_pairs(records[2:], {"tuned": tuned == actual}, actual) == []
+    with pytest.raises(PipelineError, match=r"preset mlp-long: its record has 100 predictions, the run's test set 50"):
+        preset_summary.preset_pairs(records, {"tuned": tuned[:50] == actual[:50]}, actual[:50])

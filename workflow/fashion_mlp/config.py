@@ -71,8 +71,21 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
 
 
 def model_names(params: dict) -> list[str]:
-    """Every model the pipeline makes, in order: the entries of train:, then the one tune retrains."""
-    return [*params["train"], TUNED]
+    """Every model the pipeline makes, in order: the entries of train:, the students of distill:, then tuned."""
+    return [*params["train"], *students(params), TUNED]
+
+
+def students(params: dict) -> dict:
+    """distill: entries (absent or empty: none), each a train block with its `teacher`."""
+    return params.get("distill") or {}
+
+
+def model_block(params: dict, model: str) -> tuple[dict, str]:
+    """A trained model's params block and where it is set ("train.cnn", "distill.student")."""
+    for section in ("train", "distill"):
+        if model in (params.get(section) or {}):
+            return params[section][model], f"{section}.{model}"
+    raise KeyError(f"{model!r} is no entry of train: or distill: in params.yaml")
 
 
 def validate(params: Any, source: str = "params.yaml") -> None:
@@ -81,6 +94,7 @@ def validate(params: Any, source: str = "params.yaml") -> None:
     if not problems and isinstance(params, dict):
         for model, spec in (params.get("train") or {}).items():
             problems += _layer_list_problems(f"train.{model}", spec)
+        problems += _student_problems(params)
         problems += _split_problems(params["prepare"])
         problems += _space_problems(params["tune"]["space"])
         if TUNED in params["train"]:
@@ -339,6 +353,26 @@ def _split_problems(prepare: dict) -> list[str]:
             "fewer than 10 validation images, one per class; raise val_fraction or limit_train"
         ]
     return []
+
+
+def _student_problems(params: dict) -> list[str]:
+    """A teacher is a train: entry; a student's name is its own; only students have teachers."""
+    problems = [
+        f"train.{model}.teacher: a model with a teacher goes under distill:, whose jobs wait for the teacher's"
+        for model, spec in params["train"].items()
+        if "teacher" in spec
+    ]
+    for model, spec in students(params).items():
+        name = f"distill.{model}"
+        problems += _layer_list_problems(name, spec)
+        if model in params["train"] or model == TUNED:
+            problems.append(f"{name}: the name '{model}' is taken (by train.{model} or the tune stage's model)")
+        teacher = spec["teacher"]["model"]
+        if teacher not in params["train"]:
+            problems.append(
+                f"{name}.teacher.model: '{teacher}' is no entry of train: (the teachers: {', '.join(params['train'])})"
+            )
+    return problems
 
 
 def _layer_list_problems(name: str, spec: dict) -> list[str]:

@@ -64,10 +64,11 @@ def read_text(fs, label: str, path: str) -> str:
 
 
 def models_of(params: dict, label: str) -> list[str]:
-    """The models a side's params.yaml makes: train's entries, then tuned if it has a tune section."""
+    """The models a side's params.yaml makes: train's entries, distill's students, then tuned if it has a
+    tune section (a side older than distill: has none)."""
     if not isinstance(params, dict) or not isinstance(params.get("train"), dict):
         raise PipelineError(f"{label}: params.yaml has no train: section")
-    return [*params["train"], *([TUNED] if "tune" in params else [])]
+    return [*params["train"], *(params.get("distill") or {}), *([TUNED] if "tune" in params else [])]
 
 
 def parse_predictions(text: str, where: str) -> tuple[np.ndarray, np.ndarray]:

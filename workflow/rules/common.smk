@@ -35,7 +35,8 @@ envvars:
     "FASHION_MLP_INVOCATION",
 
 
-MODELS = list(config["train"])  # trained from their params block by `train`
+STUDENTS = list(config["distill"])  # trained by `train` too, on their teacher's outputs
+MODELS = list(config["train"]) + STUDENTS  # trained from their params block by `train`
 EVALUATED = MODELS + ["tuned"]  # `tune` retrains its best trial as `tuned`
 FIGURE_KINDS = ["confusion", "curves", "predictions", "reliability"]  # evaluate's PNGs, per model
 # explain's PNGs, per model
@@ -59,6 +60,18 @@ wildcard_constraints:
 def code(command):
     """The source files a stage's outputs depend on: its module's import closure (fashion_mlp/code_deps.py)."""
     return stage_code(COMMANDS[command][0])
+
+
+def block_section(model):
+    """Where a model's params block is: "train", or "distill" for a student."""
+    return "distill" if model in STUDENTS else "train"
+
+
+def teacher_model(wildcards):
+    """A student's teacher's file (train's output), which its job waits for; nothing for other models."""
+    if wildcards.model not in STUDENTS:
+        return []
+    return f"models/{config['distill'][wildcards.model]['teacher']['model']}.keras"
 
 
 def section_flags(*keys):

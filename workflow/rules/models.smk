@@ -1,6 +1,7 @@
 rule train:
     input:
         data="data/prepared/train.npz",  # never test.npz: only evaluate and explain read it, to measure
+        teacher=teacher_model,  # a distill: entry's teacher
         code=code("train"),
     output:
         model="models/{model}.keras",
@@ -13,7 +14,7 @@ rule train:
         model="|".join(MODELS),
     # The longest trainings first, so the short jobs fill the gaps at the end: each kind's
     # train_priority in the registry (a CNN takes several times an MLP's time on the same images).
-    priority: lambda w: kinds.of_block(config["train"][w.model]).train_priority
+    priority: lambda w: kinds.of_block(config[block_section(w.model)][w.model]).train_priority
     conda:
         "../envs/pipeline.yaml"
     # One thread: these small MLPs are bound by per-step overhead, which a second thread
@@ -22,13 +23,14 @@ rule train:
     resources:
         mem_mb=2500,
     params:
-        flags=lambda w: section_flags("train", w.model),
+        flags=lambda w: section_flags(block_section(w.model), w.model),
+        teacher=lambda w, input: f"--teacher_path {input.teacher}" if input.teacher else "",
         seed=config["seed"],
         experiment=config["mlflow"]["experiment"],
     shell:
         "fashion-mlp train --model {wildcards.model} {params.flags} --seed {params.seed} --threads {threads}"
         " --experiment {params.experiment} --data {input.data}"
-        " --model_out {output.model} --history_out {output.history} > {log} 2>&1"
+        " {params.teacher} --model_out {output.model} --history_out {output.history} > {log} 2>&1"
 
 
 rule evaluate:

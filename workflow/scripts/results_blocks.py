@@ -13,7 +13,7 @@ from results_explain import explain_findings, explain_methods, explain_summary, 
 from results_text import join_and, number_word, percent, value_span
 
 from fashion_mlp import PipelineError
-from fashion_mlp.config import load_params, model_names
+from fashion_mlp.config import load_params, model_names, students
 from fashion_mlp.io import read_json, read_metrics
 from fashion_mlp.metrics.columns import REQUIRED
 from fashion_mlp.models import kinds as model_kinds
@@ -53,7 +53,8 @@ def load(root: Path = REPO) -> Reports:
     or garbled file is an error naming it."""
     params = load_params(root / "params.yaml")
     models = model_names(params)
-    kinds = {name: model_kinds.of_block(params["train"].get(name, {})) for name in models}  # tuned: no kind key
+    # tuned: no kind key
+    kinds = {name: model_kinds.of_block({**params["train"], **students(params)}.get(name, {})) for name in models}
     metrics = read_metrics([root / f"reports/metrics/{name}.json" for name in models], REQUIRED)
     explain = {}
     for name in models:

@@ -50,14 +50,16 @@ def make_history_callback(on_epoch=None):
     return EpochHistory()
 
 
-def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0):
+def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher=None):
     """Compile with the configured schedule and fit; the validation split drives early stopping.
 
     The optional levers of a block (absent: off, and the model and its file are as without them):
     `label_smoothing` trains on one-hot targets, `ema` keeps a moving average of the weights (the
     one validated, early-stopped on and saved), and `augment` fits a wrapper that sends each
     training batch through seeded random layers before `model`; `model` itself, the one saved,
-    never holds them (see fitting.augmenter).
+    never holds them (see fitting.augmenter). With `teacher` (a loaded model; the block's `teacher`
+    says how), the model learns from the teacher's outputs on the same augmented batches as well as
+    from the labels (models/distillation.py).
     """
     import keras
 
@@ -73,7 +75,14 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0):
     trainer = model
     augment = params.get("augment") or {}
     layers = augmenter(augment.get("shift", 0), augment.get("flip", False), seed)
-    if layers is not None:
+    if teacher is not None:
+        from fashion_mlp.models.distillation import Distiller
+
+        how = params["teacher"]
+        trainer = Distiller(model, teacher, how["temperature"], how["alpha"], augment=layers, smoothing=smoothing)
+        trainer.compile(optimizer=model.optimizer, steps_per_execution=params["steps_per_execution"])
+        smoothing = 0.0  # the distiller takes integer labels and smooths them itself
+    elif layers is not None:
         trainer = keras.Sequential([layers, model], name=f"{model.name}_training")
         # The same optimizer object: the saved `model` keeps the state it was trained with.
         compile_model(trainer, schedule, params["steps_per_execution"], smoothing, optimizer=model.optimizer)
@@ -131,11 +140,13 @@ def train_and_log(
     history_out: Path,
     tags: dict | None = None,
     timings_dir: Path | None = None,
+    teacher=None,
 ) -> dict:
     """Build, fit and save one model in its own MLflow run; return the kept epoch's history row.
 
     Expects TensorFlow configured and tracking.init() done. The `train` stage calls it for a
-    params.yaml block, `tune` for the retrain of the best hyperparameters.
+    params.yaml block (with `teacher`, the loaded teacher of a distill: entry), `tune` for the
+    retrain of the best hyperparameters.
     """
     import keras
     import mlflow
@@ -174,7 +185,7 @@ def train_and_log(
 
         history = make_history_callback(on_epoch=log_epoch)
         started = time.perf_counter()
-        fit(model, data, params, [history], seed=seed)
+        fit(model, data, params, [history], seed=seed, teacher=teacher)
         fit_seconds = time.perf_counter() - started
 
         kept = kept_epoch(history.rows, params["early_stopping_patience"], params["early_stopping_monitor"])

@@ -15,7 +15,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from fashion_mlp.config import TUNED, add_section_flags, load_params, section_from_args, validate_section
+from fashion_mlp.config import TUNED, add_section_flags, load_params, model_block, section_from_args, validate_section
 from fashion_mlp.io import read_json, sha256_file, write_json, write_text
 from fashion_mlp.stages.common import add_flags
 
@@ -54,7 +54,8 @@ def training_block(model: str, params: dict, tuning: Path) -> tuple[dict, str]:
         return read_json(tuning)[
             "train_block"
         ], "the search's best trial with tune's retrain settings, best_hparams.json"
-    return params["train"][model], f"params.yaml, train.{model}"
+    block, where = model_block(params, model)
+    return block, f"params.yaml, {where}"
 
 
 def cards_to_write(champion: dict) -> dict[str, list[str]]:

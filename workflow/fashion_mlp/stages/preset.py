@@ -1,7 +1,8 @@
 """`fashion-mlp preset NAME`: a recipe too long for the default run, as one DVC experiment, and its recorded result.
 
-A preset (presets/NAME.yaml) is a list of params.yaml overrides. This command checks them against
-the schema, runs `dvc exp run --temp -n NAME -S key=value ...` (a temporary copy of the repository:
+A preset (presets/NAME.yaml) is a list of params.yaml overrides (`set:`), and of new entries where
+params.yaml takes them (`add:`, a student under distill:). This command checks them against the
+schema, runs `dvc exp run --temp -n NAME -S key=value -S +new.key=value ...` (a temporary copy of the repository:
 the workspace and its outputs stay as they are; stages whose params did not change come from DVC's
 cache), then reads the experiment's metrics of the preset's model from its git commit and writes
 reports/presets/NAME.json. `report` shows that file as its own row, with the command that made it.
@@ -20,12 +21,13 @@ from pathlib import Path
 import yaml
 
 from fashion_mlp import PipelineError
-from fashion_mlp.config import ParamsError, load_params, project_root, validate
+from fashion_mlp.config import ParamsError, load_params, model_block, project_root, validate
 from fashion_mlp.io import write_json
 from fashion_mlp.models import kinds
 from fashion_mlp.tracking import git_commit
 
 REQUIRED = ("description", "model", "set")
+OPEN_SECTIONS = ("distill",)  # params.yaml sections whose entries a preset may add (`add:`)
 
 
 def load_preset(path: Path) -> dict:
@@ -41,15 +43,34 @@ def load_preset(path: Path) -> dict:
         raise PipelineError(f"{path}: missing {', '.join(missing)} (a preset has {', '.join(REQUIRED)})")
     if not isinstance(preset["set"], dict) or not preset["set"]:
         raise PipelineError(f"{path}: `set` must map params.yaml keys (dotted, e.g. tune.final_epochs) to values")
+    if not isinstance(preset.get("add", {}), dict):
+        raise PipelineError(
+            f"{path}: `add` must map new params.yaml keys (dotted, e.g. distill.student.epochs) to values"
+        )
     return preset
 
 
-def apply_overrides(params: dict, overrides: dict, source: str) -> dict:
-    """params with every `dotted.key: value` of `overrides` replaced, checked against the schema.
+def apply_overrides(params: dict, overrides: dict, source: str, added: dict | None = None) -> dict:
+    """params with every `dotted.key: value` of `overrides` replaced and of `added` added, checked
+    against the schema.
 
-    Only existing keys can be set, as with `dvc exp run -S`: a typo is an error naming it, not a new key.
+    `overrides` sets existing keys only, as `dvc exp run -S` does: a typo is an error naming it, not a
+    new key. `added` makes new entries of an OPEN_SECTIONS section (`-S +key=value`), never an existing key.
     """
     result = copy.deepcopy(params)
+    for dotted, value in (added or {}).items():
+        parts = dotted.split(".")
+        if parts[0] not in OPEN_SECTIONS or len(parts) < 3:
+            raise PipelineError(
+                f"{source}: add.{dotted}: only new entries of {', '.join(OPEN_SECTIONS)} can be added "
+                "(distill.<model>.<key>); set: changes existing keys"
+            )
+        if parts[1] in (params.get(parts[0]) or {}):
+            raise PipelineError(f"{source}: add.{dotted}: params.yaml already has {parts[0]}.{parts[1]}; use set:")
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
     for dotted, value in overrides.items():
         node, parts = result, dotted.split(".")
         for part in parts[:-1]:
@@ -74,10 +95,11 @@ def render(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
 
 
-def command(name: str, overrides: dict) -> list[str]:
-    """The `dvc exp run` command line of the preset."""
+def command(name: str, overrides: dict, added: dict | None = None) -> list[str]:
+    """The `dvc exp run` command line of the preset (`+key` adds a key, in DVC's Hydra syntax)."""
     sets = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={render(value)}")]
-    return ["dvc", "exp", "run", "--temp", "-n", name, *sets]
+    adds = [arg for key, value in (added or {}).items() for arg in ("-S", f"+{key}={render(value)}")]
+    return ["dvc", "exp", "run", "--temp", "-n", name, *sets, *adds]
 
 
 def experiment_rev(name: str, baseline: str, repo: Path) -> str:
@@ -106,9 +128,13 @@ def model_kind(params: dict, model: str) -> str:
     """A model's kind as params.yaml sets it: tune retrains a block without `kind:`; a train block says."""
     if model == "tuned":
         return kinds.DEFAULT
-    if model not in params["train"]:
-        raise PipelineError(f"model {model!r} is neither tuned nor a block of train: in params.yaml")
-    return kinds.of_block(params["train"][model]).name
+    try:
+        block, _ = model_block(params, model)
+    except KeyError:
+        raise PipelineError(
+            f"model {model!r} is neither tuned nor a block of train: or distill: in params.yaml"
+        ) from None
+    return kinds.of_block(block).name
 
 
 def record(
@@ -117,6 +143,7 @@ def record(
     """What report shows of a preset run: its metrics, the command and the commits behind them."""
     metrics = json.loads(show(rev, f"reports/metrics/{preset['model']}.json", repo))
     kind = model_kind(yaml.safe_load(show(rev, "params.yaml", repo)), preset["model"])
+    predicted = predicted_classes(rev, preset["model"], repo)
     return {
         "preset": name,
         "description": preset["description"],
@@ -129,7 +156,20 @@ def record(
         "recorded": datetime.now(UTC).strftime("%Y-%m-%d"),
         "seconds": None if seconds is None else round(seconds),
         "metrics": metrics,
+        "predicted": predicted,
     }
+
+
+def predicted_classes(rev: str, model: str, repo: Path) -> str:
+    """The model's predicted class (0-9) of every test image, in test.npz's order, as one string of digits:
+    the summary's paired tests against other presets and the run's models need them, and evaluate's
+    CSV is in DVC's cache, which a fresh clone lacks."""
+    from fashion_mlp.revisions import PREDICTIONS, open_revision, parse_predictions, read_text
+
+    fs, label = open_revision(rev, repo)
+    path = PREDICTIONS["test"].format(model=model)
+    _, predicted = parse_predictions(read_text(fs, label, path), f"{label}: {path}")
+    return "".join(str(int(c)) for c in predicted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     source = args.presets_dir / f"{args.name}.yaml"
     preset = load_preset(source)
-    apply_overrides(load_params(args.params), preset["set"], str(source))
-    run_argv = command(args.name, preset["set"])
+    apply_overrides(load_params(args.params), preset["set"], str(source), preset.get("add"))
+    run_argv = command(args.name, preset["set"], preset.get("add"))
     print(" ".join(run_argv))
     if args.dry_run:
         return

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from fashion_mlp import PipelineError
 from fashion_mlp.io import read_json
 from fashion_mlp.metrics.columns import REQUIRED
+from fashion_mlp.metrics.stats import ALPHA, pairwise_mcnemar
+from fashion_mlp.summary.significance import pairs_table
 
 PRESET_KEYS = ("preset", "description", "model", "kind", "command", "code_commit", "experiment_commit", "recorded",
                "seconds", "metrics")  # fmt: skip
@@ -40,9 +44,60 @@ def load_presets(directory: Path | None) -> list[dict]:
     return records
 
 
+def row_name(preset: dict) -> str:
+    return f"{preset['model']} (preset {preset['preset']})"
+
+
+def preset_pairs(presets: list[dict], run_correct: dict[str, np.ndarray], actual: np.ndarray) -> list[dict]:
+    """Exact McNemar tests, Holm-adjusted, between every preset that recorded its predictions (`predicted`)
+    and the run's models those presets are about (mlp-long: tuned): did the longer recipe help, image by image?
+
+    `actual` is the test images' true classes, in the order of the run's predictions and of every record.
+    A record made before records kept predictions has none, and is left out.
+    """
+    correct = {}
+    for p in presets:
+        if "predicted" not in p:
+            continue
+        predicted = np.frombuffer(p["predicted"].encode(), dtype=np.uint8) - ord("0")
+        if len(predicted) != len(actual):
+            raise PipelineError(
+                f"preset {p['preset']}: its record has {len(predicted):,} predictions, the run's test set "
+                f"{len(actual):,} images; a paired test needs the same images"
+            )
+        correct[row_name(p)] = predicted == actual
+    if not correct:
+        return []
+    about = [m for m in dict.fromkeys(p["model"] for p in presets if "predicted" in p) if m in run_correct]
+    return pairwise_mcnemar({**correct, **{m: run_correct[m] for m in about}})
+
+
+def preset_pairs_section(pairs: list[dict], presets: list[dict]) -> list[str]:
+    """The presets' paired tests, and which records had no predictions to test."""
+    if not pairs:
+        return []
+    unpaired = [row_name(p) for p in presets if "predicted" not in p]
+    left_out = (
+        f" {', '.join(unpaired)} recorded no predictions (recorded before records kept them), so "
+        f"{'it is' if len(unpaired) == 1 else 'they are'} not in this table."
+        if unpaired
+        else ""
+    )
+    return [
+        "### The presets, paired",
+        "",
+        "The presets that recorded their predictions on the same test images, against each other and against "
+        f"this run's models they lengthen: exact McNemar tests, Holm-adjusted over this table, level {ALPHA}."
+        + left_out,
+        "",
+        *pairs_table(pairs),
+        "",
+    ]
+
+
 def preset_rows(presets: list[dict]) -> tuple[list[dict], dict[str, str]]:
     """The presets' metrics as rows of the model table and figure, and their kinds."""
-    rows = [{**p["metrics"], "model": f"{p['model']} (preset {p['preset']})", "goal": p.get("goal")} for p in presets]
+    rows = [{**p["metrics"], "model": row_name(p), "goal": p.get("goal")} for p in presets]
     return rows, {row["model"]: p["kind"] for row, p in zip(rows, presets, strict=True)}
 
 

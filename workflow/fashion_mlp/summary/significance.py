@@ -49,6 +49,16 @@ def read_correct(paths: list[Path], metrics: list[dict]) -> dict[str, np.ndarray
     return correct
 
 
+def read_actual(path: Path) -> np.ndarray:
+    """The true class index of every test image, from an evaluate predictions CSV (read_correct checked
+    that every model's CSV lists the same)."""
+    from fashion_mlp.data import CLASS_NAMES
+
+    index = {name: i for i, name in enumerate(CLASS_NAMES)}
+    with open(path, newline="") as fh:
+        return np.array([index[row["actual"]] for row in csv.DictReader(fh)])
+
+
 def ranking_sentence(metrics: list[dict], pairs: list[dict] | None) -> str:
     """The sentence that names the top model; "better" only where its paired test is significant."""
     best = max(metrics, key=lambda m: m["accuracy"])
@@ -83,6 +93,14 @@ def significance_section(pairs: list[dict]) -> list[str]:
         f"table at {ALPHA} or below. Overlapping bootstrap intervals above do not mean that two models are equal: "
         "the models err on largely the same images, which the paired test accounts for.",
         "",
+        *pairs_table(pairs),
+    ]
+    return [*lines, ""]
+
+
+def pairs_table(pairs: list[dict]) -> list[str]:
+    """The McNemar table's rows, one per pair, with its header."""
+    lines = [
         "| Model A | Model B | Only A right | Only B right | Accuracy A − B | McNemar p | Holm-adjusted p | Verdict |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
@@ -93,4 +111,4 @@ def significance_section(pairs: list[dict]) -> list[str]:
             f"{(p['only_a_correct'] - p['only_b_correct']) / p['n']:+.4f} | {format_p(p['p_value'])} | "
             f"{format_p(p['p_holm'])} | {verdict} |"
         )
-    return [*lines, ""]
+    return lines

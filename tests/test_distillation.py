@@ -1,0 +1,161 @@
+"""models/distillation.py and distill: entries: the loss as Hinton et al. define it, a teacher that never
+learns, a student saved alone, and the train stage's checks of a student's teacher."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from fashion_mlp.stages import train as train_stage
+from test_model_kinds import TINY_CNN, TRAINING
+
+STUDENT = {
+    "hidden": [16],
+    "activation": "relu",
+    "dropout": 0.1,
+    "l2": 0.001,
+    "batchnorm": True,
+    **TRAINING,
+    "augment": {"shift": 1, "flip": True},
+    "teacher": {"model": "cnn", "temperature": 3.0, "alpha": 0.7},
+}
+
+
+def softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def distillation(keras):
+    from fashion_mlp.models import distillation
+
+    return distillation
+
+
+@pytest.mark.parametrize("alpha, temperature, smoothing", [(0.0, 4.0, 0.0), (1.0, 1.0, 0.0), (0.7, 3.0, 0.1)])
+def test_the_loss_is_hintons_computed_by_hand(distillation, alpha, temperature, smoothing):
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(size=(5, 10)) * 3, rng.normal(size=(5, 10)) * 3
+    labels = rng.integers(0, 10, size=5)
+    p_t, p_s = softmax(teacher / temperature), softmax(student / temperature)
+    soft = (p_t * (np.log(p_t) - np.log(p_s))).sum(axis=1) * temperature**2
+    targets = np.eye(10)[labels] * (1 - smoothing) + smoothing / 10
+    hard = -(targets * np.log(softmax(student))).sum(axis=1)
+    expected = np.mean(alpha * soft + (1 - alpha) * hard)
+    got = distillation.distillation_loss(
+        labels, student.astype("float32"), teacher.astype("float32"), temperature, alpha, smoothing
+    )
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_student_that_matches_its_teacher_has_no_soft_loss(distillation):
+    logits = np.random.default_rng(1).normal(size=(4, 10)).astype("float32") * 5
+    assert float(distillation.distillation_loss(np.zeros(4), logits, logits, 4.0, 1.0)) == pytest.approx(0, abs=1e-6)
+
+
+def test_logits_are_the_models_own_before_its_softmax(keras, models, distillation):
+    keras.utils.set_random_seed(0)
+    model = models.build_model(TINY_CNN, name="t")
+    x = np.random.default_rng(2).random((6, 28, 28)).astype("float32")
+    logits = np.asarray(distillation.Logits(model)(x, training=False))
+    np.testing.assert_allclose(softmax(logits), model.predict(x, verbose=0), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_a_student_learns_from_a_teacher_that_does_not_change_and_is_saved_alone(keras, models, tmp_path):
+    """A short distillation with every lever: the teacher's weights are untouched, the student's file
+    holds only its own inference layers and is the same bytes twice, and its history reads like any other."""
+    from fashion_mlp.models.training import fit, make_history_callback
+    from test_train import synthetic_data
+
+    data = synthetic_data(64, 32)
+    keras.utils.set_random_seed(0)
+    teacher = models.build_model(TINY_CNN, name="cnn")
+    before = [w.copy() for w in teacher.get_weights()]
+    block = dict(STUDENT, ema=0.9, label_smoothing=0.1)
+
+    def train(path):
+        keras.backend.clear_session()  # the same layer names the second time
+        keras.utils.set_random_seed(0)
+        student = models.build_model(block, name="student")
+        history = make_history_callback()
+        fit(student, data, block, [history], seed=0, teacher=teacher)
+        models.save_model(student, path)
+        return student, history
+
+    student, history = train(tmp_path / "a.keras")
+    train(tmp_path / "b.keras")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    for old, new in zip(before, teacher.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert len(history.rows) == 2 and all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in history.rows)
+    predicted = student.predict(data["x_val"], verbose=0).argmax(axis=1)
+    assert float(np.mean(predicted == data["y_val"])) == pytest.approx(history.rows[-1]["val_accuracy"])
+    with zipfile.ZipFile(tmp_path / "a.keras") as archive:
+        layers = json.loads(archive.read("config.json"))["config"]["layers"]
+    assert {layer["class_name"] for layer in layers} <= {
+        "InputLayer",
+        "Flatten",
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+    }
+
+
+def test_the_alpha_weighs_teacher_against_labels(keras, models):
+    """alpha 0 trains on the labels alone: the teacher's outputs cannot change the student."""
+    from fashion_mlp.models.training import fit, make_history_callback
+    from test_train import synthetic_data
+
+    data = synthetic_data(32, 16)
+
+    def student_weights(teacher_seed: int, alpha: float):
+        keras.utils.set_random_seed(teacher_seed)
+        teacher = models.build_model(TINY_CNN, name="cnn")
+        keras.utils.set_random_seed(0)
+        block = dict(STUDENT, epochs=1, teacher={"model": "cnn", "temperature": 2.0, "alpha": alpha})
+        student = models.build_model(block, name="student")
+        fit(student, data, block, [make_history_callback()], seed=0, teacher=teacher)
+        return student.get_weights()
+
+    for a, b in zip(student_weights(1, 0.0), student_weights(2, 0.0), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(student_weights(1, 0.5), student_weights(2, 0.5), strict=True))
+
+
+def test_the_train_stage_needs_a_students_teacher_and_only_a_students(tmp_path):
+    plain = {key: value for key, value in STUDENT.items() if key != "teacher"}
+    with pytest.raises(SystemExit, match=r"distill\.student has a teacher \(cnn\): pass --teacher_path"):
+        train_stage.check_teacher(STUDENT, None, "student")
+    with pytest.raises(SystemExit, match=r"--teacher_path .*t\.keras given, but train\.baseline has no teacher"):
+        train_stage.check_teacher(plain, tmp_path / "t.keras", "baseline")
+    with pytest.raises(SystemExit, match=r"the teacher's model .*missing\.keras does not exist: train cnn first"):
+        train_stage.check_teacher(STUDENT, tmp_path / "missing.keras", "student")
+    train_stage.check_teacher(plain, None, "baseline")
+
+
+def test_params_refuse_a_teacher_outside_distill_and_a_student_without_a_known_teacher():
+    from conftest import REPO
+    from fashion_mlp.config import ParamsError, load_params, validate
+
+    params = load_params(REPO / "params.yaml")
+    block = dict(params["train"]["baseline"])
+    teacher = {"model": "cnn", "temperature": 4, "alpha": 0.9}
+    cases = [
+        ({"distill": {"s": dict(block, teacher={"model": "resnet", "temperature": 4, "alpha": 0.9})}},
+         r"distill\.s\.teacher\.model: 'resnet' is no entry of train: \(the teachers: baseline, regularized, cnn\)"),
+        ({"distill": {"cnn": dict(block, teacher={"model": "baseline", "temperature": 4, "alpha": 0.9})}},
+         r"distill\.cnn: the name 'cnn' is taken"),
+        ({"distill": {"s": block}}, r"distill\.s.*teacher"),
+        ({"train": dict(params["train"], baseline=dict(block, teacher=teacher))},
+         r"train\.baseline\.teacher: a model with a teacher goes under distill:"),
+        ({"distill": {"s": dict(block, teacher={"model": "cnn", "temperature": 0.5, "alpha": 0.9})}},
+         r"distill\.s\.teacher\.temperature' = 0\.5 is not allowed"),
+    ]  # fmt: skip
+    for change, message in cases:
+        with pytest.raises(ParamsError, match=message):
+            validate({**params, **change})

@@ -1,0 +1,104 @@
+"""Knowledge distillation: a student fitted to a frozen teacher's softened outputs as well as to the labels.
+
+The loss of Hinton, Vinyals and Dean (2015): alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) +
+(1 - alpha) * cross-entropy(labels, softmax(s)), with t and s the teacher's and the student's logits.
+The teacher sees exactly the augmented batch the student sees ("consistent teaching": Beyer et al.
+2022), so augmentation has to happen inside the training step; Keras has no distiller of its own
+(keras.io shows one as an example), hence this class. The student alone is saved: the teacher and the
+augmentation never reach its file.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from fashion_mlp.data import NUM_CLASSES
+
+OUTPUT_LAYER = "probabilities"  # every kind ends in Dense(10, softmax) under this name (architectures.py)
+
+
+class Logits:
+    """A model's logits: its layers up to the softmax head, then the head's kernel and bias without the softmax.
+
+    The temperature needs logits, and log(softmax) underflows. The weights are the model's own, so
+    training through this trains the model.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.head = model.get_layer(OUTPUT_LAYER)
+        self.features = keras.Model(model.inputs[0], self.head.input, name=f"{model.name}_features")
+
+    def __call__(self, x, training: bool):
+        return ops.matmul(self.features(x, training=training), self.head.kernel) + self.head.bias
+
+
+def distillation_loss(labels, student_logits, teacher_logits, temperature: float, alpha: float, smoothing: float = 0.0):
+    """Mean over the batch of alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels, student).
+
+    T^2 keeps the soft term's gradients on the scale of the hard one's as T changes (Hinton et al.).
+    `smoothing` is the hard term's label smoothing, as in a train block.
+    """
+    soft_teacher = ops.softmax(teacher_logits / temperature, axis=-1)
+    log_teacher = ops.log_softmax(teacher_logits / temperature, axis=-1)
+    log_student = ops.log_softmax(student_logits / temperature, axis=-1)
+    soft = ops.sum(soft_teacher * (log_teacher - log_student), axis=-1) * temperature**2
+    targets = ops.one_hot(ops.cast(labels, "int32"), NUM_CLASSES)
+    hard = keras.losses.categorical_crossentropy(targets, student_logits, from_logits=True, label_smoothing=smoothing)
+    return ops.mean(alpha * soft + (1.0 - alpha) * hard)
+
+
+class Distiller(keras.Model):
+    """Trains `student` on `teacher`'s outputs; validates the student alone, on the labels.
+
+    `loss` and `accuracy` (and their `val_` forms) mean what they mean for a plainly trained model:
+    the training loss is the distillation loss, the validation loss the student's cross-entropy
+    (with the block's label smoothing), so early stopping and the history read the same columns.
+    """
+
+    def __init__(self, student, teacher, temperature: float, alpha: float, augment=None, smoothing: float = 0.0):
+        super().__init__(name=f"{student.name}_distilling")
+        teacher.trainable = False
+        self.student, self.teacher, self.augment = student, teacher, augment
+        self.temperature, self.alpha, self.smoothing = float(temperature), float(alpha), float(smoothing)
+        self.student_logits, self.teacher_logits = Logits(student), Logits(teacher)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy]
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def train_step(self, data):
+        x, y = data
+        if self.augment is not None:
+            x = self.augment(x, training=True)
+        teacher = self.teacher_logits(x, training=False)
+        with tf.GradientTape() as tape:
+            logits = self.student_logits(x, training=True)
+            loss = distillation_loss(y, logits, teacher, self.temperature, self.alpha, self.smoothing)
+            if self.student.losses:  # the student's L2 penalties
+                loss = loss + ops.sum(self.student.losses)
+        variables = self.student.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return self._update(loss, y, logits)
+
+    def test_step(self, data):
+        x, y = data
+        logits = self.student_logits(x, training=False)
+        targets = ops.one_hot(ops.cast(y, "int32"), NUM_CLASSES)
+        loss = ops.mean(
+            keras.losses.categorical_crossentropy(targets, logits, from_logits=True, label_smoothing=self.smoothing)
+        )
+        if self.student.losses:
+            loss = loss + ops.sum(self.student.losses)
+        return self._update(loss, y, logits)
+
+    def _update(self, loss, labels, logits):
+        self.loss_tracker.update_state(loss)
+        self.accuracy.update_state(labels, logits)  # argmax of the logits is argmax of the probabilities
+        return {m.name: m.result() for m in self.metrics}
