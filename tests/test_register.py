@@ -126,8 +126,16 @@ class Store:
             "mlflow.models.set_model(Echo())\n"
         )
 
+        export = tmp_path / "model.onnx"  # the ONNX export's place in a logged version, as serving logs it
+        export.write_text("a stand-in")
+
         def log_model(model_path, name="image_model"):
-            return mlflow.pyfunc.log_model(name=name, python_model=str(code), pip_requirements=["mlflow"])
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(code),
+                artifacts={serving.ONNX_ARTIFACT: str(export)},
+                pip_requirements=["mlflow"],
+            )
 
         monkeypatch.setattr(serving, "log_model", log_model)
         self.monkeypatch = monkeypatch
@@ -158,12 +166,12 @@ class Store:
         return len(self.client.search_model_versions("name = 'm'"))
 
     def pickled(self, version: str) -> None:
-        """Make `version` look like one logged before the serving change: a pickled pyfunc."""
+        """Make `version` look like one logged before today's serving: a pickled pyfunc, or one without ONNX."""
 
         from fashion_mlp import registry
 
-        original = registry.is_code_model
-        self.monkeypatch.setattr(registry, "is_code_model", lambda name, v: str(v) != version and original(name, v))
+        original = registry.is_current_model
+        self.monkeypatch.setattr(registry, "is_current_model", lambda name, v: str(v) != version and original(name, v))
 
 
 def outcomes(decisions: list[dict]) -> dict[str, str]:

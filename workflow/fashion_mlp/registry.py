@@ -116,9 +116,9 @@ def holder(registered_model: str, alias: str) -> Model | None:
 CODE_LOADER = "mlflow.pyfunc.loaders.code_model"  # a pyfunc logged as code (serving.py), not a pickle
 
 
-def version_of(registered_model: str, model_sha256: str, code_only: bool = False):
+def version_of(registered_model: str, model_sha256: str, current_only: bool = False):
     """The newest version of `registered_model` tagged with this model file's SHA-256, or None; with
-    `code_only`, only a version whose pyfunc is logged as code (older versions were pickles)."""
+    `current_only`, only a version logged as register logs one today (is_current_model)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -133,14 +133,17 @@ def version_of(registered_model: str, model_sha256: str, code_only: bool = False
             return None
         raise
     for version in sorted(versions, key=lambda v: -int(v.version)):
-        if not code_only or is_code_model(registered_model, version.version):
+        if not current_only or is_current_model(registered_model, version.version):
             return version
     return None
 
 
-def is_code_model(registered_model: str, version: str) -> bool:
-    """Whether the version's pyfunc loads from code (models from code), which runs no pickle."""
+def is_current_model(registered_model: str, version: str) -> bool:
+    """Whether the version's pyfunc loads from code (models from code), which runs no pickle, and
+    carries the ONNX export that serves without TensorFlow (versions logged before either lack it)."""
     import mlflow
 
-    info = mlflow.models.get_model_info(f"models:/{registered_model}/{version}")
-    return info.flavors.get("python_function", {}).get("loader_module") == CODE_LOADER
+    from fashion_mlp.serving import ONNX_ARTIFACT
+
+    pyfunc = mlflow.models.get_model_info(f"models:/{registered_model}/{version}").flavors.get("python_function", {})
+    return pyfunc.get("loader_module") == CODE_LOADER and ONNX_ARTIFACT in (pyfunc.get("artifacts") or {})

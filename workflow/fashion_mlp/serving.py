@@ -15,7 +15,9 @@ to a malformed payload (bad JSON, wrong shape, an `image` that is not base64) be
 
 The model is logged as MLflow "models from code": the logged file only builds ImageClassifier from
 this package, which the model carries as code (code_paths), so loading a version unpickles nothing
-and what it serves does not change when the checkout does.
+and what it serves does not change when the checkout does. Beside the .keras file it carries the
+model's ONNX export (onnx_model.py), checked against it when logged; a version that has one answers
+through ONNX Runtime and never imports TensorFlow, an older one through Keras.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from fashion_mlp.serving import ImageClassifier
 mlflow.models.set_model(ImageClassifier())
 '''
 MODEL_FILE = "image_model.py"
+ONNX_ARTIFACT = "onnx_model"  # the export, beside "keras_model"; absent from versions logged before it
 
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]{16,}")
 
@@ -194,6 +197,11 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     """Pictures or pixel arrays in; per row class names and probabilities, or an error, out."""
 
     def load_context(self, context) -> None:
+        if ONNX_ARTIFACT in context.artifacts:
+            from fashion_mlp.onnx_model import OnnxModel
+
+            self.model = OnnxModel(context.artifacts[ONNX_ARTIFACT])
+            return
         import os
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -258,15 +266,22 @@ def pip_requirements() -> list[str]:
         f"pillow=={PIL.__version__}",
         f"numpy=={np.__version__}",
         f"pandas=={version('pandas')}",
+        f"onnxruntime=={version('onnxruntime')}",
     ]
 
 
 def log_model(keras_path: str | Path, name: str = "image_model"):
-    """Log the .keras file as an image pyfunc into the active run (or none); return MLflow's ModelInfo."""
+    """Log the .keras file and its checked ONNX export as an image pyfunc into the active run (or none);
+    return MLflow's ModelInfo."""
     import keras
+
+    from fashion_mlp import onnx_model
 
     keras.config.disable_interactive_logging()  # MLflow checks the input example with a predict
     with tempfile.TemporaryDirectory() as tmp:
+        model = keras.saving.load_model(keras_path, safe_mode=True)
+        onnx_path = onnx_model.export(model, Path(tmp) / "model.onnx")
+        onnx_model.check_parity(model, onnx_model.OnnxModel(onnx_path), onnx_model.probe_images(), str(keras_path))
         code = Path(tmp) / "fashion_mlp"
         shutil.copytree(Path(__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         model_file = Path(tmp) / MODEL_FILE
@@ -274,7 +289,7 @@ def log_model(keras_path: str | Path, name: str = "image_model"):
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(model_file),
-            artifacts={"keras_model": str(keras_path)},
+            artifacts={"keras_model": str(keras_path), ONNX_ARTIFACT: str(onnx_path)},
             code_paths=[str(code)],
             signature=signature(),
             input_example=pd.DataFrame({INPUT_COLUMN: [example_png()]}),

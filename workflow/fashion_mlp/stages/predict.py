@@ -1,10 +1,12 @@
-"""`fashion-mlp predict FILES|DIRS|GLOBS`: classify pictures with the champion (or any .keras model).
+"""`fashion-mlp predict FILES|DIRS|GLOBS`: classify pictures with the champion (or any .keras or .onnx model).
 
 Each picture goes through fashion_mlp.images: grayscale, trimmed, fitted into 28x28 and centred,
 inverted when its background is light, scaled as `prepare` scales (docs/serving.md). A picture
 that cannot be read gets an error naming it and the others go on; the exit code is 1 if any failed.
 The default model is `models:/<mlflow.registered_model>@champion` in the pipeline's MLflow store
-(MLFLOW_TRACKING_URI overrides it, as for every stage).
+(MLFLOW_TRACKING_URI overrides it, as for every stage). A registered version carries its checked
+ONNX export, which runs through ONNX Runtime without importing TensorFlow (onnx_model.py); a .keras
+file, or a version registered before exports, runs through Keras.
 """
 
 from __future__ import annotations
@@ -82,15 +84,14 @@ def expand(inputs: list[str]) -> Iterator[tuple[str, str | None]]:
 
 
 def open_model(uri: str):
-    """A Keras model from a .keras file or an MLflow model URI (the image pyfunc, or a Keras-flavour model).
+    """A model from a .onnx or .keras file or an MLflow model URI (the image pyfunc, or a Keras-flavour model).
 
-    From MLflow, the model's files are downloaded and its one .keras file loaded in safe mode: the
-    pyfunc wrapper is not run (it is code since the serving change, and older versions hold a pickle),
-    and nothing here unpickles.
+    From MLflow, the model's files are downloaded and its ONNX export loaded, or else its one .keras
+    file in safe mode: the pyfunc wrapper is not run (it is code since the serving change, and older
+    versions hold a pickle), and nothing here unpickles.
     """
-    import keras
-
-    keras.config.disable_interactive_logging()
+    if uri.endswith(".onnx"):
+        return _onnx_file(uri)
     if Path(uri).exists() or uri.endswith(".keras"):
         return _keras_file(uri)
     import mlflow
@@ -106,6 +107,9 @@ def open_model(uri: str):
             "run the pipeline first (make run), set MLFLOW_TRACKING_URI, or pass --model path/to/model.keras"
         ) from None
     try:
+        exported = sorted(local.rglob("*.onnx"))
+        if len(exported) == 1:
+            return _onnx_file(exported[0])  # ONNX Runtime reads the whole file when it loads
         found = sorted(local.rglob("*.keras"))
         if len(found) != 1:
             raise PipelineError(f"{uri}: expected one .keras file in the MLflow model, found {len(found)}")
@@ -114,9 +118,24 @@ def open_model(uri: str):
         shutil.rmtree(local, ignore_errors=True)
 
 
+def _onnx_file(path) -> object:
+    from fashion_mlp.onnx_model import OnnxModel
+    from fashion_mlp.runtime import default_threads
+
+    if not Path(path).is_file():
+        raise PipelineError(f"{path}: no such ONNX model")
+    return OnnxModel(path, threads=default_threads())
+
+
 def _keras_file(path) -> object:
     import keras
 
+    from fashion_mlp.runtime import configure_tensorflow, default_threads
+
+    # As evaluate does (the same floats); a process where TensorFlow runs already (tests) keeps its settings.
+    with contextlib.suppress(RuntimeError):
+        configure_tensorflow(default_threads(), seed=0)
+    keras.config.disable_interactive_logging()
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (OSError, ValueError) as exc:
@@ -171,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp predict", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="pictures, directories of them, globs")
     parser.add_argument(
-        "--model", default=None, help="a .keras file or an MLflow model URI (default: models:/NAME@champion)"
+        "--model", default=None, help="a .keras or .onnx file or an MLflow model URI (default: models:/NAME@champion)"
     )
     parser.add_argument("--top", type=int, default=3, help="how many classes to show per picture (1-10; default 3)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
@@ -184,12 +203,6 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.top <= len(CLASS_NAMES):
         parser.error(f"--top must be between 1 and {len(CLASS_NAMES)}, got {args.top}")
     pairs = list(expand(args.inputs))
-
-    from fashion_mlp.runtime import configure_tensorflow, default_threads
-
-    # As evaluate does (the same floats); a process where TensorFlow runs already (tests) keeps its settings.
-    with contextlib.suppress(RuntimeError):
-        configure_tensorflow(default_threads(), seed=0)
     model = open_model(args.model or default_model())
     failed = predict_files(model, pairs, args.top, args.json)
     sys.stdout.flush()

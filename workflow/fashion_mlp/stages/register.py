@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 def register_version(experiment_id: str, registered_model: str, model_path: Path, tags: dict[str, str]):
     """The registry's version of this .keras file, and the SHA-256 of the data it was trained on.
 
-    A version already tagged with the file's SHA-256 is reused, if its pyfunc is logged as code: a
-    rerun that makes the same model adds no version (a pickled one from before is replaced).
+    A version already tagged with the file's SHA-256 is reused if it is logged as register logs one
+    today (as code, with its ONNX export): a rerun that makes the same model adds no version, and one
+    from before (pickled, or without ONNX) is replaced.
     Otherwise the file is logged as a picture-taking pyfunc (fashion_mlp.serving) into the run that
     trained it, and registered: `mlflow models serve` on an alias answers pictures with class names.
     The run's own Keras-flavour model stays as it was.
@@ -98,7 +99,7 @@ def register_version(experiment_id: str, registered_model: str, model_path: Path
     if run is None:
         raise PipelineError(f"no MLflow run logged {model_path}; rerun its train stage to register it")
     data_sha = run.data.tags.get("data_sha256")
-    version = registry.version_of(registered_model, model_sha, code_only=True)
+    version = registry.version_of(registered_model, model_sha, current_only=True)
     if version is not None:
         return version, data_sha
     with tracking.resume_run(run.info.run_id):
