@@ -208,6 +208,19 @@ def smoke_repo(tmp_path: Path) -> Path:
     return smoke_copy(tmp_path / "repo")
 
 
+@pytest.fixture(autouse=True)
+def absl_logs_to_the_real_stderr():
+    """After each test, point absl's log handler (made when TensorFlow is first imported, bound to the
+    stream that was sys.stderr then: a test's captured stream) at the process's real stderr. Otherwise
+    a later logging reset on the same worker (DVC's Repo.artifacts.read() does one) closes that
+    handler, and absl closes the captured stream it holds: every later test of the worker then
+    errors with "I/O operation on closed file"."""
+    yield
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
+
+
 @pytest.fixture(scope="module")
 def keras():
     """Keras, imported when a test asks for it (test_models.py, test_model_kinds.py)."""
