@@ -641,7 +641,7 @@ def test_make_ui_answers_on_127_0_0_1_and_on_no_other_address(tmp_path):
                     with urllib.request.urlopen(f"http://127.0.0.1:{UI_PORT}/health", timeout=2) as response:
                         assert response.status == 200
                         break
-                except (urllib.error.URLError, ConnectionError):
+                except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: up, not yet answering
                     if ui.poll() is not None or time.monotonic() > deadline:
                         pytest.fail(f"make ui did not start:\n{output()[-4000:]}")
                     time.sleep(0.5)

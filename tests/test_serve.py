@@ -356,7 +356,7 @@ def served(uri: str):
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
                         assert response.status == 200
                         break
-                except (urllib.error.URLError, ConnectionError):
+                except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: up, not yet answering
                     if server.poll() is not None or time.monotonic() > deadline:
                         log.seek(0)
                         pytest.fail(f"make serve did not start:\n{log.read().decode(errors='replace')[-4000:]}")
