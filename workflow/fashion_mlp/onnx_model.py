@@ -17,6 +17,7 @@ from fashion_mlp import PipelineError
 from fashion_mlp.data import IMAGE_SHAPE
 
 PARITY_ATOL = 1e-5  # the largest difference in any probability between the Keras model and its export
+ONNX_ARTIFACT = "onnx_model"  # its name among a logged pyfunc's artifacts, beside "keras_model"
 
 
 def export(model, path: str | os.PathLike) -> Path:

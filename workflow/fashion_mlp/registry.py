@@ -143,7 +143,7 @@ def is_current_model(registered_model: str, version: str) -> bool:
     carries the ONNX export that serves without TensorFlow (versions logged before either lack it)."""
     import mlflow
 
-    from fashion_mlp.serving import ONNX_ARTIFACT
+    from fashion_mlp.onnx_model import ONNX_ARTIFACT
 
     pyfunc = mlflow.models.get_model_info(f"models:/{registered_model}/{version}").flavors.get("python_function", {})
     return pyfunc.get("loader_module") == CODE_LOADER and ONNX_ARTIFACT in (pyfunc.get("artifacts") or {})

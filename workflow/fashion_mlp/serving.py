@@ -37,6 +37,7 @@ import pandas as pd
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.images import SIDE, ImageError, load, scale
 from fashion_mlp.inference import probabilities
+from fashion_mlp.onnx_model import ONNX_ARTIFACT
 
 INPUT_COLUMN = "image"
 PIXELS_COLUMN = "pixels"
@@ -54,7 +55,6 @@ from fashion_mlp.serving import ImageClassifier
 mlflow.models.set_model(ImageClassifier())
 '''
 MODEL_FILE = "image_model.py"
-ONNX_ARTIFACT = "onnx_model"  # the export, beside "keras_model"; absent from versions logged before it
 
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]{16,}")
 

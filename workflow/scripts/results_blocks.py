@@ -53,8 +53,8 @@ def load(root: Path = REPO) -> Reports:
     or garbled file is an error naming it."""
     params = load_params(root / "params.yaml")
     models = model_names(params)
-    # tuned: no kind key
-    kinds = {name: model_kinds.of_block({**params["train"], **students(params)}.get(name, {})) for name in models}
+    blocks = {**params["train"], **students(params)}
+    kinds = {name: model_kinds.of_block(blocks.get(name, {})) for name in models}  # tuned: no kind key
     metrics = read_metrics([root / f"reports/metrics/{name}.json" for name in models], REQUIRED)
     explain = {}
     for name in models:

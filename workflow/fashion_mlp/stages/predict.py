@@ -122,8 +122,6 @@ def _onnx_file(path) -> object:
     from fashion_mlp.onnx_model import OnnxModel
     from fashion_mlp.runtime import default_threads
 
-    if not Path(path).is_file():
-        raise PipelineError(f"{path}: no such ONNX model")
     return OnnxModel(path, threads=default_threads())
 
 

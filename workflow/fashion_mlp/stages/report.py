@@ -100,52 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp report", description=__doc__.splitlines()[0])
     add_flags(parser, "params")
     parser.add_argument(
-        "--metrics",
-        type=Path,
-        nargs="+",
-        required=True,
-        help="reports/metrics: the folder, or <model>.json files",
+        "--metrics", type=Path, nargs="+", required=True, help="reports/metrics: the folder, or <model>.json files"
     )
     parser.add_argument(
-        "--predictions",
-        type=Path,
-        nargs="+",
-        help="reports/predictions (or <model>.csv files), for the paired tests",
+        "--predictions", type=Path, nargs="+", help="reports/predictions (or <model>.csv files), for the paired tests"
     )
     parser.add_argument("--data_stats", type=Path, required=True, help="split counts from prepare")
     parser.add_argument("--tuning", type=Path, help="best_hparams.json from tune")
     parser.add_argument("--champion", type=Path, help="champion.json from register")
     parser.add_argument("--demos_xor", type=Path, help="xor.json from demos")
     parser.add_argument("--demos_activations", type=Path, help="activations.md from demos")
+    parser.add_argument("--explain", type=Path, nargs="+", help="reports/explain (or <model>.json files) from explain")
     parser.add_argument(
-        "--explain",
-        type=Path,
-        nargs="+",
-        help="reports/explain (or <model>.json files) from explain",
-    )
-    parser.add_argument(
-        "--lessons",
-        type=Path,
-        nargs="+",
-        help="reports/lessons (or <name>.json files): the tutorial's claims, checked",
+        "--lessons", type=Path, nargs="+", help="reports/lessons (or <name>.json files): the tutorial's claims, checked"
     )
     parser.add_argument("--figures_dir", type=Path, required=True, help="where evaluate put the PNGs")
     parser.add_argument(
-        "--presets_dir",
-        type=Path,
-        help="reports/presets: recorded runs of `fashion-mlp preset`, one row each",
+        "--presets_dir", type=Path, help="reports/presets: recorded runs of `fashion-mlp preset`, one row each"
     )
     parser.add_argument(
-        "--chart_out",
-        type=Path,
-        required=True,
-        help="figure comparing the models: test accuracy against parameters",
+        "--chart_out", type=Path, required=True, help="figure comparing the models: test accuracy against parameters"
     )
     parser.add_argument("--out", type=Path, required=True, help="the Markdown summary")
     parser.add_argument(
-        "--headline_out",
-        type=Path,
-        help="a few figures per model (columns.HEADLINE): dvc.yaml's one metrics file",
+        "--headline_out", type=Path, help="a few figures per model (columns.HEADLINE): dvc.yaml's one metrics file"
     )
     parser.add_argument(
         "--timings_dir",
@@ -164,34 +142,27 @@ def main(argv: list[str] | None = None) -> None:
     metrics = read_metrics(model_files(args.metrics, models, ".json"), (*columns.REQUIRED, "per_class"))
     models = models or [m["model"] for m in metrics]  # the folders' files are read in the metrics' order
     predictions = model_files(args.predictions, models, ".csv") if args.predictions else None
-    correct = significance.read_correct(predictions, metrics) if predictions else None
+    actual, correct = significance.read_labels(predictions, metrics) if predictions else (None, None)
     pairs = pairwise_mcnemar(correct) if correct else None
     tuning_record = read_json(args.tuning) if args.tuning else None
     champion_record = read_json(args.champion) if args.champion else None
     kinds = champion.kinds_of(champion_record)
     preset_records = presets.load_presets(args.presets_dir)
     rows, preset_kinds = presets.preset_rows(preset_records)
-    preset_pairs = (
-        presets.preset_pairs(preset_records, correct, significance.read_actual(predictions[0])) if correct else []
-    )
+    preset_pairs = presets.preset_pairs(preset_records, correct, actual) if correct else []
     comparison_figure.plot_comparison(metrics + rows, args.chart_out, kinds | preset_kinds)
     demos = None
     if args.demos_xor and args.demos_activations:
         figures = {key: args.figures_dir / f"{key}.png" for key in ("xor_points", "xor_boundaries", "activations")}
         demos = lessons.demos_section(
-            read_json(args.demos_xor),
-            args.demos_activations.read_text(),
-            figures,
-            args.out.parent,
+            read_json(args.demos_xor), args.demos_activations.read_text(), figures, args.out.parent
         )
     lesson_names = [*params["lessons"], *params["model_lessons"]] if params else None
     lesson_records = [read_json(p) for p in model_files(args.lessons, lesson_names, ".json")] if args.lessons else []
     explain = None
     if args.explain:
         explain = explanations.summary_section(
-            [read_json(path) for path in model_files(args.explain, models, ".json")],
-            args.figures_dir,
-            args.out.parent,
+            [read_json(path) for path in model_files(args.explain, models, ".json")], args.figures_dir, args.out.parent
         )
     write_text(
         args.out,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_mlp import PipelineError
+from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.metrics.stats import ALPHA
 
 
@@ -20,7 +21,13 @@ def format_p(p: float) -> str:
 
 
 def read_correct(paths: list[Path], metrics: list[dict]) -> dict[str, np.ndarray]:
-    """Per model (in the metrics' order), whether each test image was classified correctly.
+    """Per model (in the metrics' order), whether each test image was classified correctly (read_labels)."""
+    return read_labels(paths, metrics)[1]
+
+
+def read_labels(paths: list[Path], metrics: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The true class index of every test image, and per model (in the metrics' order) whether it
+    classified each one correctly.
 
     `paths` are evaluate's predictions CSVs (actual,predicted), named <model>.csv. They must list
     the same true classes in the same order: a paired test needs the same images.
@@ -46,17 +53,13 @@ def read_correct(paths: list[Path], metrics: list[dict]) -> dict[str, np.ndarray
                 "rerun evaluate for both on the same test.npz"
             )
         correct[model] = np.array(actual) == np.array(predicted)
-    return correct
-
-
-def read_actual(path: Path) -> np.ndarray:
-    """The true class index of every test image, from an evaluate predictions CSV (read_correct checked
-    that every model's CSV lists the same)."""
-    from fashion_mlp.data import CLASS_NAMES
-
+    if reference is None:
+        return np.array([], dtype=int), correct
     index = {name: i for i, name in enumerate(CLASS_NAMES)}
-    with open(path, newline="") as fh:
-        return np.array([index[row["actual"]] for row in csv.DictReader(fh)])
+    unknown = sorted(set(reference[1]) - set(index))
+    if unknown:
+        raise PipelineError(f"{reference[0]}: true classes that are no Fashion-MNIST class: {', '.join(unknown)}")
+    return np.array([index[name] for name in reference[1]]), correct
 
 
 def ranking_sentence(metrics: list[dict], pairs: list[dict] | None) -> str:
