@@ -48,8 +48,10 @@ rule all:
 
 onstart:
     hold_run_lock()
+    start_profile()  # reports/timings/profile.png: the run's jobs, true CPU and fixed costs
     init_tracking()
 
 
 onsuccess:
     commit_to_dvc()
+    draw_profile()

@@ -74,6 +74,8 @@ class Snapshot:
     lock: str = field(repr=False)  # dvc.lock: the hash of every output, deps and params
     versioned: dict[str, str] = field(repr=False)  # sha256 of every file in git (dvc.lock, metrics, summary, ...)
     tree: str = ""  # the commit's tree (git rev-parse HEAD^{tree}): the files the run started from
+    profile: str = field(default="", repr=False)  # reports/timings/profile.md, drawn by Snakemake's onsuccess
+    profile_jobs: list[dict] = field(default_factory=list, repr=False)  # the newest run's job records
 
 
 def mlflow_runs(repo: Path) -> tuple:
@@ -119,7 +121,15 @@ def snapshot(repo: Path, output: str, runs_before: set[str], models=MODELS) -> S
         lock=(repo / "dvc.lock").read_text(),
         versioned=hashes(repo, filter(None, tracked)),
         tree=run(["git", "rev-parse", "HEAD^{tree}"], repo).stdout.strip(),
+        profile=profile.read_text() if (profile := repo / "reports/timings/profile.md").exists() else "",
+        profile_jobs=newest_profile_jobs(repo),
     )
+
+
+def newest_profile_jobs(repo: Path) -> list[dict]:
+    """The job records (fashion_mlp/profiling) of the newest profiled run in `repo`, if any."""
+    runs = sorted(p for p in (repo / "reports/timings/runs").glob("*") if list(p.glob("*.json")))
+    return [json.loads(p.read_text()) for p in sorted(runs[-1].glob("*.json"))] if runs else []
 
 
 COPIED = ("dvc",)  # the runs that get a second copy when they end (the dvc_copy fixture)

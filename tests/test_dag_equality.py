@@ -50,7 +50,7 @@ def snakemake_jobs(repo: Path) -> dict[frozenset, dict]:
         if rule == "tune_finish":
             cmd = FINISH_ONLY_FLAGS.sub("", cmd)
             deps = {dep for dep in deps if not dep.startswith(".tuner/")}
-        jobs[outs] = {"rule": rule, "cmd": cmd, "deps": deps}
+        jobs[outs] = {"rule": rule, "cmd": cmd, "deps": deps, "threads": int(fields.get("threads", 1))}
     return jobs
 
 
@@ -107,7 +107,11 @@ def repo(tmp_path_factory):
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["distill"] = {
-        STUDENT: {**params["train"]["baseline"], "teacher": {"model": "cnn", "temperature": 4.0, "alpha": 0.9}}
+        STUDENT: {
+            **params["train"]["baseline"],
+            "threads": 2,  # not the default: both engines must pass it, and Snakemake reserve the cores
+            "teacher": {"model": "cnn", "temperature": 4.0, "alpha": 0.9},
+        }
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
@@ -189,12 +193,23 @@ def every_param_flag_name(params: dict) -> set[str]:
     return names
 
 
+def literal_flag_names(repo) -> dict[str, set[str]]:
+    """Per dvc.yaml stage, the flags its command template writes with a literal value (`--threads 1`):
+    a params key of the same name (a train block's threads) does not reach them."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return {
+        name: set(re.findall(r"(?:^|\s)--([\w.]+)\s+(?![$-])", (stage.get("do") or stage)["cmd"]))
+        for name, stage in stages.items()
+    }
+
+
 def test_every_param_on_the_command_line_is_tracked(engines, repo):
     """The other direction: a value from params.yaml on a stage's command must be one the stage
     declares, or DVC would not rerun the stage when it changes (Snakemake would, from its params)."""
     _, dvc = engines
     params = yaml.safe_load((repo / "params.yaml").read_text())
     from_params = every_param_flag_name(params)
+    literal = literal_flag_names(repo)
     for stage in dvc.values():
         declared = set()
         for dotted in stage["params"]:
@@ -202,7 +217,7 @@ def test_every_param_on_the_command_line_is_tracked(engines, repo):
             for key in dotted.split("."):
                 value = value[key]
             declared |= param_flag_names(value) if isinstance(value, dict) else {dotted.split(".")[-1]}
-        used = set(re.findall(r"(?:^|\s)--([\w.]+)", stage["cmd"])) & from_params
+        used = set(re.findall(r"(?:^|\s)--([\w.]+)", stage["cmd"])) & from_params - literal[stage["name"].split("@")[0]]
         assert used <= declared, f"{stage['name']}: {sorted(used - declared)} come from params.yaml undeclared"
 
 
@@ -247,3 +262,16 @@ def test_a_student_waits_for_its_teacher_under_both_engines(engines):
         (student,) = [job for outs, job in jobs.items() if f"models/{STUDENT}.keras" in outs]
         assert "models/cnn.keras" in student["deps"] and "data/prepared/test.npz" not in student["deps"]
         assert "--teacher_path models/cnn.keras" in student["cmd"]
+
+
+def test_a_blocks_threads_reach_both_commands_and_snakemake_reserves_them(engines):
+    """The student's `threads: 2` is its --threads under both engines (the weights depend on it), and
+    Snakemake reserves two cores for it; a block without the key trains on one."""
+    snake, dvc = engines
+    for jobs in (snake, dvc):
+        (student,) = [job for outs, job in jobs.items() if f"models/{STUDENT}.keras" in outs]
+        (baseline,) = [job for outs, job in jobs.items() if "models/baseline.keras" in outs]
+        assert re.findall(r"--threads \S+", student["cmd"]) == ["--threads 2"]
+        assert "--threads" not in baseline["cmd"]
+    assert [job["threads"] for outs, job in snake.items() if f"models/{STUDENT}.keras" in outs] == [2]
+    assert [job["threads"] for outs, job in snake.items() if "models/baseline.keras" in outs] == [1]

@@ -332,6 +332,36 @@ def assert_ran_in_parallel(output: str) -> None:
         )
 
 
+def check_profile(first: Snapshot) -> None:
+    """Every job of the run recorded itself (true CPU, peak RSS, marks), and onsuccess drew the profile:
+    each training's phases, the trials' medians, the machine's busy cores."""
+    jobs = {(j["command"], j["label"]) for j in first.profile_jobs}
+    shell_jobs = re.findall(r"^\s*(?:local)?rule (\w+):$", first.output, flags=re.M)
+    assert len(first.profile_jobs) == sum(rule != "all" for rule in shell_jobs) + 1, (
+        "one record per job, and init-tracking"
+    )
+    assert {("train", m) for m in MODELS if m != "tuned"} | {("tune", "worker0"), ("tune", "chief")} <= jobs
+    for job in first.profile_jobs:
+        assert job["cpu_seconds"] > 0 and job["wall_seconds"] > 0 and 50 < job["max_rss_mb"] < 4000, job
+        if job["command"] == "train":
+            names = [name for name, _ in job["marks"]]
+            assert names == [
+                "tensorflow imported",
+                "model built",
+                "mlflow run started",
+                "first epoch start",
+                "first epoch end",
+                "last epoch end",
+                "model saved",
+                "mlflow logged",
+            ], names
+    text = first.profile
+    assert text.startswith("# Where the last run's time went") and "The machine's cores were" in text
+    assert re.search(r"median \d+\.\d s over 4 trainings", text), "train's three and the search's retrain"
+    assert re.search(r"### The search's \d+ trials: median seconds per phase", text)
+    assert "| train cnn |" in text and "| tune finish |" in text
+
+
 # --- Snakemake: one copy, its run, a bad edit, a kill -------------------------------------
 
 
@@ -356,6 +386,7 @@ def test_snakemake_end_to_end(snakemake_repo: Path, snakemake_first: Snapshot, t
     check_registry_aliases(repo)
     check_model_card(repo)
     check_comparison(repo)
+    check_profile(snakemake_first)
     # Snakemake's onsuccess brought DVC's lock up to date: nothing left to reproduce.
     assert dvc_status(repo) == {}
     run(["snakemake", "--report", "reports/report.html"], repo)

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from fashion_mlp import PipelineError
+from fashion_mlp.profiling import marks
 
 COMMANDS = {
     "check": (
@@ -38,6 +39,7 @@ COMMANDS = {
     "demos": ("fashion_mlp.stages.demos", "the tutorial's XOR and activation-function lessons"),
     "lesson": ("fashion_mlp.stages.lesson", "one of the tutorial's claims, shown and checked (lesson <name>)"),
     "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),
+    "profile": ("fashion_mlp.profiling.draw", "the last Snakemake run's jobs, CPU and fixed costs over time"),
 }
 
 
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[0] not in COMMANDS:
         sys.exit(f"fashion-mlp: unknown command {argv[0]!r}\n\n{usage()}")
+    marks.start(argv[0], argv[1:])  # this job's record, when the Snakefile profiles the run
     module = importlib.import_module(COMMANDS[argv[0]][0])
     try:
         module.main(argv[1:])

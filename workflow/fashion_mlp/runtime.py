@@ -20,6 +20,9 @@ def configure_tensorflow(threads: int, seed: int) -> None:
     import keras
     import tensorflow as tf
 
+    from fashion_mlp.profiling.marks import TF_IMPORTED, mark
+
+    mark(TF_IMPORTED)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     keras.utils.set_random_seed(seed)

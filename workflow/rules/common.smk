@@ -164,3 +164,33 @@ def commit_to_dvc():
             os.utime(path, ns=(mtime, mtime))
     if result.returncode != 0:
         logger.warning(f"dvc commit failed; run `dvc commit -f` by hand:\n{result.stderr}")
+
+
+PROFILE_RUNS = os.path.join(workflow.basedir, "reports", "timings", "runs")
+
+
+def start_profile():
+    """Each job records its own time, CPU and marks, and a thread samples the machine's CPU
+    (fashion_mlp/profiling): the profile of this run, drawn when it succeeds."""
+    from fashion_mlp.profiling import sampler
+
+    sampler.start(PROFILE_RUNS)
+
+
+def draw_profile():
+    """reports/timings/profile.png and profile.md from this run's records; a run that ran no job
+    (a no-op rerun) keeps the last run's profile."""
+    from fashion_mlp.profiling import sampler
+
+    folder = sampler.stop()
+    if folder is not None and sampler.ran_jobs(folder):
+        result = subprocess.run(
+            ["fashion-mlp", "profile", "--run_dir", str(folder)],
+            cwd=workflow.basedir,
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != sampler.ENV},  # the drawing is no job of the run
+        )
+        if result.returncode != 0:
+            logger.warning(f"the run's profile was not drawn:\n{result.stderr[-2000:]}")
+    sampler.prune(PROFILE_RUNS)

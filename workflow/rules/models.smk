@@ -17,9 +17,10 @@ rule train:
     priority: lambda w: kinds.of_block(config[block_section(w.model)][w.model]).train_priority
     conda:
         "../envs/pipeline.yaml"
-    # One thread: these small MLPs are bound by per-step overhead, which a second thread
-    # only adds to (benchmarks/speed.py); the two trainings then run side by side.
-    threads: 1
+    # The block's threads (1 when absent): the small MLPs are bound by per-step overhead, which
+    # a second thread only adds to (benchmarks/speed.py), so two trainings run side by side.
+    # The flag comes from the block, not from {threads}: fewer --cores must not change the weights.
+    threads: lambda w: config[block_section(w.model)][w.model].get("threads", 1)
     resources:
         mem_mb=2500,
     params:
@@ -28,7 +29,7 @@ rule train:
         seed=config["seed"],
         experiment=config["mlflow"]["experiment"],
     shell:
-        "fashion-mlp train --model {wildcards.model} {params.flags} --seed {params.seed} --threads {threads}"
+        "fashion-mlp train --model {wildcards.model} {params.flags} --seed {params.seed}"
         " --experiment {params.experiment} --data {input.data}"
         " {params.teacher} --model_out {output.model} --history_out {output.history} > {log} 2>&1"
 

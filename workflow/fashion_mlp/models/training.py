@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fashion_mlp.config import flatten
 from fashion_mlp.io import atomic_output, sha256_file, write_json
+from fashion_mlp.profiling import marks
 
 # `kept` is 1 on the epoch whose weights were saved (early stopping restores the best), else 0.
 # Wall times are not columns: a rerun would change the file. Each row's `epoch_seconds` goes to
@@ -159,6 +160,7 @@ def train_and_log(
     # search before, and the retrain must not depend on what the search drew.
     keras.utils.set_random_seed(seed)
     model = kinds.build(params, name)
+    marks.mark(marks.BUILT)
     kind = {"model": name, "model_kind": kinds.of_block(params).name}  # the report names the winning kind
     run_tags = tracking.base_tags("train", data_path) | kind | (tags or {})
     with tracking.with_retry(mlflow.start_run, run_name=name, tags=run_tags) as run:
@@ -179,19 +181,22 @@ def train_and_log(
             ),
         )
 
+        marks.mark(marks.RUN_STARTED)
+
         def log_epoch(row: dict) -> None:
             metrics = {k: v for k, v in row.items() if k not in ("epoch", "kept")}
             tracking.with_retry(mlflow.log_metrics, metrics, step=row["epoch"])
 
         history = make_history_callback(on_epoch=log_epoch)
         started = time.perf_counter()
-        fit(model, data, params, [history], seed=seed, teacher=teacher)
+        fit(model, data, params, [history, marks.epoch_marks()], seed=seed, teacher=teacher)
         fit_seconds = time.perf_counter() - started
 
         kept = kept_epoch(history.rows, params["early_stopping_patience"], params["early_stopping_monitor"])
         kept["kept"] = 1
         save_model(model, model_out)
         write_history(history_out, history.rows)
+        marks.mark(marks.SAVED)
 
         epoch_seconds = [row["epoch_seconds"] for row in history.rows]
         times = {
@@ -224,6 +229,7 @@ def train_and_log(
         mlflow.log_artifact(str(history_out), artifact_path="history")
         # evaluate finds this run again through the saved model's hash.
         tracking.with_retry(mlflow.set_tag, "model_sha256", sha256_file(model_out))
+        marks.mark(marks.LOGGED)
         print(
             f"train: {name}: {len(history.rows)} epochs in {fit_seconds:.1f} s, "
             f"kept epoch {kept['epoch']} with val_accuracy {kept['val_accuracy']:.4f}; MLflow run {run.info.run_id}"

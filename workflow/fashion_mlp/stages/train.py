@@ -16,14 +16,13 @@ from pathlib import Path
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import sha256_file
 from fashion_mlp.models.training import TIMINGS_DIR, train_and_log
-from fashion_mlp.runtime import default_threads
 from fashion_mlp.stages.common import add_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp train", description=__doc__.splitlines()[0])
     add_section_flags(parser, "train")
-    add_flags(parser, "model", "seed", "threads", "experiment")
+    add_flags(parser, "model", "seed", "experiment")  # --threads is the block's own key
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
     parser.add_argument("--model_out", type=Path, required=True)
     parser.add_argument("--history_out", type=Path, required=True)
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     section = "distill" if "teacher" in params else "train"
     validate_section("train", params, source=f"{section}.{args.model}")
     check_teacher(params, args.teacher_path, args.model)
-    threads = args.threads or default_threads()
+    threads = params.get("threads", 1)  # part of the recipe: the weights depend on it
 
     from fashion_mlp.runtime import configure_tensorflow
 

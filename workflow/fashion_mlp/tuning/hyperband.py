@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fashion_mlp import tracking
 from fashion_mlp.config import flatten
+from fashion_mlp.profiling import marks
 
 SEARCH_RUN = "tune"  # the MLflow run of the search; every trial is a nested run of it
 
@@ -155,6 +156,8 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
             self.trials_run: list[str] = []
 
         def run_trial(self, trial, *args, **kwargs):
+            prefix = f"trial {trial.trial_id}: "  # the profile's marks (profiling/marks.py)
+            marks.mark(prefix + "trial start")
             values = trial.hyperparameters.values
             tags = base_tags | {
                 "trial_id": trial.trial_id,
@@ -176,12 +179,13 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
                 # ~30 ms: train is the search's subset of the prepared file (search_limit_train)
                 splits = {"train": (args[0], args[1]), "validation": kwargs["validation_data"]}
                 tracking.log_datasets(base_tags["data_file"], splits, base_tags["data_sha256"])
-                kwargs["callbacks"] = [*kwargs.get("callbacks", []), EpochLogger()]
+                kwargs["callbacks"] = [*kwargs.get("callbacks", []), EpochLogger(), marks.epoch_marks(prefix)]
                 # Seeded last: an MLflow call before may draw from `random` (an HTTP retry's jitter),
                 # which Keras' initializers draw from too.
                 keras.utils.set_random_seed(trial_seed(seed, values))
                 result = super().run_trial(trial, *args, **kwargs)  # KerasTuner clears the session first
             self.trials_run.append(trial.trial_id)
+            marks.mark(prefix + "trial end")
             return result
 
     return TrackedHyperband

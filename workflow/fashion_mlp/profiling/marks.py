@@ -1,0 +1,117 @@
+"""A job's own record: when it started and ended, its CPU from getrusage, its peak RSS, named marks.
+
+Written only when $FASHION_MLP_PROFILE_DIR is set (the Snakefile's onstart sets it for its jobs), as
+<dir>/<command>-<label>-<pid>.json at exit, so tests and ad hoc commands write nothing. Marks cost a
+list append; `mark()` is a no-op when profiling is off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+ENV = "FASHION_MLP_PROFILE_DIR"
+# The marks of a training, in order: fixed cost is start -> EPOCHS_START plus EPOCHS_END -> exit.
+TF_IMPORTED, BUILT, RUN_STARTED, EPOCHS_START, FIRST_EPOCH_END, EPOCHS_END, SAVED, LOGGED = (
+    "tensorflow imported",
+    "model built",
+    "mlflow run started",
+    "first epoch start",
+    "first epoch end",
+    "last epoch end",
+    "model saved",
+    "mlflow logged",
+)
+
+_marks: list[tuple[str, float]] = []
+
+
+def enabled() -> bool:
+    return bool(os.environ.get(ENV))
+
+
+def mark(name: str) -> None:
+    """Note that `name` happened now (wall clock), if this process is profiled."""
+    if enabled():
+        _marks.append((name, time.time()))
+
+
+def process_start() -> float:
+    """This process's start, wall clock: /proc/self/stat's start time after boot, plus boot time."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED  # not Linux: the closest we know
+
+
+_IMPORTED = time.time()
+
+
+def label(argv: list[str]) -> str:
+    """What tells this command's jobs apart: its model, its lesson or its tune role."""
+    for flag in ("--model", "--role"):
+        if flag in argv[:-1]:
+            value = argv[argv.index(flag) + 1]
+            if flag == "--role" and "--worker_id" in argv[:-1]:
+                value += argv[argv.index("--worker_id") + 1]
+            return value
+    return argv[0] if argv and not argv[0].startswith("-") else ""
+
+
+def record(command: str, argv: list[str]) -> dict:
+    """This process's record so far: times, CPU (its own and its waited-for children's), peak RSS, marks."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started, ended = process_start(), time.time()
+    return {
+        "command": command,
+        "label": label(argv),
+        "pid": os.getpid(),
+        "started": round(started, 3),
+        "ended": round(ended, 3),
+        "wall_seconds": round(ended - started, 3),
+        "cpu_seconds": round(own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, 3),
+        "max_rss_mb": round(max(own.ru_maxrss, children.ru_maxrss) / 1024, 1),  # KiB on Linux
+        "marks": [[name, round(at - started, 3)] for name, at in _marks],
+    }
+
+
+def start(command: str, argv: list[str]) -> None:
+    """Write this process's record at exit (normal or sys.exit), if profiling is on."""
+    if not enabled():
+        return
+
+    def write() -> None:
+        folder = Path(os.environ[ENV])
+        folder.mkdir(parents=True, exist_ok=True)
+        data = record(command, argv)
+        name = "-".join(filter(None, (command, data["label"], str(data["pid"]))))
+        (folder / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+
+    atexit.register(write)
+
+
+def epoch_marks(prefix: str = ""):
+    """A Keras callback marking the first epoch's start and end and the last epoch's end."""
+    import keras
+
+    class EpochMarks(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 0:
+                mark(prefix + EPOCHS_START)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                mark(prefix + FIRST_EPOCH_END)
+
+        def on_train_end(self, logs=None):
+            mark(prefix + EPOCHS_END)
+
+    return EpochMarks()
