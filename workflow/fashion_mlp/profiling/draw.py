@@ -111,6 +111,16 @@ def trial_table(jobs: list[dict]) -> list[str]:
     ]
 
 
+def epoch_spans(marks: list) -> list[tuple[float, float]]:
+    """(first epoch's start, last epoch's end) of the job's training, or of each of its trials."""
+    starts = {name[: -len(m.EPOCHS_START)]: at for name, at in marks if name.endswith(m.EPOCHS_START)}
+    return [
+        (starts[name[: -len(m.EPOCHS_END)]], at)
+        for name, at in marks
+        if name.endswith(m.EPOCHS_END) and name[: -len(m.EPOCHS_END)] in starts
+    ]
+
+
 def job_name(job: dict) -> str:
     return f"{job['command']} {job['label']}".strip()
 
@@ -177,15 +187,10 @@ def draw(jobs: list[dict], samples, run_start: float, cores: int, path: Path) ->
     commands = sorted({j["command"] for j in jobs})
     colour = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(commands)}
     for row, job in enumerate(jobs):
-        start, marks = job["started"] - run_start, dict(job["marks"])
+        start = job["started"] - run_start
         top.barh(row, job["wall_seconds"], left=start, color=colour[job["command"]], alpha=0.35)
-        if m.EPOCHS_START in marks and m.EPOCHS_END in marks:  # the epochs themselves, darker
-            top.barh(
-                row,
-                marks[m.EPOCHS_END] - marks[m.EPOCHS_START],
-                left=start + marks[m.EPOCHS_START],
-                color=colour[job["command"]],
-            )
+        for begin, end in epoch_spans(job["marks"]):  # the epochs themselves (a worker's: each trial's), darker
+            top.barh(row, end - begin, left=start + begin, color=colour[job["command"]])
         share = job["cpu_seconds"] / max(job["wall_seconds"], 1e-9)
         top.text(
             start + job["wall_seconds"] + 1,
