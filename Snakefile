@@ -49,9 +49,15 @@ rule all:
 onstart:
     hold_run_lock()
     start_profile()  # reports/timings/profile.png: the run's jobs, true CPU and fixed costs
+    start_forkserver()  # the jobs fork from one process that imported TensorFlow & co.
     init_tracking()
 
 
 onsuccess:
+    stop_forkserver()
     commit_to_dvc()
     draw_profile()
+
+
+onerror:
+    stop_forkserver()

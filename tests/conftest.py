@@ -113,6 +113,8 @@ def clean_env(**extra: str) -> dict[str, str]:
             "DVC_EXP_NAME",
             "FASHION_MLP_INVOCATION",
             "FASHION_MLP_TUNE_WORKERS",
+            "FASHION_MLP_FORKSERVER",
+            "FASHION_MLP_PROFILE_DIR",
             "OMP_NUM_THREADS",
         )
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from fashion_mlp.profiling import draw, marks, sampler
 
 
@@ -163,3 +164,40 @@ def test_profile_without_records_says_what_to_run(tmp_path):
     (tmp_path / "runs" / "20260101T000000").mkdir(parents=True)  # a no-op rerun's folder, before pruning
     with pytest.raises(SystemExit, match="no run with job records under"):
         draw.newest_run(tmp_path / "runs")
+
+
+def test_the_whole_run_benchmark_reads_ratio_goals_and_new_jobs_from_its_runs():
+    """benchmarks/pipeline.py's summary: medians, the ratio against the goal, and the new commit's
+    jobs that the old one lacks, with their own time (here lesson/backprop.tsv, 20 s and 22 s)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "benchmarks/pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(commit, seconds, busy, noop, jobs, fixed=None):
+        return {
+            "commit": commit,
+            "seconds": seconds,
+            "busy": busy,
+            "max_rss_mb": 1500.0,
+            "largest_job": "x",
+            "noop_seconds": noop,
+            "fixed_seconds_median": fixed,
+            "jobs": jobs,
+        }
+
+    old_jobs = {"train/baseline.tsv": 50.0}
+    runs = {
+        "old": [run("aaa", s, 0.85, 2.0, old_jobs) for s in (300.0, 290.0, 310.0)],
+        "new": [
+            run("bbb", s, 0.93, 3.0, old_jobs | {"lesson/backprop.tsv": t}, 2.5)
+            for s, t in ((200.0, 20.0), (210.0, 22.0), (205.0, 30.0))
+        ],
+    }
+    text = bench.summary(runs)
+    assert "old aaa: median 300.0 s over 3 runs" in text and "new bbb: median 205.0 s over 3 runs" in text
+    assert "wall time new/old: 0.68 (goal <= 0.7)" in text
+    assert "busy cores, new: 93% (goal >= 90%); old: 85%" in text
+    assert "a training's fixed cost, new: median 2.50 s (goal <= 3.0)" in text
+    assert "jobs the old commit lacks (1: lesson/backprop.tsv): 22.0 s of job time" in text

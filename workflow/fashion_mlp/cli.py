@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from fashion_mlp import PipelineError
+from fashion_mlp import PipelineError, forkserver
 from fashion_mlp.profiling import marks
 
 COMMANDS = {
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[0] not in COMMANDS:
         sys.exit(f"fashion-mlp: unknown command {argv[0]!r}\n\n{usage()}")
+    served = forkserver.request_job(argv)  # a fork of the server, if the Snakefile started one
+    if served is not None:
+        sys.exit(served)
     marks.start(argv[0], argv[1:])  # this job's record, when the Snakefile profiles the run
     module = importlib.import_module(COMMANDS[argv[0]][0])
     try:

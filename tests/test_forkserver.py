@@ -1,0 +1,166 @@
+"""The fork server: a job forked from it gives the same bytes, streams and status as its own process,
+dies with its job's process, hears its signals, and is refused when an import-time setting differs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from conftest import CLI, SUBPROCESS_TIMEOUT, clean_env
+from fashion_mlp import forkserver
+from fashion_mlp.profiling import marks
+from test_train import synthetic_data
+
+pytestmark = pytest.mark.slow  # a server that imports TensorFlow, and trainings
+
+THREADS_1 = {
+    v: "1"
+    for v in (
+        "OMP_NUM_THREADS",
+        "GOTO_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    )
+}  # what Snakemake gives a 1-thread job
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("forkserver")
+    np.savez(tmp / "train.npz", **synthetic_data(600, 200))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def server(workdir):
+    """A server started the way the Snakefile starts it, and the environment its jobs share."""
+    path = workdir / "server.sock"
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", **THREADS_1)
+    with open(workdir / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fashion_mlp.forkserver", "--socket", str(path)],
+            env=env,
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    deadline = time.time() + 120
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, (workdir / "server.log").read_text()
+        time.sleep(0.2)
+    yield proc, env | {forkserver.ENV: str(path)}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def train_argv(workdir: Path, name: str, epochs: int = 2, data: str = "train.npz") -> list[str]:
+    """A tiny training; `name` names its files only (the model's name is in its file's bytes)."""
+    return [
+        "train", "--model", "tiny", "--hidden", "16", "--activation", "relu", "--dropout", "0.1", "--l2", "0.0",
+        "--learning_rate", "0.01", "--lr_schedule", "constant", "--lr_decay_rate", "1.0", "--batch_size", "32",
+        "--epochs", str(epochs), "--early_stopping_patience", "None", "--early_stopping_monitor", "val_loss",
+        "--steps_per_execution", "4", "--seed", "3", "--experiment", "forkserver-test",
+        "--data", str(workdir / data), "--model_out", str(workdir / f"{name}.keras"),
+        "--history_out", str(workdir / f"{name}.csv"), "--timings_dir", str(workdir / "timings"),
+    ]  # fmt: skip
+
+
+def run_cli(argv: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CLI), *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def test_a_forked_job_gives_the_bytes_output_and_record_of_its_own_process(server, workdir):
+    proc, env = server
+    own = {k: v for k, v in env.items() if k != forkserver.ENV} | {marks.ENV: str(workdir / "alone")}
+    alone = run_cli(train_argv(workdir, "alone"), own, workdir)
+    forked = run_cli(train_argv(workdir, "forked"), env | {marks.ENV: str(workdir / "profile")}, workdir)
+    assert alone.returncode == 0 and forked.returncode == 0, forked.stderr[-2000:]
+    assert (workdir / "alone.keras").read_bytes() == (workdir / "forked.keras").read_bytes()
+    assert (workdir / "alone.csv").read_bytes() == (workdir / "forked.csv").read_bytes()
+    assert "train: tiny: 2 epochs" in forked.stdout  # the child wrote to the job's own streams
+    (record,) = records(workdir / "profile")
+    assert record["label"] == "tiny" and record["pid"] != proc.pid
+    assert not psutil.Process(proc.pid).children(), "the server reaped its child"
+    # The fork skipped the imports: TensorFlow was there less than half as long after its start.
+    (own_record,) = records(workdir / "alone")
+    assert dict(record["marks"])[marks.TF_IMPORTED] < dict(own_record["marks"])[marks.TF_IMPORTED] / 2
+
+
+def test_a_failing_job_returns_its_status_and_message(server, workdir):
+    _, env = server
+    result = run_cli(["train", "--no_such_flag"], env, workdir)
+    assert result.returncode == 2 and "fashion-mlp train: error: the following arguments are required" in result.stderr
+    missing = run_cli(train_argv(workdir, "nodata", data="missing.npz"), env, workdir)
+    assert missing.returncode != 0 and "missing.npz" in missing.stderr
+
+
+def test_a_job_whose_import_time_settings_differ_runs_in_its_own_process(server, workdir):
+    _, env = server
+    folder = workdir / "declined"
+    job = subprocess.Popen(
+        [str(CLI), *train_argv(workdir, "two_threads")],
+        env=env | {"OMP_NUM_THREADS": "2", marks.ENV: str(folder)}, cwd=workdir,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    job.communicate(timeout=SUBPROCESS_TIMEOUT)
+    assert job.returncode == 0
+    (record,) = records(folder)
+    assert record["pid"] == job.pid, "the job's own process ran it, not a fork of the server"
+
+
+def wait_for_child(proc: subprocess.Popen, timeout: float = 60) -> psutil.Process:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        children = psutil.Process(proc.pid).children()
+        if children:
+            return children[0]
+        time.sleep(0.1)
+    raise AssertionError("the server forked no child")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_the_fork_dies_with_its_jobs_process_or_hears_its_signal(server, workdir, how):
+    proc, env = server
+    job = subprocess.Popen([str(CLI), *train_argv(workdir, f"long_{how}", epochs=500)], env=env, cwd=workdir,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    child = wait_for_child(proc)
+    job.send_signal(getattr(signal, how))
+    job.wait(timeout=30)
+    child.wait(timeout=30)  # SIGKILL: the server saw the connection close; SIGTERM: passed on
+    if how == "SIGTERM":
+        assert job.returncode == -signal.SIGTERM, "the job's process ended as its child did"
+    assert not (workdir / f"long_{how}.keras").exists()
+
+
+def test_the_server_leaves_when_its_parent_does(workdir):
+    path = workdir / "orphan.sock"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, '-m',"
+         f" 'fashion_mlp.forkserver', '--socket', {str(path)!r}]); time.sleep(60)"],
+        env=clean_env(**THREADS_1), cwd=workdir,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not path.exists():
+        assert time.time() < deadline
+        time.sleep(0.2)
+    (server,) = psutil.Process(parent.pid).children()
+    parent.kill()
+    parent.wait()
+    server.wait(timeout=10)  # it polls its parent every second
+    assert not path.exists()

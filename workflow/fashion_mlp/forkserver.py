@@ -1,0 +1,192 @@
+"""A fork server for the pipeline's jobs: the heavy libraries imported once, each job a fork of them.
+
+Every `fashion-mlp` job spent seconds importing TensorFlow, Keras, MLflow and the rest and faulting
+their memory in (docs/speed.md#measured-dated). The Snakefile's onstart starts this server
+(`python -m fashion_mlp.forkserver --socket PATH`), which imports them and waits on a Unix socket.
+A job's CLI (cli.main) hands it the job's arguments, working directory, environment and standard
+streams; the server forks a child that runs the command there, as the job's own process would, and
+the job's process waits, passes SIGTERM/SIGINT/SIGHUP on to the child and exits with its status. If
+the job's process dies, the server kills the child; if the server's parent dies, the server exits.
+
+A job runs as before (no server, or not served) unless all of these hold: its command is in SERVED,
+and every variable read at import time (IMPORT_TIME_ENV: thread counts, TensorFlow's and Python's
+flags) is what the server started with. Only third-party libraries are preloaded; the pipeline's own
+modules load in the child, from the disk. No TensorFlow op runs in the server, so each child sets up
+TensorFlow's threads and seeds afresh: the same bytes as a job's own process (tests/test_forkserver.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+
+ENV = "FASHION_MLP_FORKSERVER"  # the socket's path, for the jobs (the Snakefile sets it)
+# The commands a server runs: the pipeline's jobs, less the search (gRPC does not survive a fork,
+# and its workers are long-lived anyway) and the commands people run by hand.
+SERVED = frozenset(
+    {"download", "prepare", "train", "evaluate", "explain", "register", "card", "report", "demos", "lesson"}
+)
+PRELOAD = (
+    *("numpy", "pandas", "scipy.stats", "sklearn.metrics", "matplotlib", "yaml", "jsonschema"),
+    *("tensorflow", "keras", "mlflow"),
+)
+# Read when a library loads, so a child keeps the server's values: a job must have the same ones.
+IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "TF_", "KERAS_", "PYTHON", "LD_", "MPL")
+HEADER = struct.Struct("!I")
+
+
+def import_time_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_ENV)}
+
+
+def request_job(argv: list[str]) -> int | None:
+    """Run `fashion-mlp <argv>` as a fork of the server named by $FASHION_MLP_FORKSERVER and return its
+    exit status; None when there is no server or it does not serve this job (then run it here)."""
+    path = os.environ.get(ENV)
+    if not path or not argv or argv[0] not in SERVED:
+        return None
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+    except OSError:  # not started yet, or gone: run as before
+        client.close()
+        return None
+    with client:
+        payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        socket.send_fds(client, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
+        reader = client.makefile("r")
+        answer = reader.readline().strip()
+        if answer != "forked":
+            return None  # "declined": an import-time setting differs
+        pid = int(reader.readline())
+
+        def forward(number, _frame):
+            with contextlib.suppress(ProcessLookupError):  # it has just ended: its status follows
+                os.kill(pid, number)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, forward)
+        status = reader.readline().strip()
+    if not status:
+        sys.exit(f"fashion-mlp {argv[0]}: the fork server went away while the job ran (pid {pid})")
+    code = int(status)
+    if code < 0:  # killed by a signal: die of the same one, as the job's own process would have
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
+    if len(data) < HEADER.size:
+        raise ValueError("a request without its header")
+    (size,) = HEADER.unpack(data[: HEADER.size])
+    body = bytearray(data[HEADER.size :])
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise ValueError("a request cut short")
+        body += chunk
+    return json.loads(body), fds
+
+
+def serve(path: str) -> tuple[dict, list[int]]:
+    """Answer requests until the parent dies; in each forked child, return (request, fds)."""
+    started_with = import_time_env(os.environ)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what runtime.configure_tensorflow sets first
+    for module in PRELOAD:
+        importlib.import_module(module)
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the jobs; the server leaves with its parent
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if os.path.exists(path):
+        os.unlink(path)
+    listener.bind(path)
+    listener.listen(64)
+    jobs: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the job's connection)
+    waiting: dict[socket.socket, int] = {}  # a job's connection -> its child's pid
+    while os.getppid() == parent:
+        readable, _, _ = select.select([listener, *jobs, *waiting], [], [], 1.0)
+        for ready in readable:
+            if ready is listener:
+                conn, _ = listener.accept()
+                try:
+                    request, fds = read_request(conn)
+                except (OSError, ValueError):
+                    conn.close()
+                    continue
+                if (job_env := import_time_env(request["env"])) != started_with:
+                    differ = sorted(set(job_env.items()) ^ set(started_with.items()))
+                    print(f"forkserver: {request['argv'][0]} runs on its own: {differ}", file=sys.stderr, flush=True)
+                    conn.sendall(b"declined\n")
+                    conn.close()
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:  # the job: leave the server's sockets behind
+                    for sock in (listener, conn, *waiting):
+                        sock.close()
+                    for pidfd in jobs:
+                        os.close(pidfd)
+                    return request, fds
+                for fd in fds:
+                    os.close(fd)
+                conn.sendall(f"forked\n{pid}\n".encode())
+                jobs[os.pidfd_open(pid)] = (pid, conn)
+                waiting[conn] = pid
+            elif ready in waiting:  # the job's process closed its end: it died, so the child goes too
+                if not ready.recv(1):
+                    os.kill(waiting.pop(ready), signal.SIGKILL)
+            else:  # a child ended: tell its job's process how
+                pid, conn = jobs.pop(ready)
+                os.close(ready)
+                _, status = os.waitpid(pid, 0)
+                if waiting.pop(conn, None) is not None:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+                conn.close()
+    for pid in waiting.values():  # the parent (Snakemake) is gone, and so must its jobs be
+        os.kill(pid, signal.SIGKILL)
+    os.unlink(path)
+    sys.exit(0)
+
+
+def run_job(request: dict, fds: list[int]) -> None:
+    """In the forked child: become the job's process (streams, directory, environment), then run it."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ.pop(ENV, None)  # the job runs here; its CLI must not ask the server again
+    sys.argv = ["fashion-mlp", *request["argv"]]
+    from fashion_mlp.cli import main
+
+    main(request["argv"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fashion_mlp.forkserver", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, help="the Unix socket to listen on")
+    args = parser.parse_args(argv)
+    run_job(*serve(args.socket))
+
+
+if __name__ == "__main__":
+    main()
