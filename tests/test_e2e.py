@@ -33,6 +33,7 @@ import yaml
 from conftest import assert_png, edit_params, engine_env, run
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
+from fashion_mlp.profiling.marks import TRAINING_MARKS
 from smoke_runs import CLUSTER_TARGET, MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
 from test_card import check_model_card
 from test_ecosystem import check_mlflow_lineage, check_queue
@@ -345,16 +346,7 @@ def check_profile(first: Snapshot) -> None:
         assert job["cpu_seconds"] > 0 and job["wall_seconds"] > 0 and 50 < job["max_rss_mb"] < 4000, job
         if job["command"] == "train":
             names = [name for name, _ in job["marks"]]
-            assert names == [
-                "tensorflow imported",
-                "model built",
-                "mlflow run started",
-                "first epoch start",
-                "first epoch end",
-                "last epoch end",
-                "model saved",
-                "mlflow logged",
-            ], names
+            assert names == list(TRAINING_MARKS), names  # each once, in order
     text = first.profile
     assert text.startswith("# Where the last run's time went") and "The machine's cores were" in text
     assert re.search(r"median \d+\.\d s over 4 trainings", text), "train's three and the search's retrain"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ENV = "FASHION_MLP_PROFILE_DIR"
 # The marks of a training, in order: fixed cost is start -> EPOCHS_START plus EPOCHS_END -> exit.
-TF_IMPORTED, BUILT, RUN_STARTED, EPOCHS_START, FIRST_EPOCH_END, EPOCHS_END, SAVED, LOGGED = (
+TRAINING_MARKS = (
     "tensorflow imported",
     "model built",
     "mlflow run started",
@@ -26,6 +26,7 @@ TF_IMPORTED, BUILT, RUN_STARTED, EPOCHS_START, FIRST_EPOCH_END, EPOCHS_END, SAVE
     "model saved",
     "mlflow logged",
 )
+TF_IMPORTED, BUILT, RUN_STARTED, EPOCHS_START, FIRST_EPOCH_END, EPOCHS_END, SAVED, LOGGED = TRAINING_MARKS
 
 _marks: list[tuple[str, float]] = []
 
