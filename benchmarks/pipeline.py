@@ -75,7 +75,7 @@ def profile_records(repo: Path) -> list[dict]:
 
 def timed_run(repo: Path, env: dict, args: list[str]) -> tuple[float, list[float]]:
     """Wall seconds of `snakemake <args>` and the machine's busy cores, sampled every second."""
-    stop, samples = threading.Event(), repo / ".benchmark_machine.tsv"
+    stop, samples = threading.Event(), repo.parent / f"{repo.name}-machine.tsv"  # not in the clone: git status
     samples.unlink(missing_ok=True)
     thread = threading.Thread(target=sampler.sample, args=(samples, stop), daemon=True)
     thread.start()
