@@ -6,7 +6,7 @@ their memory in (docs/speed.md#measured-dated). The Snakefile's onstart starts t
 A job's CLI (cli.main) hands it the job's arguments, working directory, environment and standard
 streams; the server forks a child that runs the command there, as the job's own process would, and
 the job's process waits, passes SIGTERM/SIGINT/SIGHUP on to the child and exits with its status. If
-the job's process dies, the server kills the child; if the server's parent dies, the server exits.
+the job's process dies, the server kills the child; when Snakemake (`--parent`) is gone, the server exits.
 
 A job runs as before (no server, or not served) unless all of these hold: its command is in SERVED,
 and every variable read at import time (IMPORT_TIME_ENV: thread counts, TensorFlow's and Python's
@@ -100,13 +100,20 @@ def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(body), fds
 
 
-def serve(path: str) -> tuple[dict, list[int]]:
-    """Answer requests until the parent dies; in each forked child, return (request, fds)."""
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def serve(path: str, parent: int) -> tuple[dict, list[int]]:
+    """Answer requests while `parent` lives; in each forked child, return (request, fds)."""
     started_with = import_time_env(os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what runtime.configure_tensorflow sets first
     for module in PRELOAD:
         importlib.import_module(module)
-    parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the jobs; the server leaves with its parent
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if os.path.exists(path):
@@ -115,7 +122,7 @@ def serve(path: str) -> tuple[dict, list[int]]:
     listener.listen(64)
     jobs: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the job's connection)
     waiting: dict[socket.socket, int] = {}  # a job's connection -> its child's pid
-    while os.getppid() == parent:
+    while alive(parent):
         readable, _, _ = select.select([listener, *jobs, *waiting], [], [], 1.0)
         for ready in readable:
             if ready is listener:
@@ -184,8 +191,9 @@ def run_job(request: dict, fds: list[int]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fashion_mlp.forkserver", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="the Unix socket to listen on")
+    parser.add_argument("--parent", type=int, help="leave when this process is gone (default: the parent)")
     args = parser.parse_args(argv)
-    run_job(*serve(args.socket))
+    run_job(*serve(args.socket, args.parent or os.getppid()))
 
 
 if __name__ == "__main__":

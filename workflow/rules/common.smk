@@ -221,7 +221,7 @@ def start_forkserver():
     os.makedirs(os.path.join(workflow.basedir, "logs"), exist_ok=True)
     with open(os.path.join(workflow.basedir, "logs", "forkserver.log"), "w") as log:
         FORKSERVER["process"] = subprocess.Popen(
-            [sys.executable, "-m", "fashion_mlp.forkserver", "--socket", path],
+            [sys.executable, "-m", "fashion_mlp.forkserver", "--socket", path, "--parent", str(os.getpid())],
             cwd=workflow.basedir,
             env=env,
             stdout=log,
