@@ -68,9 +68,8 @@ def benchmark_rows(repo: Path) -> dict[str, dict]:
 
 def profile_records(repo: Path) -> list[dict]:
     """The newest run's job records (fashion_mlp/profiling), if the commit writes them."""
-    root = repo / "reports/timings/runs"
-    runs = sorted(p for p in root.glob("*") if p.is_dir() and sampler.ran_jobs(p)) if root.is_dir() else []
-    return [json.loads(p.read_text()) for p in sampler.job_records(runs[-1])] if runs else []
+    run = sampler.newest_run(repo / "reports/timings/runs")
+    return [json.loads(p.read_text()) for p in sampler.job_records(run)] if run else []
 
 
 def timed_run(repo: Path, env: dict, args: list[str]) -> tuple[float, list[float]]:

@@ -32,6 +32,7 @@ import pytest
 
 from conftest import DEBIAN_DATA, engine_env, require_debian_data, run, smoke_copy
 from fashion_mlp.io import sha256_file
+from fashion_mlp.profiling import sampler
 
 MODELS = ("baseline", "regularized", "cnn", "tuned")
 RUN_TIMEOUT = 1200  # seconds; three runs share two cores
@@ -128,8 +129,8 @@ def snapshot(repo: Path, output: str, runs_before: set[str], models=MODELS) -> S
 
 def newest_profile_jobs(repo: Path) -> list[dict]:
     """The job records (fashion_mlp/profiling) of the newest profiled run in `repo`, if any."""
-    runs = sorted(p for p in (repo / "reports/timings/runs").glob("*") if list(p.glob("*.json")))
-    return [json.loads(p.read_text()) for p in sorted(runs[-1].glob("*.json"))] if runs else []
+    run = sampler.newest_run(repo / "reports/timings/runs")
+    return [json.loads(p.read_text()) for p in sampler.job_records(run)] if run else []
 
 
 COPIED = ("dvc",)  # the runs that get a second copy when they end (the dvc_copy fixture)

@@ -21,17 +21,7 @@ from test_train import synthetic_data
 
 pytestmark = pytest.mark.slow  # a server that imports TensorFlow, and trainings
 
-THREADS_1 = {
-    v: "1"
-    for v in (
-        "OMP_NUM_THREADS",
-        "GOTO_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-    )
-}  # what Snakemake gives a 1-thread job
+THREADS_1 = forkserver.one_thread_env({})  # what Snakemake gives a 1-thread job
 
 
 @pytest.fixture(scope="module")

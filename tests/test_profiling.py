@@ -160,10 +160,14 @@ def test_the_profile_names_each_jobs_cpu_rss_fixed_cost_and_phases(run_dir, tmp_
     assert "| 0.50 | 2.00 | 3.00 | 0.50 | 1.00 |" in text
 
 
-def test_profile_without_records_says_what_to_run(tmp_path):
-    (tmp_path / "runs" / "20260101T000000").mkdir(parents=True)  # a no-op rerun's folder, before pruning
+def test_profile_without_records_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / draw.RUNS_DIR / "20260101T000000"  # a no-op rerun's folder, before pruning
+    folder.mkdir(parents=True)
+    (folder / "init-tracking-7.json").write_text("{}")
+    assert sampler.newest_run(tmp_path / draw.RUNS_DIR) is None
     with pytest.raises(SystemExit, match="no run with job records under"):
-        draw.newest_run(tmp_path / "runs")
+        draw.main(["--out_dir", str(tmp_path)])
 
 
 def test_the_whole_run_benchmark_reads_ratio_goals_and_new_jobs_from_its_runs():

@@ -41,6 +41,16 @@ PRELOAD = (
 # Read when a library loads, so a child keeps the server's values: a job must have the same ones.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "TF_", "KERAS_", "PYTHON", "LD_", "MPL")
 HEADER = struct.Struct("!I")
+# What Snakemake sets to a job's `threads` (snakemake/shell.py): the server starts with a 1-thread job's.
+SNAKEMAKE_THREAD_VARIABLES = (
+    *("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS"),
+    *("MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"),
+)
+
+
+def one_thread_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` as Snakemake passes it to a 1-thread job, which is what the server serves."""
+    return env | dict.fromkeys(SNAKEMAKE_THREAD_VARIABLES, "1")
 
 
 def import_time_env(env: dict[str, str]) -> dict[str, str]:

@@ -197,15 +197,6 @@ def draw_profile():
     sampler.prune(PROFILE_RUNS)
 
 
-# What Snakemake sets to a job's `threads` (snakemake/shell.py); a 1-thread job has them at 1.
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "GOTO_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
 FORKSERVER = {}
 
 
@@ -217,13 +208,12 @@ def start_forkserver():
     if workflow.resource_settings.nodes is not None:  # a cluster's jobs run elsewhere
         return
     path = os.path.join(tempfile.gettempdir(), f"fashion-mlp-forkserver-{uuid.uuid4().hex[:12]}.sock")
-    env = dict(os.environ, **{name: "1" for name in THREAD_VARIABLES})
     os.makedirs(os.path.join(workflow.basedir, "logs"), exist_ok=True)
     with open(os.path.join(workflow.basedir, "logs", "forkserver.log"), "w") as log:
         FORKSERVER["process"] = subprocess.Popen(
             [sys.executable, "-m", "fashion_mlp.forkserver", "--socket", path, "--parent", str(os.getpid())],
             cwd=workflow.basedir,
-            env=env,
+            env=forkserver.one_thread_env(dict(os.environ)),
             stdout=log,
             stderr=log,
         )

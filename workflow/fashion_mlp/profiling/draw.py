@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fashion_mlp.io import write_text
 from fashion_mlp.profiling import marks as m
-from fashion_mlp.profiling.sampler import MACHINE_FILE, job_records, ran_jobs
+from fashion_mlp.profiling.sampler import MACHINE_FILE, job_records, newest_run
 
 RUNS_DIR = Path("reports/timings/runs")
 # A training's phases: the time from each mark to the next (the first from the process's start).
@@ -54,7 +54,8 @@ def load_run(folder: Path) -> tuple[list[dict], list[tuple[float, float]], float
             samples.append((float(key), float(value)))
     if not jobs:
         raise SystemExit(f"profile: {folder} holds no job records: was the run made with the Snakefile?")
-    return jobs, samples, min([started or jobs[0]["started"], jobs[0]["started"]]), cores
+    first_job = jobs[0]["started"]
+    return jobs, samples, first_job if started is None else min(started, first_job), cores
 
 
 def phase_seconds(marks: dict[str, float], end: float, phases=PHASES, start: float = 0.0, tail: str | None = "to exit"):
@@ -226,19 +227,14 @@ def draw(jobs: list[dict], samples, run_start: float, cores: int, path: Path) ->
     plt.close(fig)
 
 
-def newest_run(root: Path) -> Path:
-    runs = sorted(p for p in root.iterdir() if p.is_dir() and ran_jobs(p)) if root.is_dir() else []
-    if not runs:
-        raise SystemExit(f"profile: no run with job records under {root}: run `snakemake --cores all` first")
-    return runs[-1]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fashion-mlp profile", description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", type=Path, help=f"a run's records; default: the newest under {RUNS_DIR}")
     parser.add_argument("--out_dir", type=Path, default=Path("reports/timings"), help="default: %(default)s")
     args = parser.parse_args(argv)
     folder = args.run_dir or newest_run(RUNS_DIR)
+    if folder is None:
+        raise SystemExit(f"profile: no run with job records under {RUNS_DIR}: run `snakemake --cores all` first")
     jobs, samples, run_start, cores = load_run(folder)
     draw(jobs, samples, run_start, cores, args.out_dir / "profile.png")
     write_text(args.out_dir / "profile.md", table(jobs, samples, run_start, cores))

@@ -75,6 +75,12 @@ def ran_jobs(folder: Path) -> bool:
     return any(not p.name.startswith(tuple(f"{c}-" for c in SETUP_COMMANDS)) for p in job_records(folder))
 
 
+def newest_run(root: Path) -> Path | None:
+    """The newest run folder under `root` that ran a job, if any."""
+    runs = sorted(p for p in Path(root).iterdir() if p.is_dir() and ran_jobs(p)) if Path(root).is_dir() else []
+    return runs[-1] if runs else None
+
+
 def prune(root: Path, keep: int = 3) -> None:
     """Drop run folders without a job (a no-op rerun) and all but the `keep` newest others."""
     import shutil
