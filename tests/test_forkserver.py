@@ -19,9 +19,27 @@ from fashion_mlp import forkserver
 from fashion_mlp.profiling import marks
 from test_train import synthetic_data
 
-pytestmark = pytest.mark.slow  # a server that imports TensorFlow, and trainings
+slow = pytest.mark.slow  # a server that imports TensorFlow, and trainings
 
 THREADS_1 = forkserver.one_thread_env({})  # what Snakemake gives a 1-thread job
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--model", "baseline"], True),
+        (["tune", "--role", "finish", "--seed", "1"], True),
+        (["tune", "--role=finish"], True),
+        (["tune", "--role", "worker", "--worker_id", "0"], True),
+        (["tune", "--role", "chief"], False),  # no core of its own: other thread settings
+        (["tune"], False),  # the whole search in one process
+        (["tune", "--role", "finish", "--role", "worker"], False),
+        (["predict", "--image", "x.png"], False),  # run by hand
+        ([], False),
+    ],
+)
+def test_the_server_runs_the_pipelines_jobs_and_the_searchs_workers_and_retrain(argv, expected):
+    assert forkserver.served(argv) is expected
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +93,7 @@ def records(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+@slow
 def test_a_forked_job_gives_the_bytes_output_and_record_of_its_own_process(server, workdir):
     proc, env = server
     own = {k: v for k, v in env.items() if k != forkserver.ENV} | {marks.ENV: str(workdir / "alone")}
@@ -92,6 +111,7 @@ def test_a_forked_job_gives_the_bytes_output_and_record_of_its_own_process(serve
     assert dict(record["marks"])[marks.TF_IMPORTED] < dict(own_record["marks"])[marks.TF_IMPORTED] / 2
 
 
+@slow
 def test_a_failing_job_returns_its_status_and_message(server, workdir):
     _, env = server
     result = run_cli(["train", "--no_such_flag"], env, workdir)
@@ -100,6 +120,7 @@ def test_a_failing_job_returns_its_status_and_message(server, workdir):
     assert missing.returncode != 0 and "missing.npz" in missing.stderr
 
 
+@slow
 def test_a_job_whose_import_time_settings_differ_runs_in_its_own_process(server, workdir):
     _, env = server
     folder = workdir / "declined"
@@ -124,6 +145,7 @@ def wait_for_child(proc: subprocess.Popen, timeout: float = 60) -> psutil.Proces
     raise AssertionError("the server forked no child")
 
 
+@slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_the_fork_dies_with_its_jobs_process_or_hears_its_signal(server, workdir, how):
     proc, env = server
@@ -138,6 +160,7 @@ def test_the_fork_dies_with_its_jobs_process_or_hears_its_signal(server, workdir
     assert not (workdir / f"long_{how}.keras").exists()
 
 
+@slow
 def test_the_server_leaves_when_its_parent_does(workdir):
     path = workdir / "orphan.sock"
     parent = subprocess.Popen(

@@ -205,3 +205,21 @@ def test_the_whole_run_benchmark_reads_ratio_goals_and_new_jobs_from_its_runs():
     assert "busy cores, new: 93% (goal >= 90%); old: 85%" in text
     assert "a training's fixed cost, new: median 2.50 s (goal <= 3.0)" in text
     assert "jobs the old commit lacks (1: lesson/backprop.tsv): 22.0 s of job time" in text
+
+
+def test_the_epoch_marks_start_at_the_first_epoch_a_fit_runs_even_a_resumed_one(monkeypatch, tmp_path):
+    """A promoted Hyperband trial resumes at its parent's last epoch: its first epoch is marked too."""
+    monkeypatch.setenv(marks.ENV, str(tmp_path))
+    monkeypatch.setattr(marks, "_marks", [])
+    for prefix, epochs in (("trial 1: ", range(0, 2)), ("trial 2: ", range(2, 5))):
+        callback = marks.epoch_marks(prefix)
+        for epoch in epochs:
+            callback.on_epoch_begin(epoch)
+            callback.on_epoch_end(epoch)
+        callback.on_train_end()
+    names = [name for name, _ in marks._marks]
+    assert names == [
+        prefix + name
+        for prefix in ("trial 1: ", "trial 2: ")
+        for name in (marks.EPOCHS_START, marks.FIRST_EPOCH_END, marks.EPOCHS_END)
+    ]

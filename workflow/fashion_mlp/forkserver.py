@@ -8,7 +8,7 @@ streams; the server forks a child that runs the command there, as the job's own 
 the job's process waits, passes SIGTERM/SIGINT/SIGHUP on to the child and exits with its status. If
 the job's process dies, the server kills the child; when Snakemake (`--parent`) is gone, the server exits.
 
-A job runs as before (no server, or not served) unless all of these hold: its command is in SERVED,
+A job runs as before (no server, or not served) unless all of these hold: served() takes its command,
 and every variable read at import time (IMPORT_TIME_ENV: thread counts, TensorFlow's and Python's
 flags) is what the server started with. Only third-party libraries are preloaded; the pipeline's own
 modules load in the child, from the disk. No TensorFlow op runs in the server, so each child sets up
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import select
@@ -29,11 +30,14 @@ import struct
 import sys
 
 ENV = "FASHION_MLP_FORKSERVER"  # the socket's path, for the jobs (the Snakefile sets it)
-# The commands a server runs: the pipeline's jobs, less the search (gRPC does not survive a fork,
-# and its workers are long-lived anyway) and the commands people run by hand.
+# The commands a server runs: the pipeline's jobs, less those people run by hand. Of `tune`, the
+# workers and the retrain are served (TUNE_ROLES): the server never imports gRPC, which does not
+# survive a fork, so a worker's child imports its own. The chief reserves no core (it runs with
+# other thread settings) and the whole search in one process (`--role all`) spawns its own.
 SERVED = frozenset(
     {"download", "prepare", "train", "evaluate", "explain", "register", "card", "report", "demos", "lesson"}
 )
+TUNE_ROLES = frozenset({"worker", "finish"})
 PRELOAD = (
     *("numpy", "pandas", "scipy.stats", "sklearn.metrics", "matplotlib", "yaml", "jsonschema"),
     *("tensorflow", "keras", "mlflow"),
@@ -46,6 +50,17 @@ SNAKEMAKE_THREAD_VARIABLES = (
     *("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS"),
     *("MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"),
 )
+
+
+def served(argv: list[str]) -> bool:
+    """Whether a server runs `fashion-mlp <argv>`: a command of SERVED, or `tune` in a role of TUNE_ROLES."""
+    if not argv:
+        return False
+    if argv[0] in SERVED:
+        return True
+    roles = [b for a, b in itertools.pairwise(argv) if a == "--role"]
+    roles += [a.removeprefix("--role=") for a in argv if a.startswith("--role=")]
+    return argv[0] == "tune" and len(roles) == 1 and roles[0] in TUNE_ROLES
 
 
 def one_thread_env(env: dict[str, str]) -> dict[str, str]:
@@ -61,7 +76,7 @@ def request_job(argv: list[str]) -> int | None:
     """Run `fashion-mlp <argv>` as a fork of the server named by $FASHION_MLP_FORKSERVER and return its
     exit status; None when there is no server or it does not serve this job (then run it here)."""
     path = os.environ.get(ENV)
-    if not path or not argv or argv[0] not in SERVED:
+    if not path or not served(argv):
         return None
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -124,6 +139,8 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what runtime.configure_tensorflow sets first
     for module in PRELOAD:
         importlib.import_module(module)
+    if "grpc" in sys.modules:  # a preloaded library brought it: the search's workers would hang in a fork
+        sys.exit("forkserver: gRPC was imported with the preloaded libraries; the tune workers cannot be forked")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the jobs; the server leaves with its parent
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if os.path.exists(path):

@@ -64,7 +64,13 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
     """
     import keras
 
-    from fashion_mlp.models.fitting import augmenter, compile_model, learning_rate_schedule, one_hot
+    from fashion_mlp.models.fitting import (
+        augmenter,
+        built_before_tracing,
+        compile_model,
+        learning_rate_schedule,
+        one_hot,
+    )
 
     steps_per_epoch = -(-len(data["y_train"]) // params["batch_size"])
     schedule = learning_rate_schedule(
@@ -102,6 +108,7 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
                 restore_best_weights=True,
             ),
         ]
+    callbacks = [built_before_tracing(data["x_train"], y_train), *callbacks]
     return trainer.fit(
         data["x_train"],
         y_train,

@@ -100,16 +100,21 @@ def start(command: str, argv: list[str]) -> None:
 
 
 def epoch_marks(prefix: str = ""):
-    """A Keras callback marking the first epoch's start and end and the last epoch's end."""
+    """A Keras callback marking the first epoch's start and end and the last epoch's end.
+
+    The first epoch is the first this fit runs: a promoted Hyperband trial resumes at a later one."""
     import keras
 
     class EpochMarks(keras.callbacks.Callback):
+        first = None
+
         def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 0:
+            if self.first is None:
+                self.first = epoch
                 mark(prefix + EPOCHS_START)
 
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:
+            if epoch == self.first:
                 mark(prefix + FIRST_EPOCH_END)
 
         def on_train_end(self, logs=None):

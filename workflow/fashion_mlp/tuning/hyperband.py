@@ -140,6 +140,8 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
     import keras_tuner as kt
     import mlflow
 
+    from fashion_mlp.models.fitting import built_before_tracing
+
     oracle_class = lockstep_oracle_class()
 
     class EpochLogger(keras.callbacks.Callback):
@@ -183,10 +185,21 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
                 # Seeded last: an MLflow call before may draw from `random` (an HTTP retry's jitter),
                 # which Keras' initializers draw from too.
                 keras.utils.set_random_seed(trial_seed(seed, values))
+                args, kwargs["validation_data"] = self.as_tensors(args, kwargs["validation_data"])
+                kwargs["callbacks"].insert(0, built_before_tracing(args[0], args[1]))
                 result = super().run_trial(trial, *args, **kwargs)  # KerasTuner clears the session first
             self.trials_run.append(trial.trial_id)
             marks.mark(prefix + "trial end")
             return result
+
+        def as_tensors(self, args: tuple, validation: tuple) -> tuple:
+            """The trials' arrays as TensorFlow tensors, made once per process."""
+            import tensorflow as tf
+
+            if getattr(self, "_tensors", None) is None or self._tensors[0] is not args[0]:
+                self._tensors = (args[0], tuple(tf.constant(a) for a in (*args[:2], *validation)))
+            x, y, x_val, y_val = self._tensors[1]
+            return (x, y, *args[2:]), (x_val, y_val)
 
     return TrackedHyperband
 
