@@ -31,14 +31,14 @@ THREADS_1 = forkserver.one_thread_env({})  # what Snakemake gives a 1-thread job
         (["tune", "--role", "finish", "--seed", "1"], True),
         (["tune", "--role=finish"], True),
         (["tune", "--role", "worker", "--worker_id", "0"], True),
-        (["tune", "--role", "chief"], False),  # no core of its own: other thread settings
+        (["tune", "--role", "chief"], True),
         (["tune"], False),  # the whole search in one process
         (["tune", "--role", "finish", "--role", "worker"], False),
         (["predict", "--image", "x.png"], False),  # run by hand
         ([], False),
     ],
 )
-def test_the_server_runs_the_pipelines_jobs_and_the_searchs_workers_and_retrain(argv, expected):
+def test_the_server_runs_the_pipelines_jobs_and_the_searchs_roles(argv, expected):
     assert forkserver.served(argv) is expected
 
 

@@ -655,9 +655,9 @@ def test_make_ui_answers_on_127_0_0_1_and_on_no_other_address(tmp_path):
 
 
 @pytest.mark.slow
-def test_fewer_cores_than_tune_workers_run_fewer_workers(smoke_repo):
-    """The chief's workers run side by side, a core each: with --cores below tune.workers the search
-    runs min(tune.workers, --cores) workers (the result is the same), so `--cores 1` plans the whole
+def test_workers_beyond_the_cores_reserve_none(smoke_repo):
+    """The chief's workers start together: with --cores below tune.workers, min(tune.workers, --cores)
+    of them reserve a core and the others none (the result is the same), so `--cores 1` plans the whole
     pipeline, where it used to stop at Snakemake's pipe-group resource error."""
     workers = yaml.safe_load((smoke_repo / "params.yaml").read_text())["tune"]["workers"]
     assert workers >= 2, "the smoke params must ask for more workers than one core holds"
@@ -671,7 +671,11 @@ def test_fewer_cores_than_tune_workers_run_fewer_workers(smoke_repo):
     )
     message = result.stdout + result.stderr
     assert result.returncode == 0, message[-2000:]
-    assert f"tune: --cores 1 runs 1 Hyperband worker(s), not tune.workers {workers}" in message
+    assert f"tune: --cores 1: 1 of the tune.workers {workers} Hyperband workers reserve a core" in message
     stats = dict(re.findall(r"^(tune_\w+)\s+(\d+)$", message, re.M))
-    assert stats == {"tune_chief": "1", "tune_worker": "1", "tune_finish": "1"}, message[-2000:]
+    assert stats == {"tune_chief": "1", "tune_worker": str(workers), "tune_finish": "1"}, message[-2000:]
+    # Snakemake prints a job's threads unless they are 1: worker0 reserves the core, the others none
+    jobs = re.findall(r"rule tune_worker:\n(.*?)\n\S", message, re.S)
+    threads = {re.search(r"wildcards: worker=(\d+)", job)[1]: "threads: 0" not in job for job in jobs}
+    assert threads == {str(i): i == 0 for i in range(workers)}, message[-2000:]
     assert "pipe group" not in message.lower()

@@ -31,13 +31,13 @@ import sys
 
 ENV = "FASHION_MLP_FORKSERVER"  # the socket's path, for the jobs (the Snakefile sets it)
 # The commands a server runs: the pipeline's jobs, less those people run by hand. Of `tune`, the
-# workers and the retrain are served (TUNE_ROLES): the server never imports gRPC, which does not
-# survive a fork, so a worker's child imports its own. The chief reserves no core (it runs with
-# other thread settings) and the whole search in one process (`--role all`) spawns its own.
+# roles Snakemake runs are served (TUNE_ROLES): the server never imports gRPC, which does not
+# survive a fork, so the chief's and the workers' children import their own. The whole search in
+# one process (`--role all`, DVC's) is not: it starts its chief and workers itself.
 SERVED = frozenset(
     {"download", "prepare", "train", "evaluate", "explain", "register", "card", "report", "demos", "lesson"}
 )
-TUNE_ROLES = frozenset({"worker", "finish"})
+TUNE_ROLES = frozenset({"chief", "worker", "finish"})
 PRELOAD = (
     *("numpy", "pandas", "scipy.stats", "sklearn.metrics", "matplotlib", "yaml", "jsonschema"),
     *("tensorflow", "keras", "mlflow"),

@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 # The pipeline's package, importable even without `pip install -e .`.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from fashion_mlp.cli import COMMANDS  # noqa: E402
+from fashion_mlp.forkserver import SNAKEMAKE_THREAD_VARIABLES  # noqa: E402
 from fashion_mlp.code_deps import stage_code  # noqa: E402
 from fashion_mlp.config import ParamsError, cli_flags, validate  # noqa: E402
 from fashion_mlp.data import RAW_FILES  # noqa: E402
@@ -83,33 +84,40 @@ def section_flags(*keys):
     return cli_flags(node)
 
 
-def tune_worker_count():
-    """How many Hyperband workers this run starts: tune.workers, but no more than --cores, at least 1.
+def tune_cored_workers():
+    """How many of the tune.workers Hyperband workers reserve a core: no more than --cores, at least 1.
 
-    The chief and its workers start together, a core per worker, so `--cores 1` runs one worker
-    (the search's result is the same for any number). On a cluster (--jobs) it is tune.workers.
-    The main Snakemake decides and exports the number; the Snakemake of a cluster job or a group
-    reads it back (`envvars:`), so every process builds the same jobs.
+    The chief and its workers start together. A worker keeps about three quarters of its core busy
+    (it waits between trials and for its own data pipeline), so workers beyond --cores run too,
+    reserving no core, in the time the others leave idle: 3 workers on 2 cores searched in 109 s,
+    2 in 117 s (docs/speed.md). The search's result is the same for any number. On a cluster
+    (--jobs) every worker reserves its core. The main Snakemake decides and exports the number; the
+    Snakemake of a cluster job or a group reads it back (`envvars:`), so every process builds the
+    same jobs.
     """
     workers = config["tune"]["workers"]
-    if not workflow.is_main_process and os.environ.get("FASHION_MLP_TUNE_WORKERS", "").isdigit():
-        return int(os.environ["FASHION_MLP_TUNE_WORKERS"])
+    if not workflow.is_main_process and os.environ.get("FASHION_MLP_TUNE_CORED_WORKERS", "").isdigit():
+        return int(os.environ["FASHION_MLP_TUNE_CORED_WORKERS"])
     cores = workflow.resource_settings.cores
+    cored = workers
     if workflow.resource_settings.nodes is None and isinstance(cores, int) and cores < workers:
+        cored = max(1, cores)
         logger.info(
-            f"tune: --cores {cores} runs {max(1, cores)} Hyperband worker(s), not tune.workers {workers} "
-            "(the search's result is the same)"
+            f"tune: --cores {cores}: {cored} of the tune.workers {workers} Hyperband workers reserve a core, "
+            "the rest share them (the search's result is the same)"
         )
-        workers = max(1, cores)
-    os.environ["FASHION_MLP_TUNE_WORKERS"] = str(workers)
-    return workers
+    os.environ["FASHION_MLP_TUNE_CORED_WORKERS"] = str(cored)
+    return cored
 
 
-TUNE_WORKERS = tune_worker_count()
+TUNE_CORED_WORKERS = tune_cored_workers()
+# What Snakemake's `threads` sets (forkserver.SNAKEMAKE_THREAD_VARIABLES), at 1: for the tune jobs that
+# reserve no core (threads 0, where OpenMP refuses 0), and so that the fork server serves them too.
+ONE_THREAD_ENV = " ".join(f"{name}=1" for name in SNAKEMAKE_THREAD_VARIABLES)
 
 
 envvars:
-    "FASHION_MLP_TUNE_WORKERS",
+    "FASHION_MLP_TUNE_CORED_WORKERS",
 
 
 _RUN_LOCK = []  # the open lock file, held for the life of this Snakemake process

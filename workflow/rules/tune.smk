@@ -1,10 +1,10 @@
 # Stage `tune`: Hyperband in KerasTuner's distributed mode, one rule per role of
 # `fashion-mlp tune --role <role>`, each logging to logs/tune/<role>.log: tune_chief serves
-# the oracle while tune.workers tune_worker jobs (worker0, worker1, ...; no more than --cores) run the trials,
-# then tune_finish writes the stage's outputs and retrains the best as `tuned`.
+# the oracle while tune.workers tune_worker jobs (worker0, worker1, ...; those beyond --cores reserve no
+# core) run the trials, then tune_finish writes the stage's outputs and retrains the best as `tuned`.
 # dvc.yaml runs the same roles in its one stage `tune` (`fashion-mlp tune --role all`).
 
-WORKERS = range(TUNE_WORKERS)  # common.smk: min(tune.workers, --cores), at least 1
+WORKERS = range(config["tune"]["workers"])  # the first TUNE_CORED_WORKERS reserve a core (common.smk)
 # The search and its retrain are the run's longest chain: they go first. Without a priority,
 # Snakemake filled each freed core with a one-core training, and the search, whose group needs
 # tune.workers cores at once, started only after all of them (7 min into a 15-min run).
@@ -33,8 +33,8 @@ rule tune_chief:
         seed=config["seed"],
         experiment=config["mlflow"]["experiment"],
     shell:
-        # OMP_NUM_THREADS=0, from threads: 0, is invalid to OpenMP
-        "OMP_NUM_THREADS=1 fashion-mlp tune --role chief {params.flags} --seed {params.seed} --experiment {params.experiment}"
+        f"{ONE_THREAD_ENV} fashion-mlp tune --role chief"
+        " {params.flags} --seed {params.seed} --experiment {params.experiment}"
         " --data {input.data} --work_dir .tuner --chief_file {output} > {log} 2>&1"
 
 
@@ -54,8 +54,9 @@ rule tune_worker:
     priority: SEARCH_PRIORITY
     conda:
         "../envs/pipeline.yaml"
-    # One thread, like train: several single-thread trials beat one two-thread trial.
-    threads: 1
+    # One thread, like train: several single-thread trials beat one two-thread trial. A worker
+    # beyond --cores reserves none and runs in the time the others leave idle (common.smk).
+    threads: lambda wildcards: int(int(wildcards.worker) < TUNE_CORED_WORKERS)
     resources:
         mem_mb=2000,
     params:
@@ -63,8 +64,9 @@ rule tune_worker:
         seed=config["seed"],
         experiment=config["mlflow"]["experiment"],
     shell:
-        "fashion-mlp tune --role worker {params.flags} --seed {params.seed} --experiment {params.experiment}"
-        " --data {input.data} --work_dir .tuner --threads {threads} --chief_file {input.chief}"
+        f"{ONE_THREAD_ENV} fashion-mlp tune --role worker"
+        " {params.flags} --seed {params.seed} --experiment {params.experiment}"
+        " --data {input.data} --work_dir .tuner --threads 1 --chief_file {input.chief}"
         " --worker_id {wildcards.worker} --worker_out {output} > {log} 2>&1"
 
 
