@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 from pathlib import Path
 
@@ -302,3 +303,55 @@ def test_load_arrays_names_missing_file(tmp_path):
         load_arrays(path)
     assert str(path) in str(info.value)
     assert "prepare" in str(info.value)
+
+
+def test_load_arrays_reads_each_array_aligned_and_equal_to_np_load(tmp_path):
+    """Aligned for TensorFlow to share (fitting.as_tensor), with np.load's values, dtypes and shapes,
+    C- and Fortran-ordered alike."""
+    from fashion_mlp.data import ALIGNMENT, load_arrays
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x": rng.random((7, 28, 28), dtype=np.float32),
+        "y": rng.integers(0, 10, 7).astype(np.uint8),
+        "f": np.asfortranarray(rng.random((5, 3))),
+        "empty": np.zeros((0, 784), np.float32),
+    }
+    np.savez(tmp_path / "a.npz", **arrays)
+    loaded = load_arrays(tmp_path / "a.npz")
+    for key, want in arrays.items():
+        assert loaded[key].dtype == want.dtype and loaded[key].shape == want.shape, key
+        np.testing.assert_array_equal(loaded[key], want)
+    assert loaded["x"].ctypes.data % ALIGNMENT == 0 and loaded["x"].flags.c_contiguous
+
+
+def test_a_cut_npz_member_is_refused_by_name(tmp_path):
+    import zipfile
+
+    from fashion_mlp.data import DataError, load_arrays
+
+    np.savez(tmp_path / "a.npz", x=np.ones((100, 784), np.float32))
+    with zipfile.ZipFile(tmp_path / "a.npz") as whole:
+        data = whole.read("x.npy")
+    with zipfile.ZipFile(tmp_path / "cut.npz", "w") as cut:
+        cut.writestr("x.npy", data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.npz.*x\.npy ends after"):
+        load_arrays(tmp_path / "cut.npz")
+
+
+def test_as_tensor_shares_an_aligned_array_and_leaves_others_to_keras():
+    import tensorflow as tf
+
+    from fashion_mlp.data import ALIGNMENT, read_aligned
+    from fashion_mlp.models.fitting import as_tensor
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(12, dtype=np.float32).reshape(3, 4))
+    buffer.seek(0)
+    aligned = read_aligned(buffer, "x.npy")
+    tensor = as_tensor(aligned)
+    assert isinstance(tensor, tf.Tensor)
+    aligned[0, 0] = 99.0  # the same memory: the tensor sees it
+    assert float(tensor[0, 0]) == 99.0
+    misaligned = np.frombuffer(bytes(4 * 13 + ALIGNMENT), dtype=np.uint8)[1 : 1 + 48].view(np.float32)
+    assert as_tensor(misaligned) is misaligned

@@ -118,17 +118,58 @@ def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def load_arrays(path: str | os.PathLike, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """Load every array of an .npz, or only `keys` (the others are never read); pickled objects are refused."""
+    """Load every array of an .npz, or only `keys` (the others are never read); pickled objects are refused.
+
+    Each array starts on an ALIGNMENT boundary (read_aligned), so `fit` can use it without a copy."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [key for key in keys or () if key not in npz.files]
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            missing = [key for key in keys or () if key not in members]
             if missing:
-                raise DataError(f"{path}: no array {', '.join(missing)} (it holds {', '.join(npz.files)})")
-            return {key: npz[key] for key in keys or npz.files}
+                raise DataError(f"{path}: no array {', '.join(missing)} (it holds {', '.join(members)})")
+            out = {}
+            for key in keys or members:
+                with archive.open(members[key]) as member:
+                    out[key] = read_aligned(member, members[key])
+            return out
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; run the prepare stage first") from None
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz of plain arrays ({exc})") from None
+
+
+ALIGNMENT = 64  # bytes: TensorFlow takes an array's memory as a tensor's only at this alignment
+READ_CHUNK = 1 << 20  # bytes read at a time: no second copy of a whole array in memory
+
+
+def read_aligned(member, name: str) -> np.ndarray:
+    """The .npy array in the open file `member`, in memory aligned to ALIGNMENT bytes.
+
+    np.load's large arrays start 16 bytes into a page, so Keras copies them into a tensor at the start
+    of every `fit`: 1.9 s for the training split, at this machine's price for fresh memory
+    (docs/speed.md). NumPy has no aligned load, so this reads the header with numpy.lib.format's
+    readers and the data into an aligned buffer; fitting.as_tensor then shares it with TensorFlow.
+    """
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(member)
+    read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(member)
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds pickled Python objects, which are not loaded")
+    size = math.prod(shape) * dtype.itemsize
+    raw = np.empty(size + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    buffer = raw[start : start + size]
+    filled = 0
+    while filled < size:
+        chunk = member.read(min(READ_CHUNK, size - filled))
+        if not chunk:
+            raise ValueError(f"{name} ends after {filled} of its {size} bytes")
+        buffer[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+        filled += len(chunk)
+    array = buffer.view(dtype)
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

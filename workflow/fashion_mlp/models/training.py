@@ -65,6 +65,7 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
     import keras
 
     from fashion_mlp.models.fitting import (
+        as_tensor,
         augmenter,
         built_before_tracing,
         compile_model,
@@ -108,11 +109,12 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
                 restore_best_weights=True,
             ),
         ]
-    callbacks = [built_before_tracing(data["x_train"], y_train), *callbacks]
+    x_train, y_train, x_val, y_val = (as_tensor(a) for a in (data["x_train"], y_train, data["x_val"], y_val))
+    callbacks = [built_before_tracing(x_train, y_train), *callbacks]
     return trainer.fit(
-        data["x_train"],
+        x_train,
         y_train,
-        validation_data=(data["x_val"], y_val),
+        validation_data=(x_val, y_val),
         batch_size=params["batch_size"],
         epochs=params["epochs"],
         callbacks=callbacks,
