@@ -12,10 +12,10 @@ from snakemake.exceptions import WorkflowError
 # The pipeline's package, importable even without `pip install -e .`.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from fashion_mlp.cli import COMMANDS  # noqa: E402
-from fashion_mlp.forkserver import SNAKEMAKE_THREAD_VARIABLES  # noqa: E402
 from fashion_mlp.code_deps import stage_code  # noqa: E402
 from fashion_mlp.config import ParamsError, cli_flags, validate  # noqa: E402
 from fashion_mlp.data import RAW_FILES  # noqa: E402
+from fashion_mlp.forkserver import SNAKEMAKE_THREAD_VARIABLES  # noqa: E402
 from fashion_mlp.models import kinds  # noqa: E402
 
 try:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
-from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
+from fashion_mlp.data import ALIGNMENT, IMAGE_SHAPE, NUM_CLASSES
 
 
 def augmenter(shift: int, flip: bool, seed: int) -> keras.Sequential | None:
@@ -36,10 +37,7 @@ def as_tensor(array):
     """`array` as a TensorFlow tensor sharing its memory (DLPack), where TensorFlow allows it: C order,
     aligned to data.ALIGNMENT bytes (data.load_arrays' arrays are). Anything else is returned as it is,
     and Keras copies it at the start of `fit` as before. The values, and so the results, are the same."""
-    import numpy as np
     import tensorflow as tf
-
-    from fashion_mlp.data import ALIGNMENT
 
     if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.ctypes.data % ALIGNMENT:
         return array

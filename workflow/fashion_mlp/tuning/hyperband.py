@@ -156,6 +156,7 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
             )
             kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
             self.trials_run: list[str] = []
+            self.tensors: tuple | None = None  # (the NumPy x the search was given, its arrays as tensors)
 
         def run_trial(self, trial, *args, **kwargs):
             prefix = f"trial {trial.trial_id}: "  # the profile's marks (profiling/marks.py)
@@ -196,9 +197,9 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
             """The trials' arrays as TensorFlow tensors, made once per process."""
             import tensorflow as tf
 
-            if getattr(self, "_tensors", None) is None or self._tensors[0] is not args[0]:
-                self._tensors = (args[0], tuple(tf.constant(a) for a in (*args[:2], *validation)))
-            x, y, x_val, y_val = self._tensors[1]
+            if self.tensors is None or self.tensors[0] is not args[0]:
+                self.tensors = (args[0], tuple(tf.constant(a) for a in (*args[:2], *validation)))
+            x, y, x_val, y_val = self.tensors[1]
             return (x, y, *args[2:]), (x_val, y_val)
 
     return TrackedHyperband
