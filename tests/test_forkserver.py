@@ -42,6 +42,14 @@ def test_the_server_runs_the_pipelines_jobs_and_the_searchs_roles(argv, expected
     assert forkserver.served(argv) is expected
 
 
+def test_tcmalloc_is_preloaded_where_installed_and_a_set_preload_wins(monkeypatch):
+    monkeypatch.setattr(forkserver.ctypes.util, "find_library", lambda name: f"lib{name}.so.4")
+    assert forkserver.with_tcmalloc({"A": "1"}) == {"A": "1", "LD_PRELOAD": "libtcmalloc_minimal.so.4"}
+    assert forkserver.with_tcmalloc({"LD_PRELOAD": "libjemalloc.so.2"}) == {"LD_PRELOAD": "libjemalloc.so.2"}
+    monkeypatch.setattr(forkserver.ctypes.util, "find_library", lambda name: None)
+    assert forkserver.with_tcmalloc({"A": "1"}) == {"A": "1"}
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("forkserver")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes.util
 import importlib
 import itertools
 import json
@@ -61,6 +62,16 @@ def served(argv: list[str]) -> bool:
     roles = [b for a, b in itertools.pairwise(argv) if a == "--role"]
     roles += [a.removeprefix("--role=") for a in argv if a.startswith("--role=")]
     return argv[0] == "tune" and len(roles) == 1 and roles[0] in TUNE_ROLES
+# Google's tcmalloc (Debian's libtcmalloc-minimal4): TensorFlow's many small allocations cost less, and
+# the floats stay the same (docs/speed.md). LD_PRELOAD takes the library's soname.
+TCMALLOC = "tcmalloc_minimal"
+
+
+def with_tcmalloc(env: dict[str, str]) -> dict[str, str]:
+    """`env` with tcmalloc preloaded where it is installed; a LD_PRELOAD already set is left alone."""
+    if "LD_PRELOAD" in env or (soname := ctypes.util.find_library(TCMALLOC)) is None:
+        return env
+    return env | {"LD_PRELOAD": soname}
 
 
 def one_thread_env(env: dict[str, str]) -> dict[str, str]:

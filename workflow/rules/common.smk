@@ -215,6 +215,8 @@ def start_forkserver():
 
     if workflow.resource_settings.nodes is not None:  # a cluster's jobs run elsewhere
         return
+    # The server and every job (they inherit this process's environment) allocate with tcmalloc.
+    os.environ.update(forkserver.with_tcmalloc(dict(os.environ)))
     path = os.path.join(tempfile.gettempdir(), f"fashion-mlp-forkserver-{uuid.uuid4().hex[:12]}.sock")
     os.makedirs(os.path.join(workflow.basedir, "logs"), exist_ok=True)
     with open(os.path.join(workflow.basedir, "logs", "forkserver.log"), "w") as log:
