@@ -114,15 +114,19 @@ import keras
 import numpy as np
 from fashion_mlp.runtime import configure_tensorflow
 
-data_path, threads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data_path, threads, out, data_autotuning = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "on"
 configure_tensorflow(threads, 42)
+if data_autotuning:  # Keras' and tf.data's default, which the project turns off
+    import tensorflow as tf
+
+    tf.data.Dataset.with_options = tf.data.Dataset.with_options.original
 from fashion_mlp.data import load_arrays
 from fashion_mlp.models.architectures import build_mlp
 from fashion_mlp.models.training import fit, make_history_callback
 
 data = load_arrays(data_path)
 arrays = {}
-for spe in map(int, sys.argv[4:]):
+for spe in map(int, sys.argv[5:]):
     keras.utils.set_random_seed(42)  # each training starts from the same state
     params = {"learning_rate": 0.001, "lr_schedule": "exponential", "lr_decay_rate": 0.8, "batch_size": 32,
               "epochs": 2, "early_stopping_patience": None, "early_stopping_monitor": "val_loss",
@@ -139,14 +143,16 @@ np.savez(out, **arrays)
 
 @pytest.mark.slow
 def test_speed_settings_do_not_change_results(tmp_path):
-    """Keras' defaults (one batch per call, every core) and the project's speed settings (many
-    batches per call, one or two threads) train the baseline to the same weights, bit for bit."""
+    """Keras' defaults (one batch per call, tf.data's autotuning) and the project's speed settings
+    (many batches per call, one or two threads, no autotuning) train the baseline to the same
+    weights, bit for bit."""
     data = tmp_path / "train.npz"
     save_arrays(data, **synthetic_data(2000, 200))  # 63 batches: 8 per call leaves a partial last call
-    runs = {"two-threads": (2, ["1", "8", "64"]), "one-thread": (1, ["64"])}
-    for name, (threads, spes) in runs.items():
+    runs = {"two-threads": (2, "on", ["1"]), "two-threads-project": (2, "off", ["8", "64"]), "one-thread": (1, "off", ["64"])}
+    for name, (threads, autotuning, spes) in runs.items():
+        out = tmp_path / f"{name}.npz"
         result = subprocess.run(
-            [sys.executable, "-c", TRAIN_WITH, str(data), str(threads), str(tmp_path / f"{name}.npz"), *spes],
+            [sys.executable, "-c", TRAIN_WITH, str(data), str(threads), str(out), autotuning, *spes],
             cwd=tmp_path,
             env=clean_env(),
             capture_output=True,
@@ -159,13 +165,32 @@ def test_speed_settings_do_not_change_results(tmp_path):
         with np.load(tmp_path / f"{name}.npz", allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
 
-    trained = arrays("two-threads") | {k.replace("spe64", "one64"): v for k, v in arrays("one-thread").items()}
+    one_thread = {k.replace("spe64", "one64"): v for k, v in arrays("one-thread").items()}
+    trained = arrays("two-threads") | arrays("two-threads-project") | one_thread
     reference = {k.removeprefix("spe1_"): v for k, v in trained.items() if k.startswith("spe1_")}
     assert len(reference) == 2 + 4  # initial kernel, val_loss, two kernels, two biases
     assert not np.array_equal(reference["initial"], reference["w0"])  # training moved the weights
     for prefix in ("spe8", "spe64", "one64"):
         for key, value in reference.items():
             assert np.array_equal(trained[f"{prefix}_{key}"], value), f"{prefix}: {key} differs from Keras' defaults"
+
+
+def test_datasets_run_without_autotuning_and_keep_their_other_options():
+    import tensorflow as tf
+
+    from fashion_mlp.runtime import without_data_autotuning
+
+    without_data_autotuning(tf)
+    without_data_autotuning(tf)  # a second call wraps nothing twice
+    assert tf.data.Dataset.with_options.original.__name__ == "with_options"
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = tf.data.Dataset.range(5).batch(2).with_options(options)
+    assert dataset.options().autotune.enabled is False
+    assert dataset.options().deterministic is True
+    assert dataset.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert [b.tolist() for b in dataset.as_numpy_iterator()] == [[0, 1], [2, 3], [4]]
 
 
 # --- the stage end to end --------------------------------------------------------------
