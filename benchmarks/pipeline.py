@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py                          # a1b167b against HEAD, three runs each, alternating
     python benchmarks/pipeline.py --old A --new B --repeats 1 --json out.json
+    python benchmarks/pipeline.py --new_targets register demos ...  # the new commit on the old one's targets
 
 Each clone is made once (`git clone` of this repository, then the commit checked out) and runs with
 this virtualenv's tools; its data comes from the first mirror of its params.yaml that answers
@@ -15,7 +16,9 @@ ratio new/old, and the goals: wall time <= 0.7x, cores >= 90 % busy, no job abov
 rerun <= 5 s, a training's fixed cost <= 3 s (median; profile records only). Jobs of the new
 commit that the old one does not have (their benchmark file is new) are listed apart, with their
 own wall time, so a goal set for the old commit's jobs can be read against its own work (a search
-worker more is the search's time spread wider, not new work, and is not listed).
+worker more is the search's time spread wider, not new work, and is not listed). `--new_targets`
+runs the new commit on the given targets only (both the forced run and the no-op), to time it on
+the old commit's work where the new one's `all` has more.
 """
 
 from __future__ import annotations
@@ -93,9 +96,9 @@ def timed_run(repo: Path, env: dict, args: list[str]) -> tuple[float, list[float
     return seconds, busy
 
 
-def one_run(label: str, repo: Path, env: dict) -> dict:
-    seconds, busy = timed_run(repo, env, ["--cores", "2", "--forceall"])
-    noop, _ = timed_run(repo, env, ["--cores", "2"])
+def one_run(label: str, repo: Path, env: dict, targets: list[str]) -> dict:
+    seconds, busy = timed_run(repo, env, ["--cores", "2", "--forceall", *targets])
+    noop, _ = timed_run(repo, env, ["--cores", "2", *targets])
     records, rows = profile_records(repo), benchmark_rows(repo)
     # The records' RSS is the process's own (getrusage); Snakemake's max_rss is in MiB.
     rss = {f"{r['command']} {r['label']}".strip(): r["max_rss_mb"] for r in records} or {
@@ -162,6 +165,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating (default: %(default)s)")
     parser.add_argument("--work_dir", type=Path, help="where the clones go (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--new_targets", nargs="+", default=[], help="the new commit's targets (default: its `all`)")
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="fashion-mlp-bench-"))
     env = clean_env()
@@ -169,7 +173,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"old": [], "new": []}
     for _ in range(args.repeats):
         for key, (repo, commit) in repos.items():
-            runs[key].append(one_run(commit, repo, env))
+            runs[key].append(one_run(commit, repo, env, args.new_targets if key == "new" else []))
     print(summary(runs))
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1) + "\n")

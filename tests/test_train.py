@@ -148,7 +148,11 @@ def test_speed_settings_do_not_change_results(tmp_path):
     weights, bit for bit."""
     data = tmp_path / "train.npz"
     save_arrays(data, **synthetic_data(2000, 200))  # 63 batches: 8 per call leaves a partial last call
-    runs = {"two-threads": (2, "on", ["1"]), "two-threads-project": (2, "off", ["8", "64"]), "one-thread": (1, "off", ["64"])}
+    runs = {  # name: threads, tf.data autotuning, steps_per_execution values
+        "two-threads": (2, "on", ["1"]),
+        "two-threads-project": (2, "off", ["8", "64"]),
+        "one-thread": (1, "off", ["64"]),
+    }
     for name, (threads, autotuning, spes) in runs.items():
         out = tmp_path / f"{name}.npz"
         result = subprocess.run(

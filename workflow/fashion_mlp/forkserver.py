@@ -62,6 +62,8 @@ def served(argv: list[str]) -> bool:
     roles = [b for a, b in itertools.pairwise(argv) if a == "--role"]
     roles += [a.removeprefix("--role=") for a in argv if a.startswith("--role=")]
     return argv[0] == "tune" and len(roles) == 1 and roles[0] in TUNE_ROLES
+
+
 # Google's tcmalloc (Debian's libtcmalloc-minimal4): TensorFlow's many small allocations cost less, and
 # the floats stay the same (docs/speed.md). LD_PRELOAD takes the library's soname.
 TCMALLOC = "tcmalloc_minimal"
