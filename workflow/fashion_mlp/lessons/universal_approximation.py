@@ -2,8 +2,11 @@
 
 A regression: one input, one hidden layer of tanh units, one linear output neuron, squared error.
 scikit-learn's MLPRegressor (L-BFGS, seeded) fits each width on points of a wiggly function; the
-error is measured on a fine grid between them. The claim holds when the error falls as the width
-grows and the widest net's error is below the params' tolerance.
+error is measured on a fine grid between them. Each width is fitted from `restarts` seeds and the
+fit with the lowest training loss is kept (L-BFGS on a non-convex loss ends where its start leads).
+The claim holds when the error falls as the width grows, until it is within the params' tolerance,
+and the widest net's error is below that tolerance. Below the tolerance the fits are as close as
+wanted, and which of two such fits is closer is the optimizer's luck: it differed between CPUs.
 """
 
 from __future__ import annotations
@@ -46,25 +49,32 @@ def fit(width: int, x: np.ndarray, y: np.ndarray, options: dict, seed: int):
         return net.fit(x[:, None], y)
 
 
+def falls(errors: list[float], tolerance: float) -> bool:
+    """Each width's error is at most the narrower one's (5 %: optimizer noise), or within the tolerance."""
+    return all(later <= earlier * 1.05 or later < tolerance for earlier, later in itertools.pairwise(errors))
+
+
 def run(options: dict, train: dict | None, seed: int) -> dict:
     x = np.linspace(-np.pi, np.pi, options["points"])
     grid = np.linspace(-np.pi, np.pi, 10 * options["points"] + 1)  # between and beyond the training points
     truth = target(grid)
     errors, fits = [], {}
+    tolerance = options["tolerance"]
     for width in options["widths"]:
-        predicted = fit(width, x, target(x), options, seed).predict(grid[:, None])
+        starts = [fit(width, x, target(x), options, seed + start) for start in range(options["restarts"])]
+        predicted = min(starts, key=lambda net: net.loss_).predict(grid[:, None])  # chosen on the training points
         errors.append(float(np.sqrt(np.mean((predicted - truth) ** 2))))
         fits[str(width)] = predicted[::10].round(6).tolist()
-    falls = all(later <= earlier * 1.05 for earlier, later in itertools.pairwise(errors))  # 5 %: optimizer noise
     passed = {
-        "the error falls as the width grows": falls,
-        f"the widest net's RMS error is below {options['tolerance']}": errors[-1] < options["tolerance"],
+        "the error falls as the width grows, until it is within the tolerance": falls(errors, tolerance),
+        f"the widest net's RMS error is below {tolerance}": errors[-1] < tolerance,
     }
     spread = float(truth.max() - truth.min())
     shown = [
         f"Fitted on {options['points']} points of sin(2x) + 0.5 cos(5x) + 0.2x over [-π, π] (a range of "
         f"{spread:.2f}), the RMS error on a ten times finer grid falls from {errors[0]:.3f} with "
-        f"{options['widths'][0]} hidden unit(s) to {errors[-1]:.4f} with {options['widths'][-1]}.",
+        f"{options['widths'][0]} hidden unit(s) to {errors[-1]:.4f} with {options['widths'][-1]} (the best "
+        f"training fit of {options['restarts']} starts each).",
         "One tanh unit gives one smooth step; a weighted sum of many shifted steps can follow any continuous curve, "
         "which is what the theorem says. It says nothing of how many units or how much data a fit needs.",
     ]
