@@ -221,7 +221,8 @@ def test_generated_prose_follows_the_numbers():
         and "does not lower that of tuned" in calibration
     ), calibration
     summary = module.explain_summary(reports)[0]  # the figures are the reports' own; the verdict is what turned
-    assert re.search(r"SHAP fails on every model, with ρ -?[\d.]+ to -?[\d.]+ against -?[\d.]+ for noise", summary), summary
+    shap_fails = r"SHAP fails on every model, with ρ -?[\d.]+ to -?[\d.]+ against -?[\d.]+ for noise"
+    assert re.search(shap_fails, summary), summary
     findings = "\n".join(module.explain_findings(reports))
     assert "SHAP fails on every model and LRP fails on 1 of 4 models (regularized). ρ of |maps| on the" in findings
     reports.metrics["cnn"]["val_accuracy"] = 0.9
