@@ -224,3 +224,16 @@ def test_the_epoch_marks_start_at_the_first_epoch_a_fit_runs_even_a_resumed_one(
         for prefix in ("trial 1: ", "trial 2: ")
         for name in (marks.EPOCHS_START, marks.FIRST_EPOCH_END, marks.EPOCHS_END)
     ]
+
+
+def test_a_process_start_is_its_fork_to_the_hundredth_of_a_second():
+    """The record's start comes from the kernel's clock ticks (10 ms), not /proc/stat's whole-second boot time."""
+    before = time.time()
+    result = subprocess.run(
+        [sys.executable, "-c", "from fashion_mlp.profiling import marks; print(repr(marks.process_start()))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    started = float(result.stdout)
+    assert before - 0.03 <= started <= before + 0.5, (before, started)

@@ -225,7 +225,7 @@ def run_job(request: dict, fds: list[int]) -> None:
     sys.argv = ["fashion-mlp", *request["argv"]]
     from fashion_mlp.cli import main
 
-    main(request["argv"])
+    main()  # as the program: it leaves the process when the job is done
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,14 +42,13 @@ def mark(name: str) -> None:
 
 
 def process_start() -> float:
-    """This process's start, wall clock: /proc/self/stat's start time after boot, plus boot time."""
+    """This process's start, wall clock: /proc/self/stat's start (clock ticks after boot) set against
+    the boot clock now. (/proc/stat's boot time is in whole seconds, which put starts up to 1 s early.)"""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        since_start = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - since_start
+    except (OSError, ValueError, IndexError, AttributeError):
         return _IMPORTED  # not Linux: the closest we know
 
 
