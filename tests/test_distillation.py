@@ -52,6 +52,33 @@ def test_the_loss_is_hintons_computed_by_hand(distillation, alpha, temperature, 
     assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
+def test_mixed_labels_weigh_each_labels_cross_entropy_by_lam(distillation):
+    rng = np.random.default_rng(3)
+    student = (rng.normal(size=(6, 10)) * 2).astype("float32")
+    labels, others = rng.integers(0, 10, size=6), rng.integers(0, 10, size=6)
+    lam = rng.random(6).astype("float32")
+    log_p = np.log(softmax(student))
+    hard = lam * -log_p[np.arange(6), labels] + (1 - lam) * -log_p[np.arange(6), others]
+    got = distillation.distillation_loss(labels, student, student, 2.0, 0.0, mixed=(lam, others))
+    assert float(got) == pytest.approx(hard.mean(), rel=1e-5)
+
+
+def test_mix_blends_each_image_with_a_partner_from_the_batch_the_same_way_each_time(keras, distillation):
+    x = np.random.default_rng(4).random((8, 28, 28)).astype("float32")
+    labels = np.arange(8)
+
+    def draw():
+        return [np.asarray(a) for a in distillation.mix(x, labels, 0.4, keras.random.SeedGenerator(7))]
+
+    mixed, lam, others = draw()
+    assert mixed.shape == x.shape and lam.shape == (8,) and ((lam >= 0) & (lam <= 1)).all()
+    assert sorted(others) == list(range(8))  # a shuffle: every image is somebody's partner
+    expected = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[others]
+    np.testing.assert_allclose(mixed, expected, rtol=1e-6, atol=1e-6)
+    for a, b in zip(draw(), (mixed, lam, others), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_student_that_matches_its_teacher_has_no_soft_loss(distillation):
     logits = np.random.default_rng(1).normal(size=(4, 10)).astype("float32") * 5
     assert float(distillation.distillation_loss(np.zeros(4), logits, logits, 4.0, 1.0)) == pytest.approx(0, abs=1e-6)
@@ -67,7 +94,7 @@ def test_logits_are_the_models_own_before_its_softmax(keras, models, distillatio
 
 @pytest.mark.slow
 def test_a_student_learns_from_a_teacher_that_does_not_change_and_is_saved_alone(keras, models, tmp_path):
-    """A short distillation with every lever: the teacher's weights are untouched, the student's file
+    """A short distillation with every lever (mixup too): the teacher's weights are untouched, the student's file
     holds only its own inference layers and is the same bytes twice, and its history reads like any other."""
     from fashion_mlp.models.training import fit, make_history_callback
     from test_train import synthetic_data
@@ -76,7 +103,7 @@ def test_a_student_learns_from_a_teacher_that_does_not_change_and_is_saved_alone
     keras.utils.set_random_seed(0)
     teacher = models.build_model(TINY_CNN, name="cnn")
     before = [w.copy() for w in teacher.get_weights()]
-    block = dict(STUDENT, ema=0.9, label_smoothing=0.1)
+    block = dict(STUDENT, ema=0.9, label_smoothing=0.1, teacher=dict(STUDENT["teacher"], mixup=0.4))
 
     def train(path):
         keras.backend.clear_session()  # the same layer names the second time

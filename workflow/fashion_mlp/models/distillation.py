@@ -6,6 +6,12 @@ The teacher sees exactly the augmented batch the student sees ("consistent teach
 2022), so augmentation has to happen inside the training step; Keras has no distiller of its own
 (keras.io shows one as an example), hence this class. The student alone is saved: the teacher and the
 augmentation never reach its file.
+
+With `mixup` (the Beta distribution's concentration m > 0), each augmented batch is also mixed with a
+shuffled copy of itself, x' = lam * x + (1 - lam) * x[perm] with lam ~ Beta(m, m) per image, and the
+teacher scores the mixed images: "function matching" (Beyer et al. 2022), which shows the student the
+teacher's function between the training images too. The label term weighs both labels by lam, as in
+mixup (Zhang et al. 2018).
 """
 
 from __future__ import annotations
@@ -34,19 +40,41 @@ class Logits:
         return ops.matmul(self.features(x, training=training), self.head.kernel) + self.head.bias
 
 
-def distillation_loss(labels, student_logits, teacher_logits, temperature: float, alpha: float, smoothing: float = 0.0):
+def distillation_loss(
+    labels, student_logits, teacher_logits, temperature: float, alpha: float, smoothing: float = 0.0, mixed=None
+):
     """Mean over the batch of alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels, student).
 
     T^2 keeps the soft term's gradients on the scale of the hard one's as T changes (Hinton et al.).
-    `smoothing` is the hard term's label smoothing, as in a train block.
+    `smoothing` is the hard term's label smoothing, as in a train block. `mixed`, for mixed images, is
+    (lam, other labels): the hard term is then lam * CE(labels) + (1 - lam) * CE(other labels).
     """
     soft_teacher = ops.softmax(teacher_logits / temperature, axis=-1)
     log_teacher = ops.log_softmax(teacher_logits / temperature, axis=-1)
     log_student = ops.log_softmax(student_logits / temperature, axis=-1)
     soft = ops.sum(soft_teacher * (log_teacher - log_student), axis=-1) * temperature**2
-    targets = ops.one_hot(ops.cast(labels, "int32"), NUM_CLASSES)
-    hard = keras.losses.categorical_crossentropy(targets, student_logits, from_logits=True, label_smoothing=smoothing)
+    hard = _cross_entropy(labels, student_logits, smoothing)
+    if mixed is not None:
+        lam, others = mixed
+        hard = lam * hard + (1.0 - lam) * _cross_entropy(others, student_logits, smoothing)
     return ops.mean(alpha * soft + (1.0 - alpha) * hard)
+
+
+def _cross_entropy(labels, logits, smoothing: float):
+    targets = ops.one_hot(ops.cast(labels, "int32"), NUM_CLASSES)
+    return keras.losses.categorical_crossentropy(targets, logits, from_logits=True, label_smoothing=smoothing)
+
+
+def mix(x, labels, concentration: float, seed):
+    """Each image blended with another of the batch: (mixed images, their weights lam, the other labels).
+
+    lam ~ Beta(m, m) per image, the partner drawn by a shuffle of the batch; `seed` a SeedGenerator."""
+    size = ops.shape(x)[0]
+    lam = keras.random.beta((size,), concentration, concentration, seed=seed)
+    partner = keras.random.shuffle(ops.arange(size), seed=seed)
+    weight = ops.reshape(lam, (-1,) + (1,) * (len(x.shape) - 1))
+    mixed = weight * x + (1.0 - weight) * ops.take(x, partner, axis=0)
+    return mixed, lam, ops.take(labels, partner, axis=0)
 
 
 class Distiller(keras.Model):
@@ -57,8 +85,20 @@ class Distiller(keras.Model):
     (with the block's label smoothing), so early stopping and the history read the same columns.
     """
 
-    def __init__(self, student, teacher, temperature: float, alpha: float, augment=None, smoothing: float = 0.0):
+    def __init__(
+        self,
+        student,
+        teacher,
+        temperature: float,
+        alpha: float,
+        augment=None,
+        smoothing: float = 0.0,
+        mixup: float = 0.0,
+        seed: int = 0,
+    ):
         super().__init__(name=f"{student.name}_distilling")
+        self.mixup = float(mixup)
+        self.mixing = keras.random.SeedGenerator(seed) if self.mixup else None
         teacher.trainable = False
         self.student, self.teacher, self.augment = student, teacher, augment
         self.temperature, self.alpha, self.smoothing = float(temperature), float(alpha), float(smoothing)
@@ -77,15 +117,19 @@ class Distiller(keras.Model):
         x, y = data
         if self.augment is not None:
             x = self.augment(x, training=True)
+        mixed, shown = None, y
+        if self.mixup:
+            x, lam, others = mix(x, y, self.mixup, self.mixing)
+            mixed, shown = (lam, others), ops.where(lam >= 0.5, y, others)  # accuracy: the larger part's label
         teacher = self.teacher_logits(x, training=False)
         with tf.GradientTape() as tape:
             logits = self.student_logits(x, training=True)
-            loss = distillation_loss(y, logits, teacher, self.temperature, self.alpha, self.smoothing)
+            loss = distillation_loss(y, logits, teacher, self.temperature, self.alpha, self.smoothing, mixed)
             if self.student.losses:  # the student's L2 penalties
                 loss = loss + ops.sum(self.student.losses)
         variables = self.student.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
-        return self._update(loss, y, logits)
+        return self._update(loss, shown, logits)
 
     def test_step(self, data):
         x, y = data

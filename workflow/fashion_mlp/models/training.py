@@ -87,7 +87,16 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
         from fashion_mlp.models.distillation import Distiller
 
         how = params["teacher"]
-        trainer = Distiller(model, teacher, how["temperature"], how["alpha"], augment=layers, smoothing=smoothing)
+        trainer = Distiller(
+            model,
+            teacher,
+            how["temperature"],
+            how["alpha"],
+            augment=layers,
+            smoothing=smoothing,
+            mixup=how.get("mixup", 0.0),
+            seed=seed + 2,  # the augmenter's layers take seed and seed + 1
+        )
         trainer.compile(optimizer=model.optimizer, steps_per_execution=params["steps_per_execution"])
         smoothing = 0.0  # the distiller takes integer labels and smooths them itself
     elif layers is not None:
