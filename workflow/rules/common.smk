@@ -69,6 +69,14 @@ def block_section(model):
     return "distill" if model in STUDENTS else "train"
 
 
+def kind_priority(wildcards):
+    """Snakemake's priority for a model's train and explain jobs: its kind's in the kinds' registry, so
+    the longest jobs start first and the short ones fill the gaps at the end (a CNN takes several times
+    an MLP's time). `tuned`, the search's retrain, is an MLP."""
+    block = {} if wildcards.model == "tuned" else config[block_section(wildcards.model)][wildcards.model]
+    return kinds.of_block(block).priority
+
+
 def teacher_model(wildcards):
     """A student's teacher's file (train's output), which its job waits for; nothing for other models."""
     if wildcards.model not in STUDENTS:

@@ -43,6 +43,8 @@ rule explain:
         "logs/explain/{model}.log",
     benchmark:
         "benchmarks/stages/explain/{model}.tsv"
+    # The CNN's explanation is the longest job after the search: started last, it ran alone for 30 s.
+    priority: kind_priority
     conda:
         "../envs/pipeline.yaml"
     threads: 1  # DeepExplainer runs one image at a time; the models run side by side

@@ -12,9 +12,8 @@ rule train:
         "benchmarks/stages/train/{model}.tsv"
     wildcard_constraints:
         model="|".join(MODELS),
-    # The longest trainings first, so the short jobs fill the gaps at the end: each kind's
-    # train_priority in the registry (a CNN takes several times an MLP's time on the same images).
-    priority: lambda w: kinds.of_block(config[block_section(w.model)][w.model]).train_priority
+    # The longest trainings first, so the short jobs fill the gaps at the end (kind_priority).
+    priority: kind_priority
     conda:
         "../envs/pipeline.yaml"
     # The block's threads (1 when absent): the small MLPs are bound by per-step overhead, which

@@ -39,7 +39,7 @@ class Kind:
     marker: str  # matplotlib marker and colour of its points in the summary's figure
     colour: str
     line: str  # line style of the published anchors of this kind in that figure
-    train_priority: int  # Snakemake starts the trainings with the highest first (the longest, ideally)
+    priority: int  # Snakemake starts the trainings and explanations of the highest first (the longest ones)
     best_mlp: bool  # a pure MLP: competes for the `best-mlp` alias
     lrp: bool  # explain's LRP (attribution/lrp.py) covers every layer the kind builds
     problems: Callable[[str, dict], list[str]] = field(default=lambda name, block: [], repr=False)
@@ -85,7 +85,7 @@ KINDS: dict[str, Kind] = {
             marker="o",
             colour="C0",
             line="--",
-            train_priority=0,
+            priority=0,
             best_mlp=True,
             lrp=True,
         ),
@@ -100,7 +100,7 @@ KINDS: dict[str, Kind] = {
             marker="s",
             colour="C1",
             line=":",
-            train_priority=5,  # several times an MLP's time on the same images
+            priority=5,  # several times an MLP's time on the same images, to train and to explain
             best_mlp=False,
             lrp=True,
             problems=_cnn_problems,
