@@ -12,8 +12,9 @@ rule train:
         "benchmarks/stages/train/{model}.tsv"
     wildcard_constraints:
         model="|".join(MODELS),
-    # The longest trainings first, so the short jobs fill the gaps at the end (kind_priority).
-    priority: kind_priority
+    # The longest trainings first, so the short jobs fill the gaps at the end (kind_priority); one
+    # above the explanations of their kind, which wait for a training (the run's longest chains).
+    priority: lambda w: kind_priority(w) + 1
     conda:
         "../envs/pipeline.yaml"
     # The block's threads (1 when absent): the small MLPs are bound by per-step overhead, which
