@@ -31,6 +31,9 @@ from fashion_mlp.tuning.hyperband import log_search_result, make_tuner, search_d
 CHIEF_HOST = "127.0.0.1"  # Snakemake runs a service job on its consumers' node
 CHIEF_START_TIMEOUT = 600  # seconds a worker waits for the chief's address, and the chief for a first worker
 FAILURE_GRACE = 60  # seconds run_processes gives the others to report a failure before it stops them
+# How often the roles look for each other's files and exits: the search's start and end wait on these
+# (0.5 s cost up to half a second of both cores at each end); a look is a stat or a kill(pid, 0).
+POLL = 0.05
 
 
 # --- the chief: Hyperband's oracle, served to the workers -------------------------------
@@ -76,7 +79,7 @@ def run_chief(args: argparse.Namespace, section: dict) -> None:
         started = time.perf_counter()
         watch = WorkerWatch(directory, tuner.oracle)
         while not (servicer.stop_triggered and exit_chief(tuner.oracle)):
-            time.sleep(0.2)
+            time.sleep(POLL)
             watch.check()
         seconds = time.perf_counter() - started
         server.stop(grace=5)
@@ -139,7 +142,7 @@ def read_chief_file(path: Path, wants_search: bool, timeout: float) -> dict:
                 )
             if not wants_search and "port" in address:
                 return address
-        time.sleep(0.5)
+        time.sleep(POLL)
     raise PipelineError(
         f"no tuning chief published its {'result' if wants_search else 'address'} in {path} within {timeout:.0f} s"
     )
@@ -245,7 +248,7 @@ def wait_for_exit(address: dict, timeout: float = 60) -> None:
     stops the chief's service job."""
     deadline = time.monotonic() + timeout
     while tracking.process_alive(int(address["pid"]), address["pid_started"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(POLL)
 
 
 # --- all roles as processes, for an engine that runs one command per stage ----------------
