@@ -50,14 +50,17 @@ onstart:
     hold_run_lock()
     start_profile()  # reports/timings/profile.png: the run's jobs, true CPU and fixed costs
     start_forkserver()  # the jobs fork from one process that imported TensorFlow & co.
-    init_tracking()
+    init_tracking()  # the MLflow store, beside the first jobs
 
 
 onsuccess:
+    tracking_initialized()
     stop_forkserver()
+    drawn = draw_profile()  # beside dvc commit
     commit_to_dvc()
-    draw_profile()
+    drawn()
 
 
 onerror:
+    tracking_initialized()
     stop_forkserver()

@@ -109,3 +109,24 @@ def test_the_dataset_insert_race_and_a_locked_store_are_retried_other_errors_are
 
     with pytest.raises(RuntimeError, match=r"runs\.run_uuid"):
         tracking.with_retry(broken)
+
+
+def test_processes_take_turns_setting_up_a_sqlite_store(tmp_path):
+    """init()'s lock: held, another process cannot take it; released, it can. Other stores take none."""
+    from fashion_mlp import tracking
+
+    store = tmp_path / "mlflow.db"
+    probe = (
+        "import fcntl, sys\n"
+        "handle = open(sys.argv[1], 'a')\n"
+        "try:\n    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(1)\n"
+    )
+
+    def free() -> bool:
+        return subprocess.run([sys.executable, "-c", probe, f"{store}.lock"]).returncode == 0
+
+    with tracking.store_lock(f"sqlite:///{store}"):
+        assert not free()
+    assert free()
+    with tracking.store_lock("http://127.0.0.1:5000"):  # a server's store: no lock to wait for
+        assert free()

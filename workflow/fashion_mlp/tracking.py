@@ -14,6 +14,7 @@ they read as MLflow dataset inputs (see log_datasets).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -109,26 +110,47 @@ def with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
 def init(experiment: str) -> str:
     """Point MLflow at the store, create it and the experiment if needed; return the experiment id.
 
-    The Snakefile calls this once (`fashion-mlp init-tracking`) before jobs fan
-    out, so parallel jobs never race to create the SQLite schema. An existing
-    experiment's runs left RUNNING by a killed process are marked KILLED.
+    An existing experiment's runs left RUNNING by a killed process are marked KILLED. On a SQLite
+    store, processes take turns (store_lock): the Snakefile's onstart starts `fashion-mlp
+    init-tracking` beside the first jobs, and a job that gets here first creates the store itself,
+    so parallel jobs never race to create the schema.
     """
     import mlflow
 
     location = artifact_location()  # before set_tracking_uri, which exports MLFLOW_TRACKING_URI
     mlflow.set_tracking_uri(tracking_uri())
-    found = with_retry(mlflow.get_experiment_by_name, experiment)
-    if found is not None:
-        mlflow.set_experiment(experiment_id=found.experiment_id)
-        close_orphaned_runs(found.experiment_id)
-        return found.experiment_id
-    try:
-        experiment_id = with_retry(mlflow.create_experiment, experiment, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        # Another process created it between our lookup and create.
-        experiment_id = with_retry(mlflow.get_experiment_by_name, experiment).experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
+    with store_lock(tracking_uri()):
+        found = with_retry(mlflow.get_experiment_by_name, experiment)
+        if found is not None:
+            mlflow.set_experiment(experiment_id=found.experiment_id)
+            close_orphaned_runs(found.experiment_id)
+            return found.experiment_id
+        try:
+            experiment_id = with_retry(mlflow.create_experiment, experiment, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            # Another process created it between our lookup and create (a store on a server).
+            experiment_id = with_retry(mlflow.get_experiment_by_name, experiment).experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """An exclusive lock on a SQLite store (`<file>.lock` beside it) while this process sets it up;
+    no lock for any other store, whose server serializes the setup itself."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- runs whose process is gone ----------------------------------------------------------

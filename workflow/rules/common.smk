@@ -151,9 +151,23 @@ def hold_run_lock():
     _RUN_LOCK.append(handle)
 
 
+TRACKING = {}
+
+
 def init_tracking():
-    """Create the MLflow store and experiment once, before jobs run in parallel."""
-    shell("fashion-mlp init-tracking --experiment '{config[mlflow][experiment]}'")
+    """Create the MLflow store and experiment beside the first jobs (download and prepare use no
+    MLflow); a job that needs the store first waits for it (tracking.store_lock)."""
+    TRACKING["init"] = subprocess.Popen(
+        ["fashion-mlp", "init-tracking", "--experiment", config["mlflow"]["experiment"]],
+        cwd=workflow.basedir,
+    )
+
+
+def tracking_initialized():
+    """Wait for init_tracking's process; its failure is reported (a job that needed the store failed too)."""
+    process = TRACKING.pop("init", None)
+    if process is not None and process.wait() != 0:
+        logger.warning("fashion-mlp init-tracking failed: see its message above")
 
 
 OUTPUT_DIRS = ("data", "models", "reports")
@@ -195,22 +209,31 @@ def start_profile():
 
 
 def draw_profile():
-    """reports/timings/profile.png and profile.md from this run's records; a run that ran no job
-    (a no-op rerun) keeps the last run's profile."""
+    """Start drawing reports/timings/profile.png and profile.md from this run's records, beside
+    `dvc commit`; return the function that waits for the drawing. A run that ran no job (a no-op
+    rerun) keeps the last run's profile."""
     from fashion_mlp.profiling import sampler
 
     folder = sampler.stop()
+    drawing = None
     if folder is not None and sampler.ran_jobs(folder):
-        result = subprocess.run(
+        drawing = subprocess.Popen(
             ["fashion-mlp", "profile", "--run_dir", str(folder)],
             cwd=workflow.basedir,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
             env={k: v for k, v in os.environ.items() if k != sampler.ENV},  # the drawing is no job of the run
         )
-        if result.returncode != 0:
-            logger.warning(f"the run's profile was not drawn:\n{result.stderr[-2000:]}")
-    sampler.prune(PROFILE_RUNS)
+
+    def drawn():
+        if drawing is not None:
+            _, stderr = drawing.communicate()
+            if drawing.returncode != 0:
+                logger.warning(f"the run's profile was not drawn:\n{stderr[-2000:]}")
+        sampler.prune(PROFILE_RUNS)
+
+    return drawn
 
 
 FORKSERVER = {}
