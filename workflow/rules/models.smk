@@ -73,6 +73,9 @@ rule evaluate:
         "logs/evaluate/{model}.log",
     benchmark:
         "benchmarks/stages/evaluate/{model}.tsv"
+    # One below the explanations of its kind: the 2-s evaluations fill both cores at the end,
+    # where an explanation left last ran alone for 9 s.
+    priority: lambda w: kind_priority(w) - 1
     conda:
         "../envs/pipeline.yaml"
     threads: 1  # predicting 10,000 images is quick; plotting is single-threaded anyway
