@@ -15,7 +15,6 @@ tree while the tests run cannot make the engines' inputs differ.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pickle
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEBIAN_DATA, engine_env, require_debian_data, run, smoke_copy
-from fashion_mlp.io import sha256_file
+from fashion_mlp.io import file_lock, sha256_file
 from fashion_mlp.profiling import sampler
 
 MODELS = ("baseline", "regularized", "cnn", "tuned")
@@ -170,14 +169,7 @@ GROUPS = {"snakemake_first": "smoke-snakemake", "dvc_copy": "smoke-dvc-copy", "d
 DVC_GROUPS = (GROUPS["dvc_first"], GROUPS["dvc_copy"])  # the suite's critical path: first, and never niced
 
 
-@contextlib.contextmanager
-def locked(path: Path):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+locked = file_lock  # one smoke copy's set-up at a time
 
 
 def keep_niceness(pid: int, niceness: int) -> None:

@@ -49,6 +49,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing) for the block: one process at a time."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete temporaries that a killed process (SIGKILL skips cleanup) left behind."""
     directory = Path(directory)

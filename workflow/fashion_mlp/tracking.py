@@ -141,16 +141,12 @@ def store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
+    from fashion_mlp.io import file_lock
 
     lock = Path(uri.removeprefix("sqlite:///") + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(lock):
+        yield
 
 
 # --- runs whose process is gone ----------------------------------------------------------
