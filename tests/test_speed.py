@@ -58,6 +58,9 @@ class TornDown:  # a module global: freed only by the interpreter's teardown
 kept = TornDown()
 atexit.register(lambda: (out / "atexit").write_text(""))
 threading.Thread(target=lambda: (time.sleep(0.3), (out / "thread").write_text(""))).start()
+import concurrent.futures  # a pool never shut down (MLflow's downloads leave one): its workers must not hang the exit
+pool = concurrent.futures.ThreadPoolExecutor(2)
+pool.submit(time.sleep, 0.1)
 sys.stdout.write("buffered, no newline")
 sys.argv = ["fashion-mlp", *sys.argv[2:]]
 cli.main() if sys.argv[1:] != ["in-process"] else cli.main(["--help"])

@@ -98,9 +98,9 @@ def leave(code: int | str | None) -> None:
     else:  # sys.exit("message"): printed, status 1
         print(code, file=sys.stderr)
         status = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What Python's exit does first: threading's exit hooks (concurrent.futures stops its workers
+    # there, or joining them would wait forever), then every non-daemon thread joined.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
