@@ -169,9 +169,6 @@ GROUPS = {"snakemake_first": "smoke-snakemake", "dvc_copy": "smoke-dvc-copy", "d
 DVC_GROUPS = (GROUPS["dvc_first"], GROUPS["dvc_copy"])  # the suite's critical path: first, and never niced
 
 
-locked = file_lock  # one smoke copy's set-up at a time
-
-
 def keep_niceness(pid: int, niceness: int) -> None:
     """Give the session that `pid` leads the niceness its processes have (best effort).
 
@@ -240,7 +237,7 @@ class BackgroundRun:
         """The run's snapshot: taken by the first caller in any worker, read back by the others. The copy
         is taken with it, before any test can change the run's repo."""
         saved = self.dir / "snapshot.pickle"
-        with locked(self.dir / "lock"):
+        with file_lock(self.dir / "lock"):
             if not saved.exists():
                 taken = self.wait()
                 if self.name in COPIED:
@@ -256,7 +253,7 @@ class SmokeRuns:
     def __init__(self, root: Path, names: list[str]) -> None:
         self.root = root
         self.runs = {name: BackgroundRun(name, root / name) for name in names}
-        with locked(root / "lock"):
+        with file_lock(root / "lock"):
             if not (root / "started").exists():
                 for run in self.runs.values():  # every copy before any run starts
                     smoke_copy(run.repo)

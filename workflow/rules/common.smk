@@ -70,9 +70,9 @@ def block_section(model):
 
 
 def kind_priority(wildcards):
-    """Snakemake's priority for a model's train and explain jobs: its kind's in the kinds' registry, so
-    the longest jobs start first and the short ones fill the gaps at the end (a CNN takes several times
-    an MLP's time). `tuned`, the search's retrain, is an MLP."""
+    """A model's kind's priority in the kinds' registry, which its train (+1), explain and evaluate (-1)
+    jobs start from: the longest jobs first, the short ones fill the gaps at the end (a CNN takes several
+    times an MLP's time). `tuned`, the search's retrain, is an MLP."""
     block = {} if wildcards.model == "tuned" else config[block_section(wildcards.model)][wildcards.model]
     return kinds.of_block(block).priority
 
