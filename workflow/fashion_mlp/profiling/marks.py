@@ -69,13 +69,14 @@ def label(argv: list[str]) -> str:
 def record(command: str, argv: list[str]) -> dict:
     """This process's record so far: times, CPU (its own and its waited-for children's), peak RSS, marks."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    started, ended = process_start(), time.time()
+    # Rounded once, so that the record's own wall time is exactly its ended minus its started.
+    started, ended = round(process_start(), 3), round(time.time(), 3)
     return {
         "command": command,
         "label": label(argv),
         "pid": os.getpid(),
-        "started": round(started, 3),
-        "ended": round(ended, 3),
+        "started": started,
+        "ended": ended,
         "wall_seconds": round(ended - started, 3),
         "cpu_seconds": round(own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, 3),
         "max_rss_mb": round(max(own.ru_maxrss, children.ru_maxrss) / 1024, 1),  # KiB on Linux
