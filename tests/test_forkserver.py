@@ -50,6 +50,54 @@ def test_tcmalloc_is_preloaded_where_installed_and_a_set_preload_wins(monkeypatc
     assert forkserver.with_tcmalloc({"A": "1"}) == {"A": "1"}
 
 
+LISTENS_LATE = (  # a server that takes a while to import, then listens
+    "import socket, sys, time; time.sleep(float(sys.argv[2])); s = socket.socket(socket.AF_UNIX);"
+    " s.bind(sys.argv[1]); s.listen(); time.sleep(30)"
+)
+
+
+def test_a_job_waits_for_a_starting_server_but_a_light_one_does_not(tmp_path, monkeypatch):
+    path = str(tmp_path / "late.sock")
+    starting = subprocess.Popen([sys.executable, "-c", LISTENS_LATE, path, "0.5"])
+    try:
+        monkeypatch.setenv(forkserver.PID_ENV, str(starting.pid))
+        assert forkserver.connect(path, wait=0) is None, "a light job runs at once"
+        began = time.monotonic()
+        client = forkserver.connect(path, wait=30)
+        assert client is not None and time.monotonic() - began >= 0.3
+        client.close()
+    finally:
+        starting.kill()
+        starting.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "seconds"),
+    [
+        (["prepare"], 0),
+        (["tune", "--role", "chief", "--seed", "1"], forkserver.START_WAIT["chief"]),
+        (["tune", "--role=worker"], forkserver.START_TIMEOUT),
+        (["train", "--model", "cnn"], forkserver.START_TIMEOUT),
+    ],
+)
+def test_the_search_s_chief_waits_less_than_snakemake_waits_for_its_file(argv, seconds):
+    assert forkserver.start_wait(argv) == seconds
+    assert forkserver.START_WAIT["chief"] < 5 - 2, "Snakemake's --latency-wait is 5 s; the chief then needs ~1 s"
+
+
+def test_a_job_stops_waiting_for_a_server_that_died_or_was_never_named(tmp_path, monkeypatch):
+    path = str(tmp_path / "never.sock")
+    monkeypatch.delenv(forkserver.PID_ENV, raising=False)
+    assert forkserver.connect(path, wait=30) is None, "no server's pid: nothing to wait for"
+    dying = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    monkeypatch.setenv(forkserver.PID_ENV, str(dying.pid))
+    began = time.monotonic()
+    assert forkserver.connect(path, wait=30) is None
+    # It is not reaped while connect waits: a zombie counts as gone.
+    assert time.monotonic() - began < 10 and not forkserver.alive(dying.pid)
+    dying.wait()
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("forkserver")

@@ -8,7 +8,8 @@ streams; the server forks a child that runs the command there, as the job's own 
 the job's process waits, passes SIGTERM/SIGINT/SIGHUP on to the child and exits with its status. If
 the job's process dies, the server kills the child; when Snakemake (`--parent`) is gone, the server exits.
 
-A job runs as before (no server, or not served) unless all of these hold: served() takes its command,
+A job that starts while the server still imports waits a while for it (START_WAIT). It runs
+as before (no server, or not served) unless all of these hold: served() takes its command,
 and every variable read at import time (IMPORT_TIME_ENV: thread counts, TensorFlow's and Python's
 flags) is what the server started with. Only third-party libraries are preloaded; the pipeline's own
 modules load in the child, from the disk. No TensorFlow op runs in the server, so each child sets up
@@ -29,6 +30,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 ENV = "FASHION_MLP_FORKSERVER"  # the socket's path, for the jobs (the Snakefile sets it)
 # The commands a server runs: the pipeline's jobs, less those people run by hand. Of `tune`, the
@@ -40,9 +42,17 @@ SERVED = frozenset(
 )
 TUNE_ROLES = frozenset({"chief", "worker", "finish"})
 PRELOAD = (
-    *("numpy", "pandas", "scipy.stats", "sklearn.metrics", "matplotlib", "yaml", "jsonschema"),
-    *("tensorflow", "keras", "mlflow"),
+    *("numpy", "pandas", "scipy.stats", "sklearn.metrics", "sklearn.model_selection", "matplotlib", "seaborn"),
+    *("yaml", "jsonschema", "tensorflow", "keras", "mlflow", "shap"),
+    # MLflow's SQL store (SQLAlchemy, Alembic): every job opened it, 0.5 s of imports each.
+    *("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store"),
 )
+PID_ENV = "FASHION_MLP_FORKSERVER_PID"  # the server's pid: a job may wait while it starts
+# Seconds a job waits for a starting server before it runs on its own (start_wait). The jobs that import
+# none of the above start at once. The search's chief, a service job, must write its file within
+# Snakemake's --latency-wait (5 s by default) or its workers fail: it waits briefly.
+START_WAIT = {"download": 0.0, "prepare": 0.0, "chief": 2.0}
+START_TIMEOUT = 120.0
 # Read when a library loads, so a child keeps the server's values: a job must have the same ones.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "TF_", "KERAS_", "PYTHON", "LD_", "MPL")
 HEADER = struct.Struct("!I")
@@ -59,9 +69,15 @@ def served(argv: list[str]) -> bool:
         return False
     if argv[0] in SERVED:
         return True
-    roles = [b for a, b in itertools.pairwise(argv) if a == "--role"]
-    roles += [a.removeprefix("--role=") for a in argv if a.startswith("--role=")]
-    return argv[0] == "tune" and len(roles) == 1 and roles[0] in TUNE_ROLES
+    named = roles(argv)
+    return argv[0] == "tune" and len(named) == 1 and named[0] in TUNE_ROLES
+
+
+def roles(argv: list[str]) -> list[str]:
+    """The values of --role in `argv`."""
+    return [b for a, b in itertools.pairwise(argv) if a == "--role"] + [
+        a.removeprefix("--role=") for a in argv if a.startswith("--role=")
+    ]
 
 
 # Google's tcmalloc (Debian's libtcmalloc-minimal4): TensorFlow's many small allocations cost less, and
@@ -91,11 +107,8 @@ def request_job(argv: list[str]) -> int | None:
     path = os.environ.get(ENV)
     if not path or not served(argv):
         return None
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(path)
-    except OSError:  # not started yet, or gone: run as before
-        client.close()
+    client = connect(path, wait=start_wait(argv))
+    if client is None:  # not started, or gone: run as before
         return None
     with client:
         payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
@@ -124,6 +137,29 @@ def request_job(argv: list[str]) -> int | None:
     return code
 
 
+def start_wait(argv: list[str]) -> float:
+    """How long `fashion-mlp <argv>` waits for a starting server (START_WAIT, by command or tune role)."""
+    role = "chief" if argv[0] == "tune" and "chief" in roles(argv) else argv[0]
+    return START_WAIT.get(role, START_TIMEOUT)
+
+
+def connect(path: str, wait: float) -> socket.socket | None:
+    """A connection to the server at `path`. While the server ($FASHION_MLP_FORKSERVER_PID) is still
+    importing, wait up to `wait` seconds for it: a fork when it is ready costs less than importing it all."""
+    pid = int(os.environ.get(PID_ENV) or 0)
+    deadline = time.monotonic() + wait
+    while True:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            client.connect(path)
+            return client
+        except OSError:
+            client.close()
+        if not (pid and alive(pid) and time.monotonic() < deadline):
+            return None
+        time.sleep(0.02)
+
+
 def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
     if len(data) < HEADER.size:
@@ -139,11 +175,12 @@ def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
 
 
 def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return True
 
 
 def serve(path: str, parent: int) -> tuple[dict, list[int]]:

@@ -258,13 +258,15 @@ def start_forkserver():
             stdout=log,
             stderr=log,
         )
-    os.environ[forkserver.ENV] = path  # the jobs ask it; until it listens, they run as before
+    os.environ[forkserver.ENV] = path  # the jobs ask it; until it listens, they wait (START_WAIT)
+    os.environ[forkserver.PID_ENV] = str(FORKSERVER["process"].pid)
 
 
 def stop_forkserver():
     from fashion_mlp import forkserver
 
     os.environ.pop(forkserver.ENV, None)
+    os.environ.pop(forkserver.PID_ENV, None)
     process = FORKSERVER.pop("process", None)
     if process is not None:
         process.terminate()
