@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fashion_mlp import PipelineError, tracking
 from fashion_mlp.io import read_json, write_json
+from fashion_mlp.profiling import marks
 from fashion_mlp.runtime import configure_tensorflow
 from fashion_mlp.tuning.hyperband import log_search_result, make_tuner, search_data, search_run, tuner_dir
 
@@ -75,6 +76,7 @@ def run_chief(args: argparse.Namespace, section: dict) -> None:
             "tuner_dir": str(directory),
         } | tracking.process_tags()
         write_json(args.chief_file, address)
+        marks.mark("address published")
         print(f"tune chief: oracle at {CHIEF_HOST}:{port}, search run {run.info.run_id}", flush=True)
         started = time.perf_counter()
         watch = WorkerWatch(directory, tuner.oracle)
@@ -155,7 +157,19 @@ def run_worker(args: argparse.Namespace, section: dict, threads: int) -> None:
     """Run the trials the chief hands out (KerasTuner's distributed mode) until it says stop."""
     configure_tensorflow(threads, args.seed)
     tuner_id = f"worker{args.worker_id}"
+    # What needs no chief comes first, while the chief itself starts: the store, the data, KerasTuner.
+    tracking.init(args.experiment)
+    x, y, validation = search_data(args.data, section["search_limit_train"], args.seed)
+    tags = tracking.base_tags("tune", args.data)
+    import keras_tuner  # noqa: F401  (and gRPC, 0.4 s)
+
+    # KerasTuner runs a full garbage collection before every trial, and each walked all of
+    # TensorFlow's and MLflow's objects (0.5 s a trial). Those live as long as the process:
+    # freezing them leaves each collection only the trials' own objects.
+    gc.freeze()
+    marks.mark("ready for the chief")
     address = read_chief_file(args.chief_file, wants_search=False, timeout=CHIEF_START_TIMEOUT)
+    marks.mark("chief's address read")
     if "search" in address:  # the chief has already finished: nothing left to run
         print(f"tune {tuner_id}: the search is already over", flush=True)
         search = address["search"]
@@ -170,22 +184,17 @@ def run_worker(args: argparse.Namespace, section: dict, threads: int) -> None:
                 "KERASTUNER_ORACLE_PORT": str(address["port"]),
             }
         )
-        tracking.init(args.experiment)
-        x, y, validation = search_data(args.data, section["search_limit_train"], args.seed)
-        # KerasTuner runs a full garbage collection before every trial, and each walked all of
-        # TensorFlow's and MLflow's objects (0.5 s a trial). Those live as long as the process:
-        # freezing them leaves each collection only the trials' own objects.
-        gc.freeze()
         directory = tuner_dir(args.work_dir, section, args.seed, args.data)
         tuner = make_tuner(
             section,
             args.seed,
             directory,
-            tracking.base_tags("tune", args.data),
+            tags,
             address["parent_run_id"],
             overwrite=False,
         )
         wait_when_idle(tuner)
+        marks.mark("tuner made")
         started = time.perf_counter()
         tuner.search(x, y, validation_data=validation, batch_size=section["batch_size"], verbose=2)
         seconds = time.perf_counter() - started
