@@ -186,3 +186,25 @@ def test_params_refuse_a_teacher_outside_distill_and_a_student_without_a_known_t
     for change, message in cases:
         with pytest.raises(ParamsError, match=message):
             validate({**params, **change})
+
+
+def test_the_table_probe_s_views_flip_and_shift_with_zeros_filling_in():
+    """benchmarks/distill_table.py (issue 32's probe): 2 x 3 x 3 views, the image itself among them,
+    each a flip and a move whose vacated pixels are zero."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("distill_table", REPO / "benchmarks/distill_table.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+
+    views = probe.views(1, flip=True)
+    assert len(views) == len(set(views)) == 18 and (False, 0, 0) in views
+    assert probe.views(2, flip=False)[0] == (False, -2, -2) and len(probe.views(2, flip=False)) == 25
+    images = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28) + 1
+    assert np.array_equal(probe.apply_view(images, (False, 0, 0)), images)
+    assert np.array_equal(probe.apply_view(images, (True, 0, 0)), images[:, :, ::-1])
+    moved = probe.apply_view(images, (False, 1, -2))  # one row down, two columns left
+    assert np.array_equal(moved[:, 1:, :26], images[:, :27, 2:])
+    assert not moved[:, 0, :].any() and not moved[:, :, 26:].any()
