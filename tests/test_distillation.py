@@ -188,23 +188,102 @@ def test_params_refuse_a_teacher_outside_distill_and_a_student_without_a_known_t
             validate({**params, **change})
 
 
-def test_the_table_probe_s_views_flip_and_shift_with_zeros_filling_in():
-    """benchmarks/distill_table.py (issue 32's probe): 2 x 3 x 3 views, the image itself among them,
-    each a flip and a move whose vacated pixels are zero."""
-    import importlib.util
+def test_the_views_flip_and_shift_with_zeros_filling_in():
+    """2 x 3 x 3 views, the image itself among them, each a flip and a move whose vacated pixels are zero."""
+    from fashion_mlp.models.views import apply_view, views
 
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("distill_table", REPO / "benchmarks/distill_table.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-
-    views = probe.views(1, flip=True)
-    assert len(views) == len(set(views)) == 18 and (False, 0, 0) in views
-    assert probe.views(2, flip=False)[0] == (False, -2, -2) and len(probe.views(2, flip=False)) == 25
+    all_views = views(1, flip=True)
+    assert len(all_views) == len(set(all_views)) == 18 and (False, 0, 0) in all_views
+    assert views(2, flip=False)[0] == (False, -2, -2) and len(views(2, flip=False)) == 25
     images = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28) + 1
-    assert np.array_equal(probe.apply_view(images, (False, 0, 0)), images)
-    assert np.array_equal(probe.apply_view(images, (True, 0, 0)), images[:, :, ::-1])
-    moved = probe.apply_view(images, (False, 1, -2))  # one row down, two columns left
+    assert np.array_equal(apply_view(images, (False, 0, 0)), images)
+    assert np.array_equal(apply_view(images, (True, 0, 0)), images[:, :, ::-1])
+    moved = apply_view(images, (False, 1, -2))  # one row down, two columns left
     assert np.array_equal(moved[:, 1:, :26], images[:, :27, 2:])
     assert not moved[:, 0, :].any() and not moved[:, :, 26:].any()
+
+
+def test_the_training_step_shows_each_image_in_the_view_its_table_row_scored(keras):
+    """apply_views (TensorFlow, a view per image) is apply_view (NumPy, which built the table) for every view."""
+    from fashion_mlp.models.views import apply_view, apply_views, views
+
+    all_views = views(2, flip=True)
+    rng = np.random.default_rng(0)
+    images = rng.random((len(all_views) * 2, 28, 28), dtype=np.float32)
+    chosen = np.tile(np.arange(len(all_views)), 2)
+    shown = apply_views(images, chosen, all_views).numpy()
+    for i, view in enumerate(chosen):
+        np.testing.assert_array_equal(shown[i], apply_view(images[i : i + 1], all_views[view])[0])
+
+
+def test_a_mirrored_table_averages_each_view_with_its_flipped_twin():
+    from fashion_mlp.models.views import apply_view, mirrored, views
+
+    all_views = views(1, flip=True)
+    table = np.random.default_rng(1).random((len(all_views), 3, 10), dtype=np.float32)
+    both = mirrored(table, all_views)
+    image = np.random.default_rng(2).random((1, 28, 28))
+    for i, (flipped, dy, dx) in enumerate(all_views):
+        twin = all_views.index((not flipped, dy, -dx))
+        np.testing.assert_allclose(both[i], (table[i] + table[twin]) / 2)
+        # the twin is the view's picture flipped
+        np.testing.assert_array_equal(apply_view(image, all_views[twin]), apply_view(image, all_views[i])[:, :, ::-1])
+    with pytest.raises(ValueError, match=r"teacher\.views\.mirror needs teacher\.views\.flip"):
+        mirrored(table[:9], views(1, flip=False))
+
+
+@pytest.mark.slow
+def test_a_student_learns_from_its_teachers_table_the_same_way_each_time(keras, models, tmp_path):
+    """teacher.views: the teacher is scored before training and never changes; the student is the same bytes
+    twice, its history reads like any other, and the table, not the labels alone, moves its weights."""
+    from fashion_mlp.models.training import fit, make_history_callback
+    from test_train import synthetic_data
+
+    data = synthetic_data(64, 32)
+    block = dict(STUDENT, augment={"shift": 0, "flip": False},
+                 teacher=dict(STUDENT["teacher"], views={"shift": 1, "flip": True, "mirror": True}))  # fmt: skip
+
+    def train(path, teacher_seed=0):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(teacher_seed)
+        teacher = models.build_model(TINY_CNN, name="cnn")
+        before = [w.copy() for w in teacher.get_weights()]
+        keras.utils.set_random_seed(0)
+        student = models.build_model(block, name="student")
+        history = make_history_callback()
+        fit(student, data, block, [history], seed=0, teacher=teacher)
+        models.save_model(student, path)
+        for old, new in zip(before, teacher.get_weights(), strict=True):
+            np.testing.assert_array_equal(old, new)
+        return student, history
+
+    student, history = train(tmp_path / "a.keras")
+    train(tmp_path / "b.keras")
+    other, _ = train(tmp_path / "c.keras", teacher_seed=1)
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    assert any(not np.array_equal(a, b) for a, b in zip(student.get_weights(), other.get_weights(), strict=True))
+    assert len(history.rows) == 2 and all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in history.rows)
+    predicted = student.predict(data["x_val"], verbose=0).argmax(axis=1)
+    assert float(np.mean(predicted == data["y_val"])) == pytest.approx(history.rows[-1]["val_accuracy"])
+
+
+def test_params_refuse_views_beside_other_augmentation_or_blends_and_a_mirror_without_flips():
+    from conftest import REPO
+    from fashion_mlp.config import ParamsError, load_params, validate
+
+    params = load_params(REPO / "params.yaml")
+    block = dict(params["train"]["regularized"])
+    views = {"shift": 1, "flip": True, "mirror": True}
+    teacher = {"model": "cnn", "temperature": 4, "alpha": 0.9, "views": views}
+    validate({**params, "distill": {"s": dict(block, teacher=teacher)}})
+    cases = [
+        (dict(block, augment={"shift": 1, "flip": False}, teacher=teacher),
+         r"distill\.s\.augment: with teacher\.views the views are the augmentation"),
+        (dict(block, teacher=dict(teacher, mixup=0.5)), r"distill\.s\.teacher\.mixup: blends need the teacher"),
+        (dict(block, teacher=dict(teacher, views=dict(views, flip=False))),
+         r"distill\.s\.teacher\.views\.mirror: needs teacher\.views\.flip"),
+        (dict(block, teacher=dict(teacher, views={"shift": 9, "flip": True})), r"distill\.s\.teacher\.views\.shift"),
+    ]  # fmt: skip
+    for student, message in cases:
+        with pytest.raises(ParamsError, match=message):
+            validate({**params, "distill": {"s": student}})

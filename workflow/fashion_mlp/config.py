@@ -372,6 +372,23 @@ def _student_problems(params: dict) -> list[str]:
             problems.append(
                 f"{name}.teacher.model: '{teacher}' is no entry of train: (the teachers: {', '.join(params['train'])})"
             )
+        problems += _views_problems(name, spec)
+    return problems
+
+
+def _views_problems(name: str, spec: dict) -> list[str]:
+    """A table's views are the student's augmentation: no other beside them, and a mirror needs flips."""
+    how = spec["teacher"]
+    asked = how.get("views")
+    if not asked:
+        return []
+    problems = []
+    if any((spec.get("augment") or {}).values()):
+        problems.append(f"{name}.augment: with teacher.views the views are the augmentation; set augment off")
+    if how.get("mixup"):
+        problems.append(f"{name}.teacher.mixup: blends need the teacher in the step; teacher.views has none")
+    if asked.get("mirror") and not asked["flip"]:
+        problems.append(f"{name}.teacher.views.mirror: needs teacher.views.flip (the mirror images are flipped views)")
     return problems
 
 

@@ -12,6 +12,9 @@ shuffled copy of itself, x' = lam * x + (1 - lam) * x[perm] with lam ~ Beta(m, m
 teacher scores the mixed images: "function matching" (Beyer et al. 2022), which shows the student the
 teacher's function between the training images too. The label term weighs both labels by lam, as in
 mixup (Zhang et al. 2018).
+
+`TableDistiller` (`teacher.views`) replaces the teacher in the step by a table of its logits over
+fixed views of the training images, scored once before training (models/views.py).
 """
 
 from __future__ import annotations
@@ -99,10 +102,12 @@ class Distiller(keras.Model):
         super().__init__(name=f"{student.name}_distilling")
         self.mixup = float(mixup)
         self.mixing = keras.random.SeedGenerator(seed) if self.mixup else None
-        teacher.trainable = False
+        if teacher is not None:  # None: a TableDistiller's table stands in for it
+            teacher.trainable = False
         self.student, self.teacher, self.augment = student, teacher, augment
         self.temperature, self.alpha, self.smoothing = float(temperature), float(alpha), float(smoothing)
-        self.student_logits, self.teacher_logits = Logits(student), Logits(teacher)
+        self.student_logits = Logits(student)
+        self.teacher_logits = Logits(teacher) if teacher is not None else None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
@@ -146,3 +151,50 @@ class Distiller(keras.Model):
         self.loss_tracker.update_state(loss)
         self.accuracy.update_state(labels, logits)  # argmax of the logits is argmax of the probabilities
         return {m.name: m.result() for m in self.metrics}
+
+
+class TableDistiller(Distiller):
+    """A Distiller whose teacher scored every training image in fixed views before training (`teacher.views`).
+
+    It trains on ((images, their row numbers), labels): each step draws a view per image (seeded), shows
+    the student the image in that view, and takes the teacher's logits from `table` (views, images,
+    classes), so no teacher runs in the step (models/views.py). Validation is the Distiller's.
+    """
+
+    def __init__(self, student, table, all_views, temperature: float, alpha: float, smoothing: float = 0.0, seed=0):
+        super().__init__(student, None, temperature, alpha, smoothing=smoothing, seed=seed)
+        self.table, self.all_views = tf.constant(table), list(all_views)
+        self.viewing = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        images = inputs[0] if isinstance(inputs, (tuple, list)) else inputs  # training's (images, rows)
+        return self.student(images, training=training)
+
+    def train_step(self, data):
+        from fashion_mlp.models.views import apply_views
+
+        (images, rows), y = data
+        chosen = keras.random.randint(ops.shape(rows), 0, len(self.all_views), seed=self.viewing)
+        x = apply_views(images, chosen, self.all_views)
+        teacher = tf.gather_nd(self.table, ops.stack([chosen, ops.cast(rows, "int32")], axis=1))
+        with tf.GradientTape() as tape:
+            logits = self.student_logits(x, training=True)
+            loss = distillation_loss(y, logits, teacher, self.temperature, self.alpha, self.smoothing)
+            if self.student.losses:
+                loss = loss + ops.sum(self.student.losses)
+        variables = self.student.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return self._update(loss, y, logits)
+
+
+def table_distiller(student, teacher, images, how: dict, smoothing: float, seed: int) -> TableDistiller:
+    """A TableDistiller for `student`, with `teacher`'s table over `images` in the views `how["views"]` asks for."""
+    from fashion_mlp.models.views import mirrored, teacher_table, views
+
+    asked = how["views"]
+    all_views = views(asked["shift"], asked["flip"])
+    logits = Logits(teacher)
+    table = teacher_table(tf.function(lambda batch: logits(batch, training=False)), images, all_views)
+    if asked.get("mirror", False):
+        table = mirrored(table, all_views)
+    return TableDistiller(student, table, all_views, how["temperature"], how["alpha"], smoothing, seed)

@@ -57,7 +57,8 @@ def built_before_tracing(x, y) -> keras.callbacks.Callback:
         def on_train_begin(self, logs=None):
             build = getattr(self.model, "_symbolic_build", None)
             if build is not None:  # a Keras without it traces twice, as before: slower, the same results
-                build(data_batch=(x[:1], y[:1]))
+                first = tuple(a[:1] for a in x) if isinstance(x, tuple) else x[:1]  # (images, rows): a table's
+                build(data_batch=(first, y[:1]))
 
     return BuiltBeforeTracing()
 

@@ -60,9 +60,11 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
     training batch through seeded random layers before `model`; `model` itself, the one saved,
     never holds them (see fitting.augmenter). With `teacher` (a loaded model; the block's `teacher`
     says how), the model learns from the teacher's outputs on the same augmented batches as well as
-    from the labels (models/distillation.py).
+    from the labels (models/distillation.py); with `teacher.views`, from a table of the teacher's
+    outputs over fixed views of the training images, built first (models/views.py).
     """
     import keras
+    import numpy as np
 
     from fashion_mlp.models.fitting import (
         as_tensor,
@@ -83,10 +85,17 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
     trainer = model
     augment = params.get("augment") or {}
     layers = augmenter(augment.get("shift", 0), augment.get("flip", False), seed)
-    if teacher is not None:
+    how = params.get("teacher") or {}
+    if teacher is not None and how.get("views"):
+        from fashion_mlp.models.distillation import table_distiller
+
+        trainer = table_distiller(model, teacher, data["x_train"], how, smoothing, seed + 2)
+        marks.mark(marks.TABLE_BUILT)
+        trainer.compile(optimizer=model.optimizer, steps_per_execution=params["steps_per_execution"])
+        smoothing = 0.0  # the distiller takes integer labels and smooths them itself
+    elif teacher is not None:
         from fashion_mlp.models.distillation import Distiller
 
-        how = params["teacher"]
         trainer = Distiller(
             model,
             teacher,
@@ -119,6 +128,8 @@ def fit(model, data: dict, params: dict, callbacks: list, seed: int = 0, teacher
             ),
         ]
     x_train, y_train, x_val, y_val = (as_tensor(a) for a in (data["x_train"], y_train, data["x_val"], y_val))
+    if how.get("views"):  # a TableDistiller looks each image's row of the table up by its number
+        x_train = (x_train, as_tensor(np.arange(len(data["y_train"]), dtype=np.int32)))
     callbacks = [built_before_tracing(x_train, y_train), *callbacks]
     return trainer.fit(
         x_train,

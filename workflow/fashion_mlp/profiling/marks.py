@@ -27,6 +27,7 @@ TRAINING_MARKS = (
     "mlflow logged",
 )
 TF_IMPORTED, BUILT, RUN_STARTED, EPOCHS_START, FIRST_EPOCH_END, EPOCHS_END, SAVED, LOGGED = TRAINING_MARKS
+TABLE_BUILT = "teacher table built"  # a student with teacher.views, between RUN_STARTED and EPOCHS_START
 
 _marks: list[tuple[str, float]] = []
 

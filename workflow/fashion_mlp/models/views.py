@@ -1,0 +1,80 @@
+"""Fixed views of the pictures (flips × pixel shifts) and a teacher's table of logits over them.
+
+With `teacher.views`, a student does not call its teacher in its training step: before training,
+the teacher scores every training image in every view once (`teacher_table`), and each step the
+student sees each image in a random view with that view's row of the table (`TableDistiller` in
+models/distillation.py). The same (image, view) always gets the same target, as in consistent
+teaching, and a step costs no teacher pass, so the student can train for hundreds of epochs.
+
+A view is (flipped, dy, dx): the picture flipped left to right if asked, then moved dy pixels down
+and dx right, zeros (the background) filling in. `apply_view` (NumPy, for the table) and
+`apply_views` (TensorFlow, per image in a batch) are the same map; tests/test_distillation.py checks it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+View = tuple[bool, int, int]
+
+
+def views(shift: int, flip: bool) -> list[View]:
+    """Every (flipped, dy, dx) with |dy|, |dx| <= shift, the unchanged picture among them."""
+    span = range(-shift, shift + 1)
+    return [(f, dy, dx) for f in ((False, True) if flip else (False,)) for dy in span for dx in span]
+
+
+def apply_view(images: np.ndarray, view: View) -> np.ndarray:
+    """`images` (n, height, width) in one view."""
+    flipped, dy, dx = view
+    source = images[:, :, ::-1] if flipped else images
+    out = np.zeros_like(source)
+    height, width = source.shape[1:]
+    out[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = source[
+        :, max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)
+    ]
+    return out
+
+
+def apply_views(images, chosen, all_views: list[View]):
+    """Each image of a batch (b, height, width) in its own view, `chosen` (b,) indexing `all_views`."""
+    import tensorflow as tf
+
+    flips, dys, dxs = (tf.constant(column) for column in zip(*all_views, strict=True))
+    shift = int(max(max(abs(dy), abs(dx)) for _, dy, dx in all_views))
+    flipped = tf.gather(flips, chosen)[:, None, None]
+    images = tf.where(flipped, tf.reverse(images, axis=[2]), images)
+    padded = tf.pad(images, [[0, 0], [shift, shift], [shift, shift]])
+    height, width = images.shape[1], images.shape[2]
+    # Output pixel (y, x) is padded pixel (y + shift - dy, x + shift - dx).
+    rows = tf.range(height)[None, :] + (shift - tf.gather(dys, chosen))[:, None]
+    columns = tf.range(width)[None, :] + (shift - tf.gather(dxs, chosen))[:, None]
+    moved = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(moved, columns, axis=2, batch_dims=1)
+
+
+def teacher_table(logits, images: np.ndarray, all_views: list[View], batch: int = 2000) -> np.ndarray:
+    """`logits(batch)` (a traced function) of every image in every view: (views, images, classes) float32."""
+    import tensorflow as tf
+
+    table = None
+    for i, view in enumerate(all_views):
+        shown = apply_view(images, view)
+        for start in range(0, len(images), batch):
+            scores = logits(tf.constant(shown[start : start + batch])).numpy()
+            if table is None:
+                table = np.zeros((len(all_views), len(images), scores.shape[1]), np.float32)
+            table[i, start : start + len(scores)] = scores
+    return table
+
+
+def mirrored(table: np.ndarray, all_views: list[View]) -> np.ndarray:
+    """Each view's logits averaged with its mirror image's: the flipped picture as a second opinion.
+
+    The mirror of view (f, dy, dx) is (not f, dy, -dx), another row of a table with flips."""
+    index = {view: i for i, view in enumerate(all_views)}
+    try:
+        mirror = [index[(not f, dy, -dx)] for f, dy, dx in all_views]
+    except KeyError:
+        raise ValueError("teacher.views.mirror needs teacher.views.flip: the table has no flipped views") from None
+    return (table + table[mirror]) / 2
