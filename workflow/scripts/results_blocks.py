@@ -125,9 +125,11 @@ def goals(r: Reports) -> list[str]:
     for p in r.presets:
         accuracy, goal = p["metrics"]["accuracy"], p.get("goal")
         default = r.metrics.get(p["model"], {}).get("accuracy")
-        start = f" from {default:.4f}" if default is not None else ""
         verdict = "" if goal is None else f" against the goal ≥ {goal:.3f} ({'met' if accuracy >= goal else 'not met'})"
-        recipes.append(f"{p['preset']} takes {p['model']}{start} to {accuracy:.4f}{verdict}")
+        if default is None:  # a model the preset adds (a student under distill:)
+            recipes.append(f"{p['preset']} adds {p['model']}, at {accuracy:.4f}{verdict}")
+        else:
+            recipes.append(f"{p['preset']} takes {p['model']} from {default:.4f} to {accuracy:.4f}{verdict}")
     if recipes:
         text += " Longer recipes, each run once as a DVC experiment: " + "; ".join(recipes) + "."
     champion, best_mlp = choices(r.metrics, {name: kind.name for name, kind in r.kinds.items()})
