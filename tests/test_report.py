@@ -675,6 +675,7 @@ def test_no_presets_directory_means_no_preset_rows_and_a_bad_record_is_named(tmp
 
 
 def test_presets_with_predictions_are_paired_with_each_other_and_with_the_run_models_they_lengthen():
+    """...on the same test images only: a run on fewer images pairs none of them and still writes its summary."""
     from fashion_mlp.summary import presets as preset_summary
 
     actual = np.arange(10).repeat(10)  # 100 test images, 10 a class
@@ -701,5 +702,10 @@ def test_presets_with_predictions_are_paired_with_each_other_and_with_the_run_mo
     assert "### The presets, paired" in section and "cnn (preset cnn-long) recorded no predictions" in section
     assert "| tuned (preset mlp-long) | tuned | 10 | 0 | +0.1000 |" in section
     assert preset_summary.preset_pairs(records[2:], {"tuned": tuned == actual}, actual) == []
-    with pytest.raises(PipelineError, match=r"preset mlp-long: its record has 100 predictions, the run's test set 50"):
-        preset_summary.preset_pairs(records, {"tuned": tuned[:50] == actual[:50]}, actual[:50])
+    # A run on fewer test images (prepare.limit_test) cannot pair the records: they are left out, and said so.
+    assert preset_summary.preset_pairs(records, {"tuned": tuned[:50] == actual[:50]}, actual[:50]) == []
+    smaller = [dict(records[0], predicted=records[0]["predicted"][:50]), records[1]]
+    pairs = preset_summary.preset_pairs(smaller, {"tuned": tuned[:50] == actual[:50]}, actual[:50])
+    assert {(p["a"], p["b"]) for p in pairs} == {("tuned (preset mlp-long)", "tuned")}
+    section = "\n".join(preset_summary.preset_pairs_section(pairs, smaller))
+    assert "student (preset mlp-distilled) was scored on another number of test images than this run's" in section

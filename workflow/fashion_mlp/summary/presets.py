@@ -53,7 +53,8 @@ def preset_pairs(presets: list[dict], run_correct: dict[str, np.ndarray], actual
     and the run's models those presets are about (mlp-long: tuned): did the longer recipe help, image by image?
 
     `actual` is the test images' true classes, in the order of the run's predictions and of every record.
-    A record made before records kept predictions has none, and is left out.
+    A record made before records kept predictions has none, and one made on another number of test images
+    (a run with `prepare.limit_test`) cannot be paired: both are left out, and the section says so.
     """
     correct = {}
     for p in presets:
@@ -61,10 +62,7 @@ def preset_pairs(presets: list[dict], run_correct: dict[str, np.ndarray], actual
             continue
         predicted = np.frombuffer(p["predicted"].encode(), dtype=np.uint8) - ord("0")
         if len(predicted) != len(actual):
-            raise PipelineError(
-                f"preset {p['preset']}: its record has {len(predicted):,} predictions, the run's test set "
-                f"{len(actual):,} images; a paired test needs the same images"
-            )
+            continue
         correct[row_name(p)] = predicted == actual
     if not correct:
         return []
@@ -77,12 +75,19 @@ def preset_pairs_section(pairs: list[dict], presets: list[dict]) -> list[str]:
     if not pairs:
         return []
     unpaired = [row_name(p) for p in presets if "predicted" not in p]
+    paired = {name for pair in pairs for name in (pair["a"], pair["b"])}
+    elsewhere = [row_name(p) for p in presets if "predicted" in p and row_name(p) not in paired]
     left_out = (
         f" {', '.join(unpaired)} recorded no predictions (recorded before records kept them), so "
         f"{'it is' if len(unpaired) == 1 else 'they are'} not in this table."
         if unpaired
         else ""
     )
+    if elsewhere:
+        left_out += (
+            f" {', '.join(elsewhere)} {'was' if len(elsewhere) == 1 else 'were'} scored on another number of "
+            "test images than this run's, so not paired."
+        )
     return [
         "### The presets, paired",
         "",
