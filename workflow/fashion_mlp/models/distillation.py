@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras import ops
 
 from fashion_mlp.data import NUM_CLASSES
+from fashion_mlp.models.views import apply_views, mirrored, teacher_table, views
 
 OUTPUT_LAYER = "probabilities"  # every kind ends in Dense(10, softmax) under this name (architectures.py)
 
@@ -171,8 +172,6 @@ class TableDistiller(Distiller):
         return self.student(images, training=training)
 
     def train_step(self, data):
-        from fashion_mlp.models.views import apply_views
-
         (images, rows), y = data
         chosen = keras.random.randint(ops.shape(rows), 0, len(self.all_views), seed=self.viewing)
         x = apply_views(images, chosen, self.all_views)
@@ -189,12 +188,11 @@ class TableDistiller(Distiller):
 
 def table_distiller(student, teacher, images, how: dict, smoothing: float, seed: int) -> TableDistiller:
     """A TableDistiller for `student`, with `teacher`'s table over `images` in the views `how["views"]` asks for."""
-    from fashion_mlp.models.views import mirrored, teacher_table, views
-
     asked = how["views"]
     all_views = views(asked["shift"], asked["flip"])
     logits = Logits(teacher)
-    table = teacher_table(tf.function(lambda batch: logits(batch, training=False)), images, all_views)
+    score = tf.function(lambda batch: logits(batch, training=False))
+    table = teacher_table(lambda batch: score(tf.constant(batch)).numpy(), images, all_views)
     if asked.get("mirror", False):
         table = mirrored(table, all_views)
     return TableDistiller(student, table, all_views, how["temperature"], how["alpha"], smoothing, seed)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fashion_mlp.data import NUM_CLASSES
+
 View = tuple[bool, int, int]
 
 
@@ -54,17 +56,13 @@ def apply_views(images, chosen, all_views: list[View]):
 
 
 def teacher_table(logits, images: np.ndarray, all_views: list[View], batch: int = 2000) -> np.ndarray:
-    """`logits(batch)` (a traced function) of every image in every view: (views, images, classes) float32."""
-    import tensorflow as tf
+    """`logits(batch)` (NumPy in, NumPy scores out) of every image in every view: (views, images, classes) float32.
 
-    table = None
+    Views are made a batch at a time, so no view of the whole training split is ever held."""
+    table = np.zeros((len(all_views), len(images), NUM_CLASSES), np.float32)
     for i, view in enumerate(all_views):
-        shown = apply_view(images, view)
         for start in range(0, len(images), batch):
-            scores = logits(tf.constant(shown[start : start + batch])).numpy()
-            if table is None:
-                table = np.zeros((len(all_views), len(images), scores.shape[1]), np.float32)
-            table[i, start : start + len(scores)] = scores
+            table[i, start : start + batch] = logits(apply_view(images[start : start + batch], view))
     return table
 
 
