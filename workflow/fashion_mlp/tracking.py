@@ -84,15 +84,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+# How each store says that another process inserted the same dataset row between MLflow's lookup
+# and its insert: SQLite, and PostgreSQL behind `mlflow server` (a 400, which MLflow's HTTP client
+# does not retry; seen in CI, where a trial then FAILED).
+_DATASET_RACE = ("UNIQUE constraint failed: datasets.", 'violates unique constraint "dataset_pk"')
+
+
 def _is_transient(exc: BaseException) -> bool:
-    """SQLite is locked by another writer, or another process inserted the same dataset row between
-    MLflow's lookup and its insert (two Hyperband workers logging the same splits at once): the
-    transaction was rolled back, and a retry finds the row."""
+    """SQLite is locked by another writer, or the dataset insert lost a race with another process
+    (two Hyperband workers logging the same splits at once): the transaction was rolled back, and
+    a retry finds the row."""
     text = str(exc)
-    return any(
-        sign in text
-        for sign in ("database is locked", "database table is locked", "UNIQUE constraint failed: datasets.")
-    )
+    return any(sign in text for sign in ("database is locked", "database table is locked", *_DATASET_RACE))
 
 
 def with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
