@@ -167,3 +167,58 @@ def test_plot_trials_draws_rows_as_trial_rows_makes_them(tmp_path):
     path = tmp_path / "trials.png"
     tune.plot_trials(rows, path)
     assert_png(path, panels=(None, 3))  # 2 x 3 panels; tick labels join the two rows
+
+
+# A search of one bracket on random pictures whose first trial cannot log its datasets.
+FAILING_TRIAL = """
+import sys
+import numpy as np
+from pathlib import Path
+from fashion_mlp import tracking
+from fashion_mlp.stages import tune
+from fashion_mlp.tuning import hyperband
+
+section = tune.tune_params(tune.build_parser().parse_args(sys.argv[2:]))
+section |= {"max_epochs": 2, "factor": 2}
+rng = np.random.default_rng(0)
+x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+data = Path("d.npz")
+np.savez(data, x=x)
+tracking.init("e")
+
+def lost_race(*args, **kwargs):
+    raise RuntimeError("the store said no")
+
+hyperband.tracking.log_datasets = lost_race
+tags = tracking.base_tags("tune", data)
+tuner = hyperband.make_tuner(section, 42, Path(".tuner/search"), tags, None, overwrite=True)
+with hyperband.search_run(section, 42, tags):
+    tuner.search(x, y, validation_data=(x, y), batch_size=32, verbose=0)
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_stops_the_search_naming_the_trial_and_its_error(tmp_path):
+    """KerasTuner marks a trial that raised INVALID and goes on, so a passing failure would change the search's
+    result unseen (it did in CI: a lost store race). The search stops instead, and the trial's run says FAILED."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from conftest import engine_env
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING_TRIAL, "-", *ARGV],
+        cwd=tmp_path,
+        env=engine_env() | {"MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "FatalError: tune: trial 0000 failed: RuntimeError('the store said no')" in done.stderr, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs} == {"trial-0000": "FAILED", "tune": "FAILED"}

@@ -159,6 +159,14 @@ def tracked_hyperband_class(base_tags: dict[str, str], seed: int, parent_run_id:
             self.tensors: tuple | None = None  # (the NumPy x the search was given, its arrays as tensors)
 
         def run_trial(self, trial, *args, **kwargs):
+            try:
+                return self.tracked_trial(trial, *args, **kwargs)
+            except Exception as exc:
+                # KerasTuner would mark the trial INVALID and go on: the search's result would then depend on a
+                # passing failure (a lost store race, a full disk), and nobody would know. Stop the search instead.
+                raise kt.errors.FatalError(f"tune: trial {trial.trial_id} failed: {exc!r}") from exc
+
+        def tracked_trial(self, trial, *args, **kwargs):
             prefix = f"trial {trial.trial_id}: "  # the profile's marks (profiling/marks.py)
             marks.mark(prefix + "trial start")
             values = trial.hyperparameters.values
