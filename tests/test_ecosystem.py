@@ -75,6 +75,36 @@ def test_dvc_experiment_name_is_tagged(tracking, monkeypatch):
     assert tracking.invocation_tags() == {"invocation_id": "x", "dvc_exp_name": "sweep-epochs-3"}
 
 
+# A stage's command: what tracking.temporary_experiment says where DVC runs it, appended to argv[1].
+SAY_TEMPORARY = """
+import sys
+from fashion_mlp.tracking import temporary_experiment
+with open(sys.argv[1], "a") as out:
+    out.write(f"{temporary_experiment()}\\n")
+"""
+
+
+@pytest.mark.slow
+def test_only_an_experiment_in_a_temporary_copy_counts_as_temporary(tmp_path):
+    """Real DVC: `dvc exp run --temp` runs the stage in a copy under .dvc/tmp/exps/ with DVC_ROOT on the
+    workspace (register then moves no alias: test_register.py); `dvc exp run` and `dvc repro` run it in the
+    workspace, whose outputs they change."""
+    repo, seen, script = tmp_path / "repo", tmp_path / "seen.txt", tmp_path / "say.py"
+    repo.mkdir()
+    script.write_text(SAY_TEMPORARY)
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    (repo / "params.yaml").write_text("n: 1\n")
+    stage = {"cmd": f"{sys.executable} {script} {seen}", "params": ["n"], "always_changed": True}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"say": stage}}))
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "say"], repo)
+    run(["dvc", "exp", "run", "--temp", "-n", "in-a-copy", "-S", "n=2"], repo)
+    run(["dvc", "exp", "run", "-n", "in-place", "-S", "n=3"], repo)
+    run(["dvc", "repro"], repo)
+    assert seen.read_text().split() == ["in-a-copy", "None", "None"]
+
+
 # A child of a process whose argv[0] is `dvc`, as a stage command is of `dvc repro`.
 UNDER_DVC = """
 import subprocess, sys

@@ -252,6 +252,34 @@ def test_the_gate_does_not_compare_models_trained_on_other_data(tmp_path, monkey
     assert outcomes(decisions) == {"champion": "forced", "best-mlp": "forced"}
 
 
+def test_a_temporary_dvc_experiment_registers_its_models_but_moves_no_alias(tmp_path, monkeypatch):
+    """A preset or a queued sweep runs in a copy under .dvc/tmp/exps/, its runs in the workspace's store (DVC
+    points DVC_ROOT at the workspace): a better model there must not change what `make serve` serves before
+    the experiment is applied. Its versions are made, and their tags say what the gate decided."""
+    store = Store(tmp_path, monkeypatch)
+    store.run(CANDIDATES, KINDS)
+    better = {name: m | {"val_accuracy": m["val_accuracy"] + 0.01} for name, m in CANDIDATES.items()}
+    copy = tmp_path / ".dvc/tmp/exps/tmpabc"
+    copy.mkdir(parents=True)
+    monkeypatch.setenv("DVC_EXP_NAME", "mlp-distilled")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(copy)
+    _, decisions = store.run(better, KINDS, tag="experiment")
+    assert outcomes(decisions) == {"champion": "held", "best-mlp": "held"} and store.versions() == 4
+    assert store.aliases() == {"champion": "cnn", "best-mlp": "tuned"}
+    assert [store.client.get_model_version_by_alias("m", a).version for a in ("champion", "best-mlp")] == [1, 2]
+    tag = store.client.get_model_version("m", decisions[0]["version"]).tags["promotion_champion"]
+    assert tag.startswith("held: DVC experiment 'mlp-distilled' ran in a temporary copy, which moves no alias"), tag
+    assert "(the gate: promoted, validation accuracy 0.9400 against 0.9300" in tag, tag
+    assert "`dvc exp apply mlp-distilled`, `dvc repro -f -s register`" in tag, tag
+
+    # `dvc exp run` without --temp runs in the workspace, whose outputs it changes: the gate applies there.
+    monkeypatch.chdir(tmp_path)
+    _, decisions = store.run(better, KINDS, tag="experiment")
+    assert outcomes(decisions) == {"champion": "promoted", "best-mlp": "promoted"} and store.versions() == 4
+    assert [store.client.get_model_version_by_alias("m", a).version for a in ("champion", "best-mlp")] == [3, 4]
+
+
 def test_without_an_mlp_the_best_mlp_alias_stays_where_it_is(tmp_path, monkeypatch):
     store = Store(tmp_path, monkeypatch)
     store.run(CANDIDATES, KINDS)

@@ -32,7 +32,7 @@ class Model:
 @dataclass(frozen=True)
 class Decision:
     alias: str
-    outcome: str  # promoted, kept, unchanged or forced
+    outcome: str  # promoted, kept, unchanged, forced, or held (a temporary DVC experiment's: see held)
     reason: str  # one sentence with both figures
 
     @property
@@ -41,6 +41,19 @@ class Decision:
 
     def line(self, candidate: Model) -> str:
         return f"@{self.alias}: {candidate.name} {self.outcome}: {self.reason}"
+
+
+def held(decision: Decision, experiment: str) -> Decision:
+    """The decision of a DVC experiment that runs in a temporary copy: no alias moves, since the copy's
+    outputs reach the workspace only when the experiment is applied; the reason says what the gate decided."""
+    if not decision.moves:
+        return decision
+    return Decision(
+        decision.alias,
+        "held",
+        f"DVC experiment {experiment!r} ran in a temporary copy, which moves no alias (the gate: {decision.outcome}, "
+        f"{decision.reason}); after `dvc exp apply {experiment}`, `dvc repro -f -s register` asks the gate again",
+    )
 
 
 def decide(alias: str, candidate: Model, holder: Model | None, tolerance: float, force: bool = False) -> Decision:

@@ -313,6 +313,19 @@ def invocation_tags() -> dict[str, str]:
     return tags
 
 
+def temporary_experiment() -> str | None:
+    """The DVC experiment's name when this stage runs in a temporary copy of the repository (`dvc exp run
+    --temp`, a queued experiment), else None (the workspace, `dvc exp run` without --temp included).
+
+    DVC points DVC_ROOT at the workspace even then, so that the copy's runs reach the workspace's MLflow
+    store; the stage itself runs in the copy, under .dvc/tmp/exps/.
+    """
+    name, root = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_ROOT")
+    if not name or not root:
+        return None
+    return name if Path.cwd().resolve() != Path(root).resolve() else None
+
+
 def base_tags(stage: str, data_path: str | os.PathLike) -> dict[str, str]:
     from fashion_mlp.io import sha256_file
 

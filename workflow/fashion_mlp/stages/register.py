@@ -112,12 +112,16 @@ def register_version(experiment_id: str, registered_model: str, model_path: Path
 
 
 def promote(registered_model: str, alias: str, candidate: registry.Model, tolerance: float, force: bool):
-    """Move `alias` to the candidate's version if the gate lets it (registry.decide); tag the decision on it."""
+    """Move `alias` to the candidate's version if the gate lets it (registry.decide) and this is no temporary
+    DVC experiment (registry.held); tag the decision on it."""
     import mlflow
 
     from fashion_mlp import tracking
 
     decision = registry.decide(alias, candidate, registry.holder(registered_model, alias), tolerance, force)
+    experiment = tracking.temporary_experiment()
+    if experiment is not None:  # a preset or a queued sweep must not change what `make serve` serves
+        decision = registry.held(decision, experiment)
     client = mlflow.MlflowClient()
     if decision.moves:
         tracking.with_retry(client.set_registered_model_alias, registered_model, alias, candidate.version)
