@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=os.environ.get("FASHION_MLP_FORCE_PROMOTION", "") not in ("", "0"),
         help="move the aliases to this run's best whatever the promotion gate says (and say so in the tag); on "
-        "when $FASHION_MLP_FORCE_PROMOTION is set, e.g. FASHION_MLP_FORCE_PROMOTION=1 dvc repro -f register",
+        "when $FASHION_MLP_FORCE_PROMOTION is set, e.g. FASHION_MLP_FORCE_PROMOTION=1 dvc repro -f -s register",
     )
     parser.add_argument(
         "--decisions_out",
