@@ -233,8 +233,8 @@ def test_the_server_leaves_when_its_parent_does(workdir):
     parent.wait()
     # An orphan's zombie is reaped by PID 1, which in a container may never do it, and psutil's wait
     # then hangs on it (CI, stop 42): wait until the server no longer runs.
-    deadline = time.time() + 10  # it polls its parent every second
+    deadline = time.time() + 20  # it polls its parent every second; the margin is for a loaded machine
     while forkserver.alive(server.pid):
-        assert time.time() < deadline, "the server outlived its parent by 10 s"
+        assert time.time() < deadline, "the server outlived its parent by 20 s"
         time.sleep(0.2)
     assert not path.exists()

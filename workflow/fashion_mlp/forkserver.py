@@ -245,7 +245,11 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
     for pid in waiting.values():  # the parent (Snakemake) is gone, and so must its jobs be
         os.kill(pid, signal.SIGKILL)
     os.unlink(path)
-    sys.exit(0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: tearing down the preloaded TensorFlow, Keras and MLflow took up to 10 s under load
+    # (CI), and the server holds nothing that needs it.
+    os._exit(0)
 
 
 def run_job(request: dict, fds: list[int]) -> None:
