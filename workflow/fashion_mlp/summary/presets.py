@@ -56,17 +56,13 @@ def preset_pairs(presets: list[dict], run_correct: dict[str, np.ndarray], actual
     A record made before records kept predictions has none, and one made on another number of test images
     (a run with `prepare.limit_test`) cannot be paired: both are left out, and the section says so.
     """
-    correct = {}
-    for p in presets:
-        if "predicted" not in p:
-            continue
-        predicted = np.frombuffer(p["predicted"].encode(), dtype=np.uint8) - ord("0")
-        if len(predicted) != len(actual):
-            continue
-        correct[row_name(p)] = predicted == actual
-    if not correct:
+    kept = [p for p in presets if "predicted" in p and len(p["predicted"]) == len(actual)]
+    if not kept:
         return []
-    about = [m for m in dict.fromkeys(p["model"] for p in presets if "predicted" in p) if m in run_correct]
+    correct = {row_name(p): np.frombuffer(p["predicted"].encode(), dtype=np.uint8) - ord("0") == actual for p in kept}
+    about = [
+        m for m in dict.fromkeys(p["model"] for p in kept) if m in run_correct
+    ]  # only what a kept preset lengthens
     return pairwise_mcnemar({**correct, **{m: run_correct[m] for m in about}})
 
 
