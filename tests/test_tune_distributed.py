@@ -88,3 +88,20 @@ def test_a_worker_the_oracle_has_stopped_may_exit(tmp_path):
     watch.connected |= oracle.tuner_ids  # both were seen searching
     oracle.tuner_ids = {"worker0"}  # the oracle forgets a worker once it has told it to stop
     watch.check()  # so worker1's exit is no failure
+
+
+def test_a_chief_that_publishes_then_ends_between_two_looks_is_read(tmp_path, monkeypatch):
+    """The worker read the file without the result; the chief then wrote it and ended before the worker
+    looked at its pid (seen in the test suite: the worker failed a finished search)."""
+    from fashion_mlp.tuning import distributed
+
+    path = tmp_path / "chief.json"
+    address = {"host": "127.0.0.1", "port": 1} | dead()
+    write(path, address)
+
+    def published_then_gone(pid, started):
+        write(path, address | {"search": {"trials": []}})
+        return False
+
+    monkeypatch.setattr(distributed.tracking, "process_alive", published_then_gone)
+    assert read_chief_file(path, wants_search=True, timeout=30)["search"] == {"trials": []}
