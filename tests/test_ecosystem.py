@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -264,6 +266,36 @@ def test_one_lock_for_every_supported_python():
     assert "uv pip compile" in (REPO / "Makefile").read_text()
     ci = (REPO / ".ci/run").read_text()
     assert "3.12" in ci and "3.13" in ci
+
+
+@pytest.mark.parametrize("free_gib, stops", [(2, True), (20, False)])
+def test_ci_stops_at_once_where_the_disk_is_nearly_full(tmp_path, free_gib, stops):
+    """.ci/run names the free space and stops before installing anything where the disk has less than 10 GiB
+    (stop 43's CI ran out of space half-way through pip); with enough, it goes on. A copy of it runs in an
+    empty folder, with stand-ins for df, apt-get and make on PATH, so nothing is installed or tested."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(REPO / ".ci/run", tmp_path / ".ci/run")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    free_kib = free_gib * 1024 * 1024
+    scripts = {
+        "df": f'echo "Filesystem 1024-blocks Used Available Capacity Mounted on"\necho "vda 1 1 {free_kib} 9% /work"',
+        "apt-get": f'echo "apt-get $*" >> {tmp_path}/ran',
+        "make": f'echo "make $*" >> {tmp_path}/ran',
+    }
+    for name, body in scripts.items():
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(tmp_path / ".ci/run")], env=env, capture_output=True, text=True)
+    ran = (tmp_path / "ran").read_text() if (tmp_path / "ran").exists() else ""
+    if stops:
+        assert result.returncode == 1, result.stderr
+        assert "only 2048 MiB free in /work: CI needs about 10 GiB" in result.stderr
+        assert ran == ""
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "make lint" in ran and "make test\n" in ran
 
 
 # --- DVC experiment queues (for the DVC end-to-end run) ------------------------------------------------
