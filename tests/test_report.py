@@ -688,7 +688,8 @@ def test_presets_with_predictions_are_paired_with_each_other_and_with_the_run_mo
         {"preset": "mlp-distilled", "model": "student", "predicted": "".join(map(str, actual))},
         {"preset": "cnn-long", "model": "cnn"},  # recorded before records kept predictions
     ]
-    pairs = preset_summary.preset_pairs(records, {"tuned": tuned == actual, "cnn": actual == actual}, actual)
+    run = {"tuned": tuned == actual, "cnn": actual == actual}
+    pairs = preset_summary.preset_pairs(records, run, actual)
     by_names = {(p["a"], p["b"]): p for p in pairs}
     assert set(by_names) == {
         ("tuned (preset mlp-long)", "student (preset mlp-distilled)"),
@@ -702,6 +703,12 @@ def test_presets_with_predictions_are_paired_with_each_other_and_with_the_run_mo
     assert "### The presets, paired" in section and "cnn (preset cnn-long) recorded no predictions" in section
     assert "| tuned (preset mlp-long) | tuned | 10 | 0 | +0.1000 |" in section
     assert preset_summary.preset_pairs(records[2:], {"tuned": tuned == actual}, actual) == []
+    # With cnn-long's predictions, cnn joins; cnn against tuned, two run models, is the run's own section's test.
+    records[2]["predicted"] = "".join(map(str, actual))
+    pairs = preset_summary.preset_pairs(records, run, actual)
+    assert len(pairs) == 9 and ("tuned", "cnn") not in {(p["a"], p["b"]) for p in pairs}
+    assert {(p["a"], p["b"]) for p in pairs if "preset" not in p["b"]} >= {("cnn (preset cnn-long)", "cnn")}
+    del records[2]["predicted"]
     # A run on fewer test images (prepare.limit_test) cannot pair the records: they are left out, and said so.
     assert preset_summary.preset_pairs(records, {"tuned": tuned[:50] == actual[:50]}, actual[:50]) == []
     smaller = [dict(records[0], predicted=records[0]["predicted"][:50]), records[1]]

@@ -135,15 +135,18 @@ def holm(p_values: list[float]) -> list[float]:
     return [float(p) for p in adjusted]
 
 
-def pairwise_mcnemar(correct: dict[str, np.ndarray], alpha: float = ALPHA) -> list[dict]:
+def pairwise_mcnemar(correct: dict[str, np.ndarray], alpha: float = ALPHA, tested=None) -> list[dict]:
     """Every pair of models (in the given order), with the exact McNemar test and Holm's adjustment.
 
     `correct` maps a model name to a boolean array, one entry per test image, the same images in
     the same order for every model. `better` names the model that is right more often when the
-    adjusted p-value is below `alpha`, and is None otherwise.
+    adjusted p-value is below `alpha`, and is None otherwise. `tested(a, b)`, when given, keeps only
+    the pairs it accepts, and Holm's adjustment counts only those.
     """
     pairs = []
     for a, b in itertools.combinations(correct, 2):
+        if tested is not None and not tested(a, b):
+            continue
         pairs.append({"a": a, "b": b, "n": len(correct[a]), **mcnemar_exact(correct[a], correct[b])})
     for pair, adjusted in zip(pairs, holm([p["p_value"] for p in pairs]), strict=True):
         pair["p_holm"] = adjusted

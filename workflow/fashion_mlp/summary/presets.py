@@ -51,6 +51,7 @@ def row_name(preset: dict) -> str:
 def preset_pairs(presets: list[dict], run_correct: dict[str, np.ndarray], actual: np.ndarray) -> list[dict]:
     """Exact McNemar tests, Holm-adjusted, between every preset that recorded its predictions (`predicted`)
     and the run's models those presets are about (mlp-long: tuned): did the longer recipe help, image by image?
+    Two run models are not paired here: the summary's own McNemar section tests them.
 
     `actual` is the test images' true classes, in the order of the run's predictions and of every record.
     A record made before records kept predictions has none, and one made on another number of test images
@@ -63,7 +64,9 @@ def preset_pairs(presets: list[dict], run_correct: dict[str, np.ndarray], actual
     about = [
         m for m in dict.fromkeys(p["model"] for p in kept) if m in run_correct
     ]  # only what a kept preset lengthens
-    return pairwise_mcnemar({**correct, **{m: run_correct[m] for m in about}})
+    return pairwise_mcnemar(
+        {**correct, **{m: run_correct[m] for m in about}}, tested=lambda a, b: a in correct or b in correct
+    )
 
 
 def preset_pairs_section(pairs: list[dict], presets: list[dict]) -> list[str]:
