@@ -50,7 +50,7 @@ PRELOAD = (
 PID_ENV = "FASHION_MLP_FORKSERVER_PID"  # the server's pid: a job may wait while it starts
 # Seconds a job waits for a starting server before it runs on its own (start_wait). The jobs that import
 # none of the above start at once. The search's chief, a service job, must write its file within
-# Snakemake's --latency-wait (5 s by default) or its workers fail: it waits briefly.
+# Snakemake's --latency-wait (5 s by default, 60 in profiles/default) or its workers fail: it waits briefly.
 START_WAIT = {"download": 0.0, "prepare": 0.0, "chief": 2.0}
 START_TIMEOUT = 120.0
 # Read when a library loads, so a child keeps the server's values: a job must have the same ones.
