@@ -30,6 +30,33 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+def test_a_run_that_ends_while_the_closer_looks_stays_finished(tmp_path, monkeypatch):
+    """The closer lists the RUNNING runs, then asks whether each owner lives. An owner that ended its run and
+    exited in between is gone by then, but its run is FINISHED, and must stay so (CI saw it marked KILLED)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from fashion_mlp import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("exp")
+    tags = tracking.process_tags() | {"pid": "999999", "pid_started": "1000.00"}  # an owner that is gone
+    ended = client.create_run(experiment_id, tags=tags).info.run_id
+    orphan = client.create_run(experiment_id, tags=tags).info.run_id
+
+    def owner_ends_its_run_and_exits(pid, started=None):
+        client.set_terminated(ended, status="FINISHED")  # what the owner did just before it exited
+        return False
+
+    monkeypatch.setattr(tracking, "process_alive", owner_ends_its_run_and_exits)
+    assert tracking.close_orphaned_runs(experiment_id) == [orphan]
+    assert client.get_run(ended).info.status == "FINISHED"
+    assert client.get_run(orphan).info.status == "KILLED"
+
+
 def test_run_of_a_killed_process_is_marked_killed_by_the_next_stage(tmp_path):
     from mlflow import MlflowClient
 

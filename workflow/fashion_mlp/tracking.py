@@ -199,14 +199,18 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
     client = mlflow.MlflowClient()
     running = with_retry(client.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'")
     host = socket.gethostname()
-    orphans = {
+    gone = {
         run.info.run_id
         for run in running
         if run.data.tags.get("host") == host
         and run.data.tags.get("pid", "").isdigit()
         and not process_alive(int(run.data.tags["pid"]), run.data.tags.get("pid_started"))
     }
-    orphans |= {run.info.run_id for run in running if run.data.tags.get("mlflow.parentRunId") in orphans}
+    gone |= {run.info.run_id for run in running if run.data.tags.get("mlflow.parentRunId") in gone}
+    # Read again now that the owners are known gone: one that ended its run and exited after the search
+    # above left it FINISHED, which KILLED must not overwrite (seen in CI: a run listed RUNNING while its
+    # job was ending). A gone process writes nothing more, so what is RUNNING now stays an orphan.
+    orphans = {run_id for run_id in gone if with_retry(client.get_run, run_id).info.status == "RUNNING"}
     for run_id in sorted(orphans):
         with_retry(client.set_terminated, run_id, status="KILLED")
         print(f"tracking: run {run_id} was left RUNNING by a process that is gone; marked KILLED", file=sys.stderr)
