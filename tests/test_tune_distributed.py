@@ -62,6 +62,7 @@ def test_a_chief_that_never_publishes_times_out_naming_the_file(tmp_path, conten
     "content, wants_search, what",
     [
         ({"starting": True}, False, "its address"),
+        ({"host": "127.0.0.1", "port": 1}, False, "its address"),  # a dead chief's address serves no worker
         ({"host": "127.0.0.1", "port": 1}, True, "the result"),
     ],
 )

@@ -61,9 +61,7 @@ def preset_pairs(presets: list[dict], run_correct: dict[str, np.ndarray], actual
     if not kept:
         return []
     correct = {row_name(p): np.frombuffer(p["predicted"].encode(), dtype=np.uint8) - ord("0") == actual for p in kept}
-    about = [
-        m for m in dict.fromkeys(p["model"] for p in kept) if m in run_correct
-    ]  # only what a kept preset lengthens
+    about = [m for m in dict.fromkeys(p["model"] for p in kept) if m in run_correct]  # what a kept preset lengthens
     return pairwise_mcnemar(
         {**correct, **{m: run_correct[m] for m in about}}, tested=lambda a, b: a in correct or b in correct
     )

@@ -139,8 +139,9 @@ def read_chief_file(path: Path, wants_search: bool, timeout: float) -> dict:
             return address
         if address:
             if not tracking.process_alive(int(address["pid"]), address["pid_started"]):
-                with contextlib.suppress(OSError, ValueError):  # it may have published, then ended, since the read
-                    if "search" in (final := read_json(path)) or (not wants_search and "port" in final):
+                # It may have published its result, then ended, since the read; a dead chief's address serves no one.
+                with contextlib.suppress(OSError, ValueError):
+                    if "search" in (final := read_json(path)):
                         return final
                 raise PipelineError(
                     f"the tuning chief (pid {address['pid']}) ended before publishing "
