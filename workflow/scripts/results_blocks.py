@@ -95,8 +95,8 @@ def models_table(r: Reports) -> list[str]:
         lines.append(f"| {name} | **{m['accuracy']:.4f}** | {m['macro_f1']:.4f} | {m['val_accuracy']:.4f} | {what} |")
     rows, _ = preset_rows(r.presets)
     for row, p in zip(rows, r.presets, strict=True):
-        took = "" if p["seconds"] is None else f", {p['seconds'] / 60:.0f} min"
-        what = f"{p['model']}'s longer recipe `presets/{p['preset']}.yaml`, run once ({p['recorded']}{took})"
+        took = "" if p["seconds"] is None else f" ({p['seconds'] / 60:.0f} min)"
+        what = f"{p['model']}'s longer recipe `presets/{p['preset']}.yaml`, last run on {p['recorded']}{took}"
         lines.append(
             f"| {row['model']} | **{row['accuracy']:.4f}** | {row['macro_f1']:.4f} | {row['val_accuracy']:.4f} "
             f"| {what} |"
@@ -131,7 +131,7 @@ def goals(r: Reports) -> list[str]:
         else:
             recipes.append(f"{p['preset']} takes {p['model']} from {default:.4f} to {accuracy:.4f}{verdict}")
     if recipes:
-        text += " Longer recipes, each run once as a DVC experiment: " + "; ".join(recipes) + "."
+        text += " Longer recipes, each a DVC experiment: " + "; ".join(recipes) + "."
     champion, best_mlp = choices(r.metrics, {name: kind.name for name, kind in r.kinds.items()})
     mlp = f" and the best MLP **{best_mlp}** (alias `best-mlp`)" if best_mlp and best_mlp != champion else ""
     text += f" By validation accuracy the champion is **{champion}**{mlp}."

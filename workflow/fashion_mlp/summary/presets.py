@@ -110,8 +110,8 @@ def preset_section(presets: list[dict]) -> list[str]:
     lines = [
         "## Longer recipes (presets)",
         "",
-        "Recipes too long for the default run, each run once as a DVC experiment by `fashion-mlp preset <name>` "
-        "(presets/<name>.yaml holds its params.yaml overrides) and recorded in reports/presets/<name>.json. "
+        "Recipes too long for the default run, each a DVC experiment run by `fashion-mlp preset <name>` "
+        "(presets/<name>.yaml holds its params.yaml overrides); reports/presets/<name>.json records its latest run. "
         "Every choice in them was made on the validation split, as in the default run; their rows above are "
         "that record, not this run.",
         "",
