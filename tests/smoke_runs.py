@@ -279,8 +279,23 @@ def is_worker(config) -> bool:
 _RUNS: SmokeRuns | None = None
 
 
+KEPT_FOR = 24 * 3600  # seconds a failed session's copies stay in the temporary folder
+
+
+def remove_stale_copies(folder: Path, now: float, kept_for: float = KEPT_FOR) -> list[Path]:
+    """Remove the smoke copies that failed sessions kept more than `kept_for` seconds ago; return them.
+
+    A failed session keeps its copies to look at (about 0.5 GB each), so on a machine that lives long
+    they pile up. A running session's folder is younger than any session lasts, so it is never touched."""
+    stale = [d for d in folder.glob("fashion-mlp-smoke-*") if d.is_dir() and now - d.stat().st_mtime > kept_for]
+    for d in stale:
+        shutil.rmtree(d, ignore_errors=True)
+    return stale
+
+
 def pytest_configure(config) -> None:
     if not is_worker(config):  # the xdist controller, or the only process
+        remove_stale_copies(Path(tempfile.gettempdir()), time.time())
         os.environ[ROOT_VAR] = tempfile.mkdtemp(prefix="fashion-mlp-smoke-")
 
 
@@ -358,7 +373,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if exitstatus == 0 or not any(root.iterdir()):  # a failed session keeps the copies to look at
         shutil.rmtree(root, ignore_errors=True)
     else:
-        print(f"\nthe smoke runs' copies are kept in {root}")
+        print(f"\nthe smoke runs' copies are kept in {root} for a day (the next session after that removes them)")
 
 
 def _result(name: str) -> Snapshot:

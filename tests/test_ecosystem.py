@@ -298,6 +298,21 @@ def test_ci_stops_at_once_where_the_disk_is_nearly_full(tmp_path, free_gib, stop
         assert "make lint" in ran and "make test\n" in ran
 
 
+def test_a_session_removes_only_the_smoke_copies_failed_sessions_kept_over_a_day_ago(tmp_path):
+    """Failed test sessions keep their smoke copies (0.5 GB each) to look at; seven had piled up here. A new
+    session removes those older than a day, and leaves younger ones (a running session's among them) and
+    folders of other names alone."""
+    from smoke_runs import KEPT_FOR, remove_stale_copies
+
+    now = time.time()
+    ages = {"fashion-mlp-smoke-old": KEPT_FOR + 60, "fashion-mlp-smoke-young": 60, "other-old": KEPT_FOR + 60}
+    for name, age in ages.items():
+        (tmp_path / name / "dvc").mkdir(parents=True)
+        os.utime(tmp_path / name, (now - age, now - age))
+    assert remove_stale_copies(tmp_path, now) == [tmp_path / "fashion-mlp-smoke-old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fashion-mlp-smoke-young", "other-old"]
+
+
 # --- DVC experiment queues (for the DVC end-to-end run) ------------------------------------------------
 
 QUEUE_EPOCHS = (3, 4)  # train.baseline.epochs of the two experiments (the smoke copy has 2), run side by side
