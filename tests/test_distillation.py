@@ -232,16 +232,95 @@ def test_a_mirrored_table_averages_each_view_with_its_flipped_twin():
         mirrored(table[:9], views(1, flip=False))
 
 
+def test_a_warp_moves_each_picture_by_its_own_smooth_field_of_the_asked_size():
+    """Bilinear sampling is exact on a ramp, so warping the ramps x and y with the same draws gives each
+    pixel's displacement back: of the asked root-mean-square size, different per picture, the same per seed."""
+    from fashion_mlp.models.views import warp
+
+    columns = np.broadcast_to(np.arange(28, dtype=np.float64), (64, 28, 28))
+    rows = columns.transpose(0, 2, 1)
+    inside = (slice(None), slice(6, 22), slice(6, 22))  # where no sample reaches the zero border
+    for pixels in (0.7, 1.5):
+        dx = warp(columns, pixels, 4, np.random.default_rng(3))[inside] - columns[inside]
+        dy = warp(rows, pixels, 4, np.random.default_rng(3))[inside] - rows[inside]
+        assert np.sqrt(np.mean(dx**2 + dy**2)) == pytest.approx(pixels, rel=0.25)
+        assert not np.allclose(dx[0], dx[1])  # a field per picture
+        assert np.abs(np.diff(dx, axis=2)).mean() < 0.3 * np.abs(dx).mean()  # smooth (unsmoothed noise: 1.3)
+    np.testing.assert_array_equal(
+        warp(columns, 1, 4, np.random.default_rng(3)), warp(columns, 1, 4, np.random.default_rng(3))
+    )
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_warped_views_are_stored_beside_the_plain_ones_with_the_teachers_scores_of_each(mirror):
+    """stored_views: the first half is the table teacher_table (and mirrored) makes, over the plain views'
+    pictures; the second the same views warped, scored as stored (and flipped, with mirror); one seed, one table."""
+    from fashion_mlp.models.views import apply_view, mirrored, stored_views, teacher_table, views
+
+    images = (np.random.default_rng(0).integers(0, 256, (5, 28, 28)) / np.float32(255)).astype(np.float32)
+    weights = np.random.default_rng(1).normal(size=(28 * 28, 10)).astype(np.float32)
+
+    def logits(batch):
+        return batch.reshape(len(batch), -1) @ weights
+
+    all_views = views(1, flip=True)
+    warping = {"pixels": 1.0, "smoothness": 4}
+    pictures, table = stored_views(logits, images, all_views, warping, mirror, seed=7, batch=2)
+    count = len(all_views)
+    assert pictures.shape == (2 * count, 5, 28, 28) and pictures.dtype == np.uint8 and table.shape == (2 * count, 5, 10)
+    plain = teacher_table(logits, images, all_views)
+    np.testing.assert_allclose(table[:count], mirrored(plain, all_views) if mirror else plain, rtol=1e-5, atol=1e-4)
+    for i, view in enumerate(all_views):
+        np.testing.assert_array_equal(pictures[i], np.rint(apply_view(images, view) * 255))
+        assert np.abs(pictures[count + i].astype(int) - pictures[i]).mean() > 1  # warped
+        shown = pictures[count + i] / np.float32(255)
+        expected = (logits(shown) + logits(shown[:, :, ::-1])) / 2 if mirror else logits(shown)
+        np.testing.assert_allclose(table[count + i], expected, rtol=1e-5, atol=1e-4)
+    again = stored_views(logits, images, all_views, warping, mirror, seed=7, batch=2)
+    other = stored_views(logits, images, all_views, warping, mirror, seed=8, batch=2)
+    assert np.array_equal(again[0], pictures) and np.array_equal(again[1], table)
+    assert not np.array_equal(other[0][count:], pictures[count:]) and np.array_equal(other[0][:count], pictures[:count])
+
+
+def test_with_stored_pictures_the_step_shows_the_picture_of_the_view_and_image_it_drew(keras):
+    """A TableDistiller given pictures (teacher.views.warp) trains on pictures[view, row] / 255, the bytes its
+    table's row was scored on, not on the image it was handed."""
+    from fashion_mlp.models.distillation import TableDistiller
+    from fashion_mlp.models.views import views
+
+    seen = []
+
+    class Spy(keras.layers.Layer):
+        def call(self, x):
+            if hasattr(x, "numpy"):  # eager, not while the model is built
+                seen.append(x.numpy())
+            return x
+
+    inputs = keras.Input((28, 28))
+    head = keras.layers.Dense(10, activation="softmax", name="probabilities")
+    student = keras.Model(inputs, head(keras.layers.Flatten()(Spy()(inputs))))
+    pictures = np.random.default_rng(0).integers(0, 256, (2, 6, 28, 28), dtype=np.uint8)
+    trainer = TableDistiller(student, np.zeros((2, 6, 10), np.float32), views(0, flip=True), 2, 0.5, pictures=pictures)
+    trainer.compile(optimizer="adam", run_eagerly=True)
+    rows = np.array([4, 1, 3, 4], np.int32)
+    trainer.train_step(((np.zeros((4, 28, 28), np.float32), rows), np.zeros(4, np.int32)))
+    shown = np.rint(seen[-1] * 255)
+    for i, row in enumerate(rows):
+        assert any(np.array_equal(shown[i], pictures[view, row]) for view in (0, 1))
+
+
 @pytest.mark.slow
-def test_a_student_learns_from_its_teachers_table_the_same_way_each_time(keras, models, tmp_path):
+@pytest.mark.parametrize("warping", [None, {"pixels": 1.0, "smoothness": 4}])
+def test_a_student_learns_from_its_teachers_table_the_same_way_each_time(keras, models, tmp_path, warping):
     """teacher.views: the teacher is scored before training and never changes; the student is the same bytes
-    twice, its history reads like any other, and the table, not the labels alone, moves its weights."""
+    twice, its history reads like any other, and the table, not the labels alone, moves its weights; with
+    warp too, whose pictures the step looks up."""
     from fashion_mlp.models.training import fit, make_history_callback
     from test_train import synthetic_data
 
     data = synthetic_data(64, 32)
-    block = dict(STUDENT, augment={"shift": 0, "flip": False},
-                 teacher=dict(STUDENT["teacher"], views={"shift": 1, "flip": True, "mirror": True}))  # fmt: skip
+    views = {"shift": 1, "flip": True, "mirror": True, **({"warp": warping} if warping else {})}
+    block = dict(STUDENT, augment={"shift": 0, "flip": False}, teacher=dict(STUDENT["teacher"], views=views))
 
     def train(path, teacher_seed=0):
         keras.backend.clear_session()

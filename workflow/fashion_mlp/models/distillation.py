@@ -14,7 +14,8 @@ teacher's function between the training images too. The label term weighs both l
 mixup (Zhang et al. 2018).
 
 `TableDistiller` (`teacher.views`) replaces the teacher in the step by a table of its logits over
-fixed views of the training images, scored once before training (models/views.py).
+fixed views of the training images, scored once before training (models/views.py); with `warp`, its
+views include warped pictures, which it keeps and looks up as it does the logits.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from fashion_mlp.data import NUM_CLASSES
-from fashion_mlp.models.views import apply_views, mirrored, teacher_table, views
+from fashion_mlp.models.views import apply_views, mirrored, stored_views, teacher_table, views
 
 OUTPUT_LAYER = "probabilities"  # every kind ends in Dense(10, softmax) under this name (architectures.py)
 
@@ -159,12 +160,16 @@ class TableDistiller(Distiller):
 
     It trains on ((images, their row numbers), labels): each step draws a view per image (seeded), shows
     the student the image in that view, and takes the teacher's logits from `table` (views, images,
-    classes), so no teacher runs in the step (models/views.py). Validation is the Distiller's.
+    classes), so no teacher runs in the step (models/views.py). Validation is the Distiller's. With
+    `pictures` (views, images, height, width) uint8, a view's picture is looked up there, not made.
     """
 
-    def __init__(self, student, table, all_views, temperature: float, alpha: float, smoothing: float = 0.0, seed=0):
+    def __init__(
+        self, student, table, all_views, temperature: float, alpha: float, smoothing=0.0, seed=0, pictures=None
+    ):
         super().__init__(student, None, temperature, alpha, smoothing=smoothing, seed=seed)
         self.table, self.all_views = tf.constant(table), list(all_views)
+        self.pictures = None if pictures is None else tf.constant(pictures)
         self.viewing = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=False):
@@ -173,9 +178,13 @@ class TableDistiller(Distiller):
 
     def train_step(self, data):
         (images, rows), y = data
-        chosen = keras.random.randint(ops.shape(rows), 0, len(self.all_views), seed=self.viewing)
-        x = apply_views(images, chosen, self.all_views)
-        teacher = tf.gather_nd(self.table, ops.stack([chosen, ops.cast(rows, "int32")], axis=1))
+        chosen = keras.random.randint(ops.shape(rows), 0, self.table.shape[0], seed=self.viewing)
+        where = ops.stack([chosen, ops.cast(rows, "int32")], axis=1)
+        if self.pictures is None:
+            x = apply_views(images, chosen, self.all_views)
+        else:  # the bytes the pictures came from, scaled as images.scale does
+            x = ops.cast(tf.gather_nd(self.pictures, where), "float32") / 255.0
+        teacher = tf.gather_nd(self.table, where)
         with tf.GradientTape() as tape:
             logits = self.student_logits(x, training=True)
             loss = distillation_loss(y, logits, teacher, self.temperature, self.alpha, self.smoothing)
@@ -192,7 +201,12 @@ def table_distiller(student, teacher, images, how: dict, smoothing: float, seed:
     all_views = views(asked["shift"], asked["flip"])
     logits = Logits(teacher)
     score = tf.function(lambda batch: logits(batch, training=False))
-    table = teacher_table(lambda batch: score(tf.constant(batch)).numpy(), images, all_views)
-    if asked.get("mirror", False):
-        table = mirrored(table, all_views)
-    return TableDistiller(student, table, all_views, how["temperature"], how["alpha"], smoothing, seed)
+    scores = lambda batch: score(tf.constant(batch)).numpy()  # noqa: E731
+    pictures = None
+    if asked.get("warp"):
+        pictures, table = stored_views(scores, images, all_views, asked["warp"], asked.get("mirror", False), seed)
+    else:
+        table = teacher_table(scores, images, all_views)
+        if asked.get("mirror", False):
+            table = mirrored(table, all_views)
+    return TableDistiller(student, table, all_views, how["temperature"], how["alpha"], smoothing, seed, pictures)

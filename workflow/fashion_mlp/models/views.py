@@ -9,6 +9,11 @@ teaching, and a step costs no teacher pass, so the student can train for hundred
 A view is (flipped, dy, dx): the picture flipped left to right if asked, then moved dy pixels down
 and dx right, zeros (the background) filling in. `apply_view` (NumPy, for the table) and
 `apply_views` (TensorFlow, per image in a batch) are the same map; tests/test_distillation.py checks it.
+
+With `warp`, the table has every view twice: as above, and warped, each picture moved by its own smooth
+random field (Simard, Steinkraus and Platt 2003's elastic distortion, by scipy.ndimage). A warp is no
+map TensorFlow can redo per step, so `stored_views` keeps every view's pictures (uint8, 28 × 28 bytes
+each) and the step looks its picture up as it does the logits.
 """
 
 from __future__ import annotations
@@ -64,6 +69,51 @@ def teacher_table(logits, images: np.ndarray, all_views: list[View], batch: int 
         for start in range(0, len(images), batch):
             table[i, start : start + batch] = logits(apply_view(images[start : start + batch], view))
     return table
+
+
+def warp(images: np.ndarray, pixels: float, smoothness: float, rng: np.random.Generator) -> np.ndarray:
+    """`images` (n, height, width), each moved by its own random displacement field: uniform noise
+    smoothed by a Gaussian of `smoothness` pixels, scaled so that a pixel moves `pixels` on average
+    (root mean square over the batch), then sampled bilinearly, zeros (the background) filling in."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    n, height, width = images.shape
+    fields = [
+        gaussian_filter(rng.uniform(-1, 1, images.shape), (0, smoothness, smoothness), mode="constant") for _ in "yx"
+    ]
+    scale = pixels / np.sqrt(np.mean(fields[0] ** 2 + fields[1] ** 2))
+    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    which = np.broadcast_to(np.arange(n)[:, None, None], images.shape)
+    where = [which, rows + fields[0] * scale, columns + fields[1] * scale]
+    return map_coordinates(images, where, order=1, mode="constant", cval=0.0).astype(images.dtype)
+
+
+def stored_views(
+    logits, images: np.ndarray, all_views: list[View], warping: dict, mirror: bool, seed: int, batch: int = 2000
+):
+    """The pictures and the teacher's logits of every view, then of every view warped (`warping`: its
+    pixels and smoothness): ((2 views, images, height, width) uint8, (2 views, images, classes) float32).
+
+    The pictures are kept as the bytes they came from (pixel * 255); a warped one is rounded to them.
+    With `mirror`, a warped view's logits are averaged with its flipped picture's, as `mirrored` does
+    for the plain views. The warps are drawn batch by batch from `seed`, so the same seed gives the same table."""
+    rng = np.random.default_rng(seed)
+    count = len(all_views)
+    pictures = np.zeros((2 * count, *images.shape), np.uint8)
+    table = np.zeros((2 * count, len(images), NUM_CLASSES), np.float32)
+    for i, view in enumerate(all_views):
+        for start in range(0, len(images), batch):
+            seen = apply_view(images[start : start + batch], view)
+            warped = warp(seen, warping["pixels"], warping["smoothness"], rng)
+            for row, shown in ((i, seen), (count + i, warped)):
+                pictures[row, start : start + batch] = np.rint(shown * 255)
+                table[row, start : start + batch] = logits(pictures[row, start : start + batch] / np.float32(255))
+            if mirror:
+                second = logits(pictures[count + i, start : start + batch, :, ::-1] / np.float32(255))
+                table[count + i, start : start + batch] = (table[count + i, start : start + batch] + second) / 2
+    if mirror:
+        table[:count] = mirrored(table[:count], all_views)
+    return pictures, table
 
 
 def mirrored(table: np.ndarray, all_views: list[View]) -> np.ndarray:
