@@ -4,7 +4,9 @@ dies with its job's process, hears its signals, and is refused when an import-ti
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +98,37 @@ def test_a_job_stops_waiting_for_a_server_that_died_or_was_never_named(tmp_path,
     # It is not reaped while connect waits: a zombie counts as gone.
     assert time.monotonic() - began < 10 and not forkserver.alive(dying.pid)
     dying.wait()
+
+
+ASKS_FOR_A_JOB = "import sys; from fashion_mlp import forkserver; sys.exit(forkserver.request_job(['train']))"
+
+
+def test_a_signal_before_the_job_hears_of_its_fork_is_passed_on_to_the_fork(tmp_path):
+    # The server's part played here, so that the signal lands in the gap between fork and answer.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = str(tmp_path / "fake.sock")
+    listener.bind(path)
+    listener.listen()
+    job = subprocess.Popen([sys.executable, "-c", ASKS_FOR_A_JOB], env=clean_env(**{forkserver.ENV: path}))
+    fork = subprocess.Popen(["sleep", "60"])  # stands in for the fork
+    try:
+        conn, _ = listener.accept()
+        request, fds = forkserver.read_request(conn)
+        for fd in fds:
+            os.close(fd)
+        assert request["argv"] == ["train"]
+        job.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert job.poll() is None, "the job's process held the signal while it waited for the answer"
+        conn.sendall(f"forked\n{fork.pid}\n".encode())
+        assert fork.wait(timeout=10) == -signal.SIGTERM, "the held signal reached the fork"
+        conn.sendall(f"{-signal.SIGTERM}\n".encode())
+        assert job.wait(timeout=10) == -signal.SIGTERM, "the job's process died of its fork's signal"
+    finally:
+        for proc in (job, fork):
+            proc.kill()
+            proc.wait()
+        listener.close()
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +247,22 @@ def test_the_fork_dies_with_its_jobs_process_or_hears_its_signal(server, workdir
     if how == "SIGTERM":
         assert job.returncode == -signal.SIGTERM, "the job's process ended as its child did"
     assert not (workdir / f"long_{how}.keras").exists()
+
+
+@slow
+def test_the_server_kills_a_fork_whose_job_process_left_before_the_answer(server, workdir):
+    proc, env = server
+    client = forkserver.connect(env[forkserver.ENV], wait=0)
+    payload = json.dumps({"argv": train_argv(workdir, "unheard", epochs=500), "cwd": str(workdir), "env": env})
+    socket.send_fds(client, [forkserver.HEADER.pack(len(payload)) + payload.encode()], [0, 1, 2])
+    client.close()  # gone before the server answers "forked": that answer fails (it crashed the server, CI stop 44)
+    after = run_cli(train_argv(workdir, "after_unheard"), env, workdir)  # the server takes requests in turn
+    assert after.returncode == 0 and proc.poll() is None, "the server goes on serving"
+    deadline = time.time() + 30
+    while psutil.Process(proc.pid).children():
+        assert time.time() < deadline, "the fork outlived its job's process by 30 s"
+        time.sleep(0.2)
+    assert not (workdir / "unheard.keras").exists()
 
 
 @slow

@@ -56,6 +56,7 @@ START_TIMEOUT = 120.0
 # Read when a library loads, so a child keeps the server's values: a job must have the same ones.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "TF_", "KERAS_", "PYTHON", "LD_", "MPL")
 HEADER = struct.Struct("!I")
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what a job's process passes on to its fork
 # What Snakemake sets to a job's `threads` (snakemake/shell.py): the server starts with a 1-thread job's.
 SNAKEMAKE_THREAD_VARIABLES = (
     *("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS"),
@@ -110,24 +111,24 @@ def request_job(argv: list[str]) -> int | None:
     client = connect(path, wait=start_wait(argv))
     if client is None:  # not started, or gone: run as before
         return None
+    # A signal between the fork and forward() below would kill this process alone (CI, stop 44): hold
+    # them until they can be passed on; a declined job then hears them itself.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     with client:
-        payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        socket.send_fds(client, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
-        reader = client.makefile("r")
-        answer = reader.readline().strip()
-        if answer != "forked":
-            return None  # "declined": an import-time setting differs
-        pid = int(reader.readline())
+        try:
+            pid = send_request(client, argv)
+            if pid is None:
+                return None  # "declined": an import-time setting differs
 
-        def forward(number, _frame):
-            with contextlib.suppress(ProcessLookupError):  # it has just ended: its status follows
-                os.kill(pid, number)
+            def forward(number, _frame):
+                with contextlib.suppress(ProcessLookupError):  # it has just ended: its status follows
+                    os.kill(pid, number)
 
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, forward)
-        status = reader.readline().strip()
+            for sig in FORWARDED:
+                signal.signal(sig, forward)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        status = read_line(client)
     if not status:
         sys.exit(f"fashion-mlp {argv[0]}: the fork server went away while the job ran (pid {pid})")
     code = int(status)
@@ -135,6 +136,26 @@ def request_job(argv: list[str]) -> int | None:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
+
+
+def send_request(client: socket.socket, argv: list[str]) -> int | None:
+    """Ask the server to run `fashion-mlp <argv>` with this process's directory, environment and streams;
+    the fork's pid, or None when the server declines (or is gone)."""
+    payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    socket.send_fds(client, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    if read_line(client) != "forked":
+        return None
+    return int(read_line(client))
+
+
+def read_line(client: socket.socket) -> str:
+    """One line of the server's answer, read a byte at a time: nothing is read ahead of the line."""
+    line = bytearray()
+    while (byte := client.recv(1)) not in (b"", b"\n"):
+        line += byte
+    return line.decode()
 
 
 def start_wait(argv: list[str]) -> float:
@@ -228,8 +249,12 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
                     return request, fds
                 for fd in fds:
                     os.close(fd)
-                conn.sendall(f"forked\n{pid}\n".encode())
                 jobs[os.pidfd_open(pid)] = (pid, conn)
+                try:
+                    conn.sendall(f"forked\n{pid}\n".encode())
+                except OSError:  # the job's process died before it heard of its fork: no one waits for it
+                    os.kill(pid, signal.SIGKILL)
+                    continue
                 waiting[conn] = pid
             elif ready in waiting:  # the job's process closed its end: it died, so the child goes too
                 if not ready.recv(1):
