@@ -34,7 +34,8 @@ def normalize(cmd: str) -> str:
 # Snakemake runs the stage `tune` as one job per role (tune_chief, tune_worker, tune_finish, talking
 # through .tuner/); DVC runs the same roles inside its one `tune` stage (`fashion-mlp tune`, --role all).
 SEARCH_RULES = {"tune_chief", "tune_worker"}
-FINISH_ONLY_FLAGS = re.compile(r" --(?:role|threads) \S+| --worker_results(?: \.tuner/\S+)+")
+# Not --threads: both engines retrain on the same threads, or the weights may differ (a Zen 3 did).
+FINISH_ONLY_FLAGS = re.compile(r" --role \S+| --worker_results(?: \.tuner/\S+)+")
 
 
 def snakemake_jobs(repo: Path) -> dict[frozenset, dict]:
