@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from fashion_mlp.io import sha256_file
 from fashion_mlp.stages import train as train_stage
 from test_model_kinds import TINY_CNN, TRAINING
 
@@ -116,7 +117,7 @@ def test_a_student_learns_from_a_teacher_that_does_not_change_and_is_saved_alone
 
     student, history = train(tmp_path / "a.keras")
     train(tmp_path / "b.keras")
-    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    assert sha256_file(tmp_path / "a.keras") == sha256_file(tmp_path / "b.keras")
     for old, new in zip(before, teacher.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
     assert len(history.rows) == 2 and all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in history.rows)
@@ -339,7 +340,7 @@ def test_a_student_learns_from_its_teachers_table_the_same_way_each_time(keras, 
     student, history = train(tmp_path / "a.keras")
     train(tmp_path / "b.keras")
     other, _ = train(tmp_path / "c.keras", teacher_seed=1)
-    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    assert sha256_file(tmp_path / "a.keras") == sha256_file(tmp_path / "b.keras")
     assert any(not np.array_equal(a, b) for a, b in zip(student.get_weights(), other.get_weights(), strict=True))
     assert len(history.rows) == 2 and all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in history.rows)
     predicted = student.predict(data["x_val"], verbose=0).argmax(axis=1)

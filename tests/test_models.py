@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fashion_mlp.config import ParamsError, load_params
+from fashion_mlp.io import sha256_file
 
 PARAMS_PATH = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -228,7 +229,7 @@ def test_the_same_weights_saved_twice_give_the_same_bytes(keras, models, tmp_pat
             assert "shared_object_id" in archive.read("config.json").decode()
     with zipfile.ZipFile(tmp_path / "a.keras") as archive:
         assert "date_saved" not in json.loads(archive.read("metadata.json"))
-    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    assert sha256_file(tmp_path / "a.keras") == sha256_file(tmp_path / "b.keras")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras", "keras_a.keras", "keras_b.keras"], (
         "no temporary file is left"
     )

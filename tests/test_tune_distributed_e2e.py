@@ -20,6 +20,7 @@ import yaml
 
 from conftest import run
 from fashion_mlp.config import cli_flags
+from fashion_mlp.io import sha256_file
 from smoke_runs import Snapshot
 
 pytestmark = pytest.mark.e2e
@@ -132,7 +133,7 @@ def test_the_search_equals_a_single_process_search(distributed: Path, tmp_path: 
     # The stage's files are byte for byte the same; only the untracked timings say who ran what.
     assert (out / "trials.csv").read_bytes() == (distributed / "reports/tuning/trials.csv").read_bytes()
     assert (out / "best.json").read_bytes() == (distributed / "reports/tuning/best_hparams.json").read_bytes()
-    assert (out / "tuned.keras").read_bytes() == (distributed / "models/tuned.keras").read_bytes(), (
+    assert sha256_file(out / "tuned.keras") == sha256_file(distributed / "models/tuned.keras"), (
         "the retrain, in the process that ran the search, gives the model of a fresh process"
     )
     assert json.loads((out / "timings/tune.json").read_text())["workers"] == {"worker0": len(single_rows)}

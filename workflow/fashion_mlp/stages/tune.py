@@ -34,7 +34,7 @@ from pathlib import Path
 from fashion_mlp import PipelineError, tracking
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import atomic_output, read_json, write_json
-from fashion_mlp.runtime import configure_tensorflow, default_threads
+from fashion_mlp.runtime import configure_tensorflow
 from fashion_mlp.stages.common import add_flags
 from fashion_mlp.tuning.distributed import run_chief, run_processes, run_worker
 from fashion_mlp.tuning.hyperband import (
@@ -58,7 +58,14 @@ ROLE_FLAGS = {  # what each role needs beyond the tune section
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp tune", description=__doc__.splitlines()[0])
     add_section_flags(parser, "tune")
-    add_flags(parser, "seed", "threads", "experiment")
+    add_flags(parser, "seed", "experiment")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="TensorFlow threads of each worker and of the retrain (default: %(default)s, as Snakemake's jobs): "
+        "the retrain's weights can depend on it (on a Zen 3 they did)",
+    )
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
     parser.add_argument(
         "--work_dir",
@@ -328,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"tune --role {args.role} needs {' '.join(missing)}")
     if args.role == "worker" and not 0 <= args.worker_id < args.workers:
         raise PipelineError(f"tune: --worker_id {args.worker_id} is not in 0 .. {args.workers - 1} (tune.workers)")
-    threads = args.threads or default_threads()
+    threads = args.threads
     if args.role == "chief":
         run_chief(args, section)
     elif args.role == "worker":
