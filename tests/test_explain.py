@@ -533,8 +533,9 @@ def check_explain_outputs(repo: Path) -> None:
             check = report[method]["randomization"]
             assert -1.0 <= check["spearman_abs"] <= 1.0, (model, method)
             # the verdict is the one its own figures call for: FAILS when its interval is above the noise maps'
+            # by more than the margin (without the margin, a Zen 3's smoke run landed in between and failed here)
             key = check["judged_on"]
-            above = check["interval"][key][0] > check["noise_reference_interval"][key][1]
+            above = check["interval"][key][0] > check["noise_reference_interval"][key][1] + check["margin"]
             assert check["verdict"] == ("FAILS" if above else "passes"), model
             assert 0.0 <= report[method]["deletion_area"] <= 1.0, model
         assert report["lrp"]["conservation"]["mean_relevance_out"] != 0

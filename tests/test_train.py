@@ -144,14 +144,16 @@ np.savez(out, **arrays)
 @pytest.mark.slow
 def test_speed_settings_do_not_change_results(tmp_path):
     """Keras' defaults (one batch per call, tf.data's autotuning) and the project's speed settings
-    (many batches per call, one or two threads, no autotuning) train the baseline to the same
-    weights, bit for bit."""
+    (many batches per call, no autotuning) train the baseline to the same weights, bit for bit, on one
+    thread and on two. Across thread counts they need not: on a Zen 3 one and two threads differed
+    (docs/reliability.md), which is why both engines give every job the same threads."""
     data = tmp_path / "train.npz"
     save_arrays(data, **synthetic_data(2000, 200))  # 63 batches: 8 per call leaves a partial last call
     runs = {  # name: threads, tf.data autotuning, steps_per_execution values
         "two-threads": (2, "on", ["1"]),
         "two-threads-project": (2, "off", ["8", "64"]),
-        "one-thread": (1, "off", ["64"]),
+        "one-thread": (1, "on", ["1"]),
+        "one-thread-project": (1, "off", ["64"]),
     }
     for name, (threads, autotuning, spes) in runs.items():
         out = tmp_path / f"{name}.npz"
@@ -169,14 +171,14 @@ def test_speed_settings_do_not_change_results(tmp_path):
         with np.load(tmp_path / f"{name}.npz", allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
 
-    one_thread = {k.replace("spe64", "one64"): v for k, v in arrays("one-thread").items()}
-    trained = arrays("two-threads") | arrays("two-threads-project") | one_thread
-    reference = {k.removeprefix("spe1_"): v for k, v in trained.items() if k.startswith("spe1_")}
-    assert len(reference) == 2 + 4  # initial kernel, val_loss, two kernels, two biases
-    assert not np.array_equal(reference["initial"], reference["w0"])  # training moved the weights
-    for prefix in ("spe8", "spe64", "one64"):
-        for key, value in reference.items():
-            assert np.array_equal(trained[f"{prefix}_{key}"], value), f"{prefix}: {key} differs from Keras' defaults"
+    for threads, project in (("two-threads", ("spe8", "spe64")), ("one-thread", ("spe64",))):
+        trained = arrays(threads) | arrays(f"{threads}-project")
+        reference = {k.removeprefix("spe1_"): v for k, v in trained.items() if k.startswith("spe1_")}
+        assert len(reference) == 2 + 4  # initial kernel, val_loss, two kernels, two biases
+        assert not np.array_equal(reference["initial"], reference["w0"])  # training moved the weights
+        for prefix in project:
+            for key, value in reference.items():
+                assert np.array_equal(trained[f"{prefix}_{key}"], value), f"{threads} {prefix}: {key} differs"
 
 
 def test_datasets_run_without_autotuning_and_keep_their_other_options():
