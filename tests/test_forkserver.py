@@ -254,8 +254,8 @@ def test_the_fork_dies_with_its_jobs_process_or_hears_its_signal(server, workdir
 def test_the_server_kills_a_fork_whose_job_process_left_before_the_answer(server, workdir):
     proc, env = server
     client = forkserver.connect(env[forkserver.ENV], wait=0)
-    payload = json.dumps({"argv": train_argv(workdir, "unheard", epochs=500), "cwd": str(workdir), "env": env})
-    socket.send_fds(client, [forkserver.HEADER.pack(len(payload)) + payload.encode()], [0, 1, 2])
+    request = forkserver.request_bytes(train_argv(workdir, "unheard", epochs=500), str(workdir), env)
+    socket.send_fds(client, [request], [0, 1, 2])
     client.close()  # gone before the server answers "forked": that answer fails (it crashed the server, CI stop 44)
     after = run_cli(train_argv(workdir, "after_unheard"), env, workdir)  # the server takes requests in turn
     assert after.returncode == 0 and proc.poll() is None, "the server goes on serving"

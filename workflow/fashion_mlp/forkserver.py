@@ -141,13 +141,18 @@ def request_job(argv: list[str]) -> int | None:
 def send_request(client: socket.socket, argv: list[str]) -> int | None:
     """Ask the server to run `fashion-mlp <argv>` with this process's directory, environment and streams;
     the fork's pid, or None when the server declines (or is gone)."""
-    payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
     sys.stdout.flush()
     sys.stderr.flush()
-    socket.send_fds(client, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    socket.send_fds(client, [request_bytes(argv, os.getcwd(), dict(os.environ))], [0, 1, 2])
     if read_line(client) != "forked":
         return None
     return int(read_line(client))
+
+
+def request_bytes(argv: list[str], cwd: str, env: dict[str, str]) -> bytes:
+    """A request as read_request reads it: its length, then the job's arguments, directory and environment."""
+    payload = json.dumps({"argv": argv, "cwd": cwd, "env": env}).encode()
+    return HEADER.pack(len(payload)) + payload
 
 
 def read_line(client: socket.socket) -> str:
