@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 from conftest import REPO, run
 from fashion_mlp import forkserver
+from fashion_mlp.cli import COMMANDS
 from fashion_mlp.config import cli_flags
 
 pytestmark = pytest.mark.slow  # a Snakemake dry run and DVC's stage index of the real repository
@@ -282,3 +284,20 @@ def test_a_blocks_threads_reach_both_commands_and_snakemake_reserves_them(engine
         assert "--threads" not in baseline["cmd"]
     assert [job["threads"] for outs, job in snake.items() if f"models/{STUDENT}.keras" in outs] == [2]
     assert [job["threads"] for outs, job in snake.items() if "models/baseline.keras" in outs] == [1]
+
+
+def test_a_stage_run_by_hand_uses_the_engines_thread_count(engines):
+    """Run without --threads, a stage uses the count both engines pass it: on a two-core CPU, evaluate on
+    every core wrote other last digits of the calibration's temperature than the pipeline's one thread."""
+    checked = set()
+    for jobs in engines:
+        for job in jobs.values():
+            command = job["cmd"].split()
+            passed = re.findall(r"--threads (\S+)", job["cmd"])
+            if command[1] == "train" or not passed:
+                continue  # a train block's threads is its own key (test above)
+            module = importlib.import_module(COMMANDS[command[1]][0])
+            parser = module.build_parser(command[2]) if command[1] == "lesson" else module.build_parser()
+            assert parser.get_default("threads") == int(passed[0]), job["cmd"]
+            checked.add(command[1])
+    assert {"tune", "evaluate", "explain", "card", "demos", "lesson"} <= checked

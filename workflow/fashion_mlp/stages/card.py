@@ -85,9 +85,9 @@ def measure_robustness(model_path: Path, test_data: Path, images: int, seed: int
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     validate_section("card", section_from_args(args, "card"))
-    from fashion_mlp.runtime import configure_tensorflow, default_threads
+    from fashion_mlp.runtime import configure_tensorflow
 
-    configure_tensorflow(args.threads or default_threads(), args.seed)
+    configure_tensorflow(args.threads, args.seed)
     from fashion_mlp.summary import model_card
 
     champion, params = read_json(args.champion), load_params(args.params)

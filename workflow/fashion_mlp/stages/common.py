@@ -15,8 +15,9 @@ FLAGS = {
     "seed": {"type": int, "required": True, "help": "params.yaml seed: every random choice the stage makes"},
     "threads": {
         "type": int,
-        "default": None,
-        "help": "TensorFlow threads; default: $OMP_NUM_THREADS (Snakemake's threads) or all cores",
+        "default": 1,
+        "help": "TensorFlow threads (default: %(default)s, as both engines run the stages): a model's sums, "
+        "and so the last digits of what it outputs, can depend on the count",
     },
     "experiment": {"required": True, "help": "params.yaml mlflow.experiment: the MLflow experiment runs go to"},
     "model": {"required": True, "help": "the model's name: its entry under train: in params.yaml, or tuned"},

@@ -19,7 +19,6 @@ from fashion_mlp.lessons.activations import (
     plot_activations,
     write_activation_csv,
 )
-from fashion_mlp.runtime import default_threads
 from fashion_mlp.stages.common import add_flags
 
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fashion_mlp.runtime import configure_tensorflow
 
-    configure_tensorflow(args.threads or default_threads(), args.seed)  # before any TensorFlow op
+    configure_tensorflow(args.threads, args.seed)  # before any TensorFlow op
     model, loss = xor.train_xor_mlp(x, y, args.xor_hidden, args.xor_epochs, args.xor_learning_rate)
     probabilities = xor.mlp_probabilities(model, x)
     summary = xor.xor_summary(

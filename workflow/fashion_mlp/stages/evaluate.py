@@ -22,7 +22,6 @@ from fashion_mlp.data import CLASS_NAMES, NUM_CLASSES
 from fashion_mlp.figures import pyplot, save_figure
 from fashion_mlp.io import atomic_output, write_json
 from fashion_mlp.metrics import calibration, columns, stats
-from fashion_mlp.runtime import default_threads
 from fashion_mlp.stages.common import add_flags
 
 
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fashion_mlp.runtime import configure_tensorflow
 
-    configure_tensorflow(args.threads or default_threads(), args.seed)
+    configure_tensorflow(args.threads, args.seed)
     import keras
 
     from fashion_mlp.data import load_arrays

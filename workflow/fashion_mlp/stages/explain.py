@@ -28,7 +28,6 @@ from fashion_mlp.config import add_section_flags, section_from_args, validate_se
 from fashion_mlp.data import IMAGE_SHAPE, NUM_CLASSES
 from fashion_mlp.io import atomic_output, write_json
 from fashion_mlp.models import kinds
-from fashion_mlp.runtime import default_threads
 from fashion_mlp.stages.common import add_flags
 
 FEATURES = math.prod(IMAGE_SHAPE)
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fashion_mlp.runtime import configure_tensorflow
 
-    configure_tensorflow(args.threads or default_threads(), args.seed)
+    configure_tensorflow(args.threads, args.seed)
     from fashion_mlp.attribution import figures, model_report
 
     model, kind = load_model_checked(args.model_path)

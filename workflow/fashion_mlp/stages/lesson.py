@@ -18,7 +18,6 @@ from fashion_mlp import PipelineError
 from fashion_mlp.config import add_section_flags, section_from_args, validate_section
 from fashion_mlp.io import write_json
 from fashion_mlp.lessons.catalogue import LESSONS, section
-from fashion_mlp.runtime import default_threads
 from fashion_mlp.stages.common import add_flags, models_to_read
 
 
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     if module.KERAS:  # seeded and deterministic; the others never import TensorFlow
         from fashion_mlp.runtime import configure_tensorflow
 
-        configure_tensorflow(args.threads or default_threads(), args.seed)
+        configure_tensorflow(args.threads, args.seed)
     record = {"lesson": name, "title": module.TITLE, "claim": module.CLAIM, "params": options, "seed": args.seed}
     from threadpoolctl import threadpool_limits
 

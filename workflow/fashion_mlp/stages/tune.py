@@ -58,14 +58,7 @@ ROLE_FLAGS = {  # what each role needs beyond the tune section
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-mlp tune", description=__doc__.splitlines()[0])
     add_section_flags(parser, "tune")
-    add_flags(parser, "seed", "experiment")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="TensorFlow threads of each worker and of the retrain (default: %(default)s, as Snakemake's jobs): "
-        "the retrain's weights can depend on it (on a Zen 3 they did)",
-    )
+    add_flags(parser, "seed", "threads", "experiment")  # threads: each worker's and the retrain's
     parser.add_argument("--data", type=Path, required=True, help="train.npz from prepare")
     parser.add_argument(
         "--work_dir",
