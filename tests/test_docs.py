@@ -228,6 +228,9 @@ def test_generated_prose_follows_the_numbers():
     reports.metrics["cnn"]["val_accuracy"] = 0.9
     gap = module.val_test_gap(reports)[0]
     assert "Every model" not in gap and "cnn scores as high on test as on validation, or higher" in gap, gap
+    reports.presets[0]["machine"] = {"cpu": "AMD EPYC", "family": "26", "model": "2", "vector": "AVX-512", "cores": 2}
+    line = module.presets(reports)[0]
+    assert "on AMD EPYC (family 26, model 2; AVX-512; 2 cores), " in line, line
 
 
 def test_the_generator_writes_and_checks(tmp_path):
@@ -265,7 +268,7 @@ def test_the_readme_layout_names_every_room_and_module_of_the_package():
             continue
         room = path.parent.relative_to(package).as_posix()
         assert room == "." or f"{room}/" in layout, f"README layout: no room {room}/"
-        name = path.stem if room in (".", "stages", "summary") else path.name
+        name = path.stem if room in ("stages", "summary") else path.name  # those two list names without .py
         assert name in layout, f"README layout: {path.relative_to(package)} is not named"
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 import yaml
 
 from conftest import REPO
-from fashion_mlp import PipelineError
+from fashion_mlp import PipelineError, machine
 from fashion_mlp.config import load_params
 from fashion_mlp.stages import preset as presets
 
@@ -145,6 +146,7 @@ def test_the_record_is_read_from_the_experiments_commit(tmp_path):
     assert record["metrics"] == {"model": "tuned", "accuracy": 0.91} and record["kind"] == "mlp"
     assert (record["seconds"], record["command"], record["experiment_commit"]) == (600, "dvc exp run", rev)
     assert record["predicted"] == "807"  # Bag, T-shirt/top, Sneaker: the summary's paired tests read them
+    assert record["machine"] == machine.machine() and record["machine"]["cores"] == os.cpu_count()
     assert presets.record("long", preset | {"model": "cnn"}, [], rev, baseline, None, tmp_path)["kind"] == "cnn"
     assert presets.record("long", preset | {"model": "base"}, [], rev, baseline, None, tmp_path)["seconds"] is None
     with pytest.raises(PipelineError, match=r"the experiment's commit [0-9a-f]{7} has no reports/metrics/nope\.json"):

@@ -657,6 +657,13 @@ def test_a_recorded_preset_is_its_own_row_with_its_goal_and_command(tmp_path, cn
     assert row.endswith("| ≥ 0.910 met |")
     assert "## Longer recipes (presets)" in text
     assert "Ran in 20.6 min on 2026-12-03 (code aaaaaaa, experiment commit bbbbbbb): `dvc exp run --temp" in text
+    # a record that names its CPU says where it ran (the weights and the time depend on it)
+    zen3 = {"cpu": "AMD EPYC", "family": "25", "model": "1", "vector": "AVX2", "cores": 2}
+    record = preset_record(tmp_path / "reports/metrics/regularized.json") | {"machine": zen3}
+    (presets / "mlp-long.json").write_text(json.dumps(record))
+    report.main([*cnn_run, "--presets_dir", str(presets)])
+    text = (tmp_path / "reports/summary.md").read_text()
+    assert "Ran in 20.6 min on 2026-12-03 on AMD EPYC (family 25, model 1; AVX2; 2 cores) (code aaaaaaa," in text
     # the calibration and per-class tables hold this run's models only
     assert "regularized (preset" not in text.split("## Calibration", 1)[1]
 

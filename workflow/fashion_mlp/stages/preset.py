@@ -23,6 +23,7 @@ import yaml
 from fashion_mlp import PipelineError
 from fashion_mlp.config import ParamsError, load_params, model_block, project_root, validate
 from fashion_mlp.io import write_json
+from fashion_mlp.machine import machine
 from fashion_mlp.models import kinds
 from fashion_mlp.tracking import git_commit
 
@@ -155,6 +156,7 @@ def record(
         "experiment_commit": rev,
         "recorded": datetime.now(UTC).strftime("%Y-%m-%d"),
         "seconds": None if seconds is None else round(seconds),
+        "machine": machine(),  # the weights and the wall time depend on the CPU
         "metrics": metrics,
         "predicted": predicted,
     }

@@ -11,6 +11,7 @@ import numpy as np
 
 from fashion_mlp import PipelineError
 from fashion_mlp.io import read_json
+from fashion_mlp.machine import label
 from fashion_mlp.metrics.columns import REQUIRED
 from fashion_mlp.metrics.stats import ALPHA, pairwise_mcnemar
 from fashion_mlp.summary.significance import pairs_table
@@ -118,8 +119,10 @@ def preset_section(presets: list[dict]) -> list[str]:
     ]
     for p in presets:
         took = "" if p["seconds"] is None else f"in {p['seconds'] / 60:.1f} min "  # None: recorded afterwards, untimed
+        where = f" on {label(p['machine'])}" if "machine" in p else ""  # records before 2026-12-06 lack it
         lines += [
-            f"- **{p['model']} (preset {p['preset']})**: {p['description'].strip()} Ran {took}on {p['recorded']} "
+            f"- **{p['model']} (preset {p['preset']})**: {p['description'].strip()} "
+            f"Ran {took}on {p['recorded']}{where} "
             f"(code {p['code_commit'][:7]}, experiment commit {p['experiment_commit'][:7]}): `{p['command']}`",
         ]
     return [*lines, ""]
