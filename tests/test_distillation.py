@@ -283,6 +283,24 @@ def test_warped_views_are_stored_beside_the_plain_ones_with_the_teachers_scores_
     assert not np.array_equal(other[0][count:], pictures[count:]) and np.array_equal(other[0][:count], pictures[:count])
 
 
+def test_a_table_distiller_shares_the_stored_pictures_with_tensorflow_rather_than_copying_them(keras):
+    """The warped views' pictures are 1.5 GB for the training split; tf.constant held three copies at its peak."""
+    from fashion_mlp.data import ALIGNMENT
+    from fashion_mlp.models.distillation import TableDistiller
+    from fashion_mlp.models.views import stored_views, views
+
+    images = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)
+    all_views = views(0, flip=True)
+    warping = {"pixels": 1.0, "smoothness": 4}
+    pictures, table = stored_views(lambda b: np.zeros((len(b), 10), np.float32), images, all_views, warping, False, 0)
+    assert pictures.ctypes.data % ALIGNMENT == 0 and pictures.flags.c_contiguous
+    inputs = keras.Input((28, 28))
+    student = keras.Model(inputs, keras.layers.Dense(10, name="probabilities")(keras.layers.Flatten()(inputs)))
+    trainer = TableDistiller(student, table, all_views, 2, 0.5, pictures=pictures)
+    assert np.shares_memory(np.from_dlpack(trainer.pictures), pictures)
+    np.testing.assert_array_equal(np.from_dlpack(trainer.pictures), pictures)
+
+
 def test_with_stored_pictures_the_step_shows_the_picture_of_the_view_and_image_it_drew(keras):
     """A TableDistiller given pictures (teacher.views.warp) trains on pictures[view, row] / 255, the bytes its
     table's row was scored on, not on the image it was handed."""

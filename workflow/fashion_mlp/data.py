@@ -142,6 +142,16 @@ ALIGNMENT = 64  # bytes: TensorFlow takes an array's memory as a tensor's only a
 READ_CHUNK = 1 << 20  # bytes read at a time: no second copy of a whole array in memory
 
 
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-order array whose memory starts on an ALIGNMENT boundary, so that
+    fitting.as_tensor can share it with TensorFlow rather than copy it."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    raw = np.empty(size + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
 def read_aligned(member, name: str) -> np.ndarray:
     """The .npy array in the open file `member`, in memory aligned to ALIGNMENT bytes.
 
@@ -158,9 +168,7 @@ def read_aligned(member, name: str) -> np.ndarray:
     if dtype.hasobject:
         raise ValueError(f"{name} holds pickled Python objects, which are not loaded")
     size = math.prod(shape) * dtype.itemsize
-    raw = np.empty(size + ALIGNMENT, dtype=np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
-    buffer = raw[start : start + size]
+    buffer = aligned_empty((size,), np.uint8)
     filled = 0
     while filled < size:
         chunk = member.read(min(READ_CHUNK, size - filled))

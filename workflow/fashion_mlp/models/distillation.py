@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from fashion_mlp.data import NUM_CLASSES
+from fashion_mlp.models.fitting import as_tensor
 from fashion_mlp.models.views import apply_views, mirrored, stored_views, teacher_table, views
 
 OUTPUT_LAYER = "probabilities"  # every kind ends in Dense(10, softmax) under this name (architectures.py)
@@ -169,7 +170,8 @@ class TableDistiller(Distiller):
     ):
         super().__init__(student, None, temperature, alpha, smoothing=smoothing, seed=seed)
         self.table, self.all_views = tf.constant(table), list(all_views)
-        self.pictures = None if pictures is None else tf.constant(pictures)
+        # Shared, not copied (views.stored_views makes them in aligned memory): 1.5 GB for the warped views.
+        self.pictures = None if pictures is None else tf.convert_to_tensor(as_tensor(pictures))
         self.viewing = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=False):
