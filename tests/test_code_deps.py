@@ -53,6 +53,13 @@ def test_neutral_modules_are_left_out_and_each_has_a_reason():
         assert f"workflow/{path}" not in report
 
 
+def test_what_only_a_neutral_module_imports_is_left_out_and_counts_where_imported_otherwise():
+    """tracking.py alone imports machine.py in register (its runs' `cpu` tag); report's preset lines use it."""
+    assert "workflow/fashion_mlp/machine.py" not in code_deps.stage_code("fashion_mlp.stages.register")
+    assert "workflow/fashion_mlp/machine.py" in code_deps.stage_code("fashion_mlp.stages.report")
+    assert "fashion_mlp.machine" in code_deps.closure("fashion_mlp.tracking")  # a neutral module's own closure
+
+
 def test_a_subpackage_init_counts_unless_it_holds_only_a_docstring(tmp_path, monkeypatch):
     package = tmp_path / "fashion_mlp"
     (package / "rooms").mkdir(parents=True)

@@ -33,6 +33,7 @@ import yaml
 from conftest import assert_png, edit_params, engine_env, run
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
+from fashion_mlp.machine import label, machine
 from fashion_mlp.profiling.marks import TRAINING_MARKS
 from smoke_runs import CLUSTER_TARGET, MODELS, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
 from test_card import check_model_card
@@ -143,13 +144,14 @@ def assert_traceable(runs, data_sha: str) -> None:
     """Every run, Hyperband trials included, names its exact inputs and the process that ran it."""
     for r in runs:
         tags = r.data.tags
-        missing = {"data_sha256", "git_commit", "host", "pid"} - set(tags)
+        missing = {"data_sha256", "git_commit", "host", "pid", "cpu"} - set(tags)
         assert not missing, (
             f"run {r.info.run_name!r} lacks the tags {sorted(missing)}"
             " (hyperband.py: trial runs need tracking.base_tags too)"
         )
         assert tags["data_sha256"] == data_sha, r.info.run_name
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"]), r.info.run_name
+        assert tags["cpu"] == label(machine()), r.info.run_name
 
 
 def assert_tuning_runs(client, runs, tuned_run) -> None:

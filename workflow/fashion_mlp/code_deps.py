@@ -56,7 +56,9 @@ def imported_modules(path: Path) -> set[str]:
 
 @cache
 def closure(module: str) -> frozenset[str]:
-    """Every fashion_mlp module that importing and running `module` can execute, itself included."""
+    """Every fashion_mlp module that importing and running `module` can execute, itself included, but
+    what only a NEUTRAL module imports: what cannot change an output cannot pass a change on either
+    (tracking.py tags runs with machine.py's CPU; machine.py also writes the summary's preset lines)."""
     seen: set[str] = set()
     pending = [module]
     while pending:
@@ -67,7 +69,8 @@ def closure(module: str) -> frozenset[str]:
         if path is None:
             raise ValueError(f"{name}: no such module under {SOURCE_ROOT}")
         seen.add(name)
-        pending += sorted(imported_modules(path) - seen)
+        if name == module or relative(path) not in NEUTRAL:
+            pending += sorted(imported_modules(path) - seen)
     return frozenset(seen)
 
 

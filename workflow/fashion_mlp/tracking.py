@@ -332,6 +332,7 @@ def temporary_experiment() -> str | None:
 
 def base_tags(stage: str, data_path: str | os.PathLike) -> dict[str, str]:
     from fashion_mlp.io import sha256_file
+    from fashion_mlp.machine import label, machine
 
     return (
         {
@@ -340,6 +341,7 @@ def base_tags(stage: str, data_path: str | os.PathLike) -> dict[str, str]:
             "data_file": str(Path(data_path)),
             "engine": engine(),
             "stage": stage,
+            "cpu": label(machine()),  # the same code and data train other weights on other vector instructions
         }
         | process_tags()
         | invocation_tags()
