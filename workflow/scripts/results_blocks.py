@@ -15,13 +15,12 @@ from results_text import join_and, number_word, percent, value_span
 from fashion_mlp import PipelineError
 from fashion_mlp.config import load_params, model_names, students
 from fashion_mlp.io import read_json, read_metrics
-from fashion_mlp.machine import label
 from fashion_mlp.metrics.columns import REQUIRED
 from fashion_mlp.models import kinds as model_kinds
 from fashion_mlp.stages.register import choices
 from fashion_mlp.summary.anchors import ANCHORS
 from fashion_mlp.summary.models_table import GOALS
-from fashion_mlp.summary.presets import load_presets, preset_rows
+from fashion_mlp.summary.presets import load_presets, preset_rows, ran_on
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -212,12 +211,11 @@ def presets(r: Reports) -> list[str]:
         else:
             verdict = f" against its goal of {goal:.3f}: not met"
         took = "" if p["seconds"] is None else f", {p['seconds'] / 60:.1f} min for the whole experiment"
-        where = f" on {label(p['machine'])}" if "machine" in p else ""
         lines.append(
             f"- **{p['preset']}** ({p['model']}): test accuracy **{m['accuracy']:.4f}** (95 % interval "
             f"{low:.4f}–{high:.4f}){verdict}; validation {m['val_accuracy']:.4f}, "
             f"{m['val_accuracy'] - m['accuracy']:.3f} above test; {m['params']:,} parameters; "
-            f"recorded on {p['recorded']}{where}{took}."
+            f"recorded on {p['recorded']}{ran_on(p)}{took}."
         )
     return lines or ["- No preset has been recorded yet."]
 

@@ -45,6 +45,11 @@ def load_presets(directory: Path | None) -> list[dict]:
     return records
 
 
+def ran_on(preset: dict) -> str:
+    """`on <its CPU>`, with a space before, for a record that names it; records older than the field lack it."""
+    return f" on {label(preset['machine'])}" if "machine" in preset else ""
+
+
 def row_name(preset: dict) -> str:
     return f"{preset['model']} (preset {preset['preset']})"
 
@@ -119,10 +124,9 @@ def preset_section(presets: list[dict]) -> list[str]:
     ]
     for p in presets:
         took = "" if p["seconds"] is None else f"in {p['seconds'] / 60:.1f} min "  # None: recorded afterwards, untimed
-        where = f" on {label(p['machine'])}" if "machine" in p else ""  # records before 2026-12-06 lack it
         lines += [
             f"- **{p['model']} (preset {p['preset']})**: {p['description'].strip()} "
-            f"Ran {took}on {p['recorded']}{where} "
+            f"Ran {took}on {p['recorded']}{ran_on(p)} "
             f"(code {p['code_commit'][:7]}, experiment commit {p['experiment_commit'][:7]}): `{p['command']}`",
         ]
     return [*lines, ""]
