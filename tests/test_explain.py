@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import warnings
 from pathlib import Path
 
 import keras
@@ -167,6 +168,31 @@ def test_two_noise_maps_of_sparse_images_score_like_lrp_s_measured_figure():
     assert abs(level["spearman"]["mean"]) < 0.05 and abs(level["spearman_on_garment"]["mean"]) < 0.05, level
     low, high = level["spearman_abs"]["low"], level["spearman_abs"]["high"]
     assert low < level["spearman_abs"]["mean"] < high and high - low < 0.05  # a bootstrap interval over images
+
+
+def test_each_image_s_rho_is_scipy_s_spearmanr_to_the_last_bit():
+    """per_image_rho ranks every image at once; each ρ must still be the float spearmanr gives for that image
+    alone: with ties (the zeros), masks of every size, constant maps (nan) and a nan or an inf in a map."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    a = sparse_images(12, seed=1).reshape(12, -1)
+    b = np.round(rng.standard_normal(a.shape), 1).astype(np.float32)  # many ties
+    a[3], b[4] = 0.5, 0.0  # constant maps
+    a[5, 9], b[5, 9], a[6, 7] = 0.7, np.nan, np.inf
+    masks = a > 0
+    masks[7], masks[8] = False, np.arange(a.shape[1]) < 2  # nothing, and two pixels: too few to rank
+    masks[9] = np.arange(a.shape[1]) < 3
+    for mask in (None, masks):
+        expected = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # spearmanr warns of the constant maps
+            for i in range(len(a)):
+                u, v = (a[i], b[i]) if mask is None else (a[i][mask[i]], b[i][mask[i]])
+                expected.append(spearmanr(u, v).statistic if len(u) > 2 else np.nan)
+        got = randomization.per_image_rho(a, b, mask)
+        np.testing.assert_array_equal(got, np.asarray(expected, dtype=np.float64))
+        assert np.isnan(got[[3, 4, 5]]).all() and np.isfinite(got[[0, 1, 6 if mask is None else 2]]).all()
 
 
 def test_the_verdict_is_judged_against_noise_maps_not_a_fixed_threshold():
