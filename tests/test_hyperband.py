@@ -208,7 +208,7 @@ def test_search_subset_is_all_or_a_stratified_seeded_subset(limit):
 
 
 @pytest.mark.slow
-def test_a_trial_trains_the_same_whatever_its_mlflow_calls_draw_from_random(tmp_path, monkeypatch, keras):
+def test_a_trial_trains_the_same_whatever_its_mlflow_calls_draw_from_random(tmp_path, monkeypatch, keras, mlflow_store):
     """An MLflow call may draw from the global `random` (urllib3's retry jitter, against a tracking
     server); Keras' initializers draw from it too. A trial is seeded after its MLflow calls, so
     such a draw leaves its training alone."""
@@ -217,7 +217,7 @@ def test_a_trial_trains_the_same_whatever_its_mlflow_calls_draw_from_random(tmp_
 
     from fashion_mlp import tracking
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     tracking.init("trial-seeding")  # points MLflow at that store, as every stage does
     rng = np.random.default_rng(0)
     x, y = rng.random((120, 28, 28), dtype=np.float32), rng.integers(0, 10, 120)

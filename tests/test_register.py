@@ -110,12 +110,12 @@ class Store:
     run is made here (tagged as train tags it), and the pyfunc logging (TensorFlow, seconds) is a text
     artifact; register's choosing, versions, aliases, gate and tags are the real ones."""
 
-    def __init__(self, tmp_path: Path, monkeypatch):
+    def __init__(self, tmp_path: Path, monkeypatch, uri: str):
 
         from fashion_mlp import serving, tracking
 
         self.root = tmp_path
-        self.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        self.uri = uri  # conftest's mlflow_store: a new store in tmp_path
         monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
         self.experiment_id = tracking.init("e")
 
@@ -178,8 +178,8 @@ def outcomes(decisions: list[dict]) -> dict[str, str]:
     return {d["alias"]: d["outcome"] for d in decisions}
 
 
-def test_register_gives_the_best_mlp_its_own_version_when_a_cnn_is_champion(tmp_path, monkeypatch):
-    store = Store(tmp_path, monkeypatch)
+def test_register_gives_the_best_mlp_its_own_version_when_a_cnn_is_champion(tmp_path, monkeypatch, mlflow_store):
+    store = Store(tmp_path, monkeypatch, mlflow_store)
     champion, decisions = store.run(CANDIDATES, KINDS)
     assert store.aliases() == {"champion": "cnn", "best-mlp": "tuned"} and store.versions() == 2
     assert outcomes(decisions) == {"champion": "promoted", "best-mlp": "promoted"}
@@ -195,8 +195,8 @@ def test_register_gives_the_best_mlp_its_own_version_when_a_cnn_is_champion(tmp_
     assert "version" not in json.dumps(champion) and "run" not in json.dumps(champion)
 
 
-def test_an_mlp_champion_is_registered_once_with_both_aliases(tmp_path, monkeypatch):
-    store = Store(tmp_path, monkeypatch)
+def test_an_mlp_champion_is_registered_once_with_both_aliases(tmp_path, monkeypatch, mlflow_store):
+    store = Store(tmp_path, monkeypatch, mlflow_store)
     candidates = {k: v for k, v in CANDIDATES.items() if k != "cnn"}
     champion, _ = store.run(candidates, KINDS)
     assert store.aliases() == {"champion": "tuned", "best-mlp": "tuned"} and store.versions() == 1
@@ -204,10 +204,10 @@ def test_an_mlp_champion_is_registered_once_with_both_aliases(tmp_path, monkeypa
     assert champion["model_sha256"] == champion["best_mlp"]["model_sha256"]
 
 
-def test_the_gate_keeps_a_better_champion_moves_for_a_better_one_and_yields_to_force(tmp_path, monkeypatch):
+def test_the_gate_keeps_a_better_champion_moves_for_a_better_one_and_yields_to_force(tmp_path, monkeypatch, mlflow_store):
     """A params edit that makes every model worse must not demote a good champion without a word;
     the same model again adds no version; a better one, or --force, takes the alias."""
-    store = Store(tmp_path, monkeypatch)
+    store = Store(tmp_path, monkeypatch, mlflow_store)
     store.run(CANDIDATES, KINDS)
     # The same files again (a --forceall rerun): no new version, nothing moves.
     _, decisions = store.run(CANDIDATES, KINDS)
@@ -230,8 +230,8 @@ def test_the_gate_keeps_a_better_champion_moves_for_a_better_one_and_yields_to_f
     assert store.client.get_model_version_by_alias("m", "champion").tags["promotion_champion"].startswith("forced")
 
 
-def test_a_pickled_version_of_the_same_file_is_logged_again_as_code_and_takes_its_aliases(tmp_path, monkeypatch):
-    store = Store(tmp_path, monkeypatch)
+def test_a_pickled_version_of_the_same_file_is_logged_again_as_code_and_takes_its_aliases(tmp_path, monkeypatch, mlflow_store):
+    store = Store(tmp_path, monkeypatch, mlflow_store)
     store.run(CANDIDATES, KINDS)
     store.pickled("1")  # the cnn's version, as logged before the serving change
     _, decisions = store.run(CANDIDATES, KINDS)
@@ -240,8 +240,8 @@ def test_a_pickled_version_of_the_same_file_is_logged_again_as_code_and_takes_it
     assert str(store.client.get_model_version_by_alias("m", "champion").version) == "3"
 
 
-def test_the_gate_does_not_compare_models_trained_on_other_data(tmp_path, monkeypatch):
-    store = Store(tmp_path, monkeypatch)
+def test_the_gate_does_not_compare_models_trained_on_other_data(tmp_path, monkeypatch, mlflow_store):
+    store = Store(tmp_path, monkeypatch, mlflow_store)
     store.run(CANDIDATES, KINDS)
     better = {name: m | {"val_accuracy": m["val_accuracy"] + 0.01} for name, m in CANDIDATES.items()}
     _, decisions = store.run(better, KINDS, tag="other", data="data-2")
@@ -252,11 +252,11 @@ def test_the_gate_does_not_compare_models_trained_on_other_data(tmp_path, monkey
     assert outcomes(decisions) == {"champion": "forced", "best-mlp": "forced"}
 
 
-def test_a_temporary_dvc_experiment_registers_its_models_but_moves_no_alias(tmp_path, monkeypatch):
+def test_a_temporary_dvc_experiment_registers_its_models_but_moves_no_alias(tmp_path, monkeypatch, mlflow_store):
     """A preset or a queued sweep runs in a copy under .dvc/tmp/exps/, its runs in the workspace's store (DVC
     points DVC_ROOT at the workspace): a better model there must not change what `make serve` serves before
     the experiment is applied. Its versions are made, and their tags say what the gate decided."""
-    store = Store(tmp_path, monkeypatch)
+    store = Store(tmp_path, monkeypatch, mlflow_store)
     store.run(CANDIDATES, KINDS)
     better = {name: m | {"val_accuracy": m["val_accuracy"] + 0.01} for name, m in CANDIDATES.items()}
     copy = tmp_path / ".dvc/tmp/exps/tmpabc"
@@ -280,8 +280,8 @@ def test_a_temporary_dvc_experiment_registers_its_models_but_moves_no_alias(tmp_
     assert [store.client.get_model_version_by_alias("m", a).version for a in ("champion", "best-mlp")] == [3, 4]
 
 
-def test_without_an_mlp_the_best_mlp_alias_stays_where_it_is(tmp_path, monkeypatch):
-    store = Store(tmp_path, monkeypatch)
+def test_without_an_mlp_the_best_mlp_alias_stays_where_it_is(tmp_path, monkeypatch, mlflow_store):
+    store = Store(tmp_path, monkeypatch, mlflow_store)
     store.run(CANDIDATES, KINDS)
     champion, decisions = store.run({"cnn": CANDIDATES["cnn"]}, KINDS)
     assert champion["best_mlp"] is None and outcomes(decisions) == {"champion": "unchanged"}
