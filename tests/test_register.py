@@ -204,7 +204,9 @@ def test_an_mlp_champion_is_registered_once_with_both_aliases(tmp_path, monkeypa
     assert champion["model_sha256"] == champion["best_mlp"]["model_sha256"]
 
 
-def test_the_gate_keeps_a_better_champion_moves_for_a_better_one_and_yields_to_force(tmp_path, monkeypatch, mlflow_store):
+def test_the_gate_keeps_a_better_champion_moves_for_a_better_one_and_yields_to_force(
+    tmp_path, monkeypatch, mlflow_store
+):
     """A params edit that makes every model worse must not demote a good champion without a word;
     the same model again adds no version; a better one, or --force, takes the alias."""
     store = Store(tmp_path, monkeypatch, mlflow_store)
@@ -230,7 +232,9 @@ def test_the_gate_keeps_a_better_champion_moves_for_a_better_one_and_yields_to_f
     assert store.client.get_model_version_by_alias("m", "champion").tags["promotion_champion"].startswith("forced")
 
 
-def test_a_pickled_version_of_the_same_file_is_logged_again_as_code_and_takes_its_aliases(tmp_path, monkeypatch, mlflow_store):
+def test_a_pickled_version_of_the_same_file_is_logged_again_as_code_and_takes_its_aliases(
+    tmp_path, monkeypatch, mlflow_store
+):
     store = Store(tmp_path, monkeypatch, mlflow_store)
     store.run(CANDIDATES, KINDS)
     store.pickled("1")  # the cnn's version, as logged before the serving change
