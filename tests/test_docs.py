@@ -125,7 +125,7 @@ RESULT_BLOCKS = {
     "README.md": ["models-table", "goals", "calibration-summary", "explain-summary"],
     "docs/explain.md": ["lrp-conservation", "explain-table", "explain-methods", "explain-findings"],
     "docs/statistics.md": ["intervals-table", "calibration-summary"],
-    "docs/models.md": ["presets", "val-test-gap"],
+    "docs/models.md": ["probes", "presets", "val-test-gap"],
 }
 
 

@@ -40,6 +40,10 @@ COMMANDS = {
     "predict": ("fashion_mlp.stages.predict", "classify pictures (files, directories, globs) with the champion"),
     "report": ("fashion_mlp.stages.report", "reports/summary.md comparing every model"),
     "preset": ("fashion_mlp.stages.preset", "run a recipe too long for the default run as a DVC experiment; record it"),
+    "probe": (
+        "fashion_mlp.stages.probe",
+        "train one variant of a preset's model, score it on validation only, record it",
+    ),
     "demos": ("fashion_mlp.stages.demos", "the tutorial's XOR and activation-function lessons"),
     "lesson": ("fashion_mlp.stages.lesson", "one of the tutorial's claims, shown and checked (lesson <name>)"),
     "init-tracking": ("fashion_mlp.tracking", "create the MLflow store and experiment"),

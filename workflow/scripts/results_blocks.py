@@ -15,8 +15,10 @@ from results_text import join_and, number_word, percent, value_span
 from fashion_mlp import PipelineError
 from fashion_mlp.config import load_params, model_names, students
 from fashion_mlp.io import read_json, read_metrics
+from fashion_mlp.machine import label
 from fashion_mlp.metrics.columns import REQUIRED
 from fashion_mlp.models import kinds as model_kinds
+from fashion_mlp.stages.probe import load_probes
 from fashion_mlp.stages.register import choices
 from fashion_mlp.summary.anchors import ANCHORS
 from fashion_mlp.summary.models_table import GOALS
@@ -46,6 +48,7 @@ class Reports:
     metrics: dict[str, dict]
     explain: dict[str, dict]
     presets: list[dict]
+    probes: list[dict]
 
 
 def load(root: Path = REPO) -> Reports:
@@ -69,6 +72,7 @@ def load(root: Path = REPO) -> Reports:
         metrics={m["model"]: m for m in metrics},
         explain=explain,
         presets=load_presets(root / "reports/presets"),
+        probes=load_probes(root / "reports/probes"),
     )
 
 
@@ -220,6 +224,34 @@ def presets(r: Reports) -> list[str]:
     return lines or ["- No preset has been recorded yet."]
 
 
+def probes(r: Reports) -> list[str]:
+    """Every probe of a preset's recipe (`fashion-mlp probe`), on validation only, from reports/probes/NAME.jsonl."""
+    if not r.probes:
+        return ["No probe has been recorded yet."]
+    lines = [
+        "| Preset | Probe | Changes | Seed | Teacher (validation) | Validation | Best epoch | Training accuracy "
+        "| CPU | Recorded | Minutes |",
+        "|---|---|---|---:|---|---:|---|---:|---|---|---:|",
+    ]
+    for p in r.probes:
+        changes = "; ".join(f"`{key}={value}`" for key, value in p["set"].items()) or "none"
+        teacher = p.get("teacher")
+        if teacher is None:
+            taught = "none"
+        elif teacher["trained"]:
+            taught = f"{teacher['model']}, trained ({teacher['val_accuracy']:.4f})"
+        else:
+            taught = f"{teacher['model']}, reused (sha256 {teacher['sha256'][:12]})"
+        cpu = label(p["machine"]) if "machine" in p else "not recorded"
+        minutes = sum(p.get("seconds", {}).values()) / 60
+        lines.append(
+            f"| {p['preset']} | {p['label']} | {changes} | {p['seed']} | {taught} | **{p['val_accuracy']:.4f}** "
+            f"| {p['best_val_accuracy']:.4f} ({p['best_epoch']}) | {p['train_accuracy']:.4f} | {cpu} "
+            f"| {p.get('recorded', '')} | {minutes:.1f} |"
+        )
+    return lines
+
+
 def val_test_gap(r: Reports) -> list[str]:
     """How far test accuracy falls below validation accuracy, over the run's models and the presets."""
     rows = [(name, r.metrics[name]) for name in r.models] + [(f"preset {p['preset']}", p["metrics"]) for p in r.presets]
@@ -257,4 +289,5 @@ BLOCKS: dict[str, Callable[[Reports], list[str]]] = {
     "intervals-table": intervals_table,
     "presets": presets,
     "val-test-gap": val_test_gap,
+    "probes": probes,
 }
