@@ -20,6 +20,7 @@ import yaml
 from conftest import REPO
 from fashion_mlp import PipelineError
 from fashion_mlp.config import load_params
+from fashion_mlp.io import sha256_file
 from fashion_mlp.stages import probe
 from fashion_mlp.stages import train as train_stage
 
@@ -121,6 +122,8 @@ def test_records_are_appended_read_back_and_become_the_docs_table(tmp_path):
         "| 0.9304 (480) | 0.9312 | AMD EPYC (family 25, model 1; AVX2; 2 cores) | 2026-12-07 | 95.0 |"
     )
     assert "cnn, reused (sha256 abababababab)" in table[3] and "| 7 |" in table[3]
+    records[1]["teacher"]["val_accuracy"] = 0.9433  # its history was beside it
+    assert "cnn, reused (0.9433; sha256 abababababab)" in results_blocks.probes(reports)[3]
     assert results_blocks.probes(results_blocks.Reports([], {}, {}, {}, [], [])) == ["No probe has been recorded yet."]
     assert probe.load_probes(tmp_path / "none") == []
 
@@ -193,5 +196,6 @@ def test_a_probe_trains_the_teacher_then_the_student_and_records_validation_only
     # The teacher again, reused: not trained a second time, named by its hash.
     probe.main(["tiny", "--label", "again", "--teacher_path", str(workdir / "cnn.keras"), *flags])
     again = probe.load_probes(out)[1]
-    assert again["teacher"] == {"model": "cnn", "trained": False, "sha256": again["teacher"]["sha256"]}
+    teacher = {"model": "cnn", "trained": False, "sha256": sha256_file(workdir / "cnn.keras")}
+    assert again["teacher"] == teacher | {"val_accuracy": record["teacher"]["val_accuracy"]}  # from cnn.csv beside it
     assert set(again["seconds"]) == {"model"} and again["seed"] == 42

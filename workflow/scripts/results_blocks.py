@@ -241,7 +241,8 @@ def probes(r: Reports) -> list[str]:
         elif teacher["trained"]:
             taught = f"{teacher['model']}, trained ({teacher['val_accuracy']:.4f})"
         else:
-            taught = f"{teacher['model']}, reused (sha256 {teacher['sha256'][:12]})"
+            known = f"{teacher['val_accuracy']:.4f}; " if "val_accuracy" in teacher else ""
+            taught = f"{teacher['model']}, reused ({known}sha256 {teacher['sha256'][:12]})"
         cpu = label(p["machine"]) if "machine" in p else "not recorded"
         minutes = sum(p.get("seconds", {}).values()) / 60
         lines.append(

@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         teacher = {"model": teacher_name, "trained": True, **history_figures(workdir / f"{teacher_name}.csv")}
     elif teacher_name:
         teacher = {"model": teacher_name, "trained": False, "sha256": sha256_file(teacher_path)}
+        history = teacher_path.with_suffix(".csv")  # a probe's teacher has its history beside it
+        if history.is_file():
+            teacher["val_accuracy"] = history_figures(history)["val_accuracy"]
     seconds["model"] = run_training(model_argv, workdir)
     figures = history_figures(workdir / f"{model}.csv")
     record = {
