@@ -199,3 +199,18 @@ def test_a_probe_trains_the_teacher_then_the_student_and_records_validation_only
     teacher = {"model": "cnn", "trained": False, "sha256": sha256_file(workdir / "cnn.keras")}
     assert again["teacher"] == teacher | {"val_accuracy": record["teacher"]["val_accuracy"]}  # from cnn.csv beside it
     assert set(again["seconds"]) == {"model"} and again["seed"] == 42
+
+
+def test_a_failed_training_records_nothing(tmp_path, monkeypatch):
+    def fail(argv, workdir):
+        raise PipelineError(f"the probe's training failed: {' '.join(argv[:4])}")
+
+    monkeypatch.setattr(probe, "committed_code", lambda records: "abc123")
+    monkeypatch.setattr(probe, "run_training", fail)
+    (tmp_path / "train.npz").write_bytes(b"")
+    out = tmp_path / "probes"
+    flags = ["--presets_dir", str(REPO / "presets"), "--params", str(REPO / "params.yaml"), "--out_dir", str(out)]
+    flags += ["--data", str(tmp_path / "train.npz"), "--workdir", str(tmp_path / "w")]
+    with pytest.raises(PipelineError, match="training failed: fashion-mlp train --model cnn"):
+        probe.main(["mlp-warped", "--label", "x", *flags])
+    assert not out.exists()
