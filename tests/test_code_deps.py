@@ -94,12 +94,15 @@ def test_a_subpackage_init_counts_unless_it_holds_only_a_docstring(tmp_path, mon
 
 
 def test_no_library_imports_a_stage_or_a_room_above_it():
-    """The rooms' floors: stages import anything; summary, attribution, tuning and lessons import the
-    shared libraries; the libraries at the top import no room (models/ is a library too)."""
+    """The rooms' floors: the commands (stages, experiments) import any room but each other's; summary,
+    attribution, tuning and lessons import the shared libraries; the libraries at the top import no room
+    (models/ is a library too)."""
     package = code_deps.SOURCE_ROOT / "fashion_mlp"
-    above = {"stages": set(), "summary": {"stages"}, "attribution": {"stages", "summary"},
-             "tuning": {"stages", "summary"}, "lessons": {"stages", "summary"}}  # fmt: skip
-    libraries = {"stages", "summary", "attribution", "tuning", "lessons"}
+    commands = {"stages", "experiments"}
+    above = {"stages": {"experiments"}, "experiments": {"stages"}, "summary": commands,
+             "attribution": commands | {"summary"}, "tuning": commands | {"summary"},
+             "lessons": commands | {"summary"}}  # fmt: skip
+    libraries = commands | {"summary", "attribution", "tuning", "lessons"}
     for path in sorted(package.rglob("*.py")):
         room = path.relative_to(package).parts[0] if path.parent != package else None
         forbidden = above.get(room, libraries) if room != "models" else libraries

@@ -1,4 +1,4 @@
-"""`fashion-mlp compare` (fashion_mlp.stages.compare, revisions, metrics.paired): two runs, image by image.
+"""`fashion-mlp compare` (fashion_mlp.experiments.compare, revisions, metrics.paired): two runs, image by image.
 
 The statistics are checked against scikit-learn, `report`'s McNemar and Holm, and a simulation of
 known truth. The command runs on a tiny real git + DVC repository whose one stage writes per-image
@@ -18,9 +18,9 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import run
 from fashion_mlp import PipelineError
+from fashion_mlp.experiments import compare as compare_stage
 from fashion_mlp.metrics import paired, stats
 from fashion_mlp.metrics.stats import holm, mcnemar_exact, pairwise_mcnemar
-from fashion_mlp.stages import compare as compare_stage
 
 RNG = np.random.default_rng(7)
 

@@ -268,7 +268,7 @@ def test_the_readme_layout_names_every_room_and_module_of_the_package():
             continue
         room = path.parent.relative_to(package).as_posix()
         assert room == "." or f"{room}/" in layout, f"README layout: no room {room}/"
-        name = path.stem if room in ("stages", "summary") else path.name  # those two list names without .py
+        name = path.stem if room in ("stages", "experiments", "summary") else path.name  # listed without .py
         assert name in layout, f"README layout: {path.relative_to(package)} is not named"
 
 

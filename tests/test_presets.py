@@ -1,4 +1,4 @@
-"""stages/preset.py: overrides are checked before anything runs; the record comes from the experiment's commit."""
+"""experiments/preset.py: overrides are checked before anything runs; the record comes from the experiment's commit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO
 from fashion_mlp import PipelineError, machine
 from fashion_mlp.config import load_params
-from fashion_mlp.stages import preset as presets
+from fashion_mlp.experiments import preset as presets
 
 
 def write_preset(tmp_path, **content):

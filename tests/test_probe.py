@@ -1,4 +1,4 @@
-"""stages/probe.py: a variant of a preset's recipe, trained by `fashion-mlp train` with the engines' flags,
+"""experiments/probe.py: a variant of a preset's recipe, trained by `fashion-mlp train` with the engines' flags,
 scored on validation only and recorded; the docs' table is written from the records.
 
 The unit tests check the changes, the commands (parsed back by `train`'s own parser), the figures read
@@ -20,8 +20,8 @@ import yaml
 from conftest import REPO
 from fashion_mlp import PipelineError
 from fashion_mlp.config import load_params
+from fashion_mlp.experiments import probe
 from fashion_mlp.io import sha256_file
-from fashion_mlp.stages import probe
 from fashion_mlp.stages import train as train_stage
 
 sys.path.insert(0, str(REPO / "workflow/scripts"))

@@ -34,14 +34,17 @@ COMMANDS = {
     ),
     "card": ("fashion_mlp.stages.card", "the model card of the champion (and the best MLP): file and registry"),
     "compare": (
-        "fashion_mlp.stages.compare",
+        "fashion_mlp.experiments.compare",
         "did a params edit help? two revisions or experiments, model by model, with paired tests",
     ),
     "predict": ("fashion_mlp.stages.predict", "classify pictures (files, directories, globs) with the champion"),
     "report": ("fashion_mlp.stages.report", "reports/summary.md comparing every model"),
-    "preset": ("fashion_mlp.stages.preset", "run a recipe too long for the default run as a DVC experiment; record it"),
+    "preset": (
+        "fashion_mlp.experiments.preset",
+        "run a recipe too long for the default run as a DVC experiment; record it",
+    ),
     "probe": (
-        "fashion_mlp.stages.probe",
+        "fashion_mlp.experiments.probe",
         "train one variant of a preset's model, score it on validation only, record it",
     ),
     "demos": ("fashion_mlp.stages.demos", "the tutorial's XOR and activation-function lessons"),

@@ -14,11 +14,11 @@ from results_text import join_and, number_word, percent, value_span
 
 from fashion_mlp import PipelineError
 from fashion_mlp.config import load_params, model_names, students
+from fashion_mlp.experiments.probe import load_probes
 from fashion_mlp.io import read_json, read_metrics
 from fashion_mlp.machine import label
 from fashion_mlp.metrics.columns import REQUIRED
 from fashion_mlp.models import kinds as model_kinds
-from fashion_mlp.stages.probe import load_probes
 from fashion_mlp.stages.register import choices
 from fashion_mlp.summary.anchors import ANCHORS
 from fashion_mlp.summary.models_table import GOALS

@@ -31,9 +31,9 @@ import yaml
 
 from fashion_mlp import PipelineError
 from fashion_mlp.config import cli_flags, load_params, model_block, project_root
+from fashion_mlp.experiments.preset import apply_overrides, load_preset
 from fashion_mlp.io import sha256_file, write_text
 from fashion_mlp.machine import machine
-from fashion_mlp.stages.preset import apply_overrides, load_preset
 from fashion_mlp.tracking import git_commit
 
 DATA = Path("data/prepared/train.npz")  # the training and validation splits; the test split is another file
