@@ -151,11 +151,17 @@ def test_uncommitted_changes_are_refused_by_name_except_the_probes_records(tmp_p
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
     monkeypatch.setattr(probe, "project_root", lambda: repo)
     monkeypatch.setattr(probe, "git_commit", lambda: "abc123-dirty")
+    monkeypatch.chdir(repo)
     (repo / "reports/probes/p.jsonl").write_text("{}\n")
     assert probe.committed_code(Path("reports/probes")) == "abc123"  # a record of the last probe: fine
     (repo / "params.yaml").write_text("seed: 2\n")
     with pytest.raises(PipelineError, match=r"commit or stash your changes first \(params\.yaml\)"):
         probe.committed_code(Path("reports/probes"))
+    (repo / "reports/probes/p.jsonl").write_text("")
+    with pytest.raises(PipelineError, match=r"commit or stash your changes first \(params\.yaml\)"):
+        probe.committed_code(tmp_path / "elsewhere")  # records outside the repository excuse nothing in it
+    (repo / "params.yaml").write_text("seed: 1\n")
+    assert probe.committed_code(tmp_path / "elsewhere") == "abc123"
 
 
 def test_a_dry_run_prints_both_commands_and_makes_nothing(tmp_path, capsys):

@@ -15,6 +15,7 @@ which `make docs` writes the probes' table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -114,8 +115,11 @@ def committed_code(records: Path) -> str:
     if commit == "unknown":
         raise PipelineError("not a git checkout: a probe's record names the commit it ran")
     if commit.endswith("-dirty"):
+        pathspec = ["."]
+        with contextlib.suppress(ValueError):  # records kept outside the repository change nothing in it
+            pathspec.append(f":(exclude){records.resolve().relative_to(project_root().resolve())}")
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){records}"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *pathspec],
             capture_output=True, text=True, check=True, cwd=project_root(),
         ).stdout.split("\n")  # fmt: skip
         changed = [line[3:] for line in status if line.strip()]
