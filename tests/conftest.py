@@ -17,11 +17,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import yaml
+# One OpenBLAS and one TensorFlow thread per test process, set before NumPy or TensorFlow loads. The
+# xdist workers already fill the cores; each with two BLAS threads, which spin while they wait, a small
+# scikit-learn fit took 29 s instead of 3 s beside a busy core. (The `lesson` stage computes under one
+# BLAS thread too; the stages set TensorFlow's threads themselves.) Subprocesses get the user's own
+# settings back (user_threads).
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+USER_THREADS = {name: os.environ.get(name) for name in THREAD_VARS}
+os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
 
-from fashion_mlp.io import TMP_MARK
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from fashion_mlp.io import TMP_MARK  # noqa: E402
 
 # The smoke pipelines' background runs and their fixtures (snakemake_first, dvc_first, ...).
 pytest_plugins = ["smoke_runs"]
@@ -91,9 +100,16 @@ TRIAL = {
 }
 
 
+def user_threads(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the thread counts as the user had them, not as this file sets them for the tests."""
+    env = {k: v for k, v in env.items() if k not in THREAD_VARS}
+    return env | {name: value for name, value in USER_THREADS.items() if value is not None}
+
+
 def engine_env() -> dict[str, str]:
     """The environment a user's shell would give the engines: venv first, no inherited overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MLP_", "SNAKEMAKE_"))}
+    env = user_threads(env)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
@@ -120,6 +136,7 @@ def clean_env(**extra: str) -> dict[str, str]:
             "OMP_NUM_THREADS",
         )
     }
+    env = user_threads(env)
     env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0", **extra)
     return env
 
