@@ -111,7 +111,7 @@ RECORD = {
 def test_records_are_appended_read_back_and_become_the_docs_table(tmp_path):
     out = tmp_path / "probes"
     probe.append_record(out / "mlp-warped.jsonl", RECORD)
-    reused = dict(RECORD, seed=7, teacher={"model": "cnn", "trained": False, "sha256": "ab" * 32})
+    reused = dict(RECORD, seed=7, teacher={"model": "cnn", "trained": False, "sha256": "ab" * 32}, side_by_side=2)
     probe.append_record(out / "mlp-warped.jsonl", reused)
     records = probe.load_probes(out)
     assert records == [RECORD, reused]
@@ -122,6 +122,7 @@ def test_records_are_appended_read_back_and_become_the_docs_table(tmp_path):
         "| 0.9304 (480) | 0.9312 | AMD EPYC (family 25, model 1; AVX2; 2 cores) | 2026-12-07 | 95.0 |"
     )
     assert "cnn, reused (sha256 abababababab)" in table[3] and "| 7 |" in table[3]
+    assert table[3].endswith("| 95.0 (2 side by side) |")
     records[1]["teacher"]["val_accuracy"] = 0.9433  # its history was beside it
     assert "cnn, reused (0.9433; sha256 abababababab)" in results_blocks.probes(reports)[3]
     assert results_blocks.probes(results_blocks.Reports([], {}, {}, {}, [], [])) == ["No probe has been recorded yet."]
@@ -174,7 +175,21 @@ def test_a_dry_run_prints_both_commands_and_makes_nothing(tmp_path, capsys):
     assert not (tmp_path / "w").exists() and not (tmp_path / "probes").exists()
 
 
-@pytest.mark.slow  # two trainings, each its own process: about 30 s
+def test_several_seeds_share_one_teacher_and_each_student_has_its_own_folder(tmp_path, capsys):
+    flags = ["--presets_dir", str(REPO / "presets"), "--params", str(REPO / "params.yaml"), "--dry_run"]
+    flags += ["--workdir", str(tmp_path / "w")]
+    probe.main(["mlp-warped", "--label", "x", "--seed", "42", "7", *flags])
+    teacher, *students = capsys.readouterr().out.strip().split("\n")
+    assert "--model cnn" in teacher and "--seed 42" in teacher and len(students) == 2
+    for seed, command in zip((42, 7), students, strict=True):
+        assert f"--seed {seed}" in command
+        assert f"--model_out {tmp_path / 'w' / f'seed-{seed}' / 'mlp_warped.keras'}" in command
+        assert f"--teacher_path {tmp_path / 'w' / 'cnn.keras'}" in command
+    with pytest.raises(PipelineError, match=r"--seed 7 7: a seed given twice"):
+        probe.main(["mlp-warped", "--label", "x", "--seed", "7", "7", *flags])
+
+
+@pytest.mark.slow  # four trainings, each its own process (two side by side): about 45 s
 def test_a_probe_trains_the_teacher_then_the_student_and_records_validation_only(tmp_path, monkeypatch):
     from test_train import synthetic_data
 
@@ -198,21 +213,35 @@ def test_a_probe_trains_the_teacher_then_the_student_and_records_validation_only
     assert record["set"] == {"distill.tiny.hidden": [32]} and record["seed"] == 3 and record["code_commit"] == "abc123"
     assert record["epochs"] == 2 and 0 <= record["val_accuracy"] <= 1 and record["teacher"]["trained"]
     assert set(record["seconds"]) == {"teacher", "model"} and record["peak_rss_mb"] > 100
-    assert (workdir / "tiny.keras").is_file() and (workdir / "mlflow.db").is_file()
-    # The teacher again, reused: not trained a second time, named by its hash.
-    probe.main(["tiny", "--label", "again", "--teacher_path", str(workdir / "cnn.keras"), *flags])
-    again = probe.load_probes(out)[1]
+    assert (workdir / "seed-3/tiny.keras").is_file() and (workdir / "seed-3/mlflow.db").is_file()
+    # The teacher again, reused: not trained a second time, named by its hash; two students side by side.
+    probe.main(["tiny", "--label", "again", "--teacher_path", str(workdir / "cnn.keras"), "--seed", "1", "2", *flags])
+    again = probe.load_probes(out)[1:]
     teacher = {"model": "cnn", "trained": False, "sha256": sha256_file(workdir / "cnn.keras")}
-    assert again["teacher"] == teacher | {"val_accuracy": record["teacher"]["val_accuracy"]}  # from cnn.csv beside it
-    assert set(again["seconds"]) == {"model"} and again["seed"] == 42
+    assert [r["seed"] for r in again] == [1, 2] and all(r["side_by_side"] == 2 for r in again)
+    for r in again:
+        assert r["teacher"] == teacher | {"val_accuracy": record["teacher"]["val_accuracy"]}  # from cnn.csv beside it
+        assert set(r["seconds"]) == {"model"} and r["epochs"] == 2
+    assert sha256_file(workdir / "seed-1/tiny.keras") != sha256_file(workdir / "seed-2/tiny.keras")
+
+
+def test_a_failed_training_stops_the_one_beside_it_and_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe, "PROGRAM", ["sh", "-c"])  # each job's argv[1] is then a shell command
+    slow = (["fashion-mlp", f"echo $$ > {tmp_path / 'pid'}; sleep 60"], tmp_path / "a")
+    failing = (["fashion-mlp", "sleep 1; exit 3"], tmp_path / "b")
+    with pytest.raises(PipelineError, match=r"training failed: fashion-mlp sleep 1; exit 3"):
+        probe.run_trainings([slow, failing])
+    pid = int((tmp_path / "pid").read_text())
+    assert not Path(f"/proc/{pid}").exists()  # terminated and reaped, not left running
+    assert probe.run_trainings([(["fashion-mlp", "true"], tmp_path / "c")])[0] >= 0
 
 
 def test_a_failed_training_records_nothing(tmp_path, monkeypatch):
-    def fail(argv, workdir):
-        raise PipelineError(f"the probe's training failed: {' '.join(argv[:4])}")
+    def fail(jobs):
+        raise PipelineError(f"the probe's training failed: {' '.join(jobs[0][0][:4])}")
 
     monkeypatch.setattr(probe, "committed_code", lambda records: "abc123")
-    monkeypatch.setattr(probe, "run_training", fail)
+    monkeypatch.setattr(probe, "run_trainings", fail)
     (tmp_path / "train.npz").write_bytes(b"")
     out = tmp_path / "probes"
     flags = ["--presets_dir", str(REPO / "presets"), "--params", str(REPO / "params.yaml"), "--out_dir", str(out)]

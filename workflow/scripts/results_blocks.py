@@ -244,11 +244,13 @@ def probes(r: Reports) -> list[str]:
             known = f"{teacher['val_accuracy']:.4f}; " if "val_accuracy" in teacher else ""
             taught = f"{teacher['model']}, reused ({known}sha256 {teacher['sha256'][:12]})"
         cpu = label(p["machine"]) if "machine" in p else "not recorded"
-        minutes = sum(p.get("seconds", {}).values()) / 60
+        minutes = f"{sum(p.get('seconds', {}).values()) / 60:.1f}"
+        if p.get("side_by_side", 1) > 1:
+            minutes += f" ({p['side_by_side']} side by side)"
         lines.append(
             f"| {p['preset']} | {p['label']} | {changes} | {p['seed']} | {taught} | **{p['val_accuracy']:.4f}** "
             f"| {p['best_val_accuracy']:.4f} ({p['best_epoch']}) | {p['train_accuracy']:.4f} | {cpu} "
-            f"| {p.get('recorded', '')} | {minutes:.1f} |"
+            f"| {p.get('recorded', '')} | {minutes} |"
         )
     return lines
 

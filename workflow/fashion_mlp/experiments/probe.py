@@ -3,9 +3,10 @@ scored on validation only, and recorded.
 
 A preset's recipe is chosen among variants of it (docs/models.md lists them). A probe trains one
 variant: the preset's overrides applied to params.yaml, then the probe's own `--set`s; the teacher
-first when the model is a student (or `--teacher_path`, one trained before); then the model. Each is
-`fashion-mlp train` with the flags both engines would pass, in a scratch directory with its own
-MLflow store, so the project's registry and outputs stay as they are. A probe reads the training
+first when the model is a student (or `--teacher_path`, one trained before); then the model, once
+per `--seed` given, side by side (a lever is judged over seeds). Each is `fashion-mlp train` with the
+flags both engines would pass, in a scratch directory with its own MLflow store, so the project's
+registry and outputs stay as they are. A probe reads the training
 split only, so any number of probes leave the test set unread; `fashion-mlp preset` is what scores
 a recipe on test. The figures (validation accuracy at the last and the best epoch, training
 accuracy, teacher, seed, CPU, time, peak memory) are appended to reports/probes/NAME.jsonl, from
@@ -38,6 +39,7 @@ from fashion_mlp.machine import machine
 from fashion_mlp.tracking import git_commit
 
 DATA = Path("data/prepared/train.npz")  # the training and validation splits; the test split is another file
+PROGRAM = [sys.executable, "-m", "fashion_mlp"]  # `fashion-mlp` of this interpreter, whatever PATH says
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -91,15 +93,31 @@ def history_figures(path: Path) -> dict:
     }
 
 
-def run_training(argv: list[str], workdir: Path) -> float:
-    """One `fashion-mlp train` logging to the scratch store; its wall seconds. A failure names the command."""
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
-    print(" ".join(shlex.quote(a) for a in argv), flush=True)
-    started = time.monotonic()
-    program = [sys.executable, "-m", "fashion_mlp"]  # `fashion-mlp` of this interpreter, whatever PATH says
-    if subprocess.run([*program, *argv[1:]], env=env, cwd=project_root()).returncode != 0:
-        raise PipelineError(f"the probe's training failed: {' '.join(argv[:4])} ... (its output is above)")
-    return round(time.monotonic() - started, 1)
+def run_trainings(jobs: list[tuple[list[str], Path]]) -> list[float]:
+    """`fashion-mlp train` commands side by side, each logging to the scratch store in its own directory;
+    their wall seconds. A failure stops the others and names its command."""
+    started, running = time.monotonic(), []
+    for argv, directory in jobs:
+        directory.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{directory / 'mlflow.db'}")
+        print(" ".join(shlex.quote(a) for a in argv), flush=True)
+        running.append(subprocess.Popen([*PROGRAM, *argv[1:]], env=env, cwd=project_root()))
+    seconds = [0.0] * len(running)
+    pending = dict(enumerate(running))
+    while pending:
+        for index, process in list(pending.items()):
+            if process.poll() is None:
+                continue
+            del pending[index]
+            seconds[index] = round(time.monotonic() - started, 1)
+            if process.returncode != 0:
+                for other in pending.values():
+                    other.terminate()
+                    other.wait()
+                argv = jobs[index][0]
+                raise PipelineError(f"the probe's training failed: {' '.join(argv[:4])} ... (its output is above)")
+        time.sleep(0.2)
+    return seconds
 
 
 def append_record(path: Path, record: dict) -> None:
@@ -160,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label", required=True, help="what the probe changes, in words (the table's first column)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a params.yaml key to change after the preset's (repeatable)")  # fmt: skip
-    parser.add_argument("--seed", type=int, help="default: params.yaml's seed")
+    parser.add_argument("--seed", type=int, nargs="+", dest="seeds", metavar="SEED",
+                        help="default: params.yaml's seed; several train the model once per seed, side by side "
+                        "(one teacher), each recorded")  # fmt: skip
     parser.add_argument("--teacher_path", type=Path, help="a student's teacher trained before: not trained again")
     parser.add_argument("--workdir", type=Path, help="where the models, histories and MLflow store go (default: new)")
     parser.add_argument("--data", type=Path, default=DATA, help="prepare's train.npz (default: %(default)s)")
@@ -178,10 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     params = probe_params(load_params(args.params), preset, str(source), sets)
     model = preset["model"]
     try:
-        block, _ = model_block(params, model)
+        block, section = model_block(params, model)
     except KeyError:
         raise PipelineError(f"{source}: model {model!r} is no train: or distill: entry; a probe trains one") from None
-    seed = params["seed"] if args.seed is None else args.seed
+    seeds = args.seeds or [params["seed"]]
+    if len(set(seeds)) != len(seeds):
+        raise PipelineError(f"--seed {' '.join(map(str, seeds))}: a seed given twice")
     if args.workdir is not None:
         workdir = args.workdir.resolve()
     elif args.dry_run:
@@ -194,43 +216,51 @@ def main(argv: list[str] | None = None) -> None:
     teacher_path = args.teacher_path or (workdir / f"{teacher_name}.keras" if teacher_name else None)
     teacher_argv = None
     if teacher_name and args.teacher_path is None:
-        teacher_argv = train_command(teacher_name, params["train"][teacher_name], seed, workdir, data=args.data)
-    model_argv = train_command(model, block, seed, workdir, teacher_path, args.data)
+        teacher_argv = train_command(teacher_name, params["train"][teacher_name], seeds[0], workdir, data=args.data)
+    models = [(train_command(model, block, s, workdir / f"seed-{s}", teacher_path, args.data), workdir / f"seed-{s}")
+              for s in seeds]  # fmt: skip
     if args.dry_run:
-        print("\n".join(" ".join(shlex.quote(a) for a in c) for c in (teacher_argv, model_argv) if c))
+        print("\n".join(" ".join(shlex.quote(a) for a in c) for c in [teacher_argv, *(m for m, _ in models)] if c))
         return
+    threads = block.get("threads") or os.cpu_count() or 1
+    if len(seeds) * threads > (os.cpu_count() or 1):
+        print(f"note: {len(seeds)} trainings of {threads} threads share {os.cpu_count()} cores, so each takes "
+              f"longer (--set {section}.threads=1 gives each a core)", file=sys.stderr)  # fmt: skip
     commit = committed_code(args.out_dir)
     if not (project_root() / args.data).is_file():
         raise PipelineError(f"{project_root() / args.data}: missing; `dvc repro prepare` (or make run) makes it")
     workdir.mkdir(parents=True, exist_ok=True)
     seconds, teacher = {}, None
     if teacher_argv:
-        seconds["teacher"] = run_training(teacher_argv, workdir)
+        [seconds["teacher"]] = run_trainings([(teacher_argv, workdir)])
         teacher = {"model": teacher_name, "trained": True, **history_figures(workdir / f"{teacher_name}.csv")}
     elif teacher_name:
         teacher = {"model": teacher_name, "trained": False, "sha256": sha256_file(teacher_path)}
         history = teacher_path.with_suffix(".csv")  # a probe's teacher has its history beside it
         if history.is_file():
             teacher["val_accuracy"] = history_figures(history)["val_accuracy"]
-    seconds["model"] = run_training(model_argv, workdir)
-    figures = history_figures(workdir / f"{model}.csv")
-    record = {
-        "preset": args.name,
-        "label": args.label,
-        "model": model,
-        "set": sets,
-        "seed": seed,
-        "code_commit": commit,
-        "recorded": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "teacher": teacher,
-        **figures,
-        "seconds": seconds,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-    }
-    append_record(args.out_dir / f"{args.name}.jsonl", record)
-    print(
-        f"{args.out_dir / args.name}.jsonl: {model} ({args.label}, seed {seed}): validation "
-        f"{figures['val_accuracy']:.4f} (best {figures['best_val_accuracy']:.4f} at epoch {figures['best_epoch']}), "
-        f"training accuracy {figures['train_accuracy']:.4f}; models in {workdir}"
-    )
+    model_seconds = run_trainings(models)
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # the largest training's
+    for seed, (_, directory), wall in zip(seeds, models, model_seconds, strict=True):
+        figures = history_figures(directory / f"{model}.csv")
+        record = {
+            "preset": args.name,
+            "label": args.label,
+            "model": model,
+            "set": sets,
+            "seed": seed,
+            "code_commit": commit,
+            "recorded": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "machine": machine(),
+            "teacher": teacher,
+            **figures,
+            "seconds": seconds | {"model": wall},
+            "side_by_side": len(seeds),
+            "peak_rss_mb": peak_rss_mb,
+        }
+        append_record(args.out_dir / f"{args.name}.jsonl", record)
+        print(
+            f"{args.out_dir / args.name}.jsonl: {model} ({args.label}, seed {seed}): validation "
+            f"{figures['val_accuracy']:.4f} (best {figures['best_val_accuracy']:.4f} at epoch "
+            f"{figures['best_epoch']}), training accuracy {figures['train_accuracy']:.4f}; its model in {directory}"
+        )
