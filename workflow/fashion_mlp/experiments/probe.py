@@ -120,6 +120,23 @@ def run_trainings(jobs: list[tuple[list[str], Path]]) -> list[float]:
     return seconds
 
 
+def ready_teacher(
+    name: str | None, argv: list[str] | None, path: Path | None, workdir: Path
+) -> tuple[dict | None, dict[str, float]]:
+    """A student's teacher, trained now (`argv`) or reused (`path`): what the record says of it, and the
+    seconds its training took. No teacher: None."""
+    if argv:
+        [seconds] = run_trainings([(argv, workdir)])
+        return {"model": name, "trained": True, **history_figures(workdir / f"{name}.csv")}, {"teacher": seconds}
+    if not name:
+        return None, {}
+    teacher = {"model": name, "trained": False, "sha256": sha256_file(path)}
+    history = path.with_suffix(".csv")  # a probe's teacher has its history beside it
+    if history.is_file():
+        teacher["val_accuracy"] = history_figures(history)["val_accuracy"]
+    return teacher, {}
+
+
 def append_record(path: Path, record: dict) -> None:
     """Add one line to the JSON-lines file, rewriting it whole (atomically: a failure leaves the old file)."""
     old = path.read_text() if path.exists() else ""
@@ -230,15 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (project_root() / args.data).is_file():
         raise PipelineError(f"{project_root() / args.data}: missing; `dvc repro prepare` (or make run) makes it")
     workdir.mkdir(parents=True, exist_ok=True)
-    seconds, teacher = {}, None
-    if teacher_argv:
-        [seconds["teacher"]] = run_trainings([(teacher_argv, workdir)])
-        teacher = {"model": teacher_name, "trained": True, **history_figures(workdir / f"{teacher_name}.csv")}
-    elif teacher_name:
-        teacher = {"model": teacher_name, "trained": False, "sha256": sha256_file(teacher_path)}
-        history = teacher_path.with_suffix(".csv")  # a probe's teacher has its history beside it
-        if history.is_file():
-            teacher["val_accuracy"] = history_figures(history)["val_accuracy"]
+    teacher, seconds = ready_teacher(teacher_name, teacher_argv, teacher_path, workdir)
     model_seconds = run_trainings(models)
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # the largest training's
     for seed, (_, directory), wall in zip(seeds, models, model_seconds, strict=True):
