@@ -189,13 +189,9 @@ def test_several_seeds_share_one_teacher_and_each_student_has_its_own_folder(tmp
         probe.main(["mlp-warped", "--label", "x", "--seed", "7", "7", *flags])
 
 
-@pytest.mark.slow  # four trainings, each its own process (two side by side): about 45 s
-def test_a_probe_trains_the_teacher_then_the_student_and_records_validation_only(tmp_path, monkeypatch):
-    from test_train import synthetic_data
-
-    data = tmp_path / "train.npz"
-    np.savez(data, **synthetic_data(200, 100))
-    presets = tmp_path / "presets"
+def tiny_preset(presets: Path) -> Path:
+    """A folder with presets/tiny.yaml: a one-epoch CNN teacher and a 16-unit student of two epochs, whose
+    block leaves `threads` out."""
     presets.mkdir()
     tiny = {"train.cnn.conv": [4], "train.cnn.dense": [8], "train.cnn.epochs": 1}
     student = {"hidden": [16], "activation": "relu", "dropout": 0.1, "l2": 0.0, "batchnorm": True}
@@ -204,6 +200,16 @@ def test_a_probe_trains_the_teacher_then_the_student_and_records_validation_only
     student |= {"steps_per_execution": 4, "teacher": {"model": "cnn", "temperature": 2, "alpha": 0.9}}
     added = {f"distill.tiny.{key}": value for key, value in student.items()}
     (presets / "tiny.yaml").write_text(yaml.safe_dump({"description": "t", "model": "tiny", "set": tiny, "add": added}))
+    return presets
+
+
+@pytest.mark.slow  # four trainings, each its own process (two side by side): about 45 s
+def test_a_probe_trains_the_teacher_then_the_student_and_records_validation_only(tmp_path, monkeypatch):
+    from test_train import synthetic_data
+
+    data = tmp_path / "train.npz"
+    np.savez(data, **synthetic_data(200, 100))
+    presets = tiny_preset(tmp_path / "presets")
     monkeypatch.setattr(probe, "committed_code", lambda records: "abc123")  # the test's working copy may be dirty
     out, workdir = tmp_path / "probes", tmp_path / "w"
     flags = ["--presets_dir", str(presets), "--params", str(REPO / "params.yaml"), "--data", str(data)]
@@ -234,6 +240,29 @@ def test_a_failed_training_stops_the_one_beside_it_and_is_named(tmp_path, monkey
     pid = int((tmp_path / "pid").read_text())
     assert not Path(f"/proc/{pid}").exists()  # terminated and reaped, not left running
     assert probe.run_trainings([(["fashion-mlp", "true"], tmp_path / "c")])[0] >= 0
+
+
+def test_students_side_by_side_that_outnumber_the_cores_are_pointed_out(tmp_path, monkeypatch, capsys):
+    def fail(jobs):
+        raise PipelineError("stop here")
+
+    monkeypatch.setattr(probe, "committed_code", lambda records: "abc123")
+    monkeypatch.setattr(probe, "run_trainings", fail)
+    monkeypatch.setattr(probe.os, "cpu_count", lambda: 2)
+    (tmp_path / "train.npz").write_bytes(b"")
+    flags = ["--presets_dir", str(REPO / "presets"), "--params", str(REPO / "params.yaml"), "--data"]
+    flags += [str(tmp_path / "train.npz"), "--teacher_path", str(tmp_path / "train.npz"), "--out_dir", str(tmp_path)]
+    notes = []
+    for sets in ([], ["--set", "distill.mlp_warped.threads=1"], ["--set", "distill.mlp_warped.threads=3"]):
+        with pytest.raises(PipelineError, match="stop here"):
+            probe.main(["mlp-warped", "--label", "x", "--seed", "1", "2", *sets, *flags, "--workdir", str(tmp_path)])
+        notes.append(capsys.readouterr().err)
+    assert "2 trainings of 2 threads share 2 cores" in notes[0] and "--set distill.mlp_warped.threads=1" in notes[0]
+    assert notes[1] == "" and "2 trainings of 3 threads" in notes[2]
+    presets = ["--presets_dir", str(tiny_preset(tmp_path / "presets"))]  # no threads in its student: 1, as in train
+    with pytest.raises(PipelineError, match="stop here"):
+        probe.main(["tiny", "--label", "x", "--seed", "1", "2", *flags, *presets, "--workdir", str(tmp_path)])
+    assert capsys.readouterr().err == ""
 
 
 def test_a_failed_training_records_nothing(tmp_path, monkeypatch):

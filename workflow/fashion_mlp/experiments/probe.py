@@ -6,11 +6,11 @@ variant: the preset's overrides applied to params.yaml, then the probe's own `--
 first when the model is a student (or `--teacher_path`, one trained before); then the model, once
 per `--seed` given, side by side (a lever is judged over seeds). Each is `fashion-mlp train` with the
 flags both engines would pass, in a scratch directory with its own MLflow store, so the project's
-registry and outputs stay as they are. A probe reads the training
-split only, so any number of probes leave the test set unread; `fashion-mlp preset` is what scores
-a recipe on test. The figures (validation accuracy at the last and the best epoch, training
-accuracy, teacher, seed, CPU, time, peak memory) are appended to reports/probes/NAME.jsonl, from
-which `make docs` writes the probes' table.
+registry and outputs stay as they are. A probe reads the training split only, so any number of
+probes leave the test set unread; `fashion-mlp preset` is what scores a recipe on test. The figures
+(validation accuracy at the last and the best epoch, training accuracy, teacher, seed, CPU, time,
+peak memory) are appended to reports/probes/NAME.jsonl, from which `make docs` writes the probes'
+table.
 """
 
 from __future__ import annotations
@@ -234,12 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     teacher_argv = None
     if teacher_name and args.teacher_path is None:
         teacher_argv = train_command(teacher_name, params["train"][teacher_name], seeds[0], workdir, data=args.data)
-    models = [(train_command(model, block, s, workdir / f"seed-{s}", teacher_path, args.data), workdir / f"seed-{s}")
-              for s in seeds]  # fmt: skip
+    folders = {seed: workdir / f"seed-{seed}" for seed in seeds}
+    models = [(train_command(model, block, seed, d, teacher_path, args.data), d) for seed, d in folders.items()]
     if args.dry_run:
         print("\n".join(" ".join(shlex.quote(a) for a in c) for c in [teacher_argv, *(m for m, _ in models)] if c))
         return
-    threads = block.get("threads") or os.cpu_count() or 1
+    threads = block.get("threads", 1)  # as `train` reads it: 1 when absent
     if len(seeds) * threads > (os.cpu_count() or 1):
         print(f"note: {len(seeds)} trainings of {threads} threads share {os.cpu_count()} cores, so each takes "
               f"longer (--set {section}.threads=1 gives each a core)", file=sys.stderr)  # fmt: skip
