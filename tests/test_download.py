@@ -6,7 +6,7 @@ import functools
 import gzip
 import hashlib
 import http.server
-import os
+import random
 import socket
 import threading
 from pathlib import Path
@@ -120,7 +120,7 @@ def dataset(tmp_path):
     """Two small synthetic 'archives', their pinned hashes, a good copy and a bad copy of each."""
     payloads = {
         "alpha-idx3-ubyte.gz": bytes(range(256)) * 40,
-        "beta-idx1-ubyte.gz": b"\x00\x00\x08\x01" + os.urandom(300),
+        "beta-idx1-ubyte.gz": b"\x00\x00\x08\x01" + random.Random(0).randbytes(300),
     }
     files = {name: hashlib.sha256(p).hexdigest() for name, p in payloads.items()}
     good = tmp_path / "good"
@@ -130,7 +130,8 @@ def dataset(tmp_path):
         d.mkdir()
     for name, payload in payloads.items():
         (good / name).write_bytes(gz_bytes(payload))
-        (mismatched / name).write_bytes(gz_bytes(payload[:-1] + b"!"))
+        # the last byte flipped: a copy that ends in "!" already would pass as good (1 run in 256)
+        (mismatched / name).write_bytes(gz_bytes(payload[:-1] + bytes([payload[-1] ^ 0xFF])))
         (garbage / name).write_bytes(b"<html>404 but with status 200</html>")
     out = tmp_path / "out"
     return {
