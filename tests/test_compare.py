@@ -1,4 +1,4 @@
-"""`fashion-mlp compare` (fashion_mlp.experiments.compare, revisions, metrics.paired): two runs, image by image.
+"""`fashion-mlp compare` (fashion_mlp.experiments: compare, revisions; metrics.paired): two runs, image by image.
 
 The statistics are checked against scikit-learn, `report`'s McNemar and Holm, and a simulation of
 known truth. The command runs on a tiny real git + DVC repository whose one stage writes per-image
@@ -230,7 +230,7 @@ def test_a_revision_without_outputs_or_cache_is_an_error_naming_the_revision_and
 
 def test_a_bad_split_is_refused_by_name() -> None:
     with pytest.raises(PipelineError, match="split 'train': choose one of test, validation"):
-        from fashion_mlp.revisions import read_side
+        from fashion_mlp.experiments.revisions import read_side
 
         read_side(None, "train")
 

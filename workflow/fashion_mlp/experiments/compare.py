@@ -20,10 +20,10 @@ import numpy as np
 from fashion_mlp import PipelineError
 from fashion_mlp.config import TUNED, flatten
 from fashion_mlp.data import CLASS_NAMES
+from fashion_mlp.experiments.revisions import PREDICTIONS, WORKSPACE, read_side
 from fashion_mlp.io import write_text
 from fashion_mlp.metrics.paired import compare_models
 from fashion_mlp.metrics.stats import ALPHA, CONFIDENCE
-from fashion_mlp.revisions import PREDICTIONS, WORKSPACE, read_side
 from fashion_mlp.summary.significance import format_p
 
 SHARED = ("seed", "data.", "prepare.")  # what every model's training reads besides its own entry

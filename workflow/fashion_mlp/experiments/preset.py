@@ -166,7 +166,7 @@ def predicted_classes(rev: str, model: str, repo: Path) -> str:
     """The model's predicted class (0-9) of every test image, in test.npz's order, as one string of digits:
     the summary's paired tests against other presets and the run's models need them, and evaluate's
     CSV is in DVC's cache, which a fresh clone lacks."""
-    from fashion_mlp.revisions import PREDICTIONS, open_revision, parse_predictions, read_text
+    from fashion_mlp.experiments.revisions import PREDICTIONS, open_revision, parse_predictions, read_text
 
     fs, label = open_revision(rev, repo)
     path = PREDICTIONS["test"].format(model=model)
