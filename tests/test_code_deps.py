@@ -40,7 +40,7 @@ def test_each_stage_depends_on_every_module_it_imports(stage):
 def test_the_closure_follows_imports_inside_functions_and_shared_libraries():
     """train reaches the architectures only inside functions, through training.py and the kinds' registry."""
     train = code_deps.stage_code("fashion_mlp.stages.train")
-    for module in ("stages/train.py", "models/training.py", "models/architectures.py", "config.py", "runtime.py"):
+    for module in ("stages/train.py", "models/training.py", "models/architectures.py", "config/flags.py", "runtime.py"):
         assert f"workflow/fashion_mlp/{module}" in train
     assert "workflow/fashion_mlp/stages/evaluate.py" not in train
 

@@ -6,7 +6,7 @@ anything); dvc.yaml lists the same files by hand, and tests/test_code_deps.py ch
 cover the closure, so that an edit to a shared module can never leave an output stale.
 
 A module is left out only if it cannot change what a stage writes; NEUTRAL says why, one line each.
-Light on purpose, like config.py: the Snakefile imports it while it is parsed.
+Light on purpose, like fashion_mlp.config: the Snakefile imports it while it is parsed.
 """
 
 from __future__ import annotations

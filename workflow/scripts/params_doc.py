@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from fashion_mlp.config.schema import resolve as _resolve  # follows any local $ref, e.g. into $defs/model
 from fashion_mlp.models.kinds import with_kinds  # the kinds' names and rules, from their registry
-from fashion_mlp.schema_text import resolve as _resolve  # follows any local $ref, e.g. into $defs/model
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"

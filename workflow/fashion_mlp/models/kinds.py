@@ -1,7 +1,7 @@
 """Model kinds in one registry: everything the pipeline needs to know about an `mlp` or a `cnn`.
 
 A train block's `kind` (mlp when absent) picks an entry. The entry says how to build the model,
-which keys of the block are the kind's own (config.py turns them into the schema's rules), which
+which keys of the block are the kind's own (config.schema turns them into the schema's rules), which
 per-layer lists follow which layers, how a saved .keras file is recognised, how the summary names
 and draws it, whether it counts for the `best-mlp` alias, and whether LRP covers it. register,
 report, explain, the Snakemake rules and config read it from here. Adding a kind: one entry below,

@@ -1,12 +1,20 @@
-"""params.schema.yaml in plain English: what a key accepts, and a validation error as one line naming its key.
-
-Used by config for its error messages and for the stage flags' --help.
+"""params.schema.yaml: loaded with the model kinds' rules, checked, and put in plain English (what a key
+accepts, and a validation error as one line naming its key) for the error messages and the flags' --help.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fashion_mlp.models import kinds
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "params.schema.yaml"
 
 
 def resolve(schema: dict, root: dict) -> dict:
@@ -104,3 +112,60 @@ def accepted(schema: dict, root: dict) -> str:
             return f"{noun} {'<' if right == ')' else '<='} {high}"
         return f"{noun} in {left}{low}, {high}{right}"
     return "a valid value"
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    """params.schema.yaml, with the model kinds' names and rules added from their registry."""
+    with open(SCHEMA_PATH) as fh:
+        return kinds.with_kinds(yaml.safe_load(fh))
+
+
+def section_schema(section: str, root: dict) -> dict:
+    """The schema of a section: "train" (one model's block), a top-level key, or a dotted path ("lessons.backprop")."""
+    if section == "train":
+        return {"$ref": "#/$defs/model"}
+    node = root
+    for key in section.split("."):
+        properties = resolve(node, root).get("properties", {})
+        if key not in properties:
+            raise ValueError(f"params.yaml has no section {section!r}")
+        node = properties[key]
+    return node
+
+
+def schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") -> list[str]:
+    from referencing import Registry, Resource
+
+    # Validate `instance` against `schema` with the root's $defs resolvable.
+    wrapped = {"$ref": "urn:params#/$defs/__target__"}
+    # Without $schema, jsonschema keeps our validator class (strict integers) across the $ref.
+    schema = {k: v for k, v in schema.items() if k != "$schema"}
+    root_with_target = dict(root, **{"$defs": dict(root.get("$defs", {}), __target__=schema)})
+    root_with_target.pop("$schema", None)
+    registry = Registry().with_resource(
+        "urn:params", Resource.from_contents(root_with_target, default_specification=_draft())
+    )
+    validator = _validator_class()(wrapped, registry=registry)
+    problems = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        problems.append(describe_error(error, prefix, root_with_target))
+    return list(dict.fromkeys(problems))  # a model kind's keys are checked twice (the schema's allOf)
+
+
+@lru_cache(maxsize=1)
+def _validator_class():
+    """Draft 2020-12, except that 10.0 is not an integer: the stage CLIs parse integers strictly."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def _draft():
+    from referencing.jsonschema import DRAFT202012
+
+    return DRAFT202012
