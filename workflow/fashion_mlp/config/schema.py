@@ -135,9 +135,10 @@ def section_schema(section: str, root: dict) -> dict:
 
 
 def schema_problems(instance: Any, schema: dict, root: dict, prefix: str = "") -> list[str]:
+    """Every way `instance` breaks `schema` (a part of `root`, whose $defs it may use), each as one line
+    naming its key under `prefix`; none when it conforms."""
     from referencing import Registry, Resource
 
-    # Validate `instance` against `schema` with the root's $defs resolvable.
     wrapped = {"$ref": "urn:params#/$defs/__target__"}
     # Without $schema, jsonschema keeps our validator class (strict integers) across the $ref.
     schema = {k: v for k, v in schema.items() if k != "$schema"}
