@@ -267,6 +267,27 @@ def test_the_server_kills_a_fork_whose_job_process_left_before_the_answer(server
 
 
 @slow
+def test_a_terminated_server_removes_its_socket(workdir):
+    """The Snakefile stops its server with SIGTERM: no socket file is left behind in the temporary directory."""
+    path = workdir / "terminated.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fashion_mlp.forkserver", "--socket", str(path), "--parent", str(os.getpid())],
+        env=clean_env(**THREADS_1), cwd=workdir,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300  # the preload takes 10-20 s on a quiet machine
+        while not path.exists():
+            assert time.time() < deadline and proc.poll() is None, "the server made no socket"
+            time.sleep(0.2)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not path.exists()
+
+
+@slow
 def test_the_server_leaves_when_its_parent_does(workdir):
     path = workdir / "orphan.sock"
     # The parent outlives every deadline below, so that only the test ends it: with a 60-s life it left

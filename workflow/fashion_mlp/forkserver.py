@@ -6,7 +6,8 @@ their memory in (docs/speed.md#measured-dated). The Snakefile's onstart starts t
 A job's CLI (cli.main) hands it the job's arguments, working directory, environment and standard
 streams; the server forks a child that runs the command there, as the job's own process would, and
 the job's process waits, passes SIGTERM/SIGINT/SIGHUP on to the child and exits with its status. If
-the job's process dies, the server kills the child; when Snakemake (`--parent`) is gone, the server exits.
+the job's process dies, the server kills the child; when Snakemake (`--parent`) is gone, or sends it
+SIGTERM (the Snakefile's onsuccess and onerror), the server kills what jobs are left, removes its socket and exits.
 
 A job that starts while the server still imports waits a while for it (START_WAIT). It runs
 as before (no server, or not served) unless all of these hold: served() takes its command,
@@ -218,6 +219,8 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
     if "grpc" in sys.modules:  # a preloaded library brought it: the search's workers would hang in a fork
         sys.exit("forkserver: gRPC was imported with the preloaded libraries; the tune workers cannot be forked")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the jobs; the server leaves with its parent
+    stopped = []  # SIGTERM (the Snakefile's stop_forkserver) ends the loop, so the socket file goes too
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if os.path.exists(path):
         os.unlink(path)
@@ -225,7 +228,7 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
     listener.listen(64)
     jobs: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the job's connection)
     waiting: dict[socket.socket, int] = {}  # a job's connection -> its child's pid
-    while alive(parent):
+    while alive(parent) and not stopped:
         readable, _, _ = select.select([listener, *jobs, *waiting], [], [], 1.0)
         for ready in readable:
             if ready is listener:
@@ -272,7 +275,7 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
                     with contextlib.suppress(OSError):
                         conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
                 conn.close()
-    for pid in waiting.values():  # the parent (Snakemake) is gone, and so must its jobs be
+    for pid in waiting.values():  # the parent (Snakemake) is gone or stopped the server, and so must its jobs be
         os.kill(pid, signal.SIGKILL)
     os.unlink(path)
     sys.stdout.flush()
