@@ -54,6 +54,7 @@ def test_the_cascade_compares_the_permuted_label_model_and_maps_blind_to_weights
     assert "permuted_labels" not in cascade.cascade(model, blind, x, seed=0)["report"]
 
 
+@pytest.mark.slow  # a whole explain report twice, one of them training on permuted labels: 10 s
 def test_explain_reports_the_data_randomization_only_when_asked():
     model = tiny_mlp(seed=6)
     x_test, y_test = images(20, seed=3), np.arange(20) % 10

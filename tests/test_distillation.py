@@ -134,6 +134,7 @@ def test_a_student_learns_from_a_teacher_that_does_not_change_and_is_saved_alone
     }
 
 
+@pytest.mark.slow  # trains four students: 6 s
 def test_the_alpha_weighs_teacher_against_labels(keras, models):
     """alpha 0 trains on the labels alone: the teacher's outputs cannot change the student."""
     from fashion_mlp.models.training import fit, make_history_callback

@@ -457,6 +457,7 @@ def test_summary_section_shows_the_checks_and_links_the_figures(tmp_path):
     assert "Examples" not in text.split("- **baseline**")[1]  # a missing figure is not linked
 
 
+@pytest.mark.slow  # a whole explain report, every method in the cascade, and its figures: 9 s
 def test_a_kind_lrp_does_not_cover_gets_shap_alone_everywhere(tmp_path):
     """The kinds' registry says whether LRP covers a kind (models/kinds.py); without it, explain leaves
     LRP out of the numbers, the figures, the deletion CSV (an empty column, so every model's CSV

@@ -291,6 +291,7 @@ def test_z_b_refuses_a_first_linear_layer_that_does_not_see_the_pixels():
         lrp.attribute(model, images(1), np.zeros(1, dtype=int), lrp.Rules("composite"))
 
 
+@pytest.mark.slow  # a whole explain report twice (SHAP for ten classes each): 9 s
 def test_explain_puts_lrp_epsilon_beside_the_composite_and_not_beside_itself():
     """With the composite, LRP-ε goes through the same checks as a reference method: the composite's effect shows
     in one table; with LRP-ε itself, no copy of it."""
