@@ -266,6 +266,14 @@ def test_the_server_kills_a_fork_whose_job_process_left_before_the_answer(server
     assert not (workdir / "unheard.keras").exists()
 
 
+def wait_for_socket(path: Path, proc: subprocess.Popen) -> None:
+    """Wait while a starting server preloads (10-20 s on a quiet machine; far longer beside a training)."""
+    deadline = time.time() + 300
+    while not path.exists():
+        assert time.time() < deadline and proc.poll() is None, f"no socket {path.name} in 300 s"
+        time.sleep(0.2)
+
+
 @slow
 def test_a_terminated_server_removes_its_socket(workdir):
     """The Snakefile stops its server with SIGTERM: no socket file is left behind in the temporary directory."""
@@ -275,10 +283,7 @@ def test_a_terminated_server_removes_its_socket(workdir):
         env=clean_env(**THREADS_1), cwd=workdir,
     )  # fmt: skip
     try:
-        deadline = time.time() + 300  # the preload takes 10-20 s on a quiet machine
-        while not path.exists():
-            assert time.time() < deadline and proc.poll() is None, "the server made no socket"
-            time.sleep(0.2)
+        wait_for_socket(path, proc)
         proc.terminate()
         assert proc.wait(timeout=30) == 0
     finally:
@@ -299,10 +304,7 @@ def test_the_server_leaves_when_its_parent_does(workdir):
     )  # fmt: skip
     server = None
     try:
-        deadline = time.time() + 300  # the preload takes 10-20 s on a quiet machine
-        while not path.exists():
-            assert time.time() < deadline, "the server made no socket in 300 s"
-            time.sleep(0.2)
+        wait_for_socket(path, parent)
         (server,) = psutil.Process(parent.pid).children()
     finally:
         if server is None:  # failed above: the server goes down with its parent
