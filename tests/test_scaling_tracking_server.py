@@ -1,7 +1,7 @@
 """The team tracking server (`make mlflow-server`) against a real PostgreSQL.
 
-workflow/scripts/mlflow_server.py starts Debian's PostgreSQL in a scratch directory and
-`mlflow server` in front of it, on free loopback ports. The unchanged smoke pipeline then
+workflow/scripts/mlflow_server.py starts Debian's PostgreSQL (postgres_cluster.py) in a scratch
+directory and `mlflow server` in front of it, on free loopback ports. The unchanged smoke pipeline then
 runs with MLFLOW_TRACKING_URI pointing at the server, and everything is checked from the
 outside: runs, nested trials, artifacts and the champion alias through plain REST requests,
 the rows in PostgreSQL with psycopg2, and nothing in the copy's default SQLite store.
@@ -52,13 +52,14 @@ def load_script():
 
 
 server = load_script()
+import postgres_cluster as cluster  # noqa: E402  (beside the script, which put its folder on sys.path)
 
 
 def require_postgres() -> None:
     try:
-        server.pg_bin()
-        server.as_pg_user()
-    except server.ServerError as exc:
+        cluster.pg_bin()
+        cluster.as_pg_user()
+    except cluster.ServerError as exc:
         missing_service(str(exc), "apt-get install postgresql")
 
 
@@ -149,7 +150,7 @@ class Server:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
         try:
-            server.stop_postgres(self.settings)
+            cluster.stop_postgres(self.settings)
         finally:
             shutil.rmtree(self.settings.dir, ignore_errors=True)
 
@@ -290,7 +291,7 @@ def test_pipeline_logs_every_run_trial_artifact_and_the_champion_to_the_postgres
     assert tags(by_id[version["run_id"]])["model_sha256"] == champion["model_sha256"]
 
     # The rows are in PostgreSQL.
-    conn = server.connect(tracking_server.settings)
+    conn = cluster.connect(tracking_server.settings)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM runs")
@@ -323,13 +324,13 @@ def test_pipeline_logs_every_run_trial_artifact_and_the_champion_to_the_postgres
 def test_sigterm_stops_the_server_and_postgres(tracking_server: Server) -> None:
     """What Ctrl-C on `make mlflow-server` does: the server, its workers and PostgreSQL all stop."""
     settings = tracking_server.settings
-    assert server.running_port(settings) == settings.pg_port
+    assert cluster.running_port(settings) == settings.pg_port
     children = tracking_server.process_tree()
     assert children, "mlflow server runs under the script"
     assert tracking_server.stop() == 0, tracking_server.output()
     output = tracking_server.output()
     assert "mlflow-server: stopping mlflow server" in output and "mlflow-server: stopping PostgreSQL" in output
-    assert server.running_port(settings) is None, "PostgreSQL still runs"
+    assert cluster.running_port(settings) is None, "PostgreSQL still runs"
     _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {[p.pid for p in alive]}"
     with pytest.raises(urllib.error.URLError):
