@@ -243,6 +243,21 @@ def absl_logs_to_the_real_stderr():
 
 
 @pytest.fixture(scope="module")
+def real_params() -> dict:
+    """The repository's params.yaml, as it is (test_config*.py)."""
+    with open(REPO / "params.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+@pytest.fixture
+def params(real_params) -> dict:
+    """A copy of params.yaml that a test may change."""
+    import copy
+
+    return copy.deepcopy(real_params)
+
+
+@pytest.fixture(scope="module")
 def keras():
     """Keras, imported when a test asks for it (test_models.py, test_model_kinds.py)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
