@@ -245,17 +245,44 @@ def test_the_generator_writes_and_checks(tmp_path):
 
 TEST_NAME = re.compile(r"\b(test_\w+\.py)(?:::(test_\w+))?")
 BACKTICKED = re.compile(r"`([^`]+)`")
+MODULE_SPAN = re.compile(r"(?:tests/)?(test_\w+\.py)")
+NAME_SPAN = re.compile(r"(test_\w+?)(…)?")  # `test_download_…` cites every test whose name starts so
+
+
+def cited_tests(text: str) -> list[tuple[str, str, bool]]:
+    """(module, test name or "", whether the name is a prefix) for each test a page cites: `module.py::name`,
+    or `module.py` followed on its line by backticked names (`test_x.py`: `test_a`, `test_b`)."""
+    cited = []
+    for line in text.splitlines():
+        module = None
+        for span in BACKTICKED.findall(line):
+            cited += [(m, name, False) for m, name in TEST_NAME.findall(span)]
+            if whole := MODULE_SPAN.fullmatch(span):
+                module = whole[1]
+            elif module and (bare := NAME_SPAN.fullmatch(span)):
+                cited.append((module, bare[1], bool(bare[2])))
+    return cited
+
+
+def test_cited_tests_are_read_in_both_forms():
+    line = "| x | `test_a.py::test_one`; `test_b.py`: `test_two`, `test_three_…` (`--flag`) |\n`test_accuracy` alone"
+    assert cited_tests(line) == [
+        ("test_a.py", "test_one", False),
+        ("test_b.py", "", False),
+        ("test_b.py", "test_two", False),
+        ("test_b.py", "test_three_", True),
+    ]
 
 
 @pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
 def test_every_test_the_docs_cite_exists(page):
-    """A guarantee cites the test that proves it; a renamed or deleted test must not leave it unproved."""
-    cited = [m for span in BACKTICKED.findall(page.read_text()) for m in TEST_NAME.findall(span)]
-    for module, name in cited:
+    """A guarantee cites the test that proves it; a renamed, moved or deleted test must not leave it unproved."""
+    for module, name, prefix in cited_tests(page.read_text()):
         path = REPO / "tests" / module
         assert path.is_file(), f"{page.name} cites tests/{module}, which does not exist"
         if name:
-            assert re.search(rf"^def {name}\(", path.read_text(), re.M), f"{page.name} cites {module}::{name}"
+            pattern = rf"^def {name}" + ("" if prefix else r"\(")
+            assert re.search(pattern, path.read_text(), re.M), f"{page.name} cites {module}: {name}"
 
 
 def test_the_readme_layout_names_every_room_and_module_of_the_package():

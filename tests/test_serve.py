@@ -30,7 +30,7 @@ from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import load, scale
 from fashion_mlp.metrics.robustness import phone_photo  # the model card measures the same pictures
 from test_images import bomb_png
-from test_reliability import assert_refused_elsewhere, stop_group
+from test_safety import assert_refused_elsewhere, stop_group
 from test_serve_pyfunc import png
 
 PHONE_IMAGES = 400
