@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fashion_mlp.attribution import cascade, data_randomization, model_report
-from test_explain import OPTS, images, tiny_mlp
+from tiny_nets import OPTS, images, tiny_mlp
 
 
 def test_permuted_labels_keep_the_class_counts_but_not_the_pairing_and_are_seeded():

@@ -16,7 +16,7 @@ from conftest import assert_png
 from fashion_mlp.attribution import checks, lrp, methods, model_report, randomization
 from fashion_mlp.attribution import figures as attribution_figures
 from fashion_mlp.stages import explain
-from test_explain import images, seed_biases_and_norms
+from tiny_nets import images, seed_biases_and_norms
 
 
 def tiny_cnn(
