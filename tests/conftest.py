@@ -1,7 +1,7 @@
 """Shared test helpers (tests/ is on sys.path, so test files `from conftest import ...`).
 
 - the repository, the virtualenv's commands and a clean environment for subprocesses;
-- a throw-away copy of the repository with smoke-sized params (the e2e tests);
+- a throw-away copy of the repository with smoke-sized params (smoke_params.py; the e2e tests);
 - PNG checks and a synthetic `predictions` fixture (evaluate and report);
 - skip-or-fail for missing system services, free loopback ports;
 - a new MLflow SQLite store without MLflow's migrations (`mlflow_store`).
@@ -31,58 +31,16 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from fashion_mlp.io import TMP_MARK  # noqa: E402
+from smoke_params import DEBIAN_DATA, DROP, SMOKE  # noqa: E402  (re-exported to the tests)
 
 # The smoke pipelines' background runs and their fixtures (snakemake_first, dvc_first, ...).
 pytest_plugins = ["smoke_runs"]
 
 REPO = Path(__file__).resolve().parents[1]
-DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 BIN = Path(sys.executable).parent  # the virtualenv running pytest holds fashion-mlp, snakemake, dvc
 CLI = BIN / "fashion-mlp"
 SUBPROCESS_TIMEOUT = 180
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-DROP = object()  # a SMOKE value: the key is removed (an entry left out is not run)
-
-# A small, fast, real-data configuration: an unreachable mirror first (exercises
-# the fallback), then Debian's copy of the files.
-SMOKE = {
-    "data.mirrors": ["http://127.0.0.1:9/", str(DEBIAN_DATA)],
-    "prepare.limit_train": 3000,
-    "prepare.limit_test": 1000,
-    "train.*.epochs": 2,
-    # Hyperband with max_epochs 2 and factor 2: one bracket of at least 2 trials, then a 2-epoch retrain.
-    "tune.max_epochs": 2,
-    "tune.factor": 2,
-    "tune.hyperband_iterations": 1,
-    "tune.workers": 2,  # its one bracket starts 2 trials at once: a third worker would only wait
-    "tune.final_epochs": 2,
-    "tune.space.units": [32, 128, 32],
-    # Two epochs leave BatchNorm's moving statistics unsettled (validation 0.31 against 0.74 without).
-    "train.cnn.batchnorm": False,
-    # 20 explained images on a 20-image background: every check and figure, at a fifth of the SHAP work.
-    "explain.background_size": 20,
-    "explain.images_per_class": 2,
-    # Each layer's step maps every method again; SHAP's DeepExplainer is most of that cost (about 20 s a run).
-    "explain.cascade_images_per_class": 1,
-    "explain.cascade_methods": ["lrp", "gradient"],
-    "explain.data_randomization_images": 500,
-    "explain.data_randomization_epochs": 1,
-    "explain.smoothgrad_samples": 2,
-    "explain.ig_steps": 4,
-    # The model card's photo-like pictures: 100 test images, 8 variants, for one or two models.
-    "card.robustness_images": 100,
-    # Three lessons, one of each wiring: on the data with NumPy, on the data with Keras, on the trained models.
-    # The others (a job each, most importing TensorFlow) would lengthen DVC's one-stage-at-a-time smoke run,
-    # the suite's longest chain; each has its own tests (test_lessons*.py), and the generic rule is the same.
-    **{f"lessons.{name}": DROP for name in ("backprop", "initialization", "perceptron", "universal_approximation")},
-    **{f"lessons.{name}": DROP for name in ("regularization_strength", "small_data", "search_strategies")},
-    "lessons.vanishing_gradients.images": 1000,
-    "lessons.vanishing_gradients.steps": 50,
-    "lessons.optimizers.images": 1000,
-    "lessons.optimizers.epochs": 1,
-}
-
 
 # A Hyperband trial's values as KerasTuner records them: 2 active layers of 3 declared, bookkeeping keys.
 TRIAL = {
@@ -325,7 +283,7 @@ def free_ports(count: int = 1) -> list[int]:
             sock.close()
 
 
-# --- figures and synthetic predictions (test_evaluate.py, test_report.py) ------------------
+# --- figures and synthetic predictions (test_evaluate.py, test_report*.py) -----------------
 
 
 def ink_bands(ink: np.ndarray, axis: int, min_pixels: int = 60) -> int:
@@ -391,3 +349,24 @@ def predictions():
     probabilities[np.arange(40), y_pred] += 1.0
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     return y_true, y_pred, probabilities.astype(np.float32)
+
+
+def metrics_record(model: str, accuracy: float, predictions) -> dict:
+    """A metrics file's record as evaluate writes it, for the `predictions` fixture's images."""
+    from fashion_mlp.stages import evaluate
+
+    y_true, _, probabilities = predictions
+    return {
+        "model": model,
+        **evaluate.compute_metrics(y_true, probabilities),
+        "accuracy": accuracy,
+        "val_accuracy": accuracy + 0.01,
+        "params": 101_770,
+        "epochs_run": 10,
+    }
+
+
+@pytest.fixture
+def two_models(predictions):
+    """Two MLPs' records (test_report*.py)."""
+    return [metrics_record("baseline", 0.8812, predictions), metrics_record("regularized", 0.8851, predictions)]

@@ -42,7 +42,8 @@ from test_explain import check_explain_outputs
 from test_model_kinds import check_cnn_model
 from test_predict import check_champion_predicts
 from test_register import check_registry_aliases
-from test_report import check_comparison, check_uncertainty
+from test_report_comparison import check_comparison
+from test_report_statistics import check_uncertainty
 
 pytestmark = pytest.mark.e2e
 UNCERTAINTY_METRICS = (
