@@ -14,6 +14,7 @@ from fashion_mlp.config import (
     ParamsError,
     add_section_flags,
     cli_flags,
+    parse_bool,
     section_from_args,
     validate,
     validate_section,
@@ -263,3 +264,28 @@ def test_section_flags_help_comes_from_the_schema():
     text = parser.format_help()
     assert "params.yaml tune:" in text and "--space.units N N N" in text and "--search_limit_train N|None" in text
     assert "tune.space.units: min, max, step; a list of 3 items, each an integer in [1, 8192]" in " ".join(text.split())
+
+
+# --- parse_bool: the flags' booleans as DVC renders them -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("True", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
+def test_parse_bool(text, value):
+    assert parse_bool(text) is value
+
+
+def test_parse_bool_rejects_other_text():
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_bool("maybe")

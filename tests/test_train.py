@@ -1,8 +1,7 @@
-"""Training: bit-for-bit determinism, the stage end to end with MLflow, and the small helpers."""
+"""Training: bit-for-bit determinism and the stage end to end with MLflow (its flags: test_train_args.py)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -14,10 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import CLI, REPO, SUBPROCESS_TIMEOUT, clean_env
-from fashion_mlp.config import parse_bool
 from fashion_mlp.data import save_arrays
-from fashion_mlp.models.training import HISTORY_COLUMNS, kept_epoch
-from fashion_mlp.stages.train import build_parser, model_params
+from fashion_mlp.models.training import HISTORY_COLUMNS
 
 
 def synthetic_data(n_train: int, n_val: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -363,117 +360,3 @@ def test_train_stage_artifacts_and_model_stay_with_its_store(trained):
     mlmodels = list(trained["tmp"].glob("mlruns/**/MLmodel"))
     assert len(mlmodels) == 1  # the Keras model was logged too
     assert "tensorflow" in mlmodels[0].read_text()
-
-
-# --- small helpers (no TensorFlow) -------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "text, value",
-    [
-        ("true", True),
-        ("True", True),
-        ("1", True),
-        ("yes", True),
-        ("false", False),
-        ("False", False),
-        ("0", False),
-        ("no", False),
-    ],
-)
-def test_parse_bool(text, value):
-    assert parse_bool(text) is value
-
-
-def test_parse_bool_rejects_other_text():
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_bool("maybe")
-
-
-def _args(*extra: str) -> argparse.Namespace:
-    base = [
-        "--model",
-        "m",
-        "--hidden",
-        "256",
-        "128",
-        "--activation",
-        "relu",
-        "--dropout",
-        "0.0",
-        "0.3",
-        "--l2",
-        "0.0",
-        "--learning_rate",
-        "0.001",
-        "--lr_schedule",
-        "constant",
-        "--lr_decay_rate",
-        "1.0",
-        "--batch_size",
-        "32",
-        "--epochs",
-        "2",
-        "--early_stopping_patience",
-        "None",
-        "--early_stopping_monitor",
-        "val_loss",
-        "--steps_per_execution",
-        "8",
-        "--seed",
-        "1",
-        "--experiment",
-        "e",
-        "--data",
-        "d.npz",
-        "--model_out",
-        "m.keras",
-        "--history_out",
-        "h.csv",
-    ]
-    return build_parser().parse_args(base + list(extra))
-
-
-def test_model_params_round_trip_dvc_rendering():
-    """What cli_flags/DVC render for a params block parses back to the same block."""
-    params = model_params(_args("--batchnorm", "False", "True"))
-    assert params == {
-        "hidden": [256, 128],
-        "activation": "relu",
-        "dropout": [0.0, 0.3],
-        "l2": 0.0,
-        "batchnorm": [False, True],
-        "learning_rate": 0.001,
-        "lr_schedule": "constant",
-        "lr_decay_rate": 1.0,
-        "batch_size": 32,
-        "epochs": 2,
-        "early_stopping_patience": None,
-        "early_stopping_monitor": "val_loss",
-        "steps_per_execution": 8,
-    }
-
-
-def test_model_params_batchnorm_bare_flag_and_absent():
-    assert model_params(_args("--batchnorm"))["batchnorm"] is True  # DVC renders true as a bare flag
-    assert model_params(_args())["batchnorm"] is False  # and leaves false out
-
-
-def test_kept_epoch():
-    rows = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.3}, {"epoch": 3, "val_loss": 0.4}]
-    assert kept_epoch(rows, None)["epoch"] == 3
-    assert kept_epoch(rows, 1)["epoch"] == 2
-
-
-def test_kept_epoch_follows_the_early_stopping_monitor():
-    from fashion_mlp.models.training import kept_epoch
-
-    rows = [
-        {"epoch": 1, "val_loss": 0.40, "val_accuracy": 0.85},
-        {"epoch": 2, "val_loss": 0.30, "val_accuracy": 0.88},  # lowest val_loss
-        {"epoch": 3, "val_loss": 0.35, "val_accuracy": 0.90},  # highest val_accuracy
-        {"epoch": 4, "val_loss": 0.38, "val_accuracy": 0.89},
-    ]
-    assert kept_epoch(rows, None)["epoch"] == 4  # no early stopping: the last weights
-    assert kept_epoch(rows, 2, "val_loss")["epoch"] == 2
-    assert kept_epoch(rows, 2, "val_accuracy")["epoch"] == 3
