@@ -125,7 +125,7 @@ def test_project_root_without_markers_uses_package_checkout(clean_root_env, tmp_
 
 def test_the_check_stage_refuses_a_bad_file_by_key_and_writes_nothing(tmp_path, params):
     """DVC's first stage: every other stage depends on its output, so a refused edit stops the run
-    before DVC removes any stage's outputs (test_e2e.py shows it end to end)."""
+    before DVC removes any stage's outputs (test_e2e_dvc.py shows it end to end)."""
     from fashion_mlp.stages import check
 
     out = tmp_path / "params_check.json"

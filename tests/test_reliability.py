@@ -7,8 +7,8 @@
 
 Bad data and bad params: test_bad_input.py. Nothing unsafe loaded or served beyond this machine:
 test_safety.py. The whole-pipeline properties (bit-identical reruns, parallel jobs, kill and resume under
-each engine, a reverted bad edit, push/pull) are in test_e2e.py, which shares its expensive runs; a run
-whose process was SIGKILLed is marked KILLED by the next stage: test_tracking.py.
+each engine, a reverted bad edit, push/pull) are in test_e2e_snakemake.py and test_e2e_dvc.py, which share
+the expensive runs; a run whose process was SIGKILLed is marked KILLED by the next stage: test_tracking.py.
 """
 
 from __future__ import annotations
