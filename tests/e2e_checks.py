@@ -25,7 +25,7 @@ from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 from fashion_mlp.machine import label, machine
 from fashion_mlp.profiling.marks import TRAINING_MARKS
-from smoke_runs import MODELS, Snapshot, mlflow_runs, run_statuses
+from snapshots import MODELS, Snapshot, mlflow_runs, run_statuses
 
 UNCERTAINTY_METRICS = (
     "test_accuracy_ci_low",

@@ -31,7 +31,7 @@ from e2e_checks import (
     output_files,
     running_runs,
 )
-from smoke_runs import MODELS, Snapshot, hashes, run_statuses
+from snapshots import MODELS, Snapshot, hashes, run_statuses
 from test_card import check_model_card
 from test_ecosystem import check_mlflow_lineage, check_queue
 from test_explain import check_explain_outputs

@@ -35,7 +35,8 @@ from e2e_checks import (
     running_runs,
 )
 from fashion_mlp.io import sha256_file
-from smoke_runs import CLUSTER_TARGET, Snapshot, hashes, mlflow_runs, run_statuses, snapshot
+from smoke_runs import CLUSTER_TARGET
+from snapshots import Snapshot, hashes, mlflow_runs, run_statuses, snapshot
 from test_card import check_model_card
 from test_ecosystem import check_mlflow_lineage
 from test_explain import check_explain_outputs

@@ -21,7 +21,7 @@ import yaml
 from conftest import run
 from fashion_mlp.config import cli_flags
 from fashion_mlp.io import sha256_file
-from smoke_runs import Snapshot
+from snapshots import Snapshot
 
 pytestmark = pytest.mark.e2e
 
