@@ -123,13 +123,13 @@ clean:
 
 # The parameter reference, and every result the README and docs/ quote (the blocks between
 # `<!-- results:NAME -->` and `<!-- /results -->`, from the git-tracked reports), are generated,
-# never typed: tests/test_docs.py fails when either is stale. Run it after a run changes reports/.
+# never typed: tests/documents/test_docs.py fails when either is stale. Run it after a run changes reports/.
 docs: install
 	python workflow/scripts/params_doc.py
 	python workflow/scripts/results_doc.py
 
 # Every job of a full run of the committed params.yaml (`all` left out: its inputs are these two files'
-# ancestors; tests/test_docs.py checks the picture against Snakemake's DAG). Needs Graphviz (apt-get).
+# ancestors; tests/documents/test_docs.py checks the picture against Snakemake's DAG). Needs Graphviz (apt-get).
 dag: install
 	snakemake reports/summary.md reports/model_card.md --forceall --dag dot > docs/dag.dot.tmp
 	dot -Tsvg docs/dag.dot.tmp -o docs/dag.svg.tmp && mv docs/dag.svg.tmp docs/dag.svg

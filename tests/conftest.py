@@ -1,4 +1,4 @@
-"""Shared test helpers (tests/ is on sys.path, so test files `from conftest import ...`).
+"""Shared test helpers (tests/ and its folders are on sys.path, so test files `from conftest import ...`).
 
 - the repository, the virtualenv's commands and a clean environment for subprocesses;
 - a throw-away copy of the repository with smoke-sized params (smoke_params.py; the e2e tests);
@@ -32,6 +32,14 @@ import yaml  # noqa: E402
 
 from fashion_mlp.io import TMP_MARK  # noqa: E402
 from smoke_params import DEBIAN_DATA, DROP, SMOKE  # noqa: E402  (re-exported to the tests)
+
+# The tests live in a folder per role (stages/, engines/, ...), and some import another's helpers by
+# module name (`from test_images import fashion_like`); pytest puts a test's own folder on sys.path only
+# when it collects that file, so every folder goes there now, before any test module is imported.
+TESTS = Path(__file__).resolve().parent
+sys.path[1:1] = [
+    str(room) for room in sorted(TESTS.iterdir()) if room.is_dir() and not room.name.startswith((".", "_"))
+]
 
 # The smoke pipelines' background runs and their fixtures (snakemake_first, dvc_first, ...).
 pytest_plugins = ["smoke_runs"]

@@ -2,7 +2,7 @@
 
 Both engines rerun a stage when one of its code dependencies changes. The Snakefile takes them
 from `stage_code()` (the import closure of the stage's module, read with `ast`, without importing
-anything); dvc.yaml lists the same files by hand, and tests/test_code_deps.py checks that its lists
+anything); dvc.yaml lists the same files by hand, and tests/engines/test_code_deps.py checks that its lists
 cover the closure, so that an edit to a shared module can never leave an output stale.
 
 A module is left out only if it cannot change what a stage writes; NEUTRAL says why, one line each.
@@ -24,7 +24,7 @@ NEUTRAL = {
     "fashion_mlp/__init__.py": "PipelineError and the version string; no stage writes either",
     "fashion_mlp/cli.py": "picks the stage's module by command name; the module itself is a dependency",
     "fashion_mlp/tracking.py": "MLflow runs, tags and retries: nothing either engine tracks (its retry jitter "
-    "has a generator of its own, so it cannot shift a seed: tests/test_tracking.py)",
+    "has a generator of its own, so it cannot shift a seed: tests/libraries/test_tracking.py)",
 }
 # A subpackage's __init__.py holding only a docstring is neutral too (checked, not assumed: is_docstring_only).
 

@@ -14,7 +14,7 @@ as before (no server, or not served) unless all of these hold: served() takes it
 and every variable read at import time (IMPORT_TIME_ENV: thread counts, TensorFlow's and Python's
 flags) is what the server started with. Only third-party libraries are preloaded; the pipeline's own
 modules load in the child, from the disk. No TensorFlow op runs in the server, so each child sets up
-TensorFlow's threads and seeds afresh: the same bytes as a job's own process (tests/test_forkserver.py).
+TensorFlow's threads and seeds afresh: the same bytes as a job's own process (tests/libraries/test_forkserver.py).
 """
 
 from __future__ import annotations

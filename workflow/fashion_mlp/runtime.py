@@ -52,5 +52,5 @@ def without_data_autotuning(tf) -> None:
         return original(original(self, options, name=name), off)
 
     with_options.without_autotuning = True
-    with_options.original = original  # for tests/test_train.py's comparison with Keras' defaults
+    with_options.original = original  # for tests/stages/test_train.py's comparison with Keras' defaults
     tf.data.Dataset.with_options = with_options

@@ -19,7 +19,7 @@ Regenerate after a run:
     python workflow/scripts/results_doc.py          # or: make docs
     python workflow/scripts/results_doc.py --check  # exit 1 naming every stale file and block
 
-tests/test_docs.py runs the check. An unknown block name, a block never closed, a closing
+tests/documents/test_docs.py runs the check. An unknown block name, a block never closed, a closing
 marker without an opening one, or a marker that is not alone on its line is an error
 naming the file and the line (exit 2). A marker quoted in a sentence or inside fenced code
 is text, not a block.

@@ -5,7 +5,7 @@ canonizers do the same in PyTorch. Why: the LRP rules are made for linear layers
 affine step, a BatchNorm has the epsilon rule whatever the composite says, and its shift takes relevance
 in a step of its own. Folded, the network computes the same logits with one step fewer, and the shift
 becomes part of the next layer's bias, where that layer's rule decides what it takes. Under LRP-0 that
-is the same share, only moved (tests/test_lrp_rules.py); gamma's amplified contributions leave it less.
+is the same share, only moved (tests/attribution/test_lrp_rules.py); gamma's amplified contributions leave it less.
 
 Here BatchNorm follows the activation (architectures.py), so it folds forward, y = x * scale + shift
 into the next layer's a -> a·W + b:

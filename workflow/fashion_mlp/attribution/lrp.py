@@ -3,7 +3,8 @@ composite z^B / gamma / epsilon with BatchNorm folded (lrp_rules.py, canonize.py
 
 Written by hand on purpose: no maintained LRP library supports Keras 3. iNNvestigate pins
 TensorFlow < 2.15, and zennit and captum are PyTorch. The models here need only a few layer
-kinds, so the rules fit in short, tested modules (tests/test_explain.py, tests/test_lrp.py, tests/test_lrp_rules.py).
+kinds, so the rules fit in short, tested modules (tests/stages/test_explain.py, tests/attribution/test_lrp.py,
+tests/attribution/test_lrp_rules.py).
 
 The model becomes a list of float64 steps, each a map z = f(a) written with TensorFlow ops
 (Montavon et al., *Layer-wise relevance propagation: an overview*, 2019):

@@ -40,7 +40,7 @@ class ShapExplainers:
     one DeepExplainer per class, built on first use, holds a working copy into which each model's weights are
     copied, so that shap's traced gradient is reused instead of traced again for every model (on the CNN
     about 0.4 s a class and model, against 0.08 s reused). Reused, the values are bit for bit those of
-    explainers built afresh (tests/test_explain.py); an explainer's expected value stays that of the model it
+    explainers built afresh (tests/stages/test_explain.py); an explainer's expected value stays that of the model it
     was built on, so shap_attributions' additivity gaps use fresh ones.
     """
 

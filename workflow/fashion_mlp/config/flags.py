@@ -15,7 +15,7 @@ def cli_flags(section: dict, _prefix: str = "") -> str:
     DVC's dict unpacking: a list becomes `--key a b`, true becomes a bare
     `--key`, false is left out, null becomes `None`, strings are shell-quoted
     and a nested mapping becomes `--outer.inner value`. The Snakefile uses this so
-    both engines run the same command line (tests/test_dag_equality.py checks).
+    both engines run the same command line (tests/engines/test_dag_equality.py checks).
     """
 
     def text(value) -> str:

@@ -32,7 +32,7 @@ def scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     By hand, because a thousand resamples are scored at once as matrix sums: scikit-learn's scorers take
     one weight vector per call, and their input validation made 1,000 calls about 3 s of every evaluate
     job. The counts are integers, so every sum is exact and each score rounds as scikit-learn's does:
-    tests/test_stats.py checks them against accuracy_score, f1_score, precision_score and recall_score
+    tests/libraries/test_stats.py checks them against accuracy_score, f1_score, precision_score and recall_score
     to the last bit.
     """
     tp = np.diagonal(confusion, axis1=1, axis2=2)

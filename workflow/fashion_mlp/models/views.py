@@ -8,7 +8,7 @@ teaching, and a step costs no teacher pass, so the student can train for hundred
 
 A view is (flipped, dy, dx): the picture flipped left to right if asked, then moved dy pixels down
 and dx right, zeros (the background) filling in. `apply_view` (NumPy, for the table) and
-`apply_views` (TensorFlow, per image in a batch) are the same map; tests/test_distillation.py checks it.
+`apply_views` (TensorFlow, per image in a batch) are the same map; tests/models/test_distillation.py checks it.
 
 With `warp`, the table has every view twice: as above, and warped, each picture moved by its own smooth
 random field (Simard, Steinkraus and Platt 2003's elastic distortion, by scipy.ndimage). A warp is no

@@ -1,7 +1,7 @@
 """explain's data-randomization test (attribution/data_randomization.py): a copy of the architecture trained
 on permuted labels, its maps compared with the trained model's beside the layer randomizations.
 
-Tiny seeded MLPs (tests/test_explain.py's) on 40 random images: one or two epochs in the fast tier; the
+Tiny seeded MLPs (tests/attribution/tiny_nets.py) on 40 random images: one or two epochs in the fast tier; the
 test that they memorize the permuted labels trains 25, twice (slow).
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_nets import OPTS, images, tiny_mlp
 
 from fashion_mlp.attribution import cascade, data_randomization, model_report
-from tiny_nets import OPTS, images, tiny_mlp
 
 
 def test_permuted_labels_keep_the_class_counts_but_not_the_pairing_and_are_seeded():

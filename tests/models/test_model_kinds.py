@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import dvc_render
+from conftest import REPO, dvc_render
 from fashion_mlp.config import (
     ParamsError,
     add_section_flags,
@@ -24,7 +24,7 @@ from fashion_mlp.config import (
 from fashion_mlp.io import sha256_file
 from fashion_mlp.models import kinds
 
-PARAMS_PATH = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS_PATH = REPO / "params.yaml"
 TRAINING = {
     "learning_rate": 0.003,
     "lr_schedule": "cosine",
@@ -296,8 +296,9 @@ def test_augmentation_is_seeded_random_in_training_and_off_at_inference(keras, m
 def test_a_cnn_trained_with_every_lever_saves_only_inference_layers(keras, models, tmp_path):
     """A short fit with augmentation, label smoothing and EMA: the saved file holds no random layer,
     loads in safe mode, predicts what the trained model predicts, and is the same bytes twice."""
-    from fashion_mlp.models.training import fit, make_history_callback
     from test_train import synthetic_data
+
+    from fashion_mlp.models.training import fit, make_history_callback
 
     data = synthetic_data(64, 32)
     block = dict(TINY_CNN, **LEVERS)

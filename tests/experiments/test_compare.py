@@ -3,7 +3,7 @@
 The statistics are checked against scikit-learn, `report`'s McNemar and Holm, and a simulation of
 known truth. The command runs on a tiny real git + DVC repository whose one stage writes per-image
 predictions from params (no TensorFlow), so a real `dvc exp run -S` is compared with HEAD in seconds;
-tests/test_e2e_dvc.py compares the smoke run's queued experiments.
+tests/engines/test_e2e_dvc.py compares the smoke run's queued experiments.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from test_model_kinds import TINY_CNN, TRAINING
 
 from conftest import DEBIAN_DATA, REPO, require_debian_data
 from fashion_mlp import PipelineError
-from test_model_kinds import TINY_CNN, TRAINING
 
 TINY_MLP = {"hidden": [64, 32], "activation": "relu", "dropout": 0.2, "l2": 0.0, "batchnorm": True, **TRAINING}
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_report import PUBLISHED, anchor_row_end, anchor_row_start
+from test_report_statistics import with_uncertainty
 
 from conftest import assert_png
 from fashion_mlp import PipelineError
 from fashion_mlp.stages import report
 from fashion_mlp.summary import champion as champion_text
 from fashion_mlp.summary import models_table
-from test_report import PUBLISHED, anchor_row_end, anchor_row_start
-from test_report_statistics import with_uncertainty
 
 CNN_CHAMPION = {
     "champion": "cnn",

@@ -1,7 +1,7 @@
 """The champion's pyfunc (fashion_mlp.serving) without a model: pictures and arrays decoded as prepare
 scales them, an error per bad row (null in the JSON answer, a 400 when no row is read), and the model file's code.
 
-A stand-in replaces the Keras model. tests/test_serve.py serves a real one.
+A stand-in replaces the Keras model. tests/serving/test_serve.py serves a real one.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_images import fashion_like
 
 from fashion_mlp.data import CLASS_NAMES
 from fashion_mlp.images import scale
-from test_images import fashion_like
 
 
 def png(pixels: np.ndarray) -> bytes:

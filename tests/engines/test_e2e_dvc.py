@@ -18,8 +18,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
-from conftest import edit_params, run
 from e2e_checks import (
     assert_demo_outputs,
     assert_mlflow,
@@ -31,7 +29,6 @@ from e2e_checks import (
     output_files,
     running_runs,
 )
-from snapshots import MODELS, Snapshot, hashes, run_statuses
 from test_card import check_model_card
 from test_ecosystem import check_mlflow_lineage, check_queue
 from test_explain import check_explain_outputs
@@ -39,6 +36,9 @@ from test_model_kinds import check_cnn_model
 from test_register import check_registry_aliases
 from test_report_comparison import check_comparison
 from test_report_statistics import check_uncertainty
+
+from conftest import edit_params, run
+from snapshots import MODELS, Snapshot, hashes, run_statuses
 
 pytestmark = pytest.mark.e2e
 

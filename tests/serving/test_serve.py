@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_images import bomb_png
+from test_safety import assert_refused_elsewhere, stop_group
+from test_serve_pyfunc import png
 
 from conftest import BIN, DEBIAN_DATA, REPO, SUBPROCESS_TIMEOUT, clean_env, free_ports, require_debian_data
 from fashion_mlp.data import CLASS_NAMES, read_split
 from fashion_mlp.images import load, scale
 from fashion_mlp.metrics.robustness import phone_photo  # the model card measures the same pictures
-from test_images import bomb_png
-from test_safety import assert_refused_elsewhere, stop_group
-from test_serve_pyfunc import png
 
 PHONE_IMAGES = 400
 BATCH_IMAGES = 48

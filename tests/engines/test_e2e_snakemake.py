@@ -16,8 +16,6 @@ import re
 from pathlib import Path
 
 import pytest
-
-from conftest import edit_params, run
 from e2e_checks import (
     assert_demo_outputs,
     assert_mlflow,
@@ -34,9 +32,6 @@ from e2e_checks import (
     kill_mid_training,
     running_runs,
 )
-from fashion_mlp.io import sha256_file
-from smoke_runs import CLUSTER_TARGET
-from snapshots import Snapshot, hashes, mlflow_runs, run_statuses, snapshot
 from test_card import check_model_card
 from test_ecosystem import check_mlflow_lineage
 from test_explain import check_explain_outputs
@@ -45,6 +40,11 @@ from test_predict import check_champion_predicts
 from test_register import check_registry_aliases
 from test_report_comparison import check_comparison
 from test_report_statistics import check_uncertainty
+
+from conftest import edit_params, run
+from fashion_mlp.io import sha256_file
+from smoke_runs import CLUSTER_TARGET
+from snapshots import Snapshot, hashes, mlflow_runs, run_statuses, snapshot
 
 pytestmark = pytest.mark.e2e
 

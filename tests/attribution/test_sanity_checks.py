@@ -11,9 +11,9 @@ import warnings
 
 import numpy as np
 import pytest
+from tiny_nets import OPTS, images, tiny_mlp
 
 from fashion_mlp.attribution import checks, gradients, lrp, methods, model_report, randomization
-from tiny_nets import OPTS, images, tiny_mlp
 
 
 def test_randomizing_the_weights_lowers_the_rank_correlation():

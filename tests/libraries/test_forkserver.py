@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from test_train import synthetic_data
 
 from conftest import CLI, SUBPROCESS_TIMEOUT, clean_env
 from fashion_mlp import forkserver
 from fashion_mlp.io import sha256_file
 from fashion_mlp.profiling import marks
-from test_train import synthetic_data
 
 slow = pytest.mark.slow  # a server that imports TensorFlow, and trainings
 

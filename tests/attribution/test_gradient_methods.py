@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from tiny_nets import images, tiny_mlp
 
 from fashion_mlp.attribution import gradients, randomization
-from tiny_nets import images, tiny_mlp
 
 # --- the reference methods (attribution/gradients.py) ----------------------------------------
 

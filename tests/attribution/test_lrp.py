@@ -11,12 +11,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from tiny_nets import images, seed_biases_and_norms
 
 from conftest import assert_png
 from fashion_mlp.attribution import checks, lrp, methods, model_report, randomization
 from fashion_mlp.attribution import figures as attribution_figures
 from fashion_mlp.stages import explain
-from tiny_nets import images, seed_biases_and_norms
 
 
 def tiny_cnn(

@@ -2,7 +2,7 @@
 (lrp_rules.py), the per-layer conservation report (lrp.attribute, methods.lrp_attributions).
 
 Fast tier: the rules on hand-computed numbers, and tiny MLPs and CNNs of train's shapes with seeded random
-weights (tests/tiny_nets.py, tests/test_lrp.py), never trained.
+weights (tests/attribution/tiny_nets.py, tests/attribution/test_lrp.py), never trained.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from fashion_mlp.attribution import lrp, lrp_rules, methods, model_report
 from test_lrp import tiny_cnn
 from tiny_nets import OPTS, images, seed_biases_and_norms, tiny_mlp
+
+from fashion_mlp.attribution import lrp, lrp_rules, methods, model_report
 
 
 def mlp(hidden=(12, 8), batchnorm=True, zero_bias=False, activation="relu", seed: int = 0) -> keras.Sequential:

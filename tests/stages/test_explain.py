@@ -16,12 +16,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from tiny_nets import OPTS, images, tiny_mlp
 
 from conftest import CLI, PNG_MAGIC, assert_png, clean_env, no_temporaries
 from fashion_mlp.attribution import checks, gradients, lrp, methods, model_report
 from fashion_mlp.stages import explain
 from fashion_mlp.summary.explanations import summary_section
-from tiny_nets import OPTS, images, tiny_mlp
 
 # The deletion CSV's columns: the deletion curves, then the insertion ones (dvc.yaml's plot reads them).
 COLUMNS = [*explain.DELETION_COLUMNS, *(f"insertion_{key}" for key in explain.DELETION_COLUMNS)]

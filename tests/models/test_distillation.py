@@ -8,10 +8,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from test_model_kinds import TINY_CNN, TRAINING
 
 from fashion_mlp.io import sha256_file
 from fashion_mlp.stages import train as train_stage
-from test_model_kinds import TINY_CNN, TRAINING
 
 STUDENT = {
     "hidden": [16],
@@ -97,8 +97,9 @@ def test_logits_are_the_models_own_before_its_softmax(keras, models, distillatio
 def test_a_student_learns_from_a_teacher_that_does_not_change_and_is_saved_alone(keras, models, tmp_path):
     """A short distillation with every lever (mixup too): the teacher's weights are untouched, the student's file
     holds only its own inference layers and is the same bytes twice, and its history reads like any other."""
-    from fashion_mlp.models.training import fit, make_history_callback
     from test_train import synthetic_data
+
+    from fashion_mlp.models.training import fit, make_history_callback
 
     data = synthetic_data(64, 32)
     keras.utils.set_random_seed(0)
@@ -137,8 +138,9 @@ def test_a_student_learns_from_a_teacher_that_does_not_change_and_is_saved_alone
 @pytest.mark.slow  # trains four students: 6 s
 def test_the_alpha_weighs_teacher_against_labels(keras, models):
     """alpha 0 trains on the labels alone: the teacher's outputs cannot change the student."""
-    from fashion_mlp.models.training import fit, make_history_callback
     from test_train import synthetic_data
+
+    from fashion_mlp.models.training import fit, make_history_callback
 
     data = synthetic_data(32, 16)
 
@@ -335,8 +337,9 @@ def test_a_student_learns_from_its_teachers_table_the_same_way_each_time(keras, 
     """teacher.views: the teacher is scored before training and never changes; the student is the same bytes
     twice, its history reads like any other, and the table, not the labels alone, moves its weights; with
     warp too, whose pictures the step looks up."""
-    from fashion_mlp.models.training import fit, make_history_callback
     from test_train import synthetic_data
+
+    from fashion_mlp.models.training import fit, make_history_callback
 
     data = synthetic_data(64, 32)
     views = {"shift": 1, "flip": True, "mirror": True, **({"warp": warping} if warping else {})}

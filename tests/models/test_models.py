@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from fashion_mlp.config import ParamsError, load_params
 from fashion_mlp.io import sha256_file
 
-PARAMS_PATH = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS_PATH = REPO / "params.yaml"
 
 
 @pytest.fixture(scope="module")
