@@ -17,7 +17,7 @@ DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
 	@echo "make test     install, then run the test suite (what CI runs)"
-	@echo "make test-fast  the unit tests only, under a minute: no training, no Snakemake/DVC/MLflow subprocess"
+	@echo "make test-fast  the unit tests, about a minute: tiny seeded models, no Snakemake/DVC/MLflow subprocess"
 	@echo "make lint     ruff (lint + format check), snakefmt --check, snakemake --lint"
 	@echo "make bench    project train vs plain Keras, and no-op reruns (after make run)"
 	@echo "make ui       MLflow UI on http://127.0.0.1:5000"
