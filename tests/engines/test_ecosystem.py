@@ -31,11 +31,12 @@ from conftest import REPO, engine_env, run
 
 @pytest.fixture
 def tracking(monkeypatch):
-    from fashion_mlp import tracking
+    """fashion_mlp.tracking's lineage module (invocation_id calls its dvc_process), in a clean environment."""
+    from fashion_mlp.tracking import lineage
 
-    for var in (tracking.INVOCATION_VAR, "DVC_STAGE", "DVC_EXP_NAME"):
+    for var in (lineage.INVOCATION_VAR, "DVC_STAGE", "DVC_EXP_NAME"):
         monkeypatch.delenv(var, raising=False)
-    return tracking
+    return lineage
 
 
 class FakeProcess:

@@ -51,7 +51,7 @@ def test_a_run_that_ends_while_the_closer_looks_stays_finished(tmp_path, monkeyp
         client.set_terminated(ended, status="FINISHED")  # what the owner did just before it exited
         return False
 
-    monkeypatch.setattr(tracking, "process_alive", owner_ends_its_run_and_exits)
+    monkeypatch.setattr(tracking.owners, "process_alive", owner_ends_its_run_and_exits)
     assert tracking.close_orphaned_runs(experiment_id) == [orphan]
     assert client.get_run(ended).info.status == "FINISHED"
     assert client.get_run(orphan).info.status == "KILLED"
@@ -115,7 +115,7 @@ def test_the_dataset_insert_race_and_a_locked_store_are_retried_other_errors_are
     FAILED). The transaction is rolled back, and a retry finds the row."""
     from fashion_mlp import tracking
 
-    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(tracking.store.time, "sleep", lambda seconds: None)
     failures = [
         "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest",
         "(sqlite3.OperationalError) database is locked",

@@ -23,8 +23,13 @@ SOURCE_ROOT = PACKAGE_DIR.parent  # workflow/: paths below are relative to the r
 NEUTRAL = {
     "fashion_mlp/__init__.py": "PipelineError and the version string; no stage writes either",
     "fashion_mlp/cli.py": "picks the stage's module by command name; the module itself is a dependency",
-    "fashion_mlp/tracking.py": "MLflow runs, tags and retries: nothing either engine tracks (its retry jitter "
-    "has a generator of its own, so it cannot shift a seed: tests/libraries/test_tracking.py)",
+    "fashion_mlp/tracking/__init__.py": "the MLflow experiment, and the runs a stage opens or reopens: nothing either "
+    "engine tracks",
+    "fashion_mlp/tracking/store.py": "where the MLflow store is, and retries on it (their jitter has a generator of "
+    "its own, so it cannot shift a seed: tests/libraries/test_tracking.py)",
+    "fashion_mlp/tracking/owners.py": "the host and process tags of a run, and closing the runs whose process is gone",
+    "fashion_mlp/tracking/lineage.py": "the invocation id, DVC's experiment name and the datasets a run read: MLflow "
+    "tags and inputs only",
 }
 # A subpackage's __init__.py holding only a docstring is neutral too (checked, not assumed: is_docstring_only).
 
@@ -58,7 +63,7 @@ def imported_modules(path: Path) -> set[str]:
 def closure(module: str) -> frozenset[str]:
     """Every fashion_mlp module that importing and running `module` can execute, itself included, but
     what only a NEUTRAL module imports: what cannot change an output cannot pass a change on either
-    (tracking.py tags runs with machine.py's CPU; machine.py also writes the summary's preset lines)."""
+    (tracking tags runs with machine.py's CPU; machine.py also writes the summary's preset lines)."""
     seen: set[str] = set()
     pending = [module]
     while pending:
