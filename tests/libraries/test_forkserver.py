@@ -101,6 +101,41 @@ def test_a_job_stops_waiting_for_a_server_that_died_or_was_never_named(tmp_path,
     dying.wait()
 
 
+class DvcProcess:
+    pid, started = 4242, 1700000000.5
+
+    def create_time(self) -> float:
+        return self.started
+
+
+@pytest.mark.parametrize("under_dvc", [True, False])
+def test_under_dvc_a_job_sends_the_invocation_id_its_fork_cannot_derive(tmp_path, monkeypatch, under_dvc):
+    """DVC sets no invocation id: tracking derives one from the `dvc` process among a stage's ancestors. A fork
+    of the server has none, so the job's own process settles the id and sends it in the fork's environment.
+    Under Snakemake the Snakefile exports it, and nothing changes."""
+    from fashion_mlp.tracking import lineage
+
+    for var in (lineage.INVOCATION_VAR, "DVC_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    if under_dvc:
+        monkeypatch.setenv("DVC_STAGE", "train@baseline")
+    monkeypatch.setattr(lineage, "dvc_process", DvcProcess)
+    monkeypatch.setenv(forkserver.ENV, str(tmp_path / "server.sock"))
+    ours, theirs = socket.socketpair()
+    monkeypatch.setattr(forkserver, "connect", lambda path, wait: ours)
+    sent = []
+    monkeypatch.setattr(forkserver, "send_request", lambda client, argv: sent.append(dict(os.environ)))  # declined
+    assert forkserver.request_job(["train", "--model", "baseline"]) is None
+    theirs.close()
+    if not under_dvc:
+        assert lineage.INVOCATION_VAR not in sent[0]
+        return
+    expected = lineage.invocation_id()  # what this process derives from its `dvc` ancestor
+    monkeypatch.setattr(lineage, "dvc_process", lambda: None)  # the fork: no `dvc` among its ancestors
+    monkeypatch.setattr(os, "environ", sent[0])
+    assert lineage.invocation_id() == expected
+
+
 ASKS_FOR_A_JOB = "import sys; from fashion_mlp import forkserver; sys.exit(forkserver.request_job(['train']))"
 
 

@@ -112,6 +112,7 @@ def request_job(argv: list[str]) -> int | None:
     client = connect(path, wait=start_wait(argv))
     if client is None:  # not started, or gone: run as before
         return None
+    pin_invocation()
     # A signal between the fork and forward() below would kill this process alone (CI, stop 44): hold
     # them until they can be passed on; a declined job then hears them itself.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
@@ -137,6 +138,16 @@ def request_job(argv: list[str]) -> int | None:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
+
+
+def pin_invocation() -> None:
+    """Under DVC, settle the invocation's id here, in the job's own process, before the fork takes its
+    environment: DVC sets none, so tracking derives it from the `dvc` process among the job's ancestors,
+    and a fork of the server has no such ancestor (each stage would get an id of its own)."""
+    if os.environ.get("DVC_STAGE"):
+        from fashion_mlp.tracking import lineage
+
+        lineage.invocation_id()
 
 
 def send_request(client: socket.socket, argv: list[str]) -> int | None:
