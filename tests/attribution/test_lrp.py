@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from tiny_nets import images, seed_biases_and_norms
+from tiny_nets import OPTS, images, seed_biases_and_norms
 
 from conftest import assert_png
 from fashion_mlp.attribution import checks, lrp, methods, model_report, randomization
@@ -148,23 +148,7 @@ def test_every_method_and_check_of_explain_runs_on_a_cnn(tmp_path):
     model = tiny_cnn(conv=(3, 4))
     rng = np.random.default_rng(0)
     x_test, y_test = images(20, seed=3), np.arange(20) % 2  # two classes: fewer explainers
-    opts = {
-        "images_per_class": 3,
-        "grid_correct": 1,
-        "grid_mistakes": 1,
-        "deletion_steps": 4,
-        "lrp_rule": "composite",
-        "lrp_epsilon": 0.01,
-        "lrp_gamma": 0.25,
-        "randomization_margin": 0.05,
-        "smoothgrad_samples": 3,
-        "smoothgrad_noise": 0.15,
-        "ig_steps": 4,
-        "cascade_images_per_class": 1,
-        "cascade_methods": ["lrp", "gradient"],
-        "data_randomization_images": 40,
-        "data_randomization_epochs": 1,
-    }
+    opts = OPTS | {"images_per_class": 3, "grid_correct": 1, "grid_mistakes": 1}
     background = rng.random((10, 28, 28)).astype(np.float32)
     result = model_report.explain_model(model, background, x_test, y_test, opts, seed=3)
     report = result["report"]
