@@ -75,20 +75,7 @@ def test_cli_flags_round_trip_through_the_train_parser(real_params):
 
     from fashion_mlp.stages.train import build_parser, model_params
 
-    fixed = [
-        "--model",
-        "m",
-        "--seed",
-        "1",
-        "--experiment",
-        "e",
-        "--data",
-        "d.npz",
-        "--model_out",
-        "m.keras",
-        "--history_out",
-        "h.csv",
-    ]
+    fixed = shlex.split("--model m --seed 1 --experiment e --data d.npz --model_out m.keras --history_out h.csv")
     for name, block in real_params["train"].items():
         args = build_parser().parse_args(shlex.split(cli_flags(block)) + fixed)
         assert model_params(args) == block, name

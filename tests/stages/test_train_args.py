@@ -5,52 +5,19 @@ epoch whose weights a training keeps (with early stopping, the best by its monit
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from fashion_mlp.models.training import kept_epoch
 from fashion_mlp.stages.train import build_parser, model_params
 
 
 def _args(*extra: str) -> argparse.Namespace:
-    base = [
-        "--model",
-        "m",
-        "--hidden",
-        "256",
-        "128",
-        "--activation",
-        "relu",
-        "--dropout",
-        "0.0",
-        "0.3",
-        "--l2",
-        "0.0",
-        "--learning_rate",
-        "0.001",
-        "--lr_schedule",
-        "constant",
-        "--lr_decay_rate",
-        "1.0",
-        "--batch_size",
-        "32",
-        "--epochs",
-        "2",
-        "--early_stopping_patience",
-        "None",
-        "--early_stopping_monitor",
-        "val_loss",
-        "--steps_per_execution",
-        "8",
-        "--seed",
-        "1",
-        "--experiment",
-        "e",
-        "--data",
-        "d.npz",
-        "--model_out",
-        "m.keras",
-        "--history_out",
-        "h.csv",
-    ]
+    base = shlex.split(
+        "--model m --hidden 256 128 --activation relu --dropout 0.0 0.3 --l2 0.0 --learning_rate 0.001 "
+        "--lr_schedule constant --lr_decay_rate 1.0 --batch_size 32 --epochs 2 --early_stopping_patience None "
+        "--early_stopping_monitor val_loss --steps_per_execution 8 --seed 1 --experiment e --data d.npz "
+        "--model_out m.keras --history_out h.csv"
+    )
     return build_parser().parse_args(base + list(extra))
 
 
