@@ -101,6 +101,35 @@ def test_a_job_stops_waiting_for_a_server_that_died_or_was_never_named(tmp_path,
     dying.wait()
 
 
+def test_a_new_server_removes_the_sockets_of_servers_that_are_gone(tmp_path):
+    """A SIGKILLed server leaves its socket file; the next one removes the files no one listens on, and
+    leaves a live server's, another program's socket and a plain file alone."""
+
+    def bound(name: str, listening: bool) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(tmp_path / name))
+        if listening:
+            sock.listen(1)
+        return sock
+
+    gone = bound("fashion-mlp-forkserver-0123456789ab.sock", listening=False)
+    gone.close()  # its file stays, as after a SIGKILL
+    live = bound("fashion-mlp-forkserver-ba9876543210.sock", listening=True)
+    other = bound("another-program.sock", listening=False)
+    other.close()
+    (tmp_path / "fashion-mlp-forkserver-notes.sock").write_text("not a socket")
+    try:
+        removed = forkserver.remove_stale_sockets(str(tmp_path))
+    finally:
+        live.close()
+    assert removed == [str(tmp_path / "fashion-mlp-forkserver-0123456789ab.sock")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "another-program.sock",
+        "fashion-mlp-forkserver-ba9876543210.sock",
+        "fashion-mlp-forkserver-notes.sock",
+    ]
+
+
 class DvcProcess:
     pid, started = 4242, 1700000000.5
 
@@ -311,14 +340,21 @@ def wait_for_socket(path: Path, proc: subprocess.Popen) -> None:
 
 @slow
 def test_a_terminated_server_removes_its_socket(workdir):
-    """The Snakefile stops its server with SIGTERM: no socket file is left behind in the temporary directory."""
-    path = workdir / "terminated.sock"
+    """The Snakefile stops its server with SIGTERM: no socket file is left behind in the temporary directory.
+    A server also removes, when it starts, the file a SIGKILLed one left there."""
+    folder = workdir / "sockets"
+    folder.mkdir()
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(folder / "fashion-mlp-forkserver-0123456789ab.sock"))
+    left.close()  # no one listens: as after a SIGKILL
+    path = folder / "fashion-mlp-forkserver-terminated.sock"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fashion_mlp.forkserver", "--socket", str(path), "--parent", str(os.getpid())],
         env=clean_env(**THREADS_1), cwd=workdir,
     )  # fmt: skip
     try:
         wait_for_socket(path, proc)
+        assert [p.name for p in folder.iterdir()] == [path.name], "the dead server's socket was removed"
         proc.terminate()
         assert proc.wait(timeout=30) == 0
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes.util
+import fnmatch
 import importlib
 import itertools
 import json
@@ -29,6 +30,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -57,6 +59,9 @@ START_TIMEOUT = 120.0
 # Read when a library loads, so a child keeps the server's values: a job must have the same ones.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "TF_", "KERAS_", "PYTHON", "LD_", "MPL")
 HEADER = struct.Struct("!I")
+# The Snakefile's sockets (common.smk: start_forkserver). A server killed with SIGKILL (an engine's whole
+# process group, a power cut) leaves its file behind; the next server removes those no one listens on.
+SOCKETS = "fashion-mlp-forkserver-*.sock"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what a job's process passes on to its fork
 # What Snakemake sets to a job's `threads` (snakemake/shell.py): the server starts with a 1-thread job's.
 SNAKEMAKE_THREAD_VARIABLES = (
@@ -221,6 +226,28 @@ def alive(pid: int) -> bool:
         return False
 
 
+def remove_stale_sockets(folder: str) -> list[str]:
+    """Remove the servers' socket files (SOCKETS) in `folder` that no process listens on; return them.
+
+    A file whose connection is refused was left by a server that is gone: a live one accepts (and drops
+    a connection that sends no request), one that is starting has not made its file yet."""
+    removed = []
+    for name in sorted(fnmatch.filter(os.listdir(folder), SOCKETS)):
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):  # gone meanwhile, not ours to remove, or not a socket
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)  # a live server with a full backlog: left alone
+                try:
+                    probe.connect(path)
+                    continue  # a live server
+                except ConnectionRefusedError:
+                    os.unlink(path)
+                    removed.append(path)
+    return removed
+
+
 def serve(path: str, parent: int) -> tuple[dict, list[int]]:
     """Answer requests while `parent` lives; in each forked child, return (request, fds)."""
     started_with = import_time_env(os.environ)
@@ -235,6 +262,7 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if os.path.exists(path):
         os.unlink(path)
+    remove_stale_sockets(os.path.dirname(os.path.abspath(path)))
     listener.bind(path)
     listener.listen(64)
     jobs: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the job's connection)
