@@ -260,11 +260,15 @@ def serve(path: str, parent: int) -> tuple[dict, list[int]]:
     stopped = []  # SIGTERM (the Snakefile's stop_forkserver) ends the loop, so the socket file goes too
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    if os.path.exists(path):
-        os.unlink(path)
     remove_stale_sockets(os.path.dirname(os.path.abspath(path)))
-    listener.bind(path)
+    # Bound and listening under a private name, then renamed: a socket file at `path` always has a listener
+    # while its server lives, so another server's sweep never takes it for a dead one's.
+    private = f"{path}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(private)
+    listener.bind(private)
     listener.listen(64)
+    os.replace(private, path)
     jobs: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the job's connection)
     waiting: dict[socket.socket, int] = {}  # a job's connection -> its child's pid
     while alive(parent) and not stopped:
