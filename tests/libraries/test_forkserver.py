@@ -109,6 +109,7 @@ def test_a_new_server_removes_the_sockets_of_servers_that_are_gone():
     # the 108 bytes AF_UNIX allows (seen in CI).
     with tempfile.TemporaryDirectory(prefix="fm-") as folder:
         check_stale_sockets_removed(Path(folder))
+    assert Path(forkserver.new_socket_path()).match(forkserver.SOCKETS), "the Snakefile's names are the ones swept"
 
 
 def check_stale_sockets_removed(tmp_path: Path) -> None:

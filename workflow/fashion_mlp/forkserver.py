@@ -59,8 +59,8 @@ START_TIMEOUT = 120.0
 # Read when a library loads, so a child keeps the server's values: a job must have the same ones.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "TF_", "KERAS_", "PYTHON", "LD_", "MPL")
 HEADER = struct.Struct("!I")
-# The Snakefile's sockets (common.smk: start_forkserver). A server killed with SIGKILL (an engine's whole
-# process group, a power cut) leaves its file behind; the next server removes those no one listens on.
+# The Snakefile's sockets (new_socket_path). A server killed with SIGKILL (an engine's whole process
+# group, a power cut) leaves its file behind; the next server removes those no one listens on.
 SOCKETS = "fashion-mlp-forkserver-*.sock"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what a job's process passes on to its fork
 # What Snakemake sets to a job's `threads` (snakemake/shell.py): the server starts with a 1-thread job's.
@@ -224,6 +224,14 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):  # no such process
         return False
+
+
+def new_socket_path() -> str:
+    """A fresh socket path in the temporary folder, named as SOCKETS matches (the Snakefile's server)."""
+    import tempfile
+    import uuid
+
+    return os.path.join(tempfile.gettempdir(), SOCKETS.replace("*", uuid.uuid4().hex[:12]))
 
 
 def remove_stale_sockets(folder: str) -> list[str]:

@@ -3,7 +3,6 @@ import fcntl
 import os
 import shutil
 import subprocess
-import tempfile
 import sys
 import uuid
 
@@ -248,7 +247,7 @@ def start_forkserver():
         return
     # The server and every job (they inherit this process's environment) allocate with tcmalloc.
     os.environ.update(forkserver.with_tcmalloc(dict(os.environ)))
-    path = os.path.join(tempfile.gettempdir(), f"fashion-mlp-forkserver-{uuid.uuid4().hex[:12]}.sock")
+    path = forkserver.new_socket_path()  # a name its successors' sweep recognises
     os.makedirs(os.path.join(workflow.basedir, "logs"), exist_ok=True)
     with open(os.path.join(workflow.basedir, "logs", "forkserver.log"), "w") as log:
         FORKSERVER["process"] = subprocess.Popen(
