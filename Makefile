@@ -12,10 +12,11 @@ export PATH := $(BIN):$(PATH)
 
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test test-fast lint bench install data tcmalloc ui mlflow-server serve dockerfile lock clean help
+.PHONY: run repro test test-fast lint bench install data tcmalloc ui mlflow-server serve dockerfile lock clean help
 
 help:
 	@echo "make run      install, then run the whole pipeline (snakemake --cores all)"
+	@echo "make repro    dvc repro, its jobs forked from one process that imported TensorFlow (docs/speed.md)"
 	@echo "make test     install, then run the test suite (what CI runs)"
 	@echo "make test-fast  the unit tests, about a minute: tiny seeded models, no Snakemake/DVC/MLflow subprocess"
 	@echo "make lint     ruff (lint + format check), snakefmt --check, snakemake --lint"
@@ -30,6 +31,10 @@ help:
 
 run: install data tcmalloc
 	snakemake --cores all
+
+# DVC has no onstart: the fork server (which the Snakefile starts for `make run`) wraps the command.
+repro: install data tcmalloc
+	python -m fashion_mlp.forkserver -- dvc repro
 
 # pytest-xdist: a worker per core, and two more that mostly wait for the DVC smoke run before their
 # tests (tests/smoke_runs.py orders and groups the tests: loadgroup keeps the tests of one smoke copy,

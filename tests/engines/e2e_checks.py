@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import assert_png, engine_env, run
+from fashion_mlp import forkserver
 from fashion_mlp.data import CLASS_NAMES, RAW_FILES
 from fashion_mlp.io import sha256_file
 from fashion_mlp.machine import label, machine
@@ -336,3 +338,15 @@ def check_profile(first: Snapshot) -> None:
     assert re.search(r"median \d+\.\d s over 4 trainings", text), "train's three and the search's retrain"
     assert re.search(r"### The search's \d+ trials: median seconds per phase", text)
     assert "| train cnn |" in text and "| tune finish |" in text
+
+
+def assert_stages_forked(repo: Path, lock: str) -> None:
+    """A run under `make repro` (python -m fashion_mlp.forkserver -- dvc repro): every stage whose command the
+    server serves was a fork of it (its log names each fork), and only those; the search ran on its own."""
+    commands = [stage["cmd"] for stage in yaml.safe_load(lock)["stages"].values()]
+    argvs = [shlex.split(c)[1:] for c in commands if c.startswith("fashion-mlp ")]
+    expected = sorted(" ".join(a[:3]) for a in argvs if forkserver.served(a))
+    log = (repo / "logs" / "forkserver.log").read_text()
+    forked = sorted(re.findall(r"^forkserver: (.+): forked, pid \d+$", log, flags=re.M))
+    assert forked == expected, f"forked: {forked}\nexpected: {expected}\n--- logs/forkserver.log\n{log[-4000:]}"
+    assert "runs on its own" not in log, log[-4000:]

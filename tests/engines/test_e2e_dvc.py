@@ -23,6 +23,7 @@ from e2e_checks import (
     assert_mlflow,
     assert_orphans_closed,
     assert_outputs,
+    assert_stages_forked,
     assert_tuning_outputs,
     dvc_status,
     kill_mid_training,
@@ -51,6 +52,7 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
     assert_tuning_outputs(dvc_repo)
     assert_demo_outputs(dvc_repo)
     assert_mlflow(dvc_repo, engine="dvc")
+    assert_stages_forked(dvc_repo, dvc_first.lock)
     check_uncertainty(dvc_repo)
     check_explain_outputs(dvc_repo)
     check_mlflow_lineage(dvc_repo)

@@ -20,6 +20,7 @@ from test_train import synthetic_data
 
 from conftest import CLI, SUBPROCESS_TIMEOUT, clean_env
 from fashion_mlp import forkserver
+from fashion_mlp.forkserver import server as server_side
 from fashion_mlp.io import sha256_file
 from fashion_mlp.profiling import marks
 
@@ -127,7 +128,7 @@ def check_stale_sockets_removed(tmp_path: Path) -> None:
     other.close()
     (tmp_path / "fashion-mlp-forkserver-notes.sock").write_text("not a socket")
     try:
-        removed = forkserver.remove_stale_sockets(str(tmp_path))
+        removed = server_side.remove_stale_sockets(str(tmp_path))
     finally:
         live.close()
     assert removed == [str(tmp_path / "fashion-mlp-forkserver-0123456789ab.sock")]
@@ -186,7 +187,7 @@ def test_a_signal_before_the_job_hears_of_its_fork_is_passed_on_to_the_fork(tmp_
     fork = subprocess.Popen(["sleep", "60"])  # stands in for the fork
     try:
         conn, _ = listener.accept()
-        request, fds = forkserver.read_request(conn)
+        request, fds = server_side.read_request(conn)
         for fd in fds:
             os.close(fd)
         assert request["argv"] == ["train"]

@@ -240,7 +240,7 @@ FORKSERVER = {}
 
 def start_forkserver():
     """One process imports TensorFlow, Keras, MLflow and the rest once, and the 1-thread jobs run as
-    forks of it (fashion_mlp/forkserver.py): the same bytes, seconds less each. Local runs only."""
+    forks of it (fashion_mlp/forkserver/): the same bytes, seconds less each. Local runs only."""
     from fashion_mlp import forkserver
 
     if workflow.resource_settings.nodes is not None:  # a cluster's jobs run elsewhere
