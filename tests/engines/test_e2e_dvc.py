@@ -1,11 +1,12 @@
 """End to end under DVC, on real Fashion-MNIST (a 3000-image subset, 2 epochs), one stage at a time.
 
 A fresh copy of the repository, as a user's clone would be, run once in the background from the session's
-start (tests/smoke_runs.py), then copied once more when it ends. The tests go through each copy in file
-order: the run itself, a queue of two experiments, a bad params edit and its revert, a push/pull round
-trip, a SIGKILL in the middle of a training and `dvc repro` to resume, plots of an experiment and a
-preset, and a new model as one params entry. What a later test compares with is captured when the run
-ends (e2e_checks.py checks it). Each test leaves its copy complete and up to date for the next.
+start (tests/smoke_runs.py, as `make repro` runs it), then copied once more when it ends. The tests go
+through each copy in file order. The first: the run itself, a SIGKILL in the middle of a training and
+`dvc repro` to resume, and a new model as one params entry. The second: a queue of two experiments, a bad
+params edit and its revert, a push/pull round trip, and plots of an experiment and a preset. What a later
+test compares with is captured when the run ends (e2e_checks.py checks it). Each test leaves its copy
+complete and up to date for the next.
 """
 
 from __future__ import annotations
@@ -186,8 +187,9 @@ def test_dvc_killed_mid_training_resumes_and_reruns_only_what_changed(
     assert_orphans_closed(repo, orphans)
 
 
-def test_dvc_plots_an_experiment_and_a_preset_from_the_command_line(dvc_repo: Path, dvc_first: Snapshot) -> None:
-    repo = dvc_repo
+def test_dvc_plots_an_experiment_and_a_preset_from_the_command_line(dvc_copy: Path) -> None:
+    """In the second copy, last: its experiment and preset commit the copy's state and change its demos."""
+    repo = dvc_copy
     run(["dvc", "plots", "show", "--out", "plots_html"], repo)
     page = (repo / "plots_html/index.html").read_text()
     assert "val_accuracy" in page and "baseline_confusion.png" in page
