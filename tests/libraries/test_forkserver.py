@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -101,42 +100,6 @@ def test_a_job_stops_waiting_for_a_server_that_died_or_was_never_named(tmp_path,
     # It is not reaped while connect waits: a zombie counts as gone.
     assert time.monotonic() - began < 10 and not forkserver.alive(dying.pid)
     dying.wait()
-
-
-def test_a_new_server_removes_the_sockets_of_servers_that_are_gone():
-    """A SIGKILLed server leaves its socket file; the next one removes the files no one listens on, and
-    leaves a live server's, another program's socket and a plain file alone."""
-    # Not tmp_path: with pytest's and xdist's folders and this test's name, a socket path there can pass
-    # the 108 bytes AF_UNIX allows (seen in CI).
-    with tempfile.TemporaryDirectory(prefix="fm-") as folder:
-        check_stale_sockets_removed(Path(folder))
-    assert Path(forkserver.new_socket_path()).match(forkserver.SOCKETS), "the Snakefile's names are the ones swept"
-
-
-def check_stale_sockets_removed(tmp_path: Path) -> None:
-    def bound(name: str, listening: bool) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(tmp_path / name))
-        if listening:
-            sock.listen(1)
-        return sock
-
-    gone = bound("fashion-mlp-forkserver-0123456789ab.sock", listening=False)
-    gone.close()  # its file stays, as after a SIGKILL
-    live = bound("fashion-mlp-forkserver-ba9876543210.sock", listening=True)
-    other = bound("another-program.sock", listening=False)
-    other.close()
-    (tmp_path / "fashion-mlp-forkserver-notes.sock").write_text("not a socket")
-    try:
-        removed = server_side.remove_stale_sockets(str(tmp_path))
-    finally:
-        live.close()
-    assert removed == [str(tmp_path / "fashion-mlp-forkserver-0123456789ab.sock")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "another-program.sock",
-        "fashion-mlp-forkserver-ba9876543210.sock",
-        "fashion-mlp-forkserver-notes.sock",
-    ]
 
 
 class DvcProcess:
@@ -337,65 +300,3 @@ def test_the_server_kills_a_fork_whose_job_process_left_before_the_answer(server
         assert time.time() < deadline, "the fork outlived its job's process by 30 s"
         time.sleep(0.2)
     assert not (workdir / "unheard.keras").exists()
-
-
-def wait_for_socket(path: Path, proc: subprocess.Popen) -> None:
-    """Wait while a starting server preloads (10-20 s on a quiet machine; far longer beside a training)."""
-    deadline = time.time() + 300
-    while not path.exists():
-        assert time.time() < deadline and proc.poll() is None, f"no socket {path.name} in 300 s"
-        time.sleep(0.2)
-
-
-@slow
-def test_a_terminated_server_removes_its_socket(workdir):
-    """The Snakefile stops its server with SIGTERM: no socket file is left behind in the temporary directory.
-    A server also removes, when it starts, the file a SIGKILLed one left there."""
-    folder = workdir / "s"  # short: a socket path must stay under 108 bytes
-    folder.mkdir()
-    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    left.bind(str(folder / "fashion-mlp-forkserver-0123456789ab.sock"))
-    left.close()  # no one listens: as after a SIGKILL
-    path = folder / "fashion-mlp-forkserver-terminated.sock"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fashion_mlp.forkserver", "--socket", str(path), "--parent", str(os.getpid())],
-        env=clean_env(**THREADS_1), cwd=workdir,
-    )  # fmt: skip
-    try:
-        wait_for_socket(path, proc)
-        assert [p.name for p in folder.iterdir()] == [path.name], "the dead server's socket was removed"
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-    assert not path.exists()
-
-
-@slow
-def test_the_server_leaves_when_its_parent_does(workdir):
-    path = workdir / "orphan.sock"
-    # The parent outlives every deadline below, so that only the test ends it: with a 60-s life it left
-    # before a server slowed by load (preloading TensorFlow beside a training, CI) had made its socket.
-    parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, '-m',"
-         f" 'fashion_mlp.forkserver', '--socket', {str(path)!r}]); time.sleep(900)"],
-        env=clean_env(**THREADS_1), cwd=workdir,
-    )  # fmt: skip
-    server = None
-    try:
-        wait_for_socket(path, parent)
-        (server,) = psutil.Process(parent.pid).children()
-    finally:
-        if server is None:  # failed above: the server goes down with its parent
-            for child in psutil.Process(parent.pid).children():
-                child.kill()
-        parent.kill()
-        parent.wait()
-    # An orphan's zombie is reaped by PID 1, which in a container may never do it, and psutil's wait
-    # then hangs on it (CI, stop 42): wait until the server no longer runs.
-    deadline = time.time() + 20  # it polls its parent every second; the margin is for a loaded machine
-    while forkserver.alive(server.pid):
-        assert time.time() < deadline, "the server outlived its parent by 20 s"
-        time.sleep(0.2)
-    assert not path.exists()
