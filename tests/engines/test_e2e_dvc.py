@@ -53,7 +53,7 @@ def test_dvc_end_to_end(dvc_repo: Path, dvc_first: Snapshot) -> None:
     assert_tuning_outputs(dvc_repo)
     assert_demo_outputs(dvc_repo)
     assert_mlflow(dvc_repo, engine="dvc")
-    assert_stages_forked(dvc_repo, dvc_first.lock)
+    assert_stages_forked(dvc_repo, dvc_first.output)
     check_uncertainty(dvc_repo)
     check_explain_outputs(dvc_repo)
     check_mlflow_lineage(dvc_repo)
