@@ -8,16 +8,12 @@ import base64
 import contextlib
 import json
 import os
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
-from test_safety import stop_group
+from test_safety import make_target
 
 from conftest import BIN, REPO, clean_env, free_ports
 
@@ -79,26 +75,8 @@ def served(uri: str):
     one to use. Yields the port once /ping answers; stops the whole process group (make, mlflow, uvicorn)."""
     (port,) = free_ports()
     command = ["make", "-o", "install", "serve", f"SERVE_PORT={port}", f"VENV={os.path.relpath(BIN.parent, REPO)}"]
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(
-            command, cwd=REPO, env=clean_env(MLFLOW_TRACKING_URI=uri), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120  # only catches a server that never comes up
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                        assert response.status == 200
-                        break
-                except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: up, not yet answering
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        pytest.fail(f"make serve did not start:\n{log.read().decode(errors='replace')[-4000:]}")
-                    time.sleep(0.5)
-            yield port
-        finally:
-            stop_group(server)
+    with make_target(command, REPO, clean_env(MLFLOW_TRACKING_URI=uri), f"http://127.0.0.1:{port}/ping"):
+        yield port
 
 
 def error_of(answer: dict) -> str:

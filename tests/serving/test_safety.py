@@ -97,6 +97,36 @@ def stop_group(process: subprocess.Popen) -> None:
     process.wait(timeout=20)
 
 
+@contextlib.contextmanager
+def make_target(command: list[str], cwd: Path, env: dict, url: str):
+    """A make target that starts a server (make serve, make ui), in a session of its own, once `url` answers
+    200: yields its output so far (a function). Fails with that output if it exits or takes over TIMEOUT
+    (which only catches a server that never comes up); stops the whole process group at the end."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+        def output() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        assert response.status == 200
+                        break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: up, not yet answering
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"{' '.join(command)} did not start:\n{output()[-4000:]}")
+                    time.sleep(0.5)
+            yield output
+        finally:
+            stop_group(process)
+
+
 UI_PORT = 5000  # make ui's, fixed in the Makefile
 
 
@@ -126,31 +156,10 @@ def test_make_ui_answers_on_127_0_0_1_and_on_no_other_address(tmp_path):
     shutil.copyfile(REPO / "params.yaml", tmp_path / "params.yaml")  # the target reads the experiment's name
     venv = os.path.relpath(BIN.parent, tmp_path)
     command = ["make", "-f", str(REPO / "Makefile"), "-o", "install", "ui", f"VENV={venv}"]
-    with tempfile.TemporaryFile() as log:
-        ui = subprocess.Popen(
-            command, cwd=tmp_path, env=clean_env(MLFLOW_WORKERS="1"), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-        def output() -> str:
-            log.seek(0)
-            return log.read().decode(errors="replace")
-
-        try:
-            deadline = time.monotonic() + TIMEOUT  # only catches a UI that never comes up
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{UI_PORT}/health", timeout=2) as response:
-                        assert response.status == 200
-                        break
-                except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: up, not yet answering
-                    if ui.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"make ui did not start:\n{output()[-4000:]}")
-                    time.sleep(0.5)
-            assert (tmp_path / "mlflow.db").is_file(), "make ui opened another store than $(CURDIR)/mlflow.db"
-            assert_refused_elsewhere(UI_PORT)
-        finally:
-            stop_group(ui)
+    url = f"http://127.0.0.1:{UI_PORT}/health"
+    with make_target(command, tmp_path, clean_env(MLFLOW_WORKERS="1"), url) as output:
+        assert (tmp_path / "mlflow.db").is_file(), "make ui opened another store than $(CURDIR)/mlflow.db"
+        assert_refused_elsewhere(UI_PORT)
         assert "The runs: none yet (make run first)" in output(), output()[-4000:]  # the target's first line ran
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError):  # nothing of make ui outlived its group
         sock.connect(("127.0.0.1", UI_PORT))
